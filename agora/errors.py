@@ -1,0 +1,143 @@
+"""The Agora error tree: what a user can act on, and where it came from.
+
+::
+
+    AgoraError                      base of everything Agora raises itself
+    ├── PipelineError               build-time mistake: the plan is invalid, nothing was started
+    ├── ProcessBatchError           a process-isolated batch failed (raise, timeout, death, …)
+    ├── CheckpointError             a checkpoint is unreadable, corrupt, foreign or unsavable
+    ├── LifecycleError              a component was used outside its open…close window
+    ├── SourceRecordError           malformed input at a named file/line (fail-closed sources)
+    └── InternalError               a bug in Agora itself ("please report it")
+
+``run()`` re-raises the *original* exception of a failure (the sink's ``OSError``, the
+worker's ``ProcessBatchError``); these classes wrap nothing silently. Only the first four
+are part of the public facade; the others are still ``AgoraError`` subclasses so a single
+``except AgoraError`` catches every Agora-raised error.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AgoraError",
+    "CheckpointError",
+    "InternalError",
+    "LifecycleError",
+    "PipelineError",
+    "ProcessBatchError",
+    "SourceRecordError",
+]
+
+
+class AgoraError(Exception):
+    """Base class of every error Agora raises itself."""
+
+
+class PipelineError(AgoraError):
+    """The pipeline cannot be built or planned as written.
+
+    ``stage`` names the phase that rejected it (``"pipeline_build"`` for planning).
+    Raised before any source, middleware, sink or store is opened.
+    """
+
+    def __init__(self, message: str, *, stage: str = "pipeline_build") -> None:
+        super().__init__(message)
+        self.stage = stage
+
+
+class ProcessBatchError(AgoraError):
+    """A batch sent to a process-isolated middleware failed.
+
+    The message names the middleware, the batch index and the cause. ``timed_out`` is set
+    when the batch exceeded ``timeout_s``; ``invalidated`` when it was a sibling in flight
+    on a pool generation that had to be recycled; ``generation`` is the pool generation
+    the batch ran on.
+    """
+
+    def __init__(
+        self,
+        cause: str,
+        *,
+        middleware_name: str,
+        batch_index: int,
+        timed_out: bool = False,
+        invalidated: bool = False,
+        generation: int = 0,
+    ) -> None:
+        self.cause = cause
+        self.middleware_name = middleware_name
+        self.batch_index = batch_index
+        self.timed_out = timed_out
+        self.invalidated = invalidated
+        self.generation = generation
+        super().__init__(
+            f"process middleware {middleware_name!r} failed on batch {batch_index} "
+            f"(pool generation {generation}): {cause}"
+        )
+
+    def __reduce__(self):  # keep every field across pickling (DLQ, worker boundaries)
+        return (
+            _rebuild_process_batch_error,
+            (
+                self.cause,
+                self.middleware_name,
+                self.batch_index,
+                self.timed_out,
+                self.invalidated,
+                self.generation,
+            ),
+        )
+
+
+def _rebuild_process_batch_error(
+    cause: str,
+    middleware_name: str,
+    batch_index: int,
+    timed_out: bool,
+    invalidated: bool,
+    generation: int,
+) -> ProcessBatchError:
+    return ProcessBatchError(
+        cause,
+        middleware_name=middleware_name,
+        batch_index=batch_index,
+        timed_out=timed_out,
+        invalidated=invalidated,
+        generation=generation,
+    )
+
+
+class CheckpointError(AgoraError):
+    """A checkpoint cannot be trusted or saved.
+
+    Raised at start for a corrupt, truncated or foreign checkpoint (Agora never silently
+    restarts from scratch), and at save time under ``CheckpointFailurePolicy.FAIL_CLOSED``.
+    """
+
+
+class LifecycleError(AgoraError, RuntimeError):
+    """A component was used outside its lifecycle, e.g. writing to a closed sink."""
+
+
+class SourceRecordError(AgoraError, ValueError):
+    """Malformed input found by a source whose policy is to fail.
+
+    ``location`` is ``"file:line"`` (or the closest position the medium has) and
+    ``reason`` says what was wrong with the record.
+    """
+
+    def __init__(self, source_name: str, location: str, reason: str) -> None:
+        self.source_name = source_name
+        self.location = location
+        self.reason = reason
+        super().__init__(
+            f"source {source_name!r}: malformed record at {location}: {reason} — fix the input, "
+            f"or construct the source with on_malformed='dlq' to dead-letter such lines"
+        )
+
+
+class InternalError(AgoraError):
+    """An invariant inside Agora broke. This is a bug in agora; please report it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"{message} (this is a bug in agora; please report it)")

@@ -1,0 +1,151 @@
+"""Data planes: what shape a batch has, what each component declares, and the one rule
+that picks the plane a sink receives (used by planning *and* by runtime routing).
+
+Also holds the 0.3 bridge for legacy boolean flags (``supports_batch_emit``,
+``emits_arrow_batches``, ``batch_writable_native``, ``arrow_passthrough_native``): they
+are still honoured, with one ``DeprecationWarning`` per class per process.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+
+__all__ = [
+    "DataPlane",
+    "SinkCapabilities",
+    "SinkDataPlaneSpec",
+    "SourceDataPlaneSpec",
+    "warn_legacy_flag",
+]
+
+
+class DataPlane(StrEnum):
+    """The shape of data flowing between components."""
+
+    PYTHON_ROWS = "python_rows"  # one dict per call
+    PYTHON_BATCHES = "python_batches"  # a list[dict] per call
+    ARROW_BATCHES = "arrow_batches"  # a pyarrow.RecordBatch per call
+
+
+@dataclass(frozen=True)
+class SourceDataPlaneSpec:
+    """What a source emits. ``emitted_plane`` is authoritative; the two booleans mirror it."""
+
+    source_name: str
+    emitted_plane: DataPlane
+    supports_batch_emit: bool
+    emits_arrow_batches: bool
+
+    @classmethod
+    def for_plane(cls, source_name: str, plane: DataPlane | str) -> SourceDataPlaneSpec:
+        plane = DataPlane(plane)
+        return cls(
+            source_name=source_name,
+            emitted_plane=plane,
+            supports_batch_emit=plane is not DataPlane.PYTHON_ROWS,
+            emits_arrow_batches=plane is DataPlane.ARROW_BATCHES,
+        )
+
+
+@dataclass(frozen=True)
+class SinkCapabilities:
+    """Explicit plane declaration a sink may return from ``sink_capabilities()``.
+
+    ``accepted_data_planes`` / ``native_data_planes`` are the 0.3 way. The two booleans
+    are the deprecated legacy flags, still honoured (with a warning) when no explicit
+    planes are given.
+    """
+
+    accepted_data_planes: tuple[DataPlane, ...] | None = None
+    native_data_planes: tuple[DataPlane, ...] | None = None
+    batch_writable_native: bool | None = None
+    arrow_passthrough_native: bool | None = None
+
+
+@dataclass(frozen=True)
+class SinkDataPlaneSpec:
+    """What a sink accepts and handles natively. Rows are always accepted."""
+
+    sink_name: str
+    accepted_planes: frozenset[DataPlane]
+    native_planes: frozenset[DataPlane]
+
+    def __post_init__(self) -> None:
+        if not self.native_planes <= self.accepted_planes:
+            extra = sorted(p.value for p in self.native_planes - self.accepted_planes)
+            raise ValueError(
+                f"sink {self.sink_name!r} declares native planes {extra} that it does not accept; "
+                f"native planes must be a subset of accepted planes — add them to "
+                f"accepted_data_planes or remove them from native_data_planes"
+            )
+
+    @classmethod
+    def build(
+        cls,
+        sink_name: str,
+        accepted: Iterable[DataPlane | str] | None,
+        native: Iterable[DataPlane | str] | None,
+    ) -> SinkDataPlaneSpec:
+        """Normalise a declaration: rows always accepted; native defaults to rows."""
+        native_set = frozenset(_planes(sink_name, native)) if native is not None else None
+        if accepted is not None:
+            accepted_set = frozenset(_planes(sink_name, accepted)) | {DataPlane.PYTHON_ROWS}
+        else:
+            accepted_set = (native_set or frozenset()) | {DataPlane.PYTHON_ROWS}
+        if native_set is None:
+            native_set = frozenset({DataPlane.PYTHON_ROWS})
+        return cls(sink_name=sink_name, accepted_planes=accepted_set, native_planes=native_set)
+
+    def selected_plane_for(self, upstream: DataPlane | str) -> DataPlane:
+        """The plane this sink receives when the writer input is ``upstream``.
+
+        Upstream itself if native; else ``python_batches`` if upstream is Arrow and batches
+        are native; else ``python_rows``. This is the only routing rule in Agora.
+        """
+        upstream = DataPlane(upstream)
+        if upstream in self.native_planes:
+            return upstream
+        if upstream is DataPlane.ARROW_BATCHES and DataPlane.PYTHON_BATCHES in self.native_planes:
+            return DataPlane.PYTHON_BATCHES
+        return DataPlane.PYTHON_ROWS
+
+    def is_downgraded(self, upstream: DataPlane | str) -> bool:
+        return self.selected_plane_for(upstream) != DataPlane(upstream)
+
+
+def _planes(owner: str, planes: Iterable[DataPlane | str]) -> list[DataPlane]:
+    if isinstance(planes, (str, DataPlane)):
+        planes = [planes]
+    out: list[DataPlane] = []
+    for plane in planes:
+        try:
+            out.append(DataPlane(plane))
+        except ValueError:
+            valid = ", ".join(p.value for p in DataPlane)
+            raise ValueError(
+                f"{owner!r} declares unknown data plane {plane!r}; valid planes are {valid}"
+            ) from None
+    return out
+
+
+_warned: set[tuple[type, str]] = set()
+_warned_lock = threading.Lock()
+
+
+def warn_legacy_flag(cls: type, flag: str, replacement: str) -> None:
+    """Emit the legacy-flag ``DeprecationWarning`` once per (class, flag) per process."""
+    key = (cls, flag)
+    with _warned_lock:
+        if key in _warned:
+            return
+        _warned.add(key)
+    warnings.warn(
+        f"{cls.__qualname__} uses the deprecated plane flag {flag!r}; declare {replacement} "
+        f"instead — the legacy flag bridge goes away in agora 0.4.0",
+        DeprecationWarning,
+        stacklevel=3,
+    )

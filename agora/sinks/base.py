@@ -1,0 +1,142 @@
+"""The sink contract (``BaseSink``), its explicit lifecycle, and plane declarations."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from enum import Enum
+from typing import Any, ClassVar
+
+from agora.errors import LifecycleError
+from agora.planes import DataPlane, SinkCapabilities, SinkDataPlaneSpec, warn_legacy_flag
+from agora.records import WriteResult
+
+__all__ = ["BaseSink", "SinkState"]
+
+
+class SinkState(Enum):
+    NEW = "new"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class BaseSink:
+    """Base class for every sink.
+
+    Contract:
+
+    * ``open()`` → any number of ``write`` / ``write_batch`` / ``write_arrow_batch`` /
+      ``flush`` → ``close()``. ``close()`` is idempotent and implies ``flush()``.
+      Built-in sinks raise :class:`~agora.errors.LifecycleError` naming the sink when
+      written or flushed before ``open()`` or after ``close()``.
+    * ``write(record)`` returns None or raises.
+    * ``write_batch(records)`` / ``write_arrow_batch(batch)`` return None (all written),
+      or a list with exactly one :class:`WriteResult` per input record/row, in order;
+      raising means the whole call failed. Inputs are never mutated.
+    * Planes: declare ``accepted_data_planes`` / ``native_data_planes`` class attributes
+      or return them from ``sink_capabilities()``. Rows are always accepted. The runtime
+      calls ``write_arrow_batch`` only on sinks whose native planes include Arrow.
+
+    Subclasses that want the built-in lifecycle checks call ``await super().open()`` /
+    ``await super().close()`` and ``self._check_usable("write")``.
+    """
+
+    sink_name: str = ""
+    accepted_data_planes: ClassVar[tuple[DataPlane, ...] | None] = None
+    native_data_planes: ClassVar[tuple[DataPlane, ...] | None] = None
+    # Legacy flags (deprecated in 0.3, removed in 0.4).
+    batch_writable_native: ClassVar[bool | None] = None
+    arrow_passthrough_native: ClassVar[bool | None] = None
+
+    _state: SinkState = SinkState.NEW
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not getattr(cls, "sink_name", ""):
+            cls.sink_name = cls.__name__
+
+    # -- lifecycle -------------------------------------------------------------------
+    @property
+    def state(self) -> SinkState:
+        return self._state
+
+    async def open(self) -> None:
+        if self._state is SinkState.CLOSED:
+            raise LifecycleError(f"cannot reopen closed sink {self.sink_name!r}; create a new one")
+        self._state = SinkState.OPEN
+
+    async def flush(self) -> None:
+        self._check_usable("flush")
+
+    async def close(self) -> None:
+        """Flush and release resources. Idempotent."""
+        self._state = SinkState.CLOSED
+
+    def _check_usable(self, op: str) -> None:
+        if self._state is SinkState.OPEN:
+            return
+        if self._state is SinkState.NEW:
+            raise LifecycleError(f"cannot {op} sink {self.sink_name!r} before open()")
+        raise LifecycleError(f"cannot {op} closed sink {self.sink_name!r}")
+
+    # -- data ------------------------------------------------------------------------
+    async def write(self, record: Any) -> None:
+        raise NotImplementedError(f"sink {self.sink_name!r} does not implement write()")
+
+    async def write_batch(self, records: Sequence[Any]) -> list[WriteResult] | None:
+        """Default: write records one by one, reporting each failure per record."""
+        results: list[WriteResult] = []
+        failed = False
+        for record in records:
+            try:
+                await self.write(record)
+            except LifecycleError:
+                raise
+            except Exception as exc:  # a per-record failure, reported in the results
+                failed = True
+                results.append(WriteResult.failed(exc))
+            else:
+                results.append(WriteResult.ok())
+        return results if failed else None
+
+    async def write_arrow_batch(self, batch: Any) -> list[WriteResult] | None:
+        raise TypeError(
+            f"sink {self.sink_name!r} does not accept arrow_batches; the runtime downgrades "
+            f"Arrow to rows for it — declare native_data_planes including arrow_batches and "
+            f"implement write_arrow_batch() to receive RecordBatches"
+        )
+
+    # -- planes ----------------------------------------------------------------------
+    def sink_capabilities(self) -> SinkCapabilities | None:
+        """Optional explicit declaration; overrides the class attributes."""
+        return None
+
+    def data_plane_spec(self) -> SinkDataPlaneSpec:
+        """Read the declaration. Raises ValueError (naming the sink) if it is inconsistent."""
+        caps = self.sink_capabilities()
+        accepted: Any = None
+        native: Any = None
+        if caps is not None and (
+            caps.accepted_data_planes is not None or caps.native_data_planes is not None
+        ):
+            accepted, native = caps.accepted_data_planes, caps.native_data_planes
+        elif self.accepted_data_planes is not None or self.native_data_planes is not None:
+            accepted, native = self.accepted_data_planes, self.native_data_planes
+        else:
+            batches = caps.batch_writable_native if caps is not None else None
+            arrow = caps.arrow_passthrough_native if caps is not None else None
+            if batches is None:
+                batches = self.batch_writable_native
+            if arrow is None:
+                arrow = self.arrow_passthrough_native
+            legacy = [DataPlane.PYTHON_ROWS]
+            if batches:
+                warn_legacy_flag(type(self), "batch_writable_native",
+                                 "native_data_planes including python_batches")
+                legacy.append(DataPlane.PYTHON_BATCHES)
+            if arrow:
+                warn_legacy_flag(type(self), "arrow_passthrough_native",
+                                 "native_data_planes including arrow_batches")
+                legacy.append(DataPlane.ARROW_BATCHES)
+            if len(legacy) > 1:
+                accepted = native = tuple(legacy)
+        return SinkDataPlaneSpec.build(self.sink_name, accepted, native)
