@@ -8,6 +8,7 @@
     ├── CheckpointError             a checkpoint is unreadable, corrupt, foreign or unsavable
     ├── LifecycleError              a component was used outside its open…close window
     ├── SourceRecordError           malformed input at a named file/line (fail-closed sources)
+    ├── ContractError               a component broke its contract at run time (wrong result count…)
     └── InternalError               a bug in Agora itself ("please report it")
 
 ``run()`` re-raises the *original* exception of a failure (the sink's ``OSError``, the
@@ -21,6 +22,7 @@ from __future__ import annotations
 __all__ = [
     "AgoraError",
     "CheckpointError",
+    "ContractError",
     "InternalError",
     "LifecycleError",
     "PipelineError",
@@ -126,14 +128,27 @@ class SourceRecordError(AgoraError, ValueError):
     ``reason`` says what was wrong with the record.
     """
 
-    def __init__(self, source_name: str, location: str, reason: str) -> None:
+    def __init__(self, source_name: str, location: str, reason: str, *, hint: bool = True) -> None:
         self.source_name = source_name
         self.location = location
         self.reason = reason
-        super().__init__(
-            f"source {source_name!r}: malformed record at {location}: {reason} — fix the input, "
-            f"or construct the source with on_malformed='dlq' to dead-letter such lines"
-        )
+        message = f"source {source_name!r}: malformed record at {location}: {reason}"
+        if hint:
+            message += (" — fix the input, or construct the source with on_malformed='dlq' "
+                        "to dead-letter such lines")
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (_rebuild_source_record_error, (self.source_name, self.location, self.reason))
+
+
+def _rebuild_source_record_error(source_name: str, location: str, reason: str) -> SourceRecordError:
+    return SourceRecordError(source_name, location, reason, hint=False)
+
+
+class ContractError(AgoraError):
+    """A user component broke its run-time contract, e.g. a sink returned three
+    ``WriteResult`` objects for five records. Handled like any failure of that call."""
 
 
 class InternalError(AgoraError):

@@ -60,8 +60,8 @@ class BaseSink:
         return self._state
 
     async def open(self) -> None:
-        if self._state is SinkState.CLOSED:
-            raise LifecycleError(f"cannot reopen closed sink {self.sink_name!r}; create a new one")
+        """Acquire resources. A closed sink may be opened again (a bound pipeline runs
+        repeatedly): it continues its output rather than starting it over."""
         self._state = SinkState.OPEN
 
     async def flush(self) -> None:

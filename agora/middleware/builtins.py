@@ -1,0 +1,109 @@
+"""Ready-made middleware wrapping a user function: Map/Filter per record, per Python
+batch, and per Arrow batch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from agora.middleware.base import (
+    ArrowBatchMiddleware,
+    BatchMiddleware,
+    Middleware,
+    MiddlewareContext,
+)
+
+__all__ = [
+    "ArrowFilterMiddleware",
+    "ArrowMapMiddleware",
+    "BatchFilterMiddleware",
+    "BatchMapMiddleware",
+    "FilterMiddleware",
+    "MapMiddleware",
+]
+
+
+def _check_callable(kind: str, fn: Any) -> None:
+    if not callable(fn):
+        raise TypeError(f"{kind} needs a callable; got {type(fn).__name__}")
+
+
+def _fn_name(fn: Any) -> str:
+    return getattr(fn, "__name__", type(fn).__name__)
+
+
+class MapMiddleware(Middleware):
+    """``fn(record) -> record | None`` per record (None drops it)."""
+
+    def __init__(self, fn: Callable[[Any], Any], *, name: str | None = None) -> None:
+        _check_callable("MapMiddleware", fn)
+        self.fn = fn
+        self.name = name or f"map:{_fn_name(fn)}"
+
+    def process(self, record: Any, ctx: MiddlewareContext) -> Any:
+        return self.fn(record)
+
+
+class FilterMiddleware(Middleware):
+    """Keeps records for which ``predicate(record)`` is truthy; drops the rest."""
+
+    def __init__(self, predicate: Callable[[Any], Any], *, name: str | None = None) -> None:
+        _check_callable("FilterMiddleware", predicate)
+        self.predicate = predicate
+        self.name = name or f"filter:{_fn_name(predicate)}"
+
+    def process(self, record: Any, ctx: MiddlewareContext) -> Any:
+        return record if self.predicate(record) else None
+
+
+class BatchMapMiddleware(BatchMiddleware):
+    """``fn(records) -> list`` per batch: one result per input, None drops that record."""
+
+    def __init__(self, fn: Callable[[Sequence[Any]], Sequence[Any]], *, name: str | None = None):
+        _check_callable("BatchMapMiddleware", fn)
+        self.fn = fn
+        self.name = name or f"batch_map:{_fn_name(fn)}"
+
+    def process_batch(self, records: Sequence[Any], ctx: MiddlewareContext) -> Any:
+        return self.fn(records)
+
+
+class BatchFilterMiddleware(BatchMiddleware):
+    """Applies ``predicate(record)`` to every record of a batch; falsy → dropped."""
+
+    def __init__(self, predicate: Callable[[Any], Any], *, name: str | None = None) -> None:
+        _check_callable("BatchFilterMiddleware", predicate)
+        self.predicate = predicate
+        self.name = name or f"batch_filter:{_fn_name(predicate)}"
+
+    def process_batch(self, records: Sequence[Any], ctx: MiddlewareContext) -> Any:
+        pred = self.predicate
+        return [r if pred(r) else None for r in records]
+
+
+class ArrowMapMiddleware(ArrowBatchMiddleware):
+    """``fn(RecordBatch) -> RecordBatch`` per Arrow batch (it may also filter rows)."""
+
+    def __init__(self, fn: Callable[[Any], Any], *, name: str | None = None) -> None:
+        _check_callable("ArrowMapMiddleware", fn)
+        self.fn = fn
+        self.name = name or f"arrow_map:{_fn_name(fn)}"
+
+    def process_arrow_batch(self, batch: Any, ctx: MiddlewareContext) -> Any:
+        return self.fn(batch)
+
+
+class ArrowFilterMiddleware(ArrowBatchMiddleware):
+    """Keeps the rows where ``predicate(RecordBatch)`` is true.
+
+    The predicate returns a boolean mask (array-like, one entry per row) or a
+    ``pyarrow.compute.Expression``; null mask entries drop the row.
+    """
+
+    def __init__(self, predicate: Callable[[Any], Any], *, name: str | None = None) -> None:
+        _check_callable("ArrowFilterMiddleware", predicate)
+        self.predicate = predicate
+        self.name = name or f"arrow_filter:{_fn_name(predicate)}"
+
+    def process_arrow_batch(self, batch: Any, ctx: MiddlewareContext) -> Any:
+        return batch.filter(self.predicate(batch))

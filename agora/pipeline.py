@@ -1,0 +1,172 @@
+"""``Pipeline`` (an immutable builder) and ``BoundPipeline`` (a pipeline bound to a
+writer and a delivery config, runnable any number of times)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from agora.config import DeliveryConfig
+from agora.errors import PipelineError
+from agora.middleware.base import ArrowBatchMiddleware, BatchMiddleware, Middleware
+from agora.runtime.engine import Progress, run_pipeline
+from agora.runtime.plan import Plan, PipelineExplain, make_plan
+from agora.runtime.summary import PipelineRunSummary
+from agora.sinks.base import BaseSink
+from agora.sinks.fanout import SinkFanOut
+from agora.sinks.router import SinkRouter
+from agora.sources.base import BaseSource, LimitedSource
+
+__all__ = ["BoundPipeline", "Pipeline"]
+
+_MIDDLEWARE_TYPES = (Middleware, BatchMiddleware, ArrowBatchMiddleware)
+
+
+class Pipeline:
+    """``Pipeline(source, id=None).pipe(mw, …).build(sink)`` — each call returns a new
+    pipeline; nothing is opened until ``run()``.
+
+    ``id`` names the pipeline in checkpoints and DLQ records. If omitted it is derived
+    from the source, middleware and sink names, so it is stable across processes as long
+    as those names are.
+    """
+
+    def __init__(self, source: BaseSource, id: str | None = None, *,
+                 _middleware: tuple[Any, ...] = ()) -> None:
+        if not isinstance(source, BaseSource):
+            raise PipelineError(
+                f"Pipeline needs a BaseSource; got {type(source).__name__} — wrap plain "
+                f"iterables in IterableSource(...)"
+            )
+        if id is not None and (not isinstance(id, str) or not id):
+            raise PipelineError(f"Pipeline id must be a non-empty string; got {id!r}")
+        self.source = source
+        self.id = id
+        self.middleware = _middleware
+
+    def pipe(self, *middleware: Any) -> Pipeline:
+        """Return a new pipeline with ``middleware`` appended to the chain."""
+        for mw in middleware:
+            if not isinstance(mw, _MIDDLEWARE_TYPES):
+                raise PipelineError(
+                    f"pipe() needs Middleware, BatchMiddleware or ArrowBatchMiddleware "
+                    f"instances; got {type(mw).__name__} — wrap a function in "
+                    f"MapMiddleware(fn) / BatchMapMiddleware(fn) / ArrowMapMiddleware(fn)"
+                )
+        return Pipeline(self.source, self.id, _middleware=self.middleware + tuple(middleware))
+
+    def build(self, sink: BaseSink, *, delivery: DeliveryConfig | None = None) -> BoundPipeline:
+        if isinstance(sink, (SinkFanOut, SinkRouter)):
+            return BoundPipeline(self, sink, delivery)
+        if not isinstance(sink, BaseSink):
+            raise PipelineError(f"build() needs a BaseSink; got {type(sink).__name__}")
+        return BoundPipeline(self, sink, delivery)
+
+    def fan_out(self, sinks: Iterable[BaseSink] | SinkFanOut, *,
+                delivery: DeliveryConfig | None = None) -> BoundPipeline:
+        fan = sinks if isinstance(sinks, SinkFanOut) else SinkFanOut(sinks)
+        return BoundPipeline(self, fan, delivery)
+
+    def route(self, router: SinkRouter, *, delivery: DeliveryConfig | None = None) -> BoundPipeline:
+        if not isinstance(router, SinkRouter):
+            raise PipelineError(f"route() needs a SinkRouter; got {type(router).__name__}")
+        return BoundPipeline(self, router, delivery)
+
+
+class BoundPipeline:
+    """A pipeline with its writer and delivery config. ``run()`` may be called repeatedly
+    (one run at a time); with a checkpoint store, each run resumes where the last stopped."""
+
+    def __init__(self, pipeline: Pipeline, writer: Any, delivery: DeliveryConfig | None) -> None:
+        if delivery is not None and not isinstance(delivery, DeliveryConfig):
+            raise PipelineError(f"delivery must be a DeliveryConfig; got {type(delivery).__name__}")
+        self.pipeline = pipeline
+        self.writer = writer
+        self.delivery = delivery or DeliveryConfig()
+        self.last_summary: PipelineRunSummary | None = None
+        self._running = threading.Lock()
+
+    @property
+    def source(self) -> BaseSource:
+        return self.pipeline.source
+
+    @property
+    def middleware(self) -> list[Any]:
+        return list(self.pipeline.middleware)
+
+    @property
+    def sinks(self) -> list[BaseSink]:
+        if isinstance(self.writer, (SinkFanOut, SinkRouter)):
+            return list(self.writer.sinks)
+        return [self.writer]
+
+    @property
+    def pipeline_id(self) -> str:
+        if self.pipeline.id:
+            return self.pipeline.id
+        parts = [self.source.source_name, *(m.name for m in self.middleware),
+                 *(s.sink_name for s in self.sinks)]
+        digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:10]
+        return f"{self.source.source_name}-{digest}"
+
+    def _source_for(self, max_records: int | None) -> BaseSource:
+        if max_records is None:
+            return self.source
+        return LimitedSource(self.source, max_records)
+
+    def _plan(self, source: BaseSource, max_records: int | None) -> Plan:
+        return make_plan(pipeline_id=self.pipeline_id, source=source, middleware=self.middleware,
+                         writer=self.writer, max_records=max_records,
+                         batch_size=self.delivery.batch_size)
+
+    def explain(self, max_records: int | None = None) -> PipelineExplain:
+        """Describe the run without loading a checkpoint, opening, reading or starting anything."""
+        return self._plan(self._source_for(max_records), max_records).explain
+
+    async def run(self, max_records: int | None = None, *,
+                  progress: Callable[[Progress], None] | None = None) -> PipelineRunSummary:
+        """Run to the end of the source (or ``max_records``). Raises the original
+        exception of a failure; ``last_summary`` then holds the partial summary."""
+        source = self._source_for(max_records)
+        plan = self._plan(source, max_records)
+        if not self._running.acquire(blocking=False):
+            raise PipelineError(
+                f"pipeline {self.pipeline_id!r} is already running; runs of one BoundPipeline "
+                f"cannot overlap", stage="run")
+        try:
+            return await run_pipeline(
+                pipeline_id=self.pipeline_id, source=source, middleware=self.middleware,
+                writer=self.writer, plan=plan, config=self.delivery, progress=progress,
+                on_summary=self._remember,
+            )
+        finally:
+            self._running.release()
+
+    def _remember(self, summary: PipelineRunSummary) -> None:
+        self.last_summary = summary
+
+    def run_sync(self, max_records: int | None = None, *,
+                 progress: Callable[[Progress], None] | None = None) -> PipelineRunSummary:
+        """Blocking ``run()``; works with or without an event loop running in this thread
+        (inside a running loop it runs on a helper thread with its own loop)."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.run(max_records, progress=progress))
+        box: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                box["result"] = asyncio.run(self.run(max_records, progress=progress))
+            except BaseException as exc:  # re-raised in the caller's thread
+                box["error"] = exc
+
+        thread = threading.Thread(target=target, name="agora-run-sync")
+        thread.start()
+        thread.join()
+        if "error" in box:
+            raise box["error"]
+        return box["result"]

@@ -1,0 +1,204 @@
+"""The committer's rules (SPEC §7): offer each failure to the DLQ, apply the failure
+policies, and advance the checkpoint only over the contiguous prefix of handled units —
+after the sink and DLQ writes it covers have been flushed."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from agora.config import (
+    CheckpointFailurePolicy,
+    DeliveryConfig,
+    DLQFailurePolicy,
+    FailurePolicy,
+)
+from agora.errors import CheckpointError
+from agora.records import Checkpoint, DLQRecord
+from agora.runtime.units import Failure, Unit
+
+__all__ = ["Committer", "RunStop"]
+
+log = logging.getLogger("agora.delivery")
+
+
+class RunStop(Exception):
+    """Internal: carries the exception the run must stop with (raised as-is by run())."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class Committer:
+    """Handles units strictly in source order and owns checkpoint saving."""
+
+    def __init__(
+        self,
+        *,
+        config: DeliveryConfig,
+        pipeline_id: str,
+        run_id: str,
+        source_name: str,
+        checkpoint_key: str,
+        sinks: list[Any],
+        checkpoint_supported: bool,
+    ) -> None:
+        self.config = config
+        self.dlq = config.dlq
+        self.store = config.checkpoint
+        self.pipeline_id = pipeline_id
+        self.run_id = run_id
+        self.source_name = source_name
+        self.key = checkpoint_key
+        self.sinks = sinks
+        self.checkpoint_supported = checkpoint_supported
+        self.handled_since_save = 0
+        self.pending_checkpoint: Any = None
+        self.has_pending = False
+        self.last_checkpoint: Any = None
+        self.checkpoint_saves = 0
+        self.checkpoint_failures = 0
+        self.dlq_writes = 0
+        self.dlq_failures = 0
+        self.uncaptured_continued = 0
+
+    # -- failures ---------------------------------------------------------------------
+    async def handle(self, unit: Unit) -> None:
+        """Handle every failure of ``unit``; raise ``RunStop`` if the run must stop."""
+        if unit.failures:
+            await self._handle_failures(unit, unit.failures)
+            unit.failures = []
+        self.handled_since_save += unit.n_source
+        self.pending_checkpoint = unit.checkpoint
+        self.has_pending = True
+        if self.handled_since_save >= self.config.checkpoint_every:
+            await self.save()
+
+    async def _handle_failures(self, unit: Unit, failures: list[Failure]) -> None:
+        uncaptured: list[Failure] = list(failures)
+        if self.dlq is not None:
+            uncaptured = await self._offer_to_dlq(unit, failures)
+        if not uncaptured:
+            return
+        if self.config.failure_policy is FailurePolicy.FAIL_CLOSED:
+            raise RunStop(uncaptured[0].error)
+        self.uncaptured_continued += len(uncaptured)
+        first = uncaptured[0]
+        log.warning(
+            "%d failure(s) not captured by a DLQ; continuing (failure_policy=log_and_continue); "
+            "first: %s at %s %r: %s",
+            len(uncaptured), type(first.error).__name__, first.stage, first.component, first.error,
+        )
+
+    async def _offer_to_dlq(self, unit: Unit, failures: list[Failure]) -> list[Failure]:
+        redactor = self.config.dlq_redactor
+        records: list[DLQRecord] = []
+        owners: list[Failure] = []
+        uncaptured: list[Failure] = []
+        dlq_error: BaseException | None = None
+        for f in failures:
+            try:
+                rec = DLQRecord.from_exception(
+                    f.error,
+                    pipeline_id=self.pipeline_id,
+                    run_id=self.run_id,
+                    stage=f.stage,
+                    source=self.source_name,
+                    checkpoint=unit.checkpoint,
+                    record=f.record,
+                    processed_record=f.processed_record if f.is_sink else None,
+                    middleware=None if f.is_sink or f.stage == "source_record" else f.component,
+                    sink=f.component if f.is_sink else None,
+                )
+                if redactor is not None:
+                    rec = redactor(rec)
+                    if not isinstance(rec, DLQRecord):
+                        raise TypeError(
+                            f"dlq_redactor must return a DLQRecord; got {type(rec).__name__}"
+                        )
+            except Exception as exc:
+                dlq_error = dlq_error or exc
+                uncaptured.append(f)
+                continue
+            records.append(rec)
+            owners.append(f)
+        if records:
+            try:
+                results = await self.dlq.write_batch(records)
+            except Exception as exc:
+                dlq_error = dlq_error or exc
+                uncaptured.extend(owners)
+            else:
+                if results is None:
+                    self.dlq_writes += len(records)
+                else:
+                    for f, res in zip(owners, results):
+                        if res.written:
+                            self.dlq_writes += 1
+                        else:
+                            dlq_error = dlq_error or res.error
+                            uncaptured.append(f)
+                    if len(results) != len(owners):
+                        uncaptured.extend(owners[len(results):])
+        if uncaptured:
+            self.dlq_failures += len(uncaptured)
+            err = dlq_error or RuntimeError("DLQ did not capture the record")
+            if self.config.dlq_failure_policy is DLQFailurePolicy.RAISE:
+                raise RunStop(err)
+            log.error(
+                "DLQ %r failed to capture %d record(s) (dlq_failure_policy=log_only): %s: %s",
+                getattr(self.dlq, "sink_name", self.dlq), len(uncaptured), type(err).__name__, err,
+            )
+        return uncaptured
+
+    # -- checkpoints ------------------------------------------------------------------
+    async def flush_outputs(self) -> None:
+        """Make every write so far durable: sinks first, then the DLQ. A flush failure
+        stops the run (the checkpoint must not pass records that may not be durable)."""
+        for sink in self.sinks:
+            try:
+                await sink.flush()
+            except Exception as exc:
+                raise RunStop(exc) from exc
+        if self.dlq is not None:
+            try:
+                await self.dlq.flush()
+            except Exception as exc:
+                raise RunStop(exc) from exc
+
+    async def save(self) -> None:
+        """Flush outputs, then durably save the checkpoint of the handled prefix."""
+        if not self.has_pending:
+            return
+        await self.flush_outputs()
+        self.handled_since_save = 0
+        self.has_pending = False
+        if self.store is None or not self.checkpoint_supported:
+            return
+        value = self.pending_checkpoint
+        try:
+            try:
+                json.dumps(value, allow_nan=False)
+            except (TypeError, ValueError) as exc:
+                raise CheckpointError(
+                    f"source {self.source_name!r} returned a checkpoint that is not a JSON value "
+                    f"({type(value).__name__}: {value!r:.80}); current_checkpoint() must return "
+                    f"JSON-serialisable data"
+                ) from exc
+            self.store.save(
+                self.key,
+                Checkpoint(
+                    pipeline_id=self.pipeline_id, run_id=self.run_id,
+                    source=self.source_name, value=value,
+                ),
+            )
+        except Exception as exc:
+            self.checkpoint_failures += 1
+            if self.config.checkpoint_failure_policy is CheckpointFailurePolicy.FAIL_CLOSED:
+                raise RunStop(exc) from exc
+            log.error("checkpoint save failed (checkpoint_failure_policy=log_and_continue): %s", exc)
+            return
+        self.checkpoint_saves += 1
+        self.last_checkpoint = value

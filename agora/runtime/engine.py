@@ -1,0 +1,388 @@
+"""The run engine: start components in order, pump the source through the chain, commit
+units in source order, and shut everything down — whatever happens.
+
+::
+
+      source ──► [dispatch] ──► prefix stages ──► middle stages (task) ──► [commit] ─► done
+     (units)        │           (in order)        process-isolated,          │
+                    │                             up to W units in flight    ├─ suffix stages (in order)
+                    └── MalformedRecord ──────────────────────────────────► ├─ Writer: sinks
+                                                                             ├─ Committer: DLQ, policies
+                                                                             └─ checkpoint (handled prefix)
+
+*Dispatch* pulls one source emission at a time and wraps it in a ``Unit`` with the
+source position after it. Stages before the first process-isolated middleware run
+inline, in source order. *Middle* stages (first to last process-isolated middleware) run
+in one asyncio task per unit, so up to ``W = min(max_in_flight_batches)`` units overlap
+in the worker pool. *Commit* takes units strictly in source order — a failed or empty
+unit waits its turn — runs the remaining stages, writes, hands failures to the DLQ or
+the failure policy, and lets the checkpoint advance over the unit. Nothing in a unit is
+"handled" until commit, so the checkpoint never passes a record that is still in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from agora.config import DeliveryConfig
+from agora.errors import CheckpointError, SourceRecordError
+from agora.middleware.base import MiddlewareContext
+from agora.planes import DataPlane
+from agora.records import MalformedRecord
+from agora.runtime.delivery import Committer, RunStop
+from agora.runtime.plan import LANE_LINEAR, Plan
+from agora.runtime.stages import Stage
+from agora.runtime.summary import PipelineRunSummary, ResourceSampler
+from agora.runtime.units import Failure, Unit
+from agora.runtime.writer import Writer
+from agora.sinks.router import SinkRouter
+from agora.sources.base import BaseSource
+
+__all__ = ["Progress", "run_pipeline"]
+
+log = logging.getLogger("agora.engine")
+
+#: How often the progress callback fires. A display refresh, not a tunable of the run.
+PROGRESS_INTERVAL_S = 0.5
+
+
+class Progress:
+    """Live counters handed to a progress callback (the CLI's display)."""
+
+    __slots__ = ("consumed", "written", "dropped", "errored", "started", "done")
+
+    def __init__(self) -> None:
+        self.consumed = self.written = self.dropped = self.errored = 0
+        self.started = time.perf_counter()
+        self.done = False
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+
+async def _maybe_await(value: Any) -> Any:
+    if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
+        return await value
+    return value
+
+
+class _Run:
+    def __init__(self, *, pipeline_id: str, source: BaseSource, middleware: list[Any],
+                 writer: Any, plan: Plan, config: DeliveryConfig,
+                 progress: Callable[[Progress], None] | None) -> None:
+        self.pipeline_id = pipeline_id
+        self.run_id = uuid.uuid4().hex[:12]
+        self.source = source
+        self.middleware = middleware
+        self.plan = plan
+        self.config = config
+        self.router = writer if isinstance(writer, SinkRouter) else None
+        self.sinks = [sp.sink for sp in plan.sinks]
+        self.progress_cb = progress
+        self.progress = Progress()
+        self._last_progress = 0.0
+        self.consumed = self.written = self.dropped = self.errored = 0
+        self.contexts = [
+            MiddlewareContext(pipeline_id, self.run_id, mw.name, i)
+            for i, mw in enumerate(middleware)
+        ]
+        linear = plan.lane == LANE_LINEAR
+        self.stages = [Stage(mw, ctx, per_record_batches=linear)
+                       for mw, ctx in zip(middleware, self.contexts)]
+        proc = [i for i, st in enumerate(self.stages) if st.process_isolated]
+        if proc:
+            self.prefix = self.stages[: proc[0]]
+            self.middle = self.stages[proc[0] : proc[-1] + 1]
+            self.suffix = self.stages[proc[-1] + 1 :]
+            self.window = min(self.middleware[i].max_in_flight_batches for i in proc)
+        else:
+            self.prefix, self.middle, self.suffix, self.window = self.stages, [], [], 1
+        self.writer = Writer(plan, self.router)
+        self.checkpoint_key = config.checkpoint_key or pipeline_id
+        self.committer = Committer(
+            config=config, pipeline_id=pipeline_id, run_id=self.run_id,
+            source_name=source.source_name, checkpoint_key=self.checkpoint_key,
+            sinks=self.sinks, checkpoint_supported=bool(source.supports_checkpoint),
+        )
+        self.pending: collections.deque[Unit] = collections.deque()
+        self.in_flight_records = 0
+        self.resumed_from: Any = None
+
+    # -- lifecycle --------------------------------------------------------------------
+    async def execute(self) -> PipelineRunSummary:
+        started = time.perf_counter()
+        state = {"store": False, "mw": 0, "sinks": [], "dlq": False, "source": False}
+        primary: BaseException | None = None
+        with ResourceSampler() as sampler:
+            try:
+                await self._start(state)
+                await self._pump()
+                await self.committer.save()  # clean end of stream: flush, then save
+            except BaseException as exc:
+                primary = exc
+                await self._cancel_pending()
+            finally:
+                cleanup_error = await self._shutdown(state, primary)
+        if primary is not None:
+            self.summary = self._summary(started, sampler)
+            raise primary.error if isinstance(primary, RunStop) else primary
+        if cleanup_error is not None:
+            raise cleanup_error
+        self.summary = self._summary(started, sampler)
+        return self.summary
+
+    async def _start(self, state: dict[str, Any]) -> None:
+        store = self.config.checkpoint
+        if store is not None:
+            opener = getattr(store, "open", None)
+            if opener is not None:
+                await _maybe_await(opener())
+            state["store"] = True
+            checkpoint = store.load(self.checkpoint_key)
+            if checkpoint is not None and checkpoint.source != self.source.source_name:
+                raise CheckpointError(
+                    f"checkpoint {self.checkpoint_key!r} was saved by source "
+                    f"{checkpoint.source!r}, not {self.source.source_name!r}; refusing to resume "
+                    f"from a foreign checkpoint — use another checkpoint_key or reset it "
+                    f"(agora checkpoint reset)"
+                )
+            self.resumed_from = None if checkpoint is None else checkpoint.value
+            self.committer.last_checkpoint = self.resumed_from
+            await self.source.prepare_resume(checkpoint)
+        else:
+            await self.source.prepare_resume(None)
+        for mw, ctx in zip(self.middleware, self.contexts):
+            await _maybe_await(mw.on_start(ctx))
+            state["mw"] += 1
+        for sink in self.sinks:
+            await sink.open()
+            state["sinks"].append(sink)
+        if self.config.dlq is not None:
+            await self.config.dlq.open()
+            state["dlq"] = True
+        state["source"] = True  # close() is valid even if open() fails half-way
+        await self.source.open()
+
+    async def _shutdown(self, state: dict[str, Any], primary: BaseException | None) -> BaseException | None:
+        """SPEC §7 order: source → middleware on_stop (reverse) → DLQ → writer → store.
+        Every step runs; the first error is returned only if there was no primary error."""
+        errors: list[BaseException] = []
+
+        async def step(what: str, fn: Callable[[], Any]) -> None:
+            try:
+                await _maybe_await(fn())
+            except BaseException as exc:  # noqa: BLE001 - cleanup must go on
+                errors.append(exc)
+                log.error("cleanup step %s failed: %s: %s", what, type(exc).__name__, exc)
+
+        if state["source"]:
+            await step("source close", self.source.close)
+        for i in reversed(range(state["mw"])):
+            mw, ctx = self.middleware[i], self.contexts[i]
+            await step(f"middleware {mw.name} on_stop", lambda mw=mw, ctx=ctx: mw.on_stop(ctx))
+        if state["dlq"]:
+            await step("dlq close", self.config.dlq.close)
+        for sink in reversed(state["sinks"]):
+            await step(f"sink {sink.sink_name} close", sink.close)
+        if state["store"]:
+            closer = getattr(self.config.checkpoint, "close", None)
+            if closer is not None:
+                await step("checkpoint store close", closer)
+        if primary is None and errors:
+            return errors[0]
+        return None
+
+    async def _cancel_pending(self) -> None:
+        tasks = [u.task for u in self.pending if u.task is not None and not u.task.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self.pending.clear()
+
+    # -- the pump ---------------------------------------------------------------------
+    async def _pump(self) -> None:
+        source = self.source
+        linear = self.plan.lane == LANE_LINEAR
+        agen = source.stream() if linear else source.stream_batches()
+        seq = 0
+        try:
+            if linear:
+                group: list[Any] = []
+                group_size = min(self.config.batch_size, self.config.max_buffer_size)
+                async for item in agen:
+                    if isinstance(item, MalformedRecord):
+                        if group:
+                            await self._dispatch(self._row_unit(seq, group, None))
+                            seq += 1
+                            group = []
+                        await self._dispatch(self._malformed_unit(seq, item))
+                        seq += 1
+                        continue
+                    group.append(item)
+                    if len(group) >= group_size:
+                        await self._dispatch(self._row_unit(seq, group, None))
+                        seq += 1
+                        group = []
+                if group:
+                    await self._dispatch(self._row_unit(seq, group, None))
+            else:
+                async for item in agen:
+                    if isinstance(item, MalformedRecord):
+                        unit = self._malformed_unit(seq, item)
+                    else:
+                        unit = self._batch_unit(seq, item)
+                    await self._dispatch(unit)
+                    seq += 1
+        finally:
+            aclose = getattr(agen, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        while self.pending:
+            await self._commit(self.pending.popleft())
+
+    def _row_unit(self, seq: int, group: list[Any], _: Any) -> Unit:
+        self.consumed += len(group)
+        return Unit(seq=seq, checkpoint=self.source.current_checkpoint(), n_source=len(group),
+                    source_rows=group, values=list(group))
+
+    def _malformed_unit(self, seq: int, item: MalformedRecord) -> Unit:
+        self.consumed += 1
+        unit = Unit(seq=seq, checkpoint=self.source.current_checkpoint(), n_source=1, malformed=item)
+        err = SourceRecordError(self.source.source_name, item.location, item.reason, hint=False)
+        unit.failures.append(Failure("source_record", self.source.source_name, err, item.raw))
+        unit.errored = 1
+        return unit
+
+    def _batch_unit(self, seq: int, batch: Any) -> Unit:
+        checkpoint = self.source.current_checkpoint()
+        if self.plan.source_plane is DataPlane.ARROW_BATCHES:
+            n = batch.num_rows
+            self.consumed += n
+            if self.plan.materialize_rows:
+                rows = batch.to_pylist()
+                return Unit(seq=seq, checkpoint=checkpoint, n_source=n, source_rows=rows,
+                            values=list(rows))
+            return Unit(seq=seq, checkpoint=checkpoint, n_source=n, batch=batch)
+        rows = list(batch)
+        self.consumed += len(rows)
+        return Unit(seq=seq, checkpoint=checkpoint, n_source=len(rows), source_rows=rows,
+                    values=list(rows))
+
+    async def _dispatch(self, unit: Unit) -> None:
+        if unit.malformed is None:
+            for stage in self.prefix:
+                await stage.apply(unit)
+            if self.middle:
+                unit.task = asyncio.create_task(self._run_middle(unit))
+        self.pending.append(unit)
+        self.in_flight_records += unit.n_source
+        while self.pending and (
+            len(self.pending) >= self.window
+            or self.in_flight_records > self.config.max_buffer_size
+        ):
+            await self._commit(self.pending.popleft())
+
+    async def _run_middle(self, unit: Unit) -> None:
+        for stage in self.middle:
+            await stage.apply(unit)
+
+    async def _commit(self, unit: Unit) -> None:
+        self.in_flight_records -= unit.n_source
+        if unit.task is not None:
+            await unit.task
+            unit.task = None
+        if unit.malformed is None:
+            for stage in self.suffix:
+                await stage.apply(unit)
+            await self.writer.write(unit)
+        await self.committer.handle(unit)
+        self.written += unit.written
+        self.dropped += unit.dropped
+        self.errored += unit.errored
+        if self.progress_cb is not None:
+            now = time.perf_counter()
+            if now - self._last_progress >= PROGRESS_INTERVAL_S:
+                self._last_progress = now
+                self._report_progress()
+
+    def _report_progress(self, done: bool = False) -> None:
+        p = self.progress
+        p.consumed, p.written, p.dropped, p.errored, p.done = (
+            self.consumed, self.written, self.dropped, self.errored, done)
+        assert self.progress_cb is not None
+        self.progress_cb(p)
+
+    # -- summary ----------------------------------------------------------------------
+    def _summary(self, started: float, sampler: ResourceSampler) -> PipelineRunSummary:
+        if self.progress_cb is not None:
+            self._report_progress(done=True)
+        c = self.committer
+        process_metrics: dict[str, Any] = {}
+        workers_peak = 0
+        for mw in self.middleware:
+            if getattr(mw, "process_isolated", False) and hasattr(mw, "metrics"):
+                m = dict(mw.metrics())
+                process_metrics[mw.name] = m
+                peaks = m.get("worker_peak_rss_bytes", 0)
+                workers_peak += sum(peaks.values()) if isinstance(peaks, dict) else int(peaks or 0)
+        sink_metrics: dict[str, Any] = {}
+        for sink in self.sinks:
+            for key, value in (getattr(sink, "runtime_metrics", None) or {}).items():
+                sink_metrics[key] = sink_metrics.get(key, 0) + value
+        resources = sampler.figures()
+        resources["workers_peak_rss_bytes"] = workers_peak
+        explain = self.plan.explain
+        runtime: dict[str, Any] = {
+            "execution_lane": self.plan.lane,
+            "source_plane": self.plan.source_plane.value,
+            "writer_input_plane": self.plan.writer_plane.value,
+            "downgraded_sinks": [s.name for s in explain.sinks if s.downgraded],
+            "checkpoint_key": self.checkpoint_key,
+            "resumed_from": self.resumed_from,
+            "checkpoint_saves": c.checkpoint_saves,
+            "checkpoint_failures": c.checkpoint_failures,
+            "dlq_writes": c.dlq_writes,
+            "dlq_failures": c.dlq_failures,
+            "failures_continued_without_dlq": c.uncaptured_continued,
+            "unrouted_records": self.writer.unrouted,
+            "per_sink": self.writer.per_sink,
+            "process_batch": process_metrics,
+            "sink_metrics": sink_metrics,
+            "resources": resources,
+        }
+        runtime.update(sink_metrics)  # e.g. csv_arrow_native_batch_count at top level
+        return PipelineRunSummary(
+            pipeline_id=self.pipeline_id,
+            run_id=self.run_id,
+            elapsed_seconds=round(time.perf_counter() - started, 6),
+            records_consumed=self.consumed,
+            records_written=self.written,
+            records_dropped=self.dropped,
+            records_errored=self.errored,
+            last_checkpoint=c.last_checkpoint,
+            by_middleware={ctx.middleware_name: dict(ctx.metrics) for ctx in self.contexts},
+            runtime=runtime,
+        )
+
+
+async def run_pipeline(*, pipeline_id: str, source: BaseSource, middleware: list[Any],
+                       writer: Any, plan: Plan, config: DeliveryConfig,
+                       progress: Callable[[Progress], None] | None = None,
+                       on_summary: Callable[[PipelineRunSummary], None] | None = None,
+                       ) -> PipelineRunSummary:
+    run = _Run(pipeline_id=pipeline_id, source=source, middleware=middleware, writer=writer,
+               plan=plan, config=config, progress=progress)
+    try:
+        return await run.execute()
+    finally:
+        summary = getattr(run, "summary", None)
+        if summary is not None and on_summary is not None:
+            on_summary(summary)

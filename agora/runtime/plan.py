@@ -1,0 +1,231 @@
+"""Planning: validate a chain against its source plane, pick the lane and every sink's
+plane, and describe it all as a frozen ``PipelineExplain``. Pure: touches no I/O."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from agora.errors import PipelineError
+from agora.middleware.base import MiddlewareKind
+from agora.planes import DataPlane, SinkDataPlaneSpec
+from agora.sinks.base import BaseSink
+from agora.sinks.fanout import SinkFanOut
+from agora.sinks.router import SinkRouter
+from agora.sources.base import BaseSource
+
+__all__ = ["MiddlewareExplain", "PipelineExplain", "Plan", "SinkExplain", "make_plan"]
+
+LANE_LINEAR = "linear"
+LANE_BATCH = "batch"
+
+
+@dataclass(frozen=True)
+class MiddlewareExplain:
+    index: int
+    name: str
+    kind: str  # row | batch | arrow
+    input_plane: str
+    output_plane: str
+    process_isolated: bool
+
+
+@dataclass(frozen=True)
+class SinkExplain:
+    name: str
+    accepted_planes: tuple[str, ...]
+    native_planes: tuple[str, ...]
+    selected_plane: str
+    downgraded: bool
+
+
+@dataclass(frozen=True)
+class PipelineExplain:
+    """What a run would do, computed without opening, reading or starting anything."""
+
+    pipeline_id: str
+    source_name: str
+    max_records: int | None
+    lane: str
+    source_plane: str
+    middleware_input_plane: str | None
+    middleware_output_plane: str | None
+    materializes_arrow_to_rows: bool
+    middleware: tuple[MiddlewareExplain, ...]
+    writer_kind: str  # sink | fan_out | router
+    writer_input_plane: str
+    sinks: tuple[SinkExplain, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(asdict(self)))
+
+    def __str__(self) -> str:
+        limit = "no limit" if self.max_records is None else f"max_records={self.max_records}"
+        lines = [
+            f"pipeline {self.pipeline_id}",
+            f"  source      {self.source_name} ({limit}) emits {self.source_plane}",
+            f"  lane        {self.lane}",
+        ]
+        if self.middleware:
+            chain = f"{self.middleware_input_plane} -> {self.middleware_output_plane}"
+            if self.materializes_arrow_to_rows:
+                chain += " (Arrow materialised to rows once per batch at the chain entry)"
+            lines.append(f"  middleware  {chain}")
+            for mw in self.middleware:
+                where = "process-isolated" if mw.process_isolated else "in-process"
+                lines.append(
+                    f"    [{mw.index}] {mw.name:<28} {mw.kind:<6} "
+                    f"{mw.input_plane} -> {mw.output_plane}  {where}"
+                )
+        else:
+            lines.append("  middleware  (none)")
+        lines.append(f"  writer      {self.writer_kind}, input {self.writer_input_plane}")
+        for sink in self.sinks:
+            mark = "  DOWNGRADED" if sink.downgraded else ""
+            lines.append(
+                f"    sink {sink.name:<24} selected {sink.selected_plane}{mark}  "
+                f"(native {', '.join(sink.native_planes)}; accepts {', '.join(sink.accepted_planes)})"
+            )
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class SinkPlan:
+    sink: BaseSink
+    spec: SinkDataPlaneSpec
+    selected: DataPlane
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The validated shape of a run; the engine follows it exactly."""
+
+    lane: str
+    source_plane: DataPlane
+    chain_plane: DataPlane  # plane the middleware chain works on
+    materialize_rows: bool  # Arrow source + Python chain: to_pylist once per batch
+    writer_kind: str
+    writer_plane: DataPlane
+    sinks: tuple[SinkPlan, ...]
+    explain: PipelineExplain
+
+
+def _planes(values: Any) -> tuple[str, ...]:
+    order = list(DataPlane)
+    return tuple(p.value for p in sorted(values, key=order.index))
+
+
+def make_plan(
+    *,
+    pipeline_id: str,
+    source: BaseSource,
+    middleware: Sequence[Any],
+    writer: BaseSink | SinkFanOut | SinkRouter,
+    max_records: int | None,
+    batch_size: int = 1,
+) -> Plan:
+    """Validate and plan. Raises ``PipelineError(stage="pipeline_build")`` on a bad chain."""
+    spec = source.data_plane_spec()
+    source_plane = DataPlane(spec.emitted_plane)
+    lane = LANE_LINEAR if source_plane is DataPlane.PYTHON_ROWS else LANE_BATCH
+    arrow_mws = [mw for mw in middleware if mw.kind == MiddlewareKind.ARROW]
+    python_mws = [mw for mw in middleware if mw.kind != MiddlewareKind.ARROW]
+    if arrow_mws and source_plane is not DataPlane.ARROW_BATCHES:
+        raise PipelineError(
+            f"Arrow middleware {arrow_mws[0].name!r} cannot follow source "
+            f"{spec.source_name!r}, which emits {source_plane.value}; use a source that emits "
+            f"arrow_batches, or a Python middleware (Map/BatchMap) instead"
+        )
+    if arrow_mws and python_mws:
+        raise PipelineError(
+            f"the chain mixes Arrow middleware ({arrow_mws[0].name!r}) with Python middleware "
+            f"({python_mws[0].name!r}) after source {spec.source_name!r} ({source_plane.value}); "
+            f"a chain must be all-Arrow or all-Python"
+        )
+    if lane == LANE_LINEAR:
+        for mw in middleware:
+            if mw.process_isolated:
+                raise PipelineError(
+                    f"process middleware {mw.name!r} is batch-only but source "
+                    f"{spec.source_name!r} emits {source_plane.value}; use a batch source "
+                    f"(e.g. IterableBatchSource, ArrowCsvSource) or an in-process Middleware"
+                )
+
+    materialize = source_plane is DataPlane.ARROW_BATCHES and bool(python_mws)
+    if source_plane is DataPlane.ARROW_BATCHES and not python_mws:
+        chain_plane = DataPlane.ARROW_BATCHES
+    elif lane == LANE_BATCH:
+        chain_plane = DataPlane.PYTHON_BATCHES
+    else:
+        chain_plane = DataPlane.PYTHON_ROWS
+
+    if chain_plane is DataPlane.PYTHON_ROWS and batch_size > 1:
+        upstream = DataPlane.PYTHON_BATCHES  # the row-lane writer groups batch_size records
+    else:
+        upstream = chain_plane
+
+    if isinstance(writer, SinkRouter):
+        writer_kind, sinks, writer_plane = "router", writer.sinks, DataPlane.PYTHON_ROWS
+    elif isinstance(writer, SinkFanOut):
+        writer_kind, sinks, writer_plane = "fan_out", writer.sinks, upstream
+    else:
+        writer_kind, sinks, writer_plane = "sink", [writer], upstream
+    if not sinks:
+        raise PipelineError("the router has no routes and no default sink; add .route() or .default()")
+
+    sink_plans = []
+    for sink in sinks:
+        sink_spec = sink.data_plane_spec()
+        sink_plans.append(SinkPlan(sink, sink_spec, sink_spec.selected_plane_for(writer_plane)))
+
+    mw_explain = []
+    for i, mw in enumerate(middleware):
+        if mw.kind == MiddlewareKind.ARROW:
+            plane = DataPlane.ARROW_BATCHES
+        else:
+            plane = chain_plane
+        mw_explain.append(
+            MiddlewareExplain(
+                index=i,
+                name=mw.name,
+                kind=mw.kind,
+                input_plane=plane.value,
+                output_plane=plane.value,
+                process_isolated=bool(mw.process_isolated),
+            )
+        )
+    explain = PipelineExplain(
+        pipeline_id=pipeline_id,
+        source_name=spec.source_name,
+        max_records=max_records,
+        lane=lane,
+        source_plane=source_plane.value,
+        middleware_input_plane=chain_plane.value if middleware else None,
+        middleware_output_plane=chain_plane.value if middleware else None,
+        materializes_arrow_to_rows=materialize,
+        middleware=tuple(mw_explain),
+        writer_kind=writer_kind,
+        writer_input_plane=writer_plane.value,
+        sinks=tuple(
+            SinkExplain(
+                name=sp.sink.sink_name,
+                accepted_planes=_planes(sp.spec.accepted_planes),
+                native_planes=_planes(sp.spec.native_planes),
+                selected_plane=sp.selected.value,
+                downgraded=sp.selected != upstream,
+            )
+            for sp in sink_plans
+        ),
+    )
+    return Plan(
+        lane=lane,
+        source_plane=source_plane,
+        chain_plane=chain_plane,
+        materialize_rows=materialize,
+        writer_kind=writer_kind,
+        writer_plane=writer_plane,
+        sinks=tuple(sink_plans),
+        explain=explain,
+    )

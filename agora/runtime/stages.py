@@ -1,0 +1,161 @@
+"""Applying middleware to units: per record, per Python batch, per Arrow batch, and
+the awaitable process-isolated variants. Failures are recorded on the unit, never
+raised: the committer handles them in source order."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from agora.errors import ContractError
+from agora.middleware.base import MiddlewareContext, MiddlewareKind
+from agora.runtime.units import GONE, Failure, Unit
+
+__all__ = ["Stage"]
+
+
+class Stage:
+    """One middleware bound to its context and counters (``by_middleware[name]``)."""
+
+    def __init__(self, mw: Any, ctx: MiddlewareContext, *, per_record_batches: bool) -> None:
+        self.mw = mw
+        self.ctx = ctx
+        self.name = mw.name
+        self.kind = mw.kind
+        self.process_isolated = bool(mw.process_isolated)
+        # On the row lane a BatchMiddleware is fed one-record batches (row semantics).
+        self.per_record_batches = per_record_batches
+        self.counters = ctx.metrics
+        for key in ("in", "out", "dropped", "errored"):
+            self.counters.setdefault(key, 0)
+
+    async def apply(self, unit: Unit) -> None:
+        if self.kind == MiddlewareKind.ARROW:
+            await self._apply_arrow(unit)
+        elif self.kind == MiddlewareKind.ROW:
+            await self._apply_rows(unit)
+        elif self.per_record_batches:
+            await self._apply_batch_per_record(unit)
+        else:
+            await self._apply_batch(unit)
+
+    # -- Python records ---------------------------------------------------------------
+    async def _apply_rows(self, unit: Unit) -> None:
+        values = unit.values
+        assert values is not None
+        process, ctx, c = self.mw.process, self.ctx, self.counters
+        for i, value in enumerate(values):
+            if value is GONE:
+                continue
+            c["in"] += 1
+            try:
+                out = process(value, ctx)
+                if inspect.isawaitable(out):
+                    out = await out
+            except Exception as exc:
+                values[i] = GONE
+                c["errored"] += 1
+                unit.errored += 1
+                unit.failures.append(Failure("middleware", self.name, exc, _src(unit, i)))
+                continue
+            if out is None:
+                values[i] = GONE
+                unit.dropped += 1
+                c["dropped"] += 1
+            else:
+                values[i] = out
+                c["out"] += 1
+
+    async def _apply_batch_per_record(self, unit: Unit) -> None:
+        values = unit.values
+        assert values is not None
+        for i, value in enumerate(values):
+            if value is GONE:
+                continue
+            await self._run_python_batch(unit, [i], [value])
+
+    async def _apply_batch(self, unit: Unit) -> None:
+        values = unit.values
+        assert values is not None
+        idx = [i for i, v in enumerate(values) if v is not GONE]
+        if not idx:
+            return
+        await self._run_python_batch(unit, idx, [values[i] for i in idx])
+
+    async def _run_python_batch(self, unit: Unit, idx: list[int], live: list[Any]) -> None:
+        values = unit.values
+        assert values is not None
+        c = self.counters
+        c["in"] += len(live)
+        try:
+            if self.process_isolated:
+                out = await self.mw.submit(unit.seq, live)
+            else:
+                out = self.mw.process_batch(live, self.ctx)
+                if inspect.isawaitable(out):
+                    out = await out
+            out = list(out) if not isinstance(out, list) else out
+            if len(out) != len(live):
+                raise ContractError(
+                    f"middleware {self.name!r} returned {len(out)} results for {len(live)} "
+                    f"records in batch {unit.seq}; process_batch must return one result per "
+                    f"input (None to drop)"
+                )
+        except Exception as exc:
+            c["errored"] += len(live)
+            unit.errored += len(live)
+            for i in idx:
+                unit.failures.append(Failure("batch_middleware", self.name, exc, _src(unit, i)))
+                values[i] = GONE
+            return
+        for i, result in zip(idx, out):
+            if result is None:
+                values[i] = GONE
+                unit.dropped += 1
+                c["dropped"] += 1
+            else:
+                values[i] = result
+                c["out"] += 1
+
+    # -- Arrow --------------------------------------------------------------------------
+    async def _apply_arrow(self, unit: Unit) -> None:
+        batch = unit.batch
+        if batch is None:
+            return
+        c = self.counters
+        n_in = batch.num_rows
+        c["in"] += n_in
+        try:
+            if self.process_isolated:
+                out = await self.mw.submit(unit.seq, batch)
+            else:
+                out = self.mw.process_arrow_batch(batch, self.ctx)
+                if inspect.isawaitable(out):
+                    out = await out
+            if not hasattr(out, "num_rows") or not hasattr(out, "schema"):
+                raise ContractError(
+                    f"middleware {self.name!r} returned {type(out).__name__} for batch "
+                    f"{unit.seq}; process_arrow_batch must return a pyarrow.RecordBatch"
+                )
+            if out.num_rows > n_in:
+                raise ContractError(
+                    f"middleware {self.name!r} returned {out.num_rows} rows for a "
+                    f"{n_in}-row batch {unit.seq}; Arrow middleware may filter rows but not add them"
+                )
+        except Exception as exc:
+            c["errored"] += n_in
+            unit.errored += n_in
+            for row in batch.to_pylist():
+                unit.failures.append(Failure("batch_middleware", self.name, exc, row))
+            unit.batch = None
+            return
+        dropped = n_in - out.num_rows
+        unit.dropped += dropped
+        c["dropped"] += dropped
+        c["out"] += out.num_rows
+        unit.batch = out
+
+
+def _src(unit: Unit, i: int) -> Any:
+    rows = unit.source_rows
+    return rows[i] if rows is not None else None

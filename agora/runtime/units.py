@@ -1,0 +1,58 @@
+"""The records the engine passes between its boxes: a ``Unit`` is one source emission
+(a record group on the row lane, a batch on the batch lanes, or a malformed-record
+marker) together with everything that happened to it on the way to the commit."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["GONE", "Failure", "Unit"]
+
+
+class _Gone:
+    """Marks a slot whose record was dropped or failed; it no longer flows downstream."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "GONE"
+
+
+GONE: Any = _Gone()
+
+
+@dataclass(slots=True)
+class Failure:
+    """One record's failure at one stage, waiting for the committer to handle it."""
+
+    stage: str  # source_record | middleware | batch_middleware | sink_write
+    component: str  # middleware or sink name
+    error: BaseException
+    record: Any  # as the source emitted it (Arrow: the row entering the failed stage)
+    processed_record: Any = None
+    is_sink: bool = False
+
+
+@dataclass(slots=True)
+class Unit:
+    """One source emission travelling through the chain.
+
+    Python lanes keep ``values`` aligned with ``source_rows`` (``GONE`` marks removed
+    slots); the Arrow lane keeps the current ``batch``. ``checkpoint`` is the source
+    position after this unit: the committer may save it once the unit is handled.
+    """
+
+    seq: int
+    checkpoint: Any
+    n_source: int
+    source_rows: list[Any] | None = None
+    values: list[Any] | None = None
+    batch: Any = None
+    malformed: Any = None
+    dropped: int = 0
+    errored: int = 0
+    written: int = 0
+    failures: list[Failure] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None
