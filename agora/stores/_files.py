@@ -187,7 +187,8 @@ def open_agora_db(
         if verify:
             result = conn.execute("PRAGMA quick_check").fetchone()[0]
             if result != "ok":
-                raise error(f"{kind} file {where} is damaged ({result}). {recovery}")
+                first = "; ".join(str(result).splitlines()[:3])  # the report can be pages long
+                raise error(f"{kind} file {where} is damaged ({first}). {recovery}")
         version = _read_version(conn, kind)
         if version is None:
             if not (adopt_existing and _has_table(conn, "agora_meta")):
