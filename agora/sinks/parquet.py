@@ -1,0 +1,339 @@
+"""``ParquetSink``: Arrow and Python batches into one Parquet file, buffered into row
+groups, with schema checks that name the differing fields."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, BinaryIO, ClassVar
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from agora.planes import DataPlane
+from agora.records import WriteResult
+from agora.sinks.base import BaseSink, SinkState
+from agora.sinks.jsonl import ensure_openable, open_output_file, sync_file
+
+__all__ = ["ParquetSink"]
+
+# Rows held before a row group is written without waiting for flush(). Larger groups
+# compress and scan better; smaller ones bound memory. 64k rows is pyarrow's own scale of
+# choice for readers and keeps a wide table's buffer in the tens of megabytes.
+DEFAULT_ROW_GROUP_SIZE = 65_536
+
+_CONVERSION_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError)
+
+
+def _castable(src: pa.DataType, dst: pa.DataType) -> bool:
+    """Whether a safe cast src → dst is a mere widening / re-encoding, never a parse."""
+    t = pa.types
+    if src.equals(dst) or t.is_null(src):
+        return True
+    families = (
+        (t.is_integer, t.is_integer),
+        (t.is_integer, t.is_floating),
+        (t.is_floating, t.is_floating),
+        (t.is_decimal, t.is_decimal),
+        (lambda x: t.is_string(x) or t.is_large_string(x),
+         lambda x: t.is_string(x) or t.is_large_string(x)),
+        (lambda x: t.is_binary(x) or t.is_large_binary(x),
+         lambda x: t.is_binary(x) or t.is_large_binary(x)),
+        (t.is_date, t.is_date),
+        (t.is_time, t.is_time),
+        (t.is_duration, t.is_duration),
+    )
+    if any(a(src) and b(dst) for a, b in families):
+        return True
+    if t.is_timestamp(src) and t.is_timestamp(dst):
+        return src.tz == dst.tz  # a timezone change is a reinterpretation, not a widening
+    if (t.is_list(src) or t.is_large_list(src)) and (t.is_list(dst) or t.is_large_list(dst)):
+        return _castable(src.value_type, dst.value_type)
+    if t.is_struct(src) and t.is_struct(dst):
+        if [f.name for f in src] != [f.name for f in dst]:
+            return False
+        return all(_castable(a.type, b.type) for a, b in zip(src, dst, strict=True))
+    return False
+
+
+class ParquetSink(BaseSink):
+    """Writes Arrow batches and Python batches (and single rows) to one Parquet file.
+
+    * Schema: ``schema`` if given, else the schema of the first batch (for Python batches,
+      pyarrow's inference over that batch — pass ``schema=`` when early batches may be
+      all-null or otherwise unrepresentative). Every later batch must have the same field
+      names (any order). A type that differs only by a safe widening (int32 → int64,
+      string → large_string, nullability, …) is cast; anything else fails the call with a
+      ``ValueError`` naming the sink and each differing field.
+    * Python rows are checked one by one: a non-mapping, a key not in the schema (never
+      silently dropped), a value that does not convert, or a null in a non-nullable field
+      fails that record alone (``WriteResult.failed``); missing keys are nulls.
+    * Buffering: rows are buffered and written as row groups of ``row_group_size`` rows,
+      and on ``flush()`` (which then fsyncs). Arrow batches are immutable and are buffered
+      by reference until then.
+    * ``open()`` creates (truncates) the file; the Parquet writer starts on the first batch.
+      ``close()`` flushes and writes the footer: the file is valid Parquet after close, even
+      with no rows. With no rows and no known schema it holds an empty, zero-column table.
+      A Parquet file cannot be appended to and is unreadable until its footer is written,
+      so a run killed before ``close()`` leaves no usable file: Parquet output is not
+      resumable after a crash — write it from a fresh run.
+    """
+
+    accepted_data_planes: ClassVar[tuple[DataPlane, ...]] = (
+        DataPlane.PYTHON_ROWS,
+        DataPlane.PYTHON_BATCHES,
+        DataPlane.ARROW_BATCHES,
+    )
+    native_data_planes: ClassVar[tuple[DataPlane, ...]] = (
+        DataPlane.PYTHON_BATCHES,
+        DataPlane.ARROW_BATCHES,
+    )
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        schema: pa.Schema | None = None,
+        name: str | None = None,
+        compression: str = "zstd",
+        row_group_size: int = DEFAULT_ROW_GROUP_SIZE,
+    ) -> None:
+        self.path = Path(path)
+        self.sink_name = name or f"parquet:{self.path.name}"
+        if row_group_size < 1:
+            raise ValueError(
+                f"sink {self.sink_name!r}: row_group_size must be ≥ 1; got {row_group_size}"
+            )
+        if schema is not None and not isinstance(schema, pa.Schema):
+            raise TypeError(
+                f"sink {self.sink_name!r}: schema must be a pyarrow.Schema; got "
+                f"{type(schema).__name__}"
+            )
+        if compression.lower() != "none" and not pa.Codec.is_available(compression):
+            raise ValueError(
+                f"sink {self.sink_name!r}: compression {compression!r} is not available in "
+                f"this pyarrow build; use 'zstd', 'snappy', 'gzip' or 'none'"
+            )
+        self.schema: pa.Schema | None = schema
+        self.compression = compression
+        self.row_group_size = row_group_size
+        self._fh: BinaryIO | None = None
+        self._writer: pq.ParquetWriter | None = None
+        self._buffer: list[pa.RecordBatch] = []
+        self._buffered_rows = 0
+        self.records_written = 0
+        self.row_groups_written = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def open(self) -> None:
+        """Create (truncate) the file. A failure leaves the sink new."""
+        ensure_openable(self)
+        self._fh = open_output_file(self.sink_name, self.path, "w")
+        await super().open()
+
+    async def flush(self) -> None:
+        """Write buffered rows as a row group and fsync (the footer comes at close)."""
+        self._check_usable("flush")
+        self._write_buffer()
+        assert self._fh is not None
+        await sync_file(self._fh)
+
+    async def close(self) -> None:
+        """Write what is buffered, the footer, fsync and close. Idempotent; the file
+        handle is released even when writing fails (the error is then re-raised)."""
+        if self._state is SinkState.CLOSED:
+            return
+        try:
+            if self._state is SinkState.OPEN:
+                self._write_buffer()
+                if self._writer is None:
+                    self._start_writer(self.schema if self.schema is not None else pa.schema([]))
+                assert self._writer is not None and self._fh is not None
+                self._writer.close()
+                self._writer = None
+                await sync_file(self._fh)
+        finally:
+            if self._writer is not None:
+                try:
+                    self._writer.close()
+                except Exception:  # noqa: BLE001 - the original error is already propagating
+                    pass
+                self._writer = None
+            if self._fh is not None:
+                self._fh.close()
+                self._fh = None
+            await super().close()
+
+    # -- data ------------------------------------------------------------------------------
+    async def write(self, record: Any) -> None:
+        self._check_usable("write")
+        results = self._write_rows([record])
+        if results is not None and results[0].error is not None:
+            raise results[0].error
+
+    async def write_batch(self, records: Sequence[Any]) -> list[WriteResult] | None:
+        self._check_usable("write_batch")
+        return self._write_rows(records)
+
+    async def write_arrow_batch(self, batch: pa.RecordBatch) -> list[WriteResult] | None:
+        self._check_usable("write_arrow_batch")
+        if self.schema is None:
+            self.schema = batch.schema
+        self._add(self._conform(batch))
+        return None
+
+    def _write_rows(self, records: Sequence[Any]) -> list[WriteResult] | None:
+        results: list[WriteResult | None] = [None] * len(records)
+        valid: list[int] = []
+        names = set(self.schema.names) if self.schema is not None else None
+        for i, record in enumerate(records):
+            if not isinstance(record, Mapping):
+                results[i] = WriteResult.failed(TypeError(
+                    f"sink {self.sink_name!r} writes mappings (one dict per row); got "
+                    f"{type(record).__name__}"
+                ))
+            elif names is not None and (extra := [k for k in record if k not in names]):
+                results[i] = WriteResult.failed(ValueError(
+                    f"sink {self.sink_name!r}: record has keys {extra} that are not fields of "
+                    f"the Parquet schema {self.schema.names}; the record was not written "
+                    f"rather than losing those values — pass schema= with every field"
+                ))
+            else:
+                valid.append(i)
+        rows = [records[i] for i in valid]
+        if rows:
+            batch, _ = self._convert(rows, results, valid)
+            self._add(batch)
+        if any(r is not None for r in results):
+            return [r if r is not None else WriteResult.ok() for r in results]
+        return None
+
+    def _convert(
+        self, rows: list[Any], results: list[WriteResult | None], index: list[int]
+    ) -> tuple[pa.RecordBatch, list[int]]:
+        """Rows → one batch of the schema; records that cannot be converted get a failed
+        result (``index`` maps rows to positions in ``results``)."""
+        if self.schema is None:
+            try:
+                batch = pa.RecordBatch.from_pylist(rows)
+            except _CONVERSION_ERRORS as exc:
+                raise ValueError(
+                    f"sink {self.sink_name!r} cannot infer a Parquet schema from the first "
+                    f"batch ({exc}); pass schema= to the sink"
+                ) from exc
+            self.schema = batch.schema
+            return batch, index
+        schema = self.schema
+        try:
+            batch = pa.RecordBatch.from_pylist(rows, schema=schema)
+        except _CONVERSION_ERRORS:
+            # Slow path, only on failure: find the records that do not convert.
+            good: list[pa.RecordBatch] = []
+            kept: list[int] = []
+            for pos, row in zip(index, rows, strict=True):
+                try:
+                    good.append(pa.RecordBatch.from_pylist([row], schema=schema))
+                    kept.append(pos)
+                except _CONVERSION_ERRORS as exc:
+                    results[pos] = WriteResult.failed(ValueError(
+                        f"sink {self.sink_name!r}: record does not fit the Parquet schema "
+                        f"({exc})"
+                    ))
+            table = pa.Table.from_batches(good, schema=schema).combine_chunks()
+            batch = (table.to_batches()[0] if table.num_rows
+                     else pa.RecordBatch.from_pylist([], schema=schema))
+            index = kept
+        # from_pylist does not enforce nullability; a null in a required field would make
+        # the file lie about its schema, so those records fail here.
+        bad = self._null_mask(batch)
+        if bad is not None:
+            for pos, is_bad in zip(index, bad.to_pylist(), strict=True):
+                if is_bad:
+                    results[pos] = WriteResult.failed(ValueError(
+                        f"sink {self.sink_name!r}: record has a null in a non-nullable field "
+                        f"of the Parquet schema ({self._required_fields()})"
+                    ))
+            index = [pos for pos, is_bad in zip(index, bad.to_pylist(), strict=True)
+                     if not is_bad]
+            batch = batch.filter(pc.invert(bad))
+        return batch, index
+
+    def _required_fields(self) -> list[str]:
+        assert self.schema is not None
+        return [f.name for f in self.schema if not f.nullable]
+
+    def _null_mask(self, batch: pa.RecordBatch) -> pa.BooleanArray | None:
+        mask = None
+        for name in self._required_fields():
+            column = batch.column(name)
+            if column.null_count:
+                nulls = column.is_null()
+                mask = nulls if mask is None else pc.or_(mask, nulls)
+        return mask
+
+    def _conform(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """Return ``batch`` in the file's schema, or raise ValueError naming the differences."""
+        schema = self.schema
+        assert schema is not None
+        if batch.schema.equals(schema, check_metadata=False):
+            return batch
+        have, want = batch.schema.names, schema.names
+        missing = [n for n in want if n not in have]
+        extra = [n for n in have if n not in want]
+        if missing or extra or len(set(have)) != len(have):
+            raise ValueError(
+                f"sink {self.sink_name!r}: batch fields do not match the Parquet schema of "
+                f"{str(self.path)!r}: missing {missing}, unexpected {extra}"
+                f"{', duplicate names' if len(set(have)) != len(have) else ''}"
+            )
+        if have != want:
+            batch = batch.select(want)
+        problems = []
+        for field in schema:
+            src = batch.schema.field(field.name)
+            column = batch.column(field.name)
+            if not _castable(src.type, field.type):
+                problems.append(f"{field.name!r}: batch has {src.type}, file has {field.type}")
+            elif not field.nullable and column.null_count:
+                problems.append(f"{field.name!r}: {column.null_count} null(s) in a non-nullable "
+                                f"field")
+        if problems:
+            raise ValueError(
+                f"sink {self.sink_name!r}: batch does not match the Parquet schema of "
+                f"{str(self.path)!r}: {'; '.join(problems)} — cast the batch upstream or pass a "
+                f"schema= that fits every batch"
+            )
+        try:
+            return batch.cast(schema, safe=True)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+            raise ValueError(
+                f"sink {self.sink_name!r}: batch values do not fit the Parquet schema of "
+                f"{str(self.path)!r} ({exc})"
+            ) from exc
+
+    def _add(self, batch: pa.RecordBatch) -> None:
+        if batch.num_rows:
+            self._buffer.append(batch)
+            self._buffered_rows += batch.num_rows
+            self.records_written += batch.num_rows
+        if self._buffered_rows >= self.row_group_size:
+            self._write_buffer()
+
+    def _start_writer(self, schema: pa.Schema) -> None:
+        assert self._fh is not None
+        self._writer = pq.ParquetWriter(self._fh, schema, compression=self.compression)
+
+    def _write_buffer(self) -> None:
+        if not self._buffered_rows:
+            return
+        assert self.schema is not None
+        if self._writer is None:
+            self._start_writer(self.schema)
+        assert self._writer is not None
+        table = pa.Table.from_batches(self._buffer, schema=self.schema)
+        self._writer.write_table(table, row_group_size=self.row_group_size)
+        self.row_groups_written += -(-table.num_rows // self.row_group_size)
+        self._buffer.clear()
+        self._buffered_rows = 0
