@@ -97,7 +97,7 @@ class SQLiteDLQSink(BaseSink):
 
     Dedupe (on by default): each row gets a ``record_key`` — a hash of pipeline id, source,
     stage, middleware/sink name, the record's checkpoint, the record and the processed
-    record, plus its occurrence number in this run — and an existing key is not inserted
+    record, plus its occurrence number since ``open()`` — and an existing key is not inserted
     again: its ``attempts`` is incremented instead. A run replayed after a crash from the
     same checkpoint therefore re-creates the same keys and adds no duplicate rows. Records
     holding values JSON cannot encode (their ``repr`` often contains an address), or whose
@@ -135,10 +135,11 @@ class SQLiteDLQSink(BaseSink):
         return f"SQLiteDLQSink({str(self.path)!r})"
 
     async def open(self) -> None:
+        """Open (or reopen after ``close()``: a bound pipeline runs repeatedly) and continue
+        the existing DLQ. A second ``open()`` while open is a no-op."""
         if self.state is SinkState.OPEN:
             return
-        if self.state is SinkState.CLOSED:
-            await super().open()  # raises the standard "cannot reopen" LifecycleError
+        self._occurrences.clear()  # occurrence numbers count within one run (see dedupe)
         self._conn = open_agora_db(
             self.path,
             kind="dlq",
@@ -307,10 +308,10 @@ class JsonLinesDLQSink(BaseSink):
         return f"JsonLinesDLQSink({str(self.path)!r})"
 
     async def open(self) -> None:
+        """Open (or reopen after ``close()``: a bound pipeline runs repeatedly) in append
+        mode. A second ``open()`` while open is a no-op."""
         if self.state is SinkState.OPEN:
             return
-        if self.state is SinkState.CLOSED:
-            await super().open()  # raises the standard "cannot reopen" LifecycleError
         try:
             fd, _ = create_owner_only(self.path, os.O_RDWR | os.O_APPEND)
         except OSError as exc:
