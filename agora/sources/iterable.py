@@ -345,7 +345,7 @@ class ArrowBatchSource(BuiltinSource):
 
     A table is split with ``to_batches(max_chunksize=batch_size)`` (zero-copy). Checkpoint:
     ``{"row": n}``, the number of rows emitted; resume skips ``n`` rows (whole batches, then
-    a compacted slice). Empty batches are not emitted.
+    a compacted slice of the batch holding row ``n``). Empty batches are not emitted.
     """
 
     plane = DataPlane.ARROW_BATCHES
@@ -369,8 +369,6 @@ class ArrowBatchSource(BuiltinSource):
         self._data = data
         self._iterator: Iterator[Any] | None = None
         self._row = 0
-        self._skip = 0  # rows of the iterator still to skip (resume of a non-table input)
-        self._first_compact = False  # compact the first batch (a table sliced on resume)
         self._last_start: int | None = None
 
     def current_checkpoint(self) -> dict[str, int]:
@@ -385,19 +383,12 @@ class ArrowBatchSource(BuiltinSource):
         self._row = checkpoint_fields(self.source_name, value, ("row",))["row"]
 
     def _open(self) -> None:
-        if isinstance(self._data, pa.Table):
-            table = self._data
-            if self._row > table.num_rows:
-                raise _input_too_short(self.source_name, self._row, table.num_rows)
-            # Slicing the table first makes a resume O(1) instead of walking the batches.
-            self._skip = 0
-            table = table.slice(self._row)
-            self._iterator = iter(table.to_batches(max_chunksize=self._batch_size))
-            self._first_compact = self._row > 0
-        else:
-            self._skip = self._row
-            self._iterator = iter(self._data)
-            self._first_compact = False
+        # A table's batches are zero-copy views, so splitting it up front costs only
+        # metadata; a resume then skips them exactly like an iterable's.
+        data = self._data
+        if isinstance(data, pa.Table):
+            data = data.to_batches(max_chunksize=self._batch_size)
+        self._iterator = iter(data)
 
     def _close(self) -> None:
         close = getattr(self._iterator, "close", None)
@@ -409,7 +400,7 @@ class ArrowBatchSource(BuiltinSource):
         self._require_open("stream_batches")
         it = self._iterator
         assert it is not None
-        skip, seen, index = self._skip, 0, 0
+        skip, index = self._row, 0  # skip: rows still to pass over on resume
         for batch in it:
             if not isinstance(batch, pa.RecordBatch):
                 raise TypeError(
@@ -418,19 +409,15 @@ class ArrowBatchSource(BuiltinSource):
                 )
             index += 1
             if skip:
-                if seen + batch.num_rows <= skip:
-                    seen += batch.num_rows
+                if batch.num_rows <= skip:
+                    skip -= batch.num_rows
                     continue
-                batch = compact_slice(batch, skip - seen)
+                batch = compact_slice(batch, skip)
                 skip = 0
-            elif self._first_compact:
-                # The first batch of a sliced table shares its parent's buffers.
-                batch = pa.concat_batches([batch])
-            self._first_compact = False
             if batch.num_rows == 0:
                 continue
             self._last_start = self._row
             self._row += batch.num_rows
             yield batch
         if skip:
-            raise _input_too_short(self.source_name, skip, seen)
+            raise _input_too_short(self.source_name, self._row, self._row - skip)

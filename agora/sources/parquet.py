@@ -29,7 +29,8 @@ DEFAULT_PARQUET_BATCH_SIZE = 65536
 class ParquetSource(BuiltinSource):
     """Arrow record batches from a Parquet file via ``ParquetFile.iter_batches``.
 
-    Streams at most about one row group plus one batch in memory. ``columns`` selects
+    Streams at most about one row group plus one batch in memory; a batch never spans two
+    row groups. ``columns`` selects
     top-level columns (unknown names are rejected at ``open()`` — pyarrow would silently
     return none). Checkpoint: ``{"row": n}``, rows emitted; resume skips whole row groups
     using the file metadata and slices the first batch, so it reads nothing before the
@@ -107,28 +108,27 @@ class ParquetSource(BuiltinSource):
         self._require_open("stream_batches")
         pf = self._file
         assert pf is not None
-        # Skip the row groups wholly before the checkpoint without reading them.
-        first_group, group_start = 0, 0
         meta = pf.metadata
-        while first_group < meta.num_row_groups:
-            group_rows = meta.row_group(first_group).num_rows
-            if group_start + group_rows > self._row:
-                break
-            group_start += group_rows
-            first_group += 1
-        groups = list(range(first_group, meta.num_row_groups))
-        if not groups:
-            return
-        skip = self._row - group_start
-        for batch in pf.iter_batches(
-            batch_size=self.batch_size, row_groups=groups, columns=self.columns
-        ):
-            if skip >= batch.num_rows:
-                skip -= batch.num_rows
+        group_start = 0
+        for group in range(meta.num_row_groups):
+            group_rows = meta.row_group(group).num_rows
+            group_end = group_start + group_rows
+            if group_end <= self._row:
+                group_start = group_end  # wholly before the checkpoint: not even read
                 continue
-            batch, skip = compact_slice(batch, skip), 0
-            if batch.num_rows == 0:
-                continue
-            self._last_start = self._row
-            self._row += batch.num_rows
-            yield batch
+            skip = self._row - group_start
+            # One row group at a time, so batch boundaries depend only on the group, and a
+            # resumed run cuts the same batches as the first run did.
+            for batch in pf.iter_batches(
+                batch_size=self.batch_size, row_groups=[group], columns=self.columns
+            ):
+                if skip >= batch.num_rows:
+                    skip -= batch.num_rows
+                    continue
+                batch, skip = compact_slice(batch, skip), 0
+                if batch.num_rows == 0:
+                    continue
+                self._last_start = self._row
+                self._row += batch.num_rows
+                yield batch
+            group_start = group_end
