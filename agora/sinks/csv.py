@@ -171,7 +171,7 @@ class CsvSink(BaseSink):
     * ``write_arrow_batch`` writes through ``pyarrow.csv``; a batch pyarrow rejects is
       written through the row path instead, whole. ``runtime_metrics`` counts both.
     * ``open()`` creates the file (``mode="w"`` truncates; ``"a"`` appends and refuses a
-      file whose last line is incomplete). Each call writes its data in one piece after
+      file whose last line is incomplete). Reopening after ``close()`` appends. Each call writes its data in one piece after
       earlier data, so nothing written before is ever truncated. ``flush()`` fsyncs;
       ``close()`` flushes and is idempotent.
     """
@@ -225,29 +225,30 @@ class CsvSink(BaseSink):
 
     # -- lifecycle -------------------------------------------------------------------------
     async def open(self) -> None:
-        """Create or append to the file and settle the header. A failure leaves the sink new."""
-        ensure_openable(self)
-        fh = open_output_file(self.sink_name, self.path, self.mode)
+        """Create or append to the file and settle the header; a reopened sink appends.
+        A failure leaves the sink's state unchanged."""
+        mode = "a" if ensure_openable(self) else self.mode
+        fh = open_output_file(self.sink_name, self.path, mode)
+        header: list[str] | None = None
         try:
-            existing = None
-            if self.mode == "a" and check_complete_tail(self.sink_name, self.path, fh):
-                existing = self._read_existing_header()
-            if existing is not None:
-                if self._fieldnames is not None and self._fieldnames != existing:
+            if mode == "a" and check_complete_tail(self.sink_name, self.path, fh):
+                header = self._read_existing_header()
+                if self._fieldnames is not None and self._fieldnames != header:
                     raise ValueError(
                         f"sink {self.sink_name!r}: fieldnames {self._fieldnames} differ from "
-                        f"the header {existing} of {str(self.path)!r}; append with the file's "
+                        f"the header {header} of {str(self.path)!r}; append with the file's "
                         f"columns or write to a new file"
                     )
-                self._header, self._header_written = existing, True
             elif self._fieldnames is not None:
                 # Written now so that a run with no records still leaves a valid CSV file.
                 fh.write(self._rows.line(self._fieldnames))
-                self._header, self._header_written = list(self._fieldnames), True
+                header = list(self._fieldnames)
         except BaseException:
             fh.close()
-            self._header, self._header_written = None, False
             raise
+        # The file, not memory, says whether a header exists (it may have been replaced
+        # between a close() and a reopen).
+        self._header, self._header_written = header, header is not None
         self._fh = fh
         await super().open()
 

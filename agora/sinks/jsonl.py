@@ -106,15 +106,13 @@ def encode_json_line(record: Any, *, lenient: bool = False) -> bytes:
 # -- output files -------------------------------------------------------------------------
 
 
-def ensure_openable(sink: BaseSink) -> None:
-    """Raise LifecycleError unless ``sink`` is new: checked *before* a file sink touches
-    its file, so reopening a closed sink can never truncate what it wrote."""
+def ensure_openable(sink: BaseSink) -> bool:
+    """Raise LifecycleError if ``sink`` is already open; return True when it is being
+    reopened after ``close()`` — it then continues its output (appends) instead of
+    starting it over, as the sink contract requires."""
     if sink.state is SinkState.OPEN:
-        raise LifecycleError(f"sink {sink.sink_name!r} is already open")
-    if sink.state is SinkState.CLOSED:
-        raise LifecycleError(
-            f"cannot reopen closed sink {sink.sink_name!r}; create a new one"
-        )
+        raise LifecycleError(f"sink {sink.sink_name!r} is already open; close() it first")
+    return sink.state is SinkState.CLOSED
 
 
 def check_file_mode(sink_name: str, mode: str) -> str:
@@ -186,7 +184,7 @@ class JsonLinesSink(BaseSink):
     per-record ``WriteResult.failed`` naming the sink); the other records are written.
 
     ``mode="w"`` truncates at ``open()``, ``mode="a"`` appends (refusing a file whose last
-    line is incomplete). ``flush()`` fsyncs; ``close()`` flushes and is idempotent.
+    line is incomplete); reopening after ``close()`` appends. ``flush()`` fsyncs; ``close()`` flushes and is idempotent.
     """
 
     accepted_data_planes: ClassVar[tuple[DataPlane, ...]] = (
@@ -205,11 +203,12 @@ class JsonLinesSink(BaseSink):
         self.records_written = 0
 
     async def open(self) -> None:
-        """Create (``"w"``: truncate) or append to the file. A failure leaves the sink new."""
-        ensure_openable(self)
-        fh = open_output_file(self.sink_name, self.path, self.mode)
+        """Create (``"w"``: truncate) or append to the file; a reopened sink appends.
+        A failure leaves the sink's state unchanged."""
+        mode = "a" if ensure_openable(self) else self.mode
+        fh = open_output_file(self.sink_name, self.path, mode)
         try:
-            if self.mode == "a":
+            if mode == "a":
                 check_complete_tail(self.sink_name, self.path, fh)
         except BaseException:
             fh.close()

@@ -48,15 +48,15 @@ class MemorySink(BaseSink):
         self.arrow_batch_calls = 0
         self.flush_calls = 0
         self.flushed = False
+        self.opened = False  # True once open() succeeded; stays True after close()
 
     @property
     def closed(self) -> bool:
         return self._state is SinkState.CLOSED
 
-    @property
-    def opened(self) -> bool:
-        """True once ``open()`` has been called (stays True after close)."""
-        return self._state is not SinkState.NEW
+    async def open(self) -> None:
+        await super().open()
+        self.opened = True
 
     async def write(self, record: Any) -> None:
         self._check_usable("write")

@@ -27,6 +27,20 @@ DEFAULT_ROW_GROUP_SIZE = 65_536
 _CONVERSION_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError)
 
 
+def _sync_directory(directory: Path) -> None:
+    """Make a rename durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(directory if str(directory) else ".", os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def _castable(src: pa.DataType, dst: pa.DataType) -> bool:
     """Whether a safe cast src → dst is a mere widening / re-encoding, never a parse."""
     t = pa.types
@@ -73,12 +87,15 @@ class ParquetSink(BaseSink):
     * Buffering: rows are buffered and written as row groups of ``row_group_size`` rows,
       and on ``flush()`` (which then fsyncs). Arrow batches are immutable and are buffered
       by reference until then.
-    * ``open()`` creates (truncates) the file; the Parquet writer starts on the first batch.
-      ``close()`` flushes and writes the footer: the file is valid Parquet after close, even
-      with no rows. With no rows and no known schema it holds an empty, zero-column table.
-      A Parquet file cannot be appended to and is unreadable until its footer is written,
-      so a run killed before ``close()`` leaves no usable file: Parquet output is not
-      resumable after a crash — write it from a fresh run.
+    * Atomic output: ``open()`` creates a hidden partial file next to ``path`` (the Parquet
+      writer starts on the first batch); ``close()`` writes the footer, fsyncs and renames
+      it onto ``path``. So ``path`` only ever holds a complete Parquet file — valid even
+      with no rows (with no rows and no known schema: an empty, zero-column table).
+      Reopening after ``close()`` continues the file (its row groups are copied over).
+    * A Parquet file cannot be appended to and is unreadable without its footer, so a run
+      killed before ``close()`` leaves ``path`` as it was: Parquet output is not resumable
+      after a crash (a resumed run has only the rows after the checkpoint) — write a
+      Parquet file from one uninterrupted run, or use CSV / JSON lines for resumable jobs.
     """
 
     accepted_data_planes: ClassVar[tuple[DataPlane, ...]] = (
@@ -127,11 +144,35 @@ class ParquetSink(BaseSink):
         self.row_groups_written = 0
 
     # -- lifecycle -------------------------------------------------------------------------
+    @property
+    def partial_path(self) -> Path:
+        """Where the file is written until ``close()`` moves it to ``path``."""
+        return self.path.with_name(f".{self.path.name}.agora-partial")
+
     async def open(self) -> None:
-        """Create (truncate) the file. A failure leaves the sink new."""
-        ensure_openable(self)
-        self._fh = open_output_file(self.sink_name, self.path, "w")
+        """Start writing to :attr:`partial_path`. A sink reopened after ``close()`` continues
+        its output: the row groups already at ``path`` are copied over first. A failure
+        leaves the sink's state unchanged and ``path`` untouched."""
+        reopening = ensure_openable(self)
+        self._fh = open_output_file(self.sink_name, self.partial_path, "w")
+        try:
+            if reopening and self.path.exists():
+                self._carry_over()
+        except BaseException:
+            self._discard_partial()
+            raise
         await super().open()
+
+    def _carry_over(self) -> None:
+        with pq.ParquetFile(self.path) as previous:
+            schema = previous.schema_arrow
+            if not schema.names:  # the empty file of a run that saw no schema
+                return
+            self.schema = schema
+            self._start_writer(schema)
+            assert self._writer is not None
+            for i in range(previous.num_row_groups):  # one row group in memory at a time
+                self._writer.write_table(previous.read_row_group(i))
 
     async def flush(self) -> None:
         """Write buffered rows as a row group and fsync (the footer comes at close)."""
@@ -141,8 +182,10 @@ class ParquetSink(BaseSink):
         await sync_file(self._fh)
 
     async def close(self) -> None:
-        """Write what is buffered, the footer, fsync and close. Idempotent; the file
-        handle is released even when writing fails (the error is then re-raised)."""
+        """Write what is buffered and the footer, fsync, and move the file to ``path``.
+
+        Idempotent. If that fails, the partial file is removed, ``path`` keeps what it held
+        before, and the error is re-raised."""
         if self._state is SinkState.CLOSED:
             return
         try:
@@ -154,17 +197,28 @@ class ParquetSink(BaseSink):
                 self._writer.close()
                 self._writer = None
                 await sync_file(self._fh)
-        finally:
-            if self._writer is not None:
-                try:
-                    self._writer.close()
-                except Exception:  # noqa: BLE001 - the original error is already propagating
-                    pass
-                self._writer = None
-            if self._fh is not None:
                 self._fh.close()
                 self._fh = None
+                os.replace(self.partial_path, self.path)
+                _sync_directory(self.path.parent)
+        finally:
+            self._discard_partial()
+            self._buffer.clear()
+            self._buffered_rows = 0
             await super().close()
+
+    def _discard_partial(self) -> None:
+        """Release the writer and the file after a failure; never raises."""
+        if self._writer is not None:
+            try:
+                self._writer.close()
+            except Exception:  # noqa: BLE001 - an original error is already propagating
+                pass
+            self._writer = None
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+            self.partial_path.unlink(missing_ok=True)
 
     # -- data ------------------------------------------------------------------------------
     async def write(self, record: Any) -> None:
