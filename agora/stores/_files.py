@@ -234,7 +234,9 @@ def _read_version(conn: sqlite3.Connection, kind: str) -> int | None:
 
 def write_meta(conn: sqlite3.Connection, kind: str, schema_version: int) -> None:
     """Create ``agora_meta`` if needed and record this kind's schema version."""
-    conn.execute("CREATE TABLE IF NOT EXISTS agora_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS agora_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+    )
     conn.execute(
         "INSERT OR REPLACE INTO agora_meta (key, value) VALUES (?, ?)",
         (f"{kind}.schema_version", str(schema_version)),

@@ -119,7 +119,9 @@ class SQLiteDLQSink(BaseSink):
         sink_name: str | None = None,
     ) -> None:
         if not isinstance(max_buffered, int) or max_buffered < 1:
-            raise ValueError(f"SQLiteDLQSink.max_buffered must be an integer >= 1; got {max_buffered!r}")
+            raise ValueError(
+                f"SQLiteDLQSink.max_buffered must be an integer >= 1; got {max_buffered!r}"
+            )
         self.path = Path(path)
         self.dedupe = dedupe
         # Buffered rows are committed early once this many wait: bounds memory; an early

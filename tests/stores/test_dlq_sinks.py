@@ -123,7 +123,8 @@ def test_write_refuses_non_dlq_records_naming_the_sink(dlq_path: Path, make_dlq_
         sink = new_sink(dlq_path)
         await sink.open()
         try:
-            with pytest.raises(TypeError, match=rf"DLQ sink '{sink.sink_name}' stores agora.DLQRecord"):
+            expected = rf"DLQ sink '{sink.sink_name}' stores agora.DLQRecord"
+            with pytest.raises(TypeError, match=expected):
                 await sink.write({"not": "a DLQRecord"})
             with pytest.raises(TypeError, match="got dict"):
                 await sink.write_batch([make_dlq_record(0), {"x": 1}])
@@ -425,3 +426,42 @@ def test_sqlite_foreign_database_is_refused(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(DLQError, match="without Agora's dlq tables"):
         asyncio.run(SQLiteDLQSink(path).open())
+
+
+def test_sqlite_table_dropped_under_an_open_sink_fails_the_flush(
+    tmp_path: Path, make_dlq_record
+) -> None:
+    path = tmp_path / "dlq.db"
+
+    async def scenario() -> None:
+        sink = SQLiteDLQSink(path)
+        await sink.open()
+        try:
+            conn = sqlite3.connect(path, isolation_level=None)
+            conn.execute("DROP TABLE agora_dlq")
+            conn.close()
+            await sink.write(make_dlq_record(0))
+            with pytest.raises(DLQError, match="no such table"):
+                await sink.flush()
+        finally:
+            with pytest.raises(DLQError):
+                await sink.close()  # the retry fails too, and the file is still released
+
+    asyncio.run(scenario())
+
+
+def test_jsonl_failed_directory_sync_closes_the_new_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agora.stores import _files
+
+    def broken_fsync_dir(directory: Path) -> None:
+        raise OSError("fsync not supported")
+
+    monkeypatch.setattr(_files, "fsync_dir", broken_fsync_dir)
+    sink = JsonLinesDLQSink(tmp_path / "dlq.jsonl")
+    open_fds = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(DLQError, match="fsync not supported"):
+        asyncio.run(sink.open())
+    assert len(os.listdir("/proc/self/fd")) == open_fds  # the new file's descriptor was closed
+    assert sink.state is SinkState.NEW

@@ -193,11 +193,13 @@ def test_open_refuses_a_tail_that_is_not_an_agora_record(tmp_path: Path, mixed_r
 def test_damaged_middle_line_names_file_and_line(
     tmp_path: Path, mixed_records, line: bytes, reason: str
 ) -> None:
-    path = _jsonl_with(tmp_path, mixed_records[:2], line + mixed_records[2].to_json().encode() + b"\n")
+    last = mixed_records[2].to_json().encode() + b"\n"
+    path = _jsonl_with(tmp_path, mixed_records[:2], line + last)
     with pytest.raises(DLQError, match=rf"{path}, line 3: .*{reason}"):
         list(read_dlq(path))
 
 
 def test_blank_lines_are_ignored(tmp_path: Path, mixed_records) -> None:
-    path = _jsonl_with(tmp_path, mixed_records[:1], b"\n  \n" + mixed_records[1].to_json().encode() + b"\n")
+    second = mixed_records[1].to_json().encode() + b"\n"
+    path = _jsonl_with(tmp_path, mixed_records[:1], b"\n  \n" + second)
     assert list(read_dlq(path)) == mixed_records[:2]

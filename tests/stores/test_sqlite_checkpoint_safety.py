@@ -271,6 +271,10 @@ def test_table_dropped_under_an_open_store_is_an_error(tmp_path: Path, make_chec
             store.load("k")
         with pytest.raises(CheckpointError, match="cannot list checkpoints"):
             store.list_keys()
+        with pytest.raises(CheckpointError, match="cannot save checkpoint 'k'"):
+            store.save("k", make_checkpoint(2))
+        with pytest.raises(CheckpointError, match="cannot reset checkpoint 'k'"):
+            store.reset("k")
     finally:
         store.close()
 
@@ -287,7 +291,8 @@ def test_failed_save_raises_and_keeps_the_previous_checkpoint(
     blocker = sqlite3.connect(path, isolation_level=None)
     try:
         blocker.execute("BEGIN IMMEDIATE")  # another process holds the write lock
-        with pytest.raises(CheckpointError, match="cannot save checkpoint 'k'.*previous checkpoint is intact"):
+        expected = "cannot save checkpoint 'k'.*previous checkpoint is intact"
+        with pytest.raises(CheckpointError, match=expected):
             store.save("k", make_checkpoint("new"))
         with pytest.raises(CheckpointError, match="cannot reset checkpoint 'k'"):
             store.reset("k")
