@@ -1,0 +1,7 @@
+"""``python -m agora`` runs the ``agora`` command."""
+
+import sys
+
+from agora.cli import main
+
+sys.exit(main())

@@ -1,0 +1,293 @@
+"""The ``agora`` command: run, explain, demo, checkpoint, dlq, conformance.
+
+Exit codes: 0 ok, 1 the run failed, 2 usage error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class UsageError(Exception):
+    """Bad command-line input: reported on stderr with exit code 2."""
+
+
+def load_target(spec: str) -> Any:
+    """Resolve ``MODULE:OBJECT`` to a BoundPipeline (calling it if it is a factory)."""
+    from agora import BoundPipeline
+
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise UsageError(f"expected MODULE:OBJECT (e.g. jobs.orders:pipeline); got {spec!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UsageError(f"cannot import module {module_name!r}: {exc}") from exc
+    obj: Any = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise UsageError(f"module {module_name!r} has no attribute {attr!r}") from None
+    if not isinstance(obj, BoundPipeline) and callable(obj):
+        obj = obj()
+    if not isinstance(obj, BoundPipeline):
+        raise UsageError(
+            f"{spec} is a {type(obj).__name__}, not a BoundPipeline (or a factory returning "
+            f"one); build it with Pipeline(source).pipe(...).build(sink)"
+        )
+    return obj
+
+
+class ProgressLine:
+    """A one-line live display on a TTY (stderr); silent otherwise or with NO_COLOR/CI set
+    only the final summary is printed."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.enabled = stream.isatty() and not os.environ.get("CI")
+
+    def __call__(self, p: Any) -> None:
+        if not self.enabled:
+            return
+        rate = p.consumed / p.elapsed if p.elapsed > 0 else 0.0
+        self.stream.write(
+            f"\r{p.elapsed:7.1f}s  {rate:>12,.0f} rec/s  consumed {p.consumed:,}  "
+            f"written {p.written:,}  errored {p.errored:,}  dropped {p.dropped:,}\x1b[K"
+        )
+        if p.done:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def _print_summary(summary: Any, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(summary.to_dict(), indent=2))
+    else:
+        print(summary)
+
+
+def _run_bound(bound: Any, max_records: int | None, as_json: bool) -> int:
+    progress = ProgressLine(sys.stderr)
+    try:
+        summary = asyncio.run(bound.run(max_records, progress=progress))
+    except KeyboardInterrupt:
+        print("\nagora: interrupted; workers terminated, sinks flushed and closed", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # the run's original exception: report and exit 1
+        print(f"agora: run failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if bound.last_summary is not None:
+            print("partial summary (nothing after the last checkpoint is committed):", file=sys.stderr)
+            print(bound.last_summary if not as_json else json.dumps(bound.last_summary.to_dict()),
+                  file=sys.stderr)
+        return EXIT_FAILED
+    _print_summary(summary, as_json)
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    bound = load_target(args.target)
+    return _run_bound(bound, args.max_records, args.json)
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    bound = load_target(args.target)
+    explain = bound.explain(max_records=args.max_records)
+    print(json.dumps(explain.to_dict(), indent=2) if args.json else explain)
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from agora import demo
+
+    directory = Path(args.dir).resolve() if args.dir else demo.demo_dir()
+    started = time.perf_counter()
+    print(f"agora demo: generating {args.rows:,} order rows in {directory} ...", flush=True)
+    demo.prepare(directory, args.rows)
+    print(f"  generated in {time.perf_counter() - started:.1f}s\n", flush=True)
+    bound = demo.pipeline(directory)
+    print(bound.explain(), "\n", flush=True)
+    code = _run_bound(bound, None, args.json)
+    if code == EXIT_OK and not args.json:
+        print(f"\noutputs in {directory}: orders_enriched.csv, orders_enriched.parquet, "
+              f"checkpoints.db, dlq.db")
+        print(f"inspect: AGORA_DEMO_DIR={directory} agora explain agora.demo:pipeline")
+        print(f"         agora dlq list {directory / 'dlq.db'}")
+        print(f"         agora checkpoint show {directory / 'checkpoints.db'}")
+    return code
+
+
+def _open_store(path: str) -> Any:
+    from agora import SQLiteCheckpointStore
+
+    if not Path(path).exists():
+        raise UsageError(f"no checkpoint store at {path}")
+    return SQLiteCheckpointStore(path, create=False)
+
+
+def cmd_checkpoint(args: argparse.Namespace) -> int:
+    store = _open_store(args.store)
+    try:
+        keys = [args.key] if args.key else store.list_keys()
+        if args.action == "show":
+            out = {}
+            for key in keys:
+                cp = store.load(key)
+                out[key] = None if cp is None else cp.to_dict()
+            print(json.dumps(out, indent=2))
+        else:
+            if not args.key:
+                raise UsageError("checkpoint reset needs --key (see: agora checkpoint show STORE)")
+            removed = store.reset(args.key)
+            print(f"checkpoint {args.key!r} {'reset' if removed else 'was not set'}")
+    finally:
+        store.close()
+    return EXIT_OK
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    from agora.stores import read_dlq
+
+    if not Path(args.path).exists():
+        raise UsageError(f"no DLQ at {args.path}")
+    records = list(read_dlq(args.path))
+    if args.stage:
+        records = [r for r in records if r.stage == args.stage]
+    if args.action == "list":
+        for rec in records[: args.limit] if args.limit else records:
+            if args.json:
+                print(rec.to_json())
+            else:
+                print(f"{rec.created_at}  {rec.stage:<16} {rec.error_type}: {rec.error_message[:100]}"
+                      f"  record={json.dumps(rec.to_dict()['record'])[:120]}")
+        if not args.json:
+            print(f"{len(records)} DLQ record(s)", file=sys.stderr)
+        return EXIT_OK
+    if not args.into:
+        raise UsageError("dlq replay needs --into MODULE:OBJECT (the pipeline to replay into)")
+    return _replay(records, load_target(args.into), args.json)
+
+
+def _replay(records: list[Any], bound: Any, as_json: bool) -> int:
+    """Re-send dead-lettered records through the target's chain and writer (no checkpoint:
+    a replay is not a position in the original source)."""
+    import dataclasses
+
+    import pyarrow as pa
+
+    from agora import ArrowBatchSource, IterableBatchSource, IterableSource, Pipeline
+
+    replayable = [r.record for r in records if r.stage != "source_record" and r.round_trippable]
+    skipped = len(records) - len(replayable)
+    if skipped:
+        print(f"agora: skipping {skipped} record(s) that cannot be replayed as rows "
+              f"(raw source lines or non-round-trippable values)", file=sys.stderr)
+    plane = bound.explain().middleware_input_plane or bound.explain().writer_input_plane
+    if plane == "arrow_batches":
+        source: Any = ArrowBatchSource(pa.Table.from_pylist(replayable), name="dlq_replay")
+    elif any(getattr(m, "process_isolated", False) for m in bound.middleware) or plane == "python_batches":
+        source = IterableBatchSource([replayable] if replayable else [], name="dlq_replay")
+    else:
+        source = IterableSource(replayable, name="dlq_replay")
+    delivery = dataclasses.replace(bound.delivery, checkpoint=None)
+    replay = Pipeline(source, id=f"{bound.pipeline_id}-dlq-replay").pipe(*bound.middleware)
+    target = replay.build(bound.writer, delivery=delivery) if not hasattr(bound.writer, "routes") \
+        else replay.route(bound.writer, delivery=delivery)
+    return _run_bound(target, None, as_json)
+
+
+def cmd_conformance(args: argparse.Namespace, rest: list[str]) -> int:
+    import pytest
+
+    return int(pytest.main(["-p", "conformance.plugin", "--pyargs", "conformance", *rest]))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from agora import __version__
+
+    parser = argparse.ArgumentParser(prog="agora", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"agora {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run a pipeline (MODULE:OBJECT: a BoundPipeline or a factory)")
+    p.add_argument("target", metavar="MODULE:OBJECT")
+    p.add_argument("--max-records", type=_non_negative, default=None, metavar="N")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("explain", help="show what a run would do, without running it")
+    p.add_argument("target", metavar="MODULE:OBJECT")
+    p.add_argument("--max-records", type=_non_negative, default=None, metavar="N")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("demo", help="generate a CSV and run the demo pipeline on it")
+    p.add_argument("--rows", type=_non_negative, default=1_000_000)
+    p.add_argument("--dir", default=None, help="working directory (default $AGORA_DEMO_DIR or ./agora-demo)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("checkpoint", help="show or reset checkpoints in a SQLite store")
+    p.add_argument("action", choices=["show", "reset"])
+    p.add_argument("store", metavar="STORE.db")
+    p.add_argument("--key", default=None, help="checkpoint key (default: all keys for show)")
+    p.set_defaults(func=cmd_checkpoint)
+
+    p = sub.add_parser("dlq", help="list or replay a DLQ (SQLite or JSON lines)")
+    p.add_argument("action", choices=["list", "replay"])
+    p.add_argument("path", metavar="DLQ")
+    p.add_argument("--stage", default=None, help="only records of this stage")
+    p.add_argument("--limit", type=_non_negative, default=None)
+    p.add_argument("--into", default=None, metavar="MODULE:OBJECT", help="replay target")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_dlq)
+
+    sub.add_parser("conformance", help="run the conformance suite (arguments go to pytest)",
+                   add_help=False)
+    return parser
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number; got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0; got {value}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["conformance"]:
+        return cmd_conformance(argparse.Namespace(), argv[1:])
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help → 0, bad usage → 2
+        return int(exc.code or 0)
+    try:
+        return int(args.func(args))
+    except UsageError as exc:
+        print(f"agora: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

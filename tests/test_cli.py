@@ -1,0 +1,111 @@
+"""The agora command: exit codes, run/explain on MODULE:OBJECT, checkpoint and dlq tools."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+
+import pytest
+
+from agora.cli import main
+
+JOB = textwrap.dedent('''
+    from agora import (DeliveryConfig, IterableSource, JsonLinesSink, MapMiddleware, Pipeline,
+                       SQLiteCheckpointStore, SQLiteDLQSink)
+
+    def check(r):
+        if r["id"] == 3:
+            raise ValueError("id 3 is poison")
+        return r
+
+    def pipeline():
+        import os
+        d = os.environ["JOB_DIR"]
+        return (Pipeline(IterableSource([{"id": i} for i in range(10)], name="ids"), id="job")
+                .pipe(MapMiddleware(check, name="check"))
+                .build(JsonLinesSink(d + "/out.jsonl"),
+                       delivery=DeliveryConfig(checkpoint=SQLiteCheckpointStore(d + "/ckpt.db"),
+                                               dlq=SQLiteDLQSink(d + "/dlq.db"))))
+
+    broken = 42
+''')
+
+
+@pytest.fixture
+def job(tmp_path, monkeypatch):
+    (tmp_path / "cli_job_mod.py").write_text(JOB)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("JOB_DIR", str(tmp_path))
+    yield tmp_path
+    sys.modules.pop("cli_job_mod", None)
+
+
+def test_run_json_summary_and_exit_zero(job, capsys):
+    assert main(["run", "cli_job_mod:pipeline", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["records_written"] == 9 and summary["records_errored"] == 1
+    assert len((job / "out.jsonl").read_text().splitlines()) == 9
+
+
+def test_max_records_and_resume(job, capsys):
+    assert main(["run", "cli_job_mod:pipeline", "--max-records", "4", "--json"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["records_consumed"] == 4
+    assert main(["run", "cli_job_mod:pipeline", "--json"]) == 0
+    second = json.loads(capsys.readouterr().out)
+    assert second["records_consumed"] == 6
+
+
+def test_explain_json(job, capsys):
+    assert main(["explain", "cli_job_mod:pipeline", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["pipeline_id"] == "job" and data["lane"] == "linear"
+
+
+def test_checkpoint_show_and_reset(job, capsys):
+    main(["run", "cli_job_mod:pipeline"])
+    capsys.readouterr()
+    assert main(["checkpoint", "show", str(job / "ckpt.db")]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["job"]["source"] == "ids"
+    assert main(["checkpoint", "reset", str(job / "ckpt.db"), "--key", "job"]) == 0
+    assert main(["checkpoint", "show", str(job / "ckpt.db"), "--key", "job"]) == 0
+    assert json.loads(capsys.readouterr().out.split("\n", 1)[1])["job"] is None
+
+
+def test_dlq_list(job, capsys):
+    main(["run", "cli_job_mod:pipeline"])
+    capsys.readouterr()
+    assert main(["dlq", "list", str(job / "dlq.db"), "--json"]) == 0
+    [line] = capsys.readouterr().out.splitlines()
+    rec = json.loads(line)
+    assert rec["stage"] == "middleware" and rec["record"] == {"id": 3}
+
+
+def test_usage_errors_exit_2(job, capsys):
+    assert main(["run", "no_colon"]) == 2
+    assert main(["run", "not_a_module_xyz:thing"]) == 2
+    assert main(["run", "cli_job_mod:broken"]) == 2
+    assert "not a BoundPipeline" in capsys.readouterr().err
+    assert main(["run"]) == 2
+    assert main(["run", "cli_job_mod:pipeline", "--max-records", "-1"]) == 2
+    assert main(["checkpoint", "show", str(job / "missing.db")]) == 2
+
+
+def test_failed_run_exits_1(job, capsys, monkeypatch):
+    (job / "cli_fail_mod.py").write_text(textwrap.dedent('''
+        from agora import IterableSource, MapMiddleware, MemorySink, Pipeline
+        def boom(r):
+            raise RuntimeError("transform exploded")
+        pipeline = Pipeline(IterableSource([{"a": 1}])).pipe(MapMiddleware(boom)).build(MemorySink())
+    '''))
+    assert main(["run", "cli_fail_mod:pipeline"]) == 1
+    err = capsys.readouterr().err
+    assert "RuntimeError: transform exploded" in err
+    sys.modules.pop("cli_fail_mod", None)
+
+
+def test_version_and_help_exit_zero(capsys):
+    assert main(["--version"]) == 0
+    assert "0.3.0" in capsys.readouterr().out
