@@ -140,7 +140,10 @@ def _open_store(path: str) -> Any:
 
 
 def cmd_checkpoint(args: argparse.Namespace) -> int:
-    store = _open_store(args.store)
+    path = args.store or args.store_option
+    if not path:
+        raise UsageError("checkpoint needs a store: agora checkpoint show STORE.db [--key K]")
+    store = _open_store(path)
     try:
         keys = [args.key] if args.key else store.list_keys()
         if args.action == "show":
@@ -243,7 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("checkpoint", help="show or reset checkpoints in a SQLite store")
     p.add_argument("action", choices=["show", "reset"])
-    p.add_argument("store", metavar="STORE.db")
+    p.add_argument("store", metavar="STORE.db", nargs="?", default=None)
+    p.add_argument("--store", dest="store_option", default=None, metavar="STORE.db",
+                   help="the store (alternative to the positional argument)")
     p.add_argument("--key", default=None, help="checkpoint key (default: all keys for show)")
     p.set_defaults(func=cmd_checkpoint)
 

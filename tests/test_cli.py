@@ -69,7 +69,7 @@ def test_checkpoint_show_and_reset(job, capsys):
     assert main(["checkpoint", "show", str(job / "ckpt.db")]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["job"]["source"] == "ids"
-    assert main(["checkpoint", "reset", str(job / "ckpt.db"), "--key", "job"]) == 0
+    assert main(["checkpoint", "reset", "--store", str(job / "ckpt.db"), "--key", "job"]) == 0
     assert main(["checkpoint", "show", str(job / "ckpt.db"), "--key", "job"]) == 0
     assert json.loads(capsys.readouterr().out.split("\n", 1)[1])["job"] is None
 
