@@ -7,8 +7,8 @@ are always double-quoted, embedded quotes doubled; null / missing values are an 
 unquoted field, so ``None`` and ``""`` stay distinguishable (``,,`` vs ``,"",``). Numbers,
 booleans (``true`` / ``false``), dates and times are unquoted. Floats use pyarrow's
 shortest round-trip format (``1``, ``0.1``, ``1e+20``, ``1e-7``, ``nan``, ``inf``, ``-0``).
-Timestamps: ``2020-01-02 03:04:05.000000`` (microseconds), timezone-aware ones converted
-to UTC with a ``Z`` suffix. Durations: an integer count of the column's unit (row path:
+Timestamps: ``2020-01-02 03:04:05.000000`` (microseconds); timezone-aware ones in their
+zone's wall time with ``Z`` (UTC) or a ``+0100``-style offset. Durations: an integer count of the column's unit (row path:
 microseconds). Bytes: UTF-8 text (row path: invalid bytes as ``\\xNN`` escapes). Lists and
 dicts (row path only — pyarrow cannot write nested columns, so such batches downgrade):
 compact JSON text, quoted.
@@ -16,7 +16,8 @@ compact JSON text, quoted.
 Known differences between the paths: a ``float32`` column is written by pyarrow at float32
 precision (``0.1``) but as the widened float64 value (``0.10000000149011612``) when its
 batch downgrades; timestamps of a unit other than microseconds get that unit's digits on
-the Arrow path only.
+the Arrow path only; a ``+00:00`` zone is written ``+0000`` by pyarrow but ``Z`` by the row
+path (Python cannot tell it from UTC).
 """
 
 from __future__ import annotations
@@ -122,10 +123,7 @@ def _cell(value: Any) -> Any:
     if isinstance(value, numbers.Real):
         return _Bare(format_float(float(value)))
     if isinstance(value, _dt.datetime):
-        if value.tzinfo is not None and value.utcoffset() is not None:
-            utc = value.astimezone(_dt.timezone.utc).replace(tzinfo=None)
-            return _Bare(utc.isoformat(sep=" ", timespec="microseconds") + "Z")
-        return _Bare(value.isoformat(sep=" ", timespec="microseconds"))
+        return _Bare(_format_datetime(value))
     if isinstance(value, _dt.date):
         return _Bare(value.isoformat())
     if isinstance(value, _dt.time):
@@ -137,6 +135,19 @@ def _cell(value: Any) -> Any:
     if isinstance(value, (list, tuple, dict)):
         return encode_json_line(value, lenient=True).decode("utf-8").rstrip("\n")
     return str(value)
+
+
+def _format_datetime(value: _dt.datetime) -> str:
+    """pyarrow's timestamp[us] text: local wall time, then ``Z`` for UTC or ``±HHMM``."""
+    local = value.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+    offset = value.utcoffset()
+    if offset is None:
+        return local
+    if value.tzinfo is _dt.timezone.utc or str(value.tzinfo) == "UTC":
+        return local + "Z"
+    minutes = int(offset.total_seconds()) // 60
+    sign = "-" if minutes < 0 else "+"
+    return f"{local}{sign}{abs(minutes) // 60:02d}{abs(minutes) % 60:02d}"
 
 
 class _RowFormatter:
@@ -169,7 +180,9 @@ class CsvSink(BaseSink):
       batch with extra columns fails every row the same way; its columns may come in any
       order.
     * ``write_arrow_batch`` writes through ``pyarrow.csv``; a batch pyarrow rejects is
-      written through the row path instead, whole. ``runtime_metrics`` counts both.
+      written through the row path instead, whole. So is a one-column batch holding nulls:
+      pyarrow would write those rows as empty lines, which CSV readers skip, while the csv
+      module writes ``""``. ``runtime_metrics`` counts both paths.
     * ``open()`` creates the file (``mode="w"`` truncates; ``"a"`` appends and refuses a
       file whose last line is incomplete). Reopening after ``close()`` appends. Each call writes its data in one piece after
       earlier data, so nothing written before is ever truncated. ``flush()`` fsyncs;
@@ -309,6 +322,10 @@ class CsvSink(BaseSink):
                 names=header,
             )
         try:
+            if batch.num_columns == 1 and batch.column(0).null_count:
+                # pyarrow writes such a row as an empty line, which CSV readers skip (the
+                # row would vanish on read-back); the csv module writes "" instead.
+                raise pa.ArrowInvalid("one-column batch with nulls")
             out = pa.BufferOutputStream()
             pa_csv.write_csv(batch, out, _ARROW_OPTIONS)
             chunk = out.getvalue().to_pybytes()
