@@ -13,13 +13,12 @@ from typing import IO, Any
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
-from agora.errors import CheckpointError, LifecycleError, SourceRecordError
+from agora.errors import CheckpointError, SourceRecordError
 from agora.planes import DataPlane
 from agora.records import MalformedRecord
 from agora.sources.iterable import (
     BuiltinSource,
     OnMalformed,
-    bad_checkpoint,
     checkpoint_fields,
     file_source_name,
     missing_file_error,
@@ -67,7 +66,8 @@ class CsvSource(BuiltinSource):
         self.plane = DataPlane.PYTHON_ROWS if batch_size is None else DataPlane.PYTHON_BATCHES
         self.on_malformed = parse_on_malformed(self.source_name, on_malformed)
         codecs.lookup(encoding)  # LookupError for an unknown encoding, at construction
-        if "\n".encode(encoding) != b"\n":
+        one, two = "\n".encode(encoding), "\n\n".encode(encoding)
+        if not one.endswith(b"\n") or two != one + b"\n":  # BOM-prefixed utf-8-sig is fine
             raise ValueError(
                 f"source {self.source_name!r}: encoding {encoding!r} is not ASCII-compatible; "
                 f"CsvSource splits lines on b'\\n' — re-encode the file as UTF-8"
@@ -127,7 +127,7 @@ class CsvSource(BuiltinSource):
         resumed = self._pos
         if resumed == (0, 0):
             self._pos = header_end
-        elif resumed[1] < header_end[1] or resumed[1] > size or resumed[0] < header_end[0]:
+        elif not self._fits(resumed, header_end, size):
             raise CheckpointError(
                 f"source {self.source_name!r}: checkpoint {self.current_checkpoint()} does not "
                 f"fit {self.path!r} (header ends at byte {header_end[1]}, file is {size} bytes); "
@@ -138,6 +138,17 @@ class CsvSource(BuiltinSource):
             self._fh.seek(resumed[1])
             self._read = resumed
         self._batch_start = self._pos
+
+    def _fits(self, resumed: _Pos, header_end: _Pos, size: int) -> bool:
+        """Could ``resumed`` be a record end in this file? (Cheap tamper check.)"""
+        assert self._fh is not None
+        line, byte = resumed
+        if byte == 0 or byte < header_end[1] or byte > size or line < header_end[0]:
+            return False
+        if byte == size:
+            return True  # the end of a last record that has no final newline
+        self._fh.seek(byte - 1)
+        return self._fh.read(1) == b"\n"
 
     # -- reading ----------------------------------------------------------------------
     def _lines(self) -> Iterator[str]:
@@ -196,9 +207,9 @@ class CsvSource(BuiltinSource):
     async def stream(self) -> AsyncIterator[Any]:  # type: ignore[override]
         self._require_open("stream")
         if self.batch_size is not None:
-            raise LifecycleError(
+            raise NotImplementedError(
                 f"source {self.source_name!r} has batch_size={self.batch_size} and emits "
-                f"python_batches; use stream_batches()"
+                f"python_batches; it has no stream() — use stream_batches()"
             )
         for item, end in self._records():
             self._pos = end
@@ -207,8 +218,9 @@ class CsvSource(BuiltinSource):
     async def stream_batches(self) -> AsyncIterator[Any]:  # type: ignore[override]
         self._require_open("stream_batches")
         if self.batch_size is None:
-            raise LifecycleError(
-                f"source {self.source_name!r} emits rows (no batch_size); use stream()"
+            raise NotImplementedError(
+                f"source {self.source_name!r} emits rows (no batch_size); it has no "
+                f"stream_batches() — use stream()"
             )
         batch: list[dict[str, str]] = []
         ends: list[_Pos] = []
@@ -256,14 +268,17 @@ class ArrowCsvSource(BuiltinSource):
     resume and the DLQ location need.
 
     Malformed rows (a wrong column count): ``"fail"`` raises ``SourceRecordError`` naming
-    the file, line and reason; ``"dlq"`` skips the row in the batch and emits a
-    ``MalformedRecord`` for it *before* the batch of its block. A value that does not
+    the file, line and reason; ``"dlq"`` drops the row from its batch and emits a
+    ``MalformedRecord`` for it no later than just before that batch. (pyarrow parses a
+    block ahead, so a marker may also come a batch earlier; which one can vary between
+    runs, and the checkpoint does not depend on it.) A value that does not
     convert to its column's type (inferred from the first block) is always fatal — pass
     ``convert_options=ConvertOptions(column_types=...)`` to read such columns as strings.
 
-    Checkpoint: ``{"row": good rows emitted, "malformed": malformed rows emitted}``. Resume
-    re-scans the file from the top and skips that many of each, so its cost is a re-parse of
-    the part already read (no output is repeated or lost).
+    Checkpoint: ``{"row": good rows emitted, "malformed": malformed rows emitted}``. Both
+    kinds are emitted in file order, so a resume that re-scans the file from the top and
+    skips that many of each repeats and loses nothing; its cost is a re-parse of the part
+    already read.
     """
 
     plane = DataPlane.ARROW_BATCHES
@@ -438,7 +453,7 @@ class ArrowCsvSource(BuiltinSource):
             start = min(self._skip_rows, batch.num_rows)
             self._skip_rows -= start
             self._stats["rescanned_rows"] += start
-        step = self.batch_size or batch.num_rows
+        step = self.batch_size or max(batch.num_rows, 1)
         for offset in range(start, batch.num_rows, step):
             yield batch.slice(offset, step) if (offset, step) != (0, batch.num_rows) else batch
 

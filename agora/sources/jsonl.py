@@ -77,7 +77,7 @@ class _JsonFileSource(BuiltinSource):
             return
         size = os.fstat(fh.fileno()).st_size
         fits = self._byte <= size
-        if fits:
+        if fits and self._byte < size:  # at the very end, a last line may lack its newline
             # A checkpoint always sits just after a newline; anything else means the file
             # is not the one the checkpoint was taken on.
             fh.seek(self._byte - 1)
@@ -88,6 +88,7 @@ class _JsonFileSource(BuiltinSource):
                 f"{self._line}) does not fit {self.path!r} ({size} bytes); the file changed "
                 f"since the checkpoint was taken — reset the checkpoint or restore the file"
             )
+        fh.seek(self._byte)
 
     def _close(self) -> None:
         if self._fh is not None:
