@@ -30,21 +30,17 @@ class Writer:
 
     async def write(self, unit: Unit) -> None:
         if unit.batch is not None:
-            records = None
             rows: list[Any] | None = None  # materialised once, shared by row-plane sinks
             n = unit.batch.num_rows
             src: list[Any] | None = None
         else:
             values = unit.values or []
             idx = [i for i, v in enumerate(values) if v is not GONE]
-            records = [values[i] for i in idx]
-            rows = records
-            n = len(records)
-            src = [unit.source_rows[i] for i in idx] if unit.source_rows is not None else records
+            rows = [values[i] for i in idx]
+            n = len(rows)
+            src = [unit.source_rows[i] for i in idx] if unit.source_rows is not None else rows
         if n == 0:
             return
-        written = [False] * n
-        failed: list[list[Failure]] = [[] for _ in range(n)]
 
         def get_rows() -> list[Any]:
             nonlocal rows
@@ -52,8 +48,11 @@ class Writer:
                 rows = unit.batch.to_pylist()
             return rows
 
+        # Per-record bookkeeping is built lazily: the common case (every sink wrote every
+        # record) costs O(sinks), not O(records).
+        outcome = _Outcome(n)
         if self.router is not None:
-            await self._write_routed(get_rows(), written, failed, src)
+            await self._write_routed(get_rows(), outcome, src)
         else:
             for sp in self.sink_plans:
                 if sp.selected is DataPlane.ARROW_BATCHES:
@@ -62,52 +61,45 @@ class Writer:
                     results = await _call(sp, "write_batch", get_rows(), n)
                 else:
                     results = await _write_rows(sp, get_rows())
-                self._collect(sp, results, written, failed, get_rows, src)
+                self._collect(sp, results, outcome, get_rows, src)
 
-        unrouted = 0
-        for i in range(n):
-            if written[i]:
-                unit.written += 1
-            elif failed[i]:
-                unit.errored += 1
-            else:
-                unrouted += 1  # only a router leaves a record neither written nor failed
+        written = outcome.written_count()
+        errored = outcome.errored_count()
+        unrouted = n - written - errored  # only a router leaves a record neither written nor failed
+        unit.written += written
+        unit.errored += errored
         unit.dropped += unrouted
         self.unrouted += unrouted
-        for fs in failed:
-            unit.failures.extend(fs)
+        for i in sorted(outcome.failed):
+            unit.failures.extend(outcome.failed[i])
 
     def _collect(self, sp: SinkPlan, results: list[WriteResult] | BaseException | None,
-                 written: list[bool], failed: list[list[Failure]], get_rows: Any,
-                 src: list[Any] | None) -> None:
+                 outcome: _Outcome, get_rows: Any, src: list[Any] | None) -> None:
         stats = self.per_sink[sp.sink.sink_name]
-        n = len(written)
+        n = outcome.n
         if results is None:
             stats["written"] += n
-            for i in range(n):
-                written[i] = True
+            outcome.all_written = True
             return
         if isinstance(results, BaseException):
-            results = [WriteResult.failed(results)] * n  # type: ignore[list-item]
-        rows = None
+            results = [WriteResult.failed(results)] * n
+        rows = get_rows()
         for i, res in enumerate(results):
             if res.written:
-                written[i] = True
+                outcome.mark_written(i)
                 stats["written"] += 1
             else:
                 stats["failed"] += 1
-                if rows is None:
-                    rows = get_rows()
                 error = res.error or ContractError(
                     f"sink {sp.sink.sink_name!r} reported record {i} not written without an error"
                 )
-                failed[i].append(Failure(
+                outcome.fail(i, Failure(
                     "sink_write", sp.sink.sink_name, error,
                     src[i] if src is not None else rows[i], processed_record=rows[i], is_sink=True,
                 ))
 
-    async def _write_routed(self, rows: list[Any], written: list[bool],
-                            failed: list[list[Failure]], src: list[Any] | None) -> None:
+    async def _write_routed(self, rows: list[Any], outcome: _Outcome,
+                            src: list[Any] | None) -> None:
         router = self.router
         assert router is not None
         for i, row in enumerate(rows):
@@ -115,7 +107,7 @@ class Writer:
             try:
                 sink = router.select(row)
             except Exception as exc:
-                failed[i].append(Failure("sink_write", "router", exc, origin, row, is_sink=True))
+                outcome.fail(i, Failure("sink_write", "router", exc, origin, row, is_sink=True))
                 continue
             if sink is None:
                 continue
@@ -124,10 +116,41 @@ class Writer:
                 await sink.write(row)
             except Exception as exc:
                 stats["failed"] += 1
-                failed[i].append(Failure("sink_write", sink.sink_name, exc, origin, row, is_sink=True))
+                outcome.fail(i, Failure("sink_write", sink.sink_name, exc, origin, row, is_sink=True))
             else:
                 stats["written"] += 1
-                written[i] = True
+                outcome.mark_written(i)
+
+
+class _Outcome:
+    """Per-record results of one unit across sinks, allocated only when needed."""
+
+    __slots__ = ("n", "all_written", "mask", "failed")
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.all_written = False  # some sink wrote every record
+        self.mask: bytearray | None = None
+        self.failed: dict[int, list[Failure]] = {}
+
+    def mark_written(self, i: int) -> None:
+        if self.mask is None:
+            self.mask = bytearray(self.n)
+        self.mask[i] = 1
+
+    def fail(self, i: int, failure: Failure) -> None:
+        self.failed.setdefault(i, []).append(failure)
+
+    def is_written(self, i: int) -> bool:
+        return self.all_written or (self.mask is not None and self.mask[i] == 1)
+
+    def written_count(self) -> int:
+        if self.all_written:
+            return self.n
+        return 0 if self.mask is None else self.mask.count(1)
+
+    def errored_count(self) -> int:
+        return sum(1 for i in self.failed if not self.is_written(i))
 
 
 async def _call(sp: SinkPlan, method: str, payload: Any, n: int) -> list[WriteResult] | BaseException | None:
