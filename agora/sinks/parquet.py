@@ -41,6 +41,13 @@ def _sync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+def _codec_available(name: str) -> bool:
+    try:
+        return bool(pa.Codec.is_available(name))
+    except ValueError:  # a name pyarrow does not know at all
+        return False
+
+
 def _castable(src: pa.DataType, dst: pa.DataType) -> bool:
     """Whether a safe cast src → dst is a mere widening / re-encoding, never a parse."""
     t = pa.types
@@ -128,7 +135,7 @@ class ParquetSink(BaseSink):
                 f"sink {self.sink_name!r}: schema must be a pyarrow.Schema; got "
                 f"{type(schema).__name__}"
             )
-        if compression.lower() != "none" and not pa.Codec.is_available(compression):
+        if compression.lower() != "none" and not _codec_available(compression):
             raise ValueError(
                 f"sink {self.sink_name!r}: compression {compression!r} is not available in "
                 f"this pyarrow build; use 'zstd', 'snappy', 'gzip' or 'none'"
@@ -218,7 +225,8 @@ class ParquetSink(BaseSink):
         if self._fh is not None:
             self._fh.close()
             self._fh = None
-            self.partial_path.unlink(missing_ok=True)
+        # Gone already after a successful close (renamed onto path).
+        self.partial_path.unlink(missing_ok=True)
 
     # -- data ------------------------------------------------------------------------------
     async def write(self, record: Any) -> None:
