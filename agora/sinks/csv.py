@@ -8,10 +8,10 @@ unquoted field, so ``None`` and ``""`` stay distinguishable (``,,`` vs ``,"",``)
 booleans (``true`` / ``false``), dates and times are unquoted. Floats use pyarrow's
 shortest round-trip format (``1``, ``0.1``, ``1e+20``, ``1e-7``, ``nan``, ``inf``, ``-0``).
 Timestamps: ``2020-01-02 03:04:05.000000`` (microseconds); timezone-aware ones in their
-zone's wall time with ``Z`` (UTC) or a ``+0100``-style offset. Durations: an integer count of the column's unit (row path:
-microseconds). Bytes: UTF-8 text (row path: invalid bytes as ``\\xNN`` escapes). Lists and
-dicts (row path only — pyarrow cannot write nested columns, so such batches downgrade):
-compact JSON text, quoted.
+zone's wall time with ``Z`` (UTC) or a ``+0100``-style offset. Durations: an integer
+count of the column's unit (row path: microseconds). Bytes: UTF-8 text (row path: invalid
+bytes as ``\\xNN`` escapes). Lists and dicts (row path only — pyarrow cannot write nested
+columns, so such batches downgrade): compact JSON text, quoted.
 
 Known differences between the paths: a ``float32`` column is written by pyarrow at float32
 precision (``0.1``) but as the widened float64 value (``0.10000000149011612``) when its
@@ -184,9 +184,9 @@ class CsvSink(BaseSink):
       pyarrow would write those rows as empty lines, which CSV readers skip, while the csv
       module writes ``""``. ``runtime_metrics`` counts both paths.
     * ``open()`` creates the file (``mode="w"`` truncates; ``"a"`` appends and refuses a
-      file whose last line is incomplete). Reopening after ``close()`` appends. Each call writes its data in one piece after
-      earlier data, so nothing written before is ever truncated. ``flush()`` fsyncs;
-      ``close()`` flushes and is idempotent.
+      file whose last line is incomplete). Reopening after ``close()`` appends. Each call
+      writes its data in one piece after earlier data, so nothing written before is ever
+      truncated. ``flush()`` fsyncs; ``close()`` flushes and is idempotent.
     """
 
     accepted_data_planes: ClassVar[tuple[DataPlane, ...]] = (

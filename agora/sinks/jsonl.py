@@ -83,8 +83,8 @@ def encode_json_line(record: Any, *, lenient: bool = False) -> bytes:
     """Encode one record as a UTF-8 JSON line (ending in ``\\n``), deterministically.
 
     Mapping key order is kept. JSON types are written as is; ``datetime``/``date``/``time``
-    → ``isoformat()``; ``Decimal`` → ``str``; ``bytes`` → standard base64 text; NaN / ±inf →
-    the strings ``"NaN"`` / ``"Infinity"`` / ``"-Infinity"``; a ``DLQRecord`` → its
+    → ``isoformat()``; ``Decimal`` → ``str``; ``bytes`` → standard base64 text; NaN / ±inf
+    → the strings ``"NaN"`` / ``"Infinity"`` / ``"-Infinity"``; a ``DLQRecord`` → its
     ``to_dict()``. Anything else raises ``TypeError`` — unless ``lenient``, in which case it
     is written as ``str(value)`` and encoding never fails.
     """
@@ -184,7 +184,8 @@ class JsonLinesSink(BaseSink):
     per-record ``WriteResult.failed`` naming the sink); the other records are written.
 
     ``mode="w"`` truncates at ``open()``, ``mode="a"`` appends (refusing a file whose last
-    line is incomplete); reopening after ``close()`` appends. ``flush()`` fsyncs; ``close()`` flushes and is idempotent.
+    line is incomplete); reopening after ``close()`` appends. ``flush()`` fsyncs;
+    ``close()`` flushes and is idempotent.
     """
 
     accepted_data_planes: ClassVar[tuple[DataPlane, ...]] = (

@@ -99,7 +99,8 @@ def test_safe_widening_cast_is_applied(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("batch, message", [
     (pa.record_batch({"id": ["1"], "name": ["x"]}), "'id': batch has string, file has int64"),
-    (pa.record_batch({"id": [1], "other": ["x"]}), "missing \\['name'\\], unexpected \\['other'\\]"),
+    (pa.record_batch({"id": [1], "other": ["x"]}),
+     "missing \\['name'\\], unexpected \\['other'\\]"),
     (pa.record_batch({"id": pa.array([None, 1], pa.int64()), "name": ["a", "b"]}),
      "'id': 1 null\\(s\\) in a non-nullable field"),
     (pa.record_batch({"id": pa.array([1], pa.uint64()), "name": ["x"]}).slice(0, 1), None),
