@@ -170,7 +170,8 @@ class ArrowJsonLinesSource(_JsonFileSource):
     other lines of the block are parsed together. ``"fail"`` raises ``SourceRecordError``
     for the first malformed line (``path:LINE``); ``"dlq"`` emits a ``MalformedRecord`` per
     malformed line before the block's batch. When no block has fixed the schema yet, the
-    first well-formed line of a rejected block fixes it.
+    first well-formed line of a rejected block fixes it. Pass ``schema`` to fix it up front
+    (e.g. when the first lines hold only nulls or empty lists, which pin a ``null`` type).
 
     Checkpoint: ``{"byte": b, "line": l, "row": r, "malformed": m}`` — the start of the
     current block and how many of its rows and malformed lines were emitted. Resume seeks
@@ -188,11 +189,17 @@ class ArrowJsonLinesSource(_JsonFileSource):
         *,
         block_size: int = DEFAULT_JSON_BLOCK_SIZE,
         on_malformed: OnMalformed | str = "fail",
+        schema: pa.Schema | None = None,
         name: str | None = None,
     ) -> None:
         super().__init__(path, on_malformed, name)
         self.block_size = positive_int_or_none(self.source_name, "block_size", block_size)
-        self._schema: pa.Schema | None = None
+        if schema is not None and not isinstance(schema, pa.Schema):
+            raise TypeError(
+                f"source {self.source_name!r}: schema must be a pyarrow.Schema; "
+                f"got {type(schema).__name__}"
+            )
+        self._schema: pa.Schema | None = schema
         self._skip_rows = 0
         self._skip_malformed = 0
         # The checkpoint: current block start and the units of it already emitted.
@@ -224,7 +231,7 @@ class ArrowJsonLinesSource(_JsonFileSource):
 
     def _seek_start(self) -> None:
         super()._seek_start()
-        if self._byte > 0:
+        if self._byte > 0 and self._schema is None:
             # Pin the schema the first run inferred: parse the file's first block(s) again.
             fh = self._fh
             assert fh is not None
