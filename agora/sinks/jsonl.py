@@ -10,6 +10,7 @@ import decimal
 import errno
 import json
 import math
+import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,6 +22,8 @@ from agora.errors import LifecycleError
 from agora.planes import DataPlane
 from agora.records import DLQRecord, WriteResult
 from agora.sinks.base import BaseSink, SinkState
+
+log = logging.getLogger("agora.sinks")
 
 __all__ = [
     "JsonLinesSink",
@@ -145,24 +148,43 @@ def open_output_file(sink_name: str, path: Path, mode: str) -> BinaryIO:
 
 
 def check_complete_tail(sink_name: str, path: Path, fh: BinaryIO) -> int:
-    """Return the size of an append target; refuse one whose last line is incomplete.
+    """Return the size of an append target after repairing a torn last line.
 
-    A file that does not end in a newline was most likely cut short by an interrupted
-    write; appending would glue new data onto the broken line, so this raises ``ValueError``
-    instead of guessing which bytes to drop.
+    A file that does not end in a newline was cut short by an interrupted write (a crash
+    between ``flush()`` calls). Those bytes were never fsynced before a checkpoint, so the
+    records they belong to are re-emitted on resume: the partial line is cut off (and a
+    warning logged) rather than glued to new data or blocking the resume.
     """
     size = os.fstat(fh.fileno()).st_size
-    if size:
-        with open(path, "rb") as reader:
-            reader.seek(size - 1)
-            last = reader.read(1)
-        if last != b"\n":
-            raise ValueError(
-                f"sink {sink_name!r}: cannot append to {str(path)!r}: its last line is "
-                f"incomplete (no trailing newline), probably from an interrupted write — "
-                f"remove that partial line (or the file) and run again"
-            )
-    return size
+    if not size:
+        return 0
+    with open(path, "rb") as reader:
+        reader.seek(size - 1)
+        if reader.read(1) == b"\n":
+            return size
+        keep = _last_newline_end(reader, size)
+    os.truncate(path, keep)
+    fh.seek(0, os.SEEK_END)
+    log.warning(
+        "sink %r: cut %d byte(s) of an incomplete last line from %s (an interrupted write; "
+        "the records are re-emitted from the last checkpoint)", sink_name, size - keep, path,
+    )
+    return keep
+
+
+def _last_newline_end(reader: BinaryIO, size: int) -> int:
+    """Offset just after the last newline before ``size`` (0 if there is none)."""
+    pos = size
+    chunk = 64 * 1024
+    while pos > 0:
+        start = max(0, pos - chunk)
+        reader.seek(start)
+        data = reader.read(pos - start)
+        idx = data.rfind(b"\n")
+        if idx >= 0:
+            return start + idx + 1
+        pos = start
+    return 0
 
 
 async def sync_file(fh: BinaryIO) -> None:
@@ -183,8 +205,8 @@ class JsonLinesSink(BaseSink):
     follows :func:`encode_json_line`: a record that cannot be encoded fails on its own (a
     per-record ``WriteResult.failed`` naming the sink); the other records are written.
 
-    ``mode="w"`` truncates at ``open()``, ``mode="a"`` appends (refusing a file whose last
-    line is incomplete); reopening after ``close()`` appends. ``flush()`` fsyncs;
+    ``mode="w"`` truncates at ``open()``, ``mode="a"`` appends (cutting off an incomplete last
+    line left by an interrupted write); reopening after ``close()`` appends. ``flush()`` fsyncs;
     ``close()`` flushes and is idempotent.
     """
 

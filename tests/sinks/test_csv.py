@@ -238,11 +238,11 @@ def test_append_with_conflicting_fieldnames_is_refused(tmp_path: Path) -> None:
     assert path.read_text(encoding="utf-8") == '"a","b"\n1,2\n'
 
 
-def test_append_refuses_incomplete_or_unreadable_files(tmp_path: Path) -> None:
+def test_append_repairs_a_torn_tail_and_refuses_unreadable_files(tmp_path: Path) -> None:
     cut = tmp_path / "cut.csv"
     cut.write_bytes(b'"a"\n1\n2')
-    with pytest.raises(ValueError, match="last line is incomplete"):
-        asyncio.run(CsvSink(cut, mode="a").open())
+    asyncio.run(write_all(CsvSink(cut, mode="a"), ("write", {"a": 3})))
+    assert cut.read_bytes() == b'"a"\n1\n3\n'
     binary = tmp_path / "bin.csv"
     binary.write_bytes(b"\xff\xfe\n")
     with pytest.raises(ValueError, match="header row is not readable"):

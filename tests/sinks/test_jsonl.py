@@ -169,13 +169,17 @@ def test_append_mode_and_reopen_continue_the_file(tmp_path: Path) -> None:
     assert read_lines(path) == [{"n": 4}]
 
 
-def test_append_refuses_a_file_with_an_incomplete_last_line(tmp_path: Path) -> None:
+def test_append_cuts_an_incomplete_last_line_left_by_a_crash(tmp_path: Path, caplog) -> None:
     path = tmp_path / "cut.jsonl"
     path.write_bytes(b'{"n": 1}\n{"n": 2')
     sink = JsonLinesSink(path, mode="a", name="j")
-    with pytest.raises(ValueError, match="'j'.*last line is incomplete"):
-        asyncio.run(sink.open())
-    assert path.read_bytes() == b'{"n": 1}\n{"n": 2'
+    asyncio.run(write_all(sink, ("write", {"n": 3})))
+    assert read_lines(path) == [{"n": 1}, {"n": 3}]
+    assert "incomplete last line" in caplog.text
+    whole = tmp_path / "torn_only.jsonl"
+    whole.write_bytes(b'{"n": 1')
+    asyncio.run(write_all(JsonLinesSink(whole, mode="a"), ("write", {"n": 9})))
+    assert read_lines(whole) == [{"n": 9}]
 
 
 def test_missing_directory_is_a_clear_error_at_open(tmp_path: Path) -> None:
