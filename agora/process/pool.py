@@ -1,0 +1,790 @@
+"""The worker pool behind the process lanes: generations, dispatch, timeouts and deaths.
+
+::
+
+    submit() ─► Ticket ─► queue ─────────────┐            ┌─ worker process (gen g) ──────┐
+                                             ▼            │                               │
+              suspects (re-run one ──► _pump() ─► Worker ─┼─ RUN(seq) ───► fn(batch)      │
+              at a time after a death)        │   in slot ◄── batch (main writes)         │
+                                              │   out slot ──► result (worker writes)     │
+                                              ▼            └─ OK/ERR(seq) ────────────────┘
+     loop.add_reader(pipe)      ─► _on_message ─► Ticket.future (result or ProcessBatchError)
+     loop.add_reader(sentinel)  ─► _on_death   ─► _recycle ─► generation g+1, suspects
+     loop.call_later(timeout_s) ─► _on_timeout ─► _recycle ─► generation g+1, siblings invalidated
+
+**Ticket** — one submitted batch. It keeps its payload until it is resolved, so a batch
+caught in a worker death can be re-run. Resolved exactly once; later news is ignored.
+
+**Worker** — one process, its pipe and its two shared-memory slots (``transport.py``). It
+belongs to one generation and serves one ticket at a time, so a reply names its batch
+unambiguously (it also carries the dispatch ``seq``, checked against the slot header).
+
+**Generation** — the workers started together. A timeout or a worker death retires the
+whole generation: its process groups are SIGKILLed (grandchildren included), its pipes
+closed, its slots unlinked — a killed worker can therefore never deliver a stale or
+half-written result — and a fresh generation is started *before* the next batch is
+dispatched. The run never waits for the stuck code.
+
+**WorkerPool** — lives on the event-loop thread and is driven by callbacks only; no call
+blocks for longer than a slot memcpy or a forkserver round trip. After a timeout the
+timed-out batch fails (``timed_out``) and its running siblings fail (``invalidated``).
+After a death the culprit is unknown (the kernel's OOM killer picks the biggest process,
+not the guilty one), so every batch that was running is re-run alone on the fresh pool;
+only a batch that kills its worker again fails. More than ``max_pool_recycles`` recycles
+in a row without any batch coming back breaks the pool: every waiting batch and every
+later submit fails with the recorded reason (:class:`ProcessPoolBrokenError`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import os
+import signal
+import time
+import weakref
+from collections import deque
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+import psutil
+
+from agora.errors import AgoraError, ProcessBatchError
+from agora.process.transport import Slot, SlotTooSmall, Transport, grown_capacity
+from agora.process.transport import sweep_stale_slots
+from agora.process.worker import (
+    EXIT_MEMORY_ERROR,
+    OK,
+    OP_ERR,
+    OP_INIT_ERROR,
+    OP_MEMORY,
+    OP_OK,
+    OP_READY,
+    OP_RUN,
+    OP_SLOTS,
+    RUN,
+    STOP,
+    WorkerSpec,
+    decode_message,
+    encode_message,
+    worker_main,
+)
+
+__all__ = ["PoolMetrics", "ProcessPoolBrokenError", "Ticket", "WorkerPool", "WorkerStartupError"]
+
+#: Modules every worker has imported before it is forked, so a new worker (and a new
+#: generation after a recycle) is ready in milliseconds instead of re-importing pyarrow.
+PRELOAD = ["pyarrow", "pyarrow.ipc", "ctypes", "agora.process.worker"]
+#: How long on_start waits for the first generation to report ready.
+STARTUP_TIMEOUT_S = 60.0
+#: psutil sampling period for worker RSS/CPU: cheap (~50 us per worker) and fine enough
+#: for batches that matter (a batch shorter than this hardly moves a worker's peak).
+SAMPLE_INTERVAL_S = 0.25
+
+
+class ProcessPoolBrokenError(ProcessBatchError):
+    """The pool gave up (recycle budget spent, or workers cannot load ``fn``).
+
+    Terminal for the run: the engine must stop rather than route further batches to the
+    DLQ, because every later batch would fail the same way.
+    """
+
+    terminal = True
+
+    def __reduce__(self):  # keep the subclass across pickling
+        return (
+            _rebuild_broken,
+            (self.cause, self.middleware_name, self.batch_index, self.generation),
+        )
+
+
+def _rebuild_broken(cause: str, name: str, index: int, generation: int) -> ProcessPoolBrokenError:
+    return ProcessPoolBrokenError(
+        cause, middleware_name=name, batch_index=index, generation=generation
+    )
+
+
+class WorkerStartupError(AgoraError):
+    """The first worker generation could not start (``fn`` not loadable, worker crashed)."""
+
+
+class _RemoteTraceback(Exception):
+    """The worker-side traceback of ``fn``'s exception (set as ``__cause__``)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+@dataclass
+class PoolMetrics:
+    batches_submitted: int = 0
+    batches_ok: int = 0
+    batches_failed: int = 0
+    batches_timed_out: int = 0
+    batches_invalidated: int = 0
+    worker_deaths: int = 0
+    pool_recycles: int = 0
+    recycle_seconds: float = 0.0
+    peak_in_flight: int = 0
+    transport_bytes_in: int = 0
+    transport_bytes_out: int = 0
+    rss_peak_by_pid: dict[int, int] = field(default_factory=dict)
+    cpu_by_pid: dict[int, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "batches_submitted": self.batches_submitted,
+            "batches_ok": self.batches_ok,
+            "batches_failed": self.batches_failed,
+            "batches_timed_out": self.batches_timed_out,
+            "batches_invalidated": self.batches_invalidated,
+            "worker_deaths": self.worker_deaths,
+            "pool_recycles": self.pool_recycles,
+            "recycle_seconds": round(self.recycle_seconds, 6),
+            "peak_in_flight": self.peak_in_flight,
+            "transport_bytes_in": self.transport_bytes_in,
+            "transport_bytes_out": self.transport_bytes_out,
+            "worker_peak_rss_bytes": max(self.rss_peak_by_pid.values(), default=0),
+            "worker_peak_rss_by_pid": {str(p): v for p, v in self.rss_peak_by_pid.items()},
+            "worker_cpu_seconds": round(sum(self.cpu_by_pid.values()), 6),
+        }
+
+
+@dataclass(eq=False)
+class Ticket:
+    """One batch: submitted, queued, running on a worker, then resolved once."""
+
+    batch_index: int
+    payload: Any
+    future: asyncio.Future[Any]
+    generation: int = 0
+    seq: int = -1
+    worker: _Worker | None = None
+    timer: asyncio.TimerHandle | None = None
+    suspect: bool = False
+    settled: bool = False
+
+
+@dataclass(eq=False)
+class _Worker:
+    generation: int
+    process: Any  # multiprocessing.process.BaseProcess
+    conn: Connection
+    in_slot: Slot
+    out_slot: Slot
+    pid: int
+    ticket: Ticket | None = None
+    ready: bool = False
+    retired: bool = False
+    dead: bool = False
+    slots_dirty: bool = False
+    note: str = ""
+
+
+class _Registry:
+    """What must die if the pool is dropped without ``stop()`` (used by a finalizer that
+    must not reference the pool itself)."""
+
+    def __init__(self) -> None:
+        self.pids: set[int] = set()
+        self.slots: set[Slot] = set()
+
+    def kill_all(self) -> None:
+        for pid in list(self.pids):
+            _kill_group(pid)
+        self.pids.clear()
+        for slot in list(self.slots):
+            slot.release()
+        self.slots.clear()
+
+
+def _kill_group(pid: int) -> None:
+    """SIGKILL a worker's process group (the worker leads it) and the worker itself."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def _describe_exit(exitcode: int | None, note: str) -> str:
+    if note:
+        return note
+    if exitcode is None:
+        return "worker died (it closed its pipe; exit status unknown)"
+    if exitcode == EXIT_MEMORY_ERROR:
+        return f"worker died (fn raised MemoryError; the worker exited with code {exitcode})"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        return f"worker died (killed by {name}, exit code {exitcode})"
+    return f"worker died (exited with code {exitcode})"
+
+
+def mp_context() -> multiprocessing.context.BaseContext:
+    """forkserver with pyarrow preloaded where available (never plain fork from a
+    threaded process), spawn elsewhere."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(PRELOAD)
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
+class WorkerPool:
+    """Runs ``fn`` (pickled in ``fn_bytes``) on ``workers`` processes; see the module doc.
+
+    All methods must be called on the event loop that ran :meth:`start`.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        transport: Transport,
+        fn_bytes: bytes,
+        workers: int,
+        timeout_s: float | None,
+        max_pool_recycles: int,
+    ) -> None:
+        self.name = name
+        self.transport = transport
+        self.fn_bytes = fn_bytes
+        self.size = workers
+        self.timeout_s = timeout_s
+        self.max_pool_recycles = max_pool_recycles
+        self.metrics = PoolMetrics()
+        self.generation = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ctx = mp_context()
+        self._workers: list[_Worker] = []
+        self._graveyard: list[_Worker] = []
+        self._queue: deque[Ticket] = deque()
+        self._suspects: list[Ticket] = []
+        self._isolating = False
+        self._unresolved = 0
+        self._seq = 0
+        self._consecutive_recycles = 0
+        self._broken: str | None = None
+        self._closed = False
+        self._starting: asyncio.Future[None] | None = None
+        self._slot_capacity = [0, 0]  # input, output: grows to the largest batch seen
+        self._sampler: asyncio.TimerHandle | None = None
+        self._psutil: dict[int, psutil.Process] = {}
+        self._registry = _Registry()
+        self._finalizer = weakref.finalize(self, _Registry.kill_all, self._registry)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Start generation 1 and wait until every worker has loaded ``fn``.
+
+        Raises :class:`WorkerStartupError` if a worker cannot load ``fn`` or dies first.
+        """
+        self._loop = asyncio.get_running_loop()
+        sweep_stale_slots()
+        self._starting = self._loop.create_future()
+        self._open_generation()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._starting), STARTUP_TIMEOUT_S)
+        except TimeoutError:
+            self.kill_now()
+            raise WorkerStartupError(
+                f"process middleware {self.name!r}: workers did not start within "
+                f"{STARTUP_TIMEOUT_S:g} s"
+            ) from None
+        except BaseException:
+            self.kill_now()
+            raise
+        finally:
+            self._starting = None
+        self._sampler = self._loop.call_later(SAMPLE_INTERVAL_S, self._sample)
+
+    async def stop(self, grace_s: float = 1.0) -> None:
+        """Stop the pool: idle workers exit cleanly within ``grace_s``, busy ones (and
+        every straggler, grandchildren included) are killed; slots are unlinked.
+        Unresolved batches fail. Afterwards no worker process of this pool remains."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._sampler is not None:
+                self._sampler.cancel()
+            self._sample(reschedule=False)
+            for ticket in self._drain_waiting():
+                self._fail(ticket, "the pool was stopped before this batch ran")
+            for worker in self._workers:
+                if worker.ticket is not None:
+                    self._fail(worker.ticket, "the pool was stopped while this batch ran")
+                    _kill_group(worker.pid)
+                else:
+                    with contextlib.suppress(OSError):
+                        worker.conn.send_bytes(STOP)
+            deadline = time.monotonic() + grace_s
+            while time.monotonic() < deadline and any(
+                w.process.exitcode is None for w in self._workers
+            ):
+                await asyncio.sleep(0.005)
+        finally:
+            self.kill_now()
+        deadline = time.monotonic() + 5.0
+        while self._graveyard and time.monotonic() < deadline:
+            self._reap()
+            if self._graveyard:
+                await asyncio.sleep(0.005)
+
+    def kill_now(self) -> None:
+        """Synchronously kill every worker and unlink every slot (also the cleanup of
+        last resort for a cancelled ``stop()``)."""
+        self._closed = True
+        if self._sampler is not None:
+            self._sampler.cancel()
+        for worker in self._workers:
+            self._retire(worker)
+        self._workers = []
+        self._registry.kill_all()
+        self._reap()
+
+    def worker_pids(self) -> list[int]:
+        return [w.pid for w in self._workers if not w.dead]
+
+    # ------------------------------------------------------------------ submit
+
+    def submit(self, ticket: Ticket) -> None:
+        """Queue ``ticket``; its future resolves with the result or a ProcessBatchError."""
+        self.metrics.batches_submitted += 1
+        self._unresolved += 1
+        self.metrics.peak_in_flight = max(self.metrics.peak_in_flight, self._unresolved)
+        ticket.generation = self.generation
+        if self._broken is not None:
+            self._fail_broken(ticket)
+            return
+        if self._closed:
+            self._fail(ticket, "the pool is stopped")
+            return
+        self._queue.append(ticket)
+        self._pump()
+
+    def abandon(self, ticket: Ticket) -> None:
+        """The submitter stopped waiting (its task was cancelled). A queued ticket is
+        dropped; a running one finishes (or is killed by stop) and its result discarded."""
+        if ticket in self._queue:
+            self._queue.remove(ticket)
+        if ticket in self._suspects:
+            self._suspects.remove(ticket)
+        self._settle(ticket)
+        self._pump()
+
+    # ------------------------------------------------------------------ generations
+
+    def _open_generation(self) -> None:
+        self.generation += 1
+        self._workers = [self._spawn(i) for i in range(self.size)]
+
+    def _spawn(self, index: int) -> _Worker:
+        assert self._loop is not None
+        in_slot = Slot(self._slot_capacity[0])
+        out_slot = Slot(self._slot_capacity[1])
+        self._registry.slots.update((in_slot, out_slot))
+        parent_conn, child_conn = self._ctx.Pipe(duplex=True)
+        spec = WorkerSpec(
+            lane=self.transport.lane,
+            fn_bytes=self.fn_bytes,
+            in_path=in_slot.path,
+            in_capacity=in_slot.capacity,
+            out_path=out_slot.path,
+            out_capacity=out_slot.capacity,
+        )
+        process = self._ctx.Process(
+            target=worker_main,
+            args=(child_conn, spec),
+            name=f"agora-{self.name}-g{self.generation}-w{index}",
+            daemon=True,
+        )
+        process.start()
+        child_conn.close()
+        worker = _Worker(self.generation, process, parent_conn, in_slot, out_slot, process.pid)
+        self._registry.pids.add(worker.pid)
+        self._loop.add_reader(parent_conn.fileno(), self._on_readable, worker)
+        self._loop.add_reader(process.sentinel, self._on_sentinel, worker)
+        return worker
+
+    def _retire(self, worker: _Worker) -> None:
+        """Kill a worker's process group, close its pipe, unlink its slots. Idempotent."""
+        if worker.retired:
+            return
+        worker.retired = True
+        assert self._loop is not None
+        self._loop.remove_reader(worker.conn.fileno())
+        with contextlib.suppress(ValueError, OSError):
+            self._loop.remove_reader(worker.process.sentinel)
+        _kill_group(worker.pid)
+        self._registry.pids.discard(worker.pid)
+        worker.conn.close()
+        for slot in (worker.in_slot, worker.out_slot):
+            slot.release()
+            self._registry.slots.discard(slot)
+        if worker.ticket is not None and worker.ticket.timer is not None:
+            worker.ticket.timer.cancel()
+        self._graveyard.append(worker)
+
+    def _reap(self) -> None:
+        for worker in list(self._graveyard):
+            if worker.process.exitcode is not None:
+                worker.process.close()
+                self._graveyard.remove(worker)
+
+    def _recycle(self, reason: str) -> None:
+        """Retire the current generation and open the next, unless the budget is spent."""
+        started = time.perf_counter()
+        self._sample(reschedule=False)
+        for worker in self._workers:
+            self._retire(worker)
+        self._workers = []
+        self.metrics.pool_recycles += 1
+        if self._consecutive_recycles >= self.max_pool_recycles:
+            self._break(
+                f"the worker pool gave up after {self._consecutive_recycles} consecutive pool "
+                f"recycles without any batch coming back (last: {reason}); fn kills or hangs "
+                "its worker on every batch — fix fn, or raise max_pool_recycles"
+            )
+        else:
+            self._consecutive_recycles += 1
+            try:
+                self._open_generation()
+            except Exception as exc:  # noqa: BLE001 - a pool that cannot restart is broken
+                self._break(f"could not start a new worker generation: {exc!r}")
+        self.metrics.recycle_seconds += time.perf_counter() - started
+        self._reap()
+
+    def _break(self, reason: str) -> None:
+        """Record why the pool is unusable; every unresolved and later batch learns it."""
+        self._broken = reason
+        running = [w.ticket for w in self._workers if w.ticket is not None]
+        for worker in self._workers:
+            self._retire(worker)
+        self._workers = []
+        for ticket in [*running, *self._drain_waiting()]:
+            self._fail_broken(ticket)
+
+    def _drain_waiting(self) -> list[Ticket]:
+        waiting = [*self._suspects, *self._queue]
+        self._suspects.clear()
+        self._queue.clear()
+        return waiting
+
+    # ------------------------------------------------------------------ dispatch
+
+    def _pump(self) -> None:
+        """Hand waiting tickets to idle workers. After a death, suspects run one at a time
+        and nothing else is dispatched until they are all resolved."""
+        if self._broken is not None or self._closed:
+            return
+        if self._isolating:
+            if any(w.ticket is not None for w in self._workers):
+                return
+            while self._suspects:
+                worker = self._idle_worker()
+                if worker is None:
+                    return
+                self._dispatch(worker, self._suspects.pop(0))
+                if worker.ticket is not None:
+                    return  # one suspect at a time
+            self._isolating = False
+        while self._queue:
+            worker = self._idle_worker()
+            if worker is None:
+                return
+            self._dispatch(worker, self._queue.popleft())
+
+    def _idle_worker(self) -> _Worker | None:
+        for worker in self._workers:
+            if worker.ticket is None and not worker.dead:
+                return worker
+        return None
+
+    def _dispatch(self, worker: _Worker, ticket: Ticket) -> None:
+        assert self._loop is not None
+        try:
+            try:
+                nbytes = self.transport.write_input(worker.in_slot, ticket.payload)
+            except SlotTooSmall as exc:
+                self._grow(worker, 0, exc.required)
+                nbytes = self.transport.write_input(worker.in_slot, ticket.payload)
+        except Exception as exc:  # noqa: BLE001 - the batch cannot be encoded: its failure
+            self._fail(ticket, f"the batch could not be written for the worker: {exc!r}")
+            return
+        self._seq += 1
+        ticket.seq, ticket.worker, ticket.generation = self._seq, worker, worker.generation
+        worker.ticket = ticket
+        worker.in_slot.write_header(ticket.seq, nbytes)
+        self.metrics.transport_bytes_in += nbytes
+        # A dead worker's pipe raises here; its death is processed from the sentinel, and
+        # this ticket is then re-run like any batch in flight on it.
+        with contextlib.suppress(OSError):
+            if worker.slots_dirty:
+                worker.conn.send_bytes(
+                    encode_message(
+                        OP_SLOTS,
+                        worker.in_slot.path,
+                        worker.in_slot.capacity,
+                        worker.out_slot.path,
+                        worker.out_slot.capacity,
+                    )
+                )
+                worker.slots_dirty = False
+            worker.conn.send_bytes(RUN.pack(OP_RUN, ticket.seq, nbytes))
+        if self.timeout_s is not None:
+            ticket.timer = self._loop.call_later(
+                self.timeout_s, self._on_timeout, ticket, ticket.seq
+            )
+
+    def _grow(self, worker: _Worker, which: int, required: int) -> None:
+        """Replace a worker's input (0) or output (1) slot with a bigger one."""
+        old = worker.in_slot if which == 0 else worker.out_slot
+        new = Slot(grown_capacity(required))
+        self._registry.slots.add(new)
+        if which == 0:
+            worker.in_slot = new
+        else:
+            worker.out_slot = new
+        old.release()
+        self._registry.slots.discard(old)
+        self._slot_capacity[which] = max(self._slot_capacity[which], new.capacity)
+        worker.slots_dirty = True
+
+    # ------------------------------------------------------------------ events
+
+    def _on_readable(self, worker: _Worker) -> None:
+        if worker.retired:
+            return
+        try:
+            message = worker.conn.recv_bytes()
+            op = message[0]
+            if op == OP_OK:
+                _, seq, nbytes, inline = OK.unpack(message)
+                data = worker.conn.recv_bytes() if inline else None
+                self._on_ok(worker, seq, nbytes, data)
+            elif op == OP_ERR:
+                seq, kind, summary, detail = decode_message(message)
+                self._on_error(worker, seq, kind, summary, detail)
+            elif op == OP_READY:
+                worker.ready = True
+                if self._starting is not None and all(w.ready for w in self._workers):
+                    if not self._starting.done():
+                        self._starting.set_result(None)
+            elif op == OP_MEMORY:
+                worker.note = _describe_exit(EXIT_MEMORY_ERROR, "")
+            elif op == OP_INIT_ERROR:
+                (text,) = decode_message(message)
+                self._on_init_error(worker, text)
+        except (EOFError, OSError):
+            self._on_pipe_closed(worker)
+        self._pump()
+
+    def _on_ok(self, worker: _Worker, seq: int, nbytes: int, data: bytes | None) -> None:
+        ticket = worker.ticket
+        if ticket is None or ticket.seq != seq:
+            return  # not the dispatch this worker is serving: never commit it
+        worker.ticket = None
+        self._consecutive_recycles = 0
+        self.metrics.transport_bytes_out += nbytes
+        try:
+            if data is None:
+                if worker.out_slot.read_header() != (seq, nbytes):
+                    raise RuntimeError("result slot header does not match the reply")
+                result = self.transport.read_output(worker.out_slot, nbytes)
+            else:
+                self._grow(worker, 1, len(data))
+                result = self.transport.read_inline(data)
+        except Exception as exc:  # noqa: BLE001
+            self._fail(ticket, f"the result could not be read back: {exc!r}")
+            return
+        self._settle(ticket)
+        if not ticket.future.done():
+            ticket.future.set_result(result)
+            self.metrics.batches_ok += 1
+
+    def _on_error(self, worker: _Worker, seq: int, kind: str, summary: str, detail: str) -> None:
+        ticket = worker.ticket
+        if ticket is None or ticket.seq != seq:
+            return
+        worker.ticket = None
+        self._consecutive_recycles = 0
+        cause = {
+            "raised": f"fn raised {summary}",
+            "result": summary,
+            "decode": f"the worker could not decode the batch: {summary}",
+            "encode": f"fn's result could not be sent back ({summary}); "
+            + (
+                "return a pyarrow.RecordBatch"
+                if self.transport.lane == "arrow"
+                else "return plain picklable values"
+            ),
+        }.get(kind, summary)
+        self._fail(ticket, cause, remote_traceback=detail)
+
+    def _on_init_error(self, worker: _Worker, text: str) -> None:
+        reason = (
+            f"a worker could not load fn ({text}); fn must be importable in a fresh "
+            "process — define it at module top level in an importable module"
+        )
+        if self._starting is not None and not self._starting.done():
+            self._starting.set_exception(
+                WorkerStartupError(f"process middleware {self.name!r}: {reason}")
+            )
+            return
+        self._break(reason)
+
+    def _on_pipe_closed(self, worker: _Worker) -> None:
+        assert self._loop is not None
+        self._loop.remove_reader(worker.conn.fileno())
+        if worker.process.exitcode is not None:
+            self._on_death(worker)
+        else:
+            # Normally the sentinel fires within milliseconds; if fn closed the pipe and
+            # lives on, it is killed so the sentinel does fire.
+            self._loop.call_later(1.0, _kill_group, worker.pid)
+
+    def _on_sentinel(self, worker: _Worker) -> None:
+        if worker.retired:
+            return
+        assert self._loop is not None
+        self._loop.remove_reader(worker.process.sentinel)
+        self._on_death(worker)
+        self._pump()
+
+    def _on_death(self, worker: _Worker) -> None:
+        if worker.retired or worker.dead:
+            return
+        worker.dead = True
+        if self._closed:
+            return  # stop() asked it to exit
+        self.metrics.worker_deaths += 1
+        cause = _describe_exit(worker.process.exitcode, worker.note)
+        if self._starting is not None and not self._starting.done():
+            self._starting.set_exception(
+                WorkerStartupError(f"process middleware {self.name!r}: a starting {cause}")
+            )
+            return
+        # Batches whose submitter gave up (cancelled) are not worth a re-run.
+        running = [
+            w.ticket for w in self._workers if w.ticket is not None and not w.ticket.future.done()
+        ]
+        culprit = worker.ticket
+        if culprit is not None and culprit.suspect and culprit in running:
+            # It ran alone on a fresh pool after an earlier death: it is the culprit.
+            self._fail(
+                culprit,
+                f"{cause} while running this batch alone on a fresh pool (re-run after an "
+                "earlier worker death): the batch kills its worker",
+            )
+            running.remove(culprit)
+        for ticket in running:
+            if ticket.timer is not None:
+                ticket.timer.cancel()
+            ticket.suspect, ticket.worker = True, None
+        for w in self._workers:
+            w.ticket = None
+        reason = f"batch {culprit.batch_index}: {cause}" if culprit else cause
+        self._recycle(reason)
+        if self._broken is not None:
+            for ticket in running:
+                self._fail_broken(ticket)
+            return
+        self._suspects = sorted([*running, *self._suspects], key=lambda t: t.batch_index)
+        self._isolating = True
+
+    def _on_timeout(self, ticket: Ticket, seq: int) -> None:
+        if ticket.seq != seq or ticket.worker is None or ticket.worker.retired:
+            return
+        generation = ticket.generation
+        self.metrics.batches_timed_out += 1
+        self._fail(
+            ticket,
+            f"timed out after {self.timeout_s:g} s; pool generation {generation} was killed "
+            "and replaced (raise timeout_s if batches legitimately take longer)",
+            timed_out=True,
+        )
+        siblings = [w.ticket for w in self._workers if w.ticket not in (None, ticket)]
+        for w in self._workers:
+            w.ticket = None
+        self._recycle(f"batch {ticket.batch_index} timed out after {self.timeout_s:g} s")
+        for sibling in siblings:
+            assert sibling is not None
+            if not sibling.future.done():
+                self.metrics.batches_invalidated += 1
+            self._fail(
+                sibling,
+                f"invalidated: it was running on pool generation {generation}, which was "
+                f"killed because batch {ticket.batch_index} timed out; its result was "
+                "discarded (the batch itself did not fail and may be replayed)",
+                invalidated=True,
+            )
+        self._pump()
+
+    # ------------------------------------------------------------------ resolution
+
+    def _settle(self, ticket: Ticket) -> None:
+        """Stop counting ``ticket`` as in flight. (A running ticket keeps its worker busy
+        until the worker replies or is killed, even when nobody waits for it any more.)"""
+        if ticket.timer is not None:
+            ticket.timer.cancel()
+            ticket.timer = None
+        if not ticket.settled:
+            ticket.settled = True
+            self._unresolved -= 1
+
+    def _fail(
+        self,
+        ticket: Ticket,
+        cause: str,
+        *,
+        timed_out: bool = False,
+        invalidated: bool = False,
+        remote_traceback: str = "",
+        error_type: type[ProcessBatchError] = ProcessBatchError,
+    ) -> None:
+        self._settle(ticket)
+        if ticket.future.done():
+            return
+        error = error_type(
+            cause,
+            middleware_name=self.name,
+            batch_index=ticket.batch_index,
+            timed_out=timed_out,
+            invalidated=invalidated,
+            generation=ticket.generation,
+        )
+        if remote_traceback:
+            error.__cause__ = _RemoteTraceback(remote_traceback)
+        self.metrics.batches_failed += 1
+        ticket.future.set_exception(error)
+
+    def _fail_broken(self, ticket: Ticket) -> None:
+        assert self._broken is not None
+        self._fail(ticket, self._broken, error_type=ProcessPoolBrokenError)
+
+    # ------------------------------------------------------------------ metrics
+
+    def _sample(self, reschedule: bool = True) -> None:
+        for worker in self._workers:
+            if worker.dead:
+                continue
+            try:
+                proc = self._psutil.get(worker.pid)
+                if proc is None:
+                    proc = self._psutil[worker.pid] = psutil.Process(worker.pid)
+                with proc.oneshot():
+                    rss = proc.memory_info().rss
+                    cpu = proc.cpu_times()
+            except psutil.Error:
+                continue
+            peaks = self.metrics.rss_peak_by_pid
+            peaks[worker.pid] = max(peaks.get(worker.pid, 0), rss)
+            self.metrics.cpu_by_pid[worker.pid] = cpu.user + cpu.system
+        if reschedule and not self._closed and self._loop is not None:
+            self._sampler = self._loop.call_later(SAMPLE_INTERVAL_S, self._sample)

@@ -1,0 +1,266 @@
+"""The worker process: runs the user's ``fn`` on batches handed over by the pool.
+
+A worker serves one batch at a time. The pipe carries small control messages (below);
+batch data travels through the worker's two shared-memory slots (``transport.py``). The
+worker runs only ``fn``: it never sees checkpoints, the DLQ or sinks.
+
+Protocol (first byte of every message is the opcode)::
+
+    main -> worker   RUN(seq, nbytes)        input is in the input slot
+                     SLOTS(paths, sizes)     the main process replaced a slot (it grew)
+                     STOP                    exit cleanly
+    worker -> main   READY(pid)              fn unpickled, slots mapped
+                     OK(seq, nbytes, inline) result is in the output slot, or follows inline
+                     ERR(seq, kind, ...)     fn raised / bad result / codec failure
+                     MEMORY(seq)             fn raised MemoryError; the worker now exits
+                     INIT_ERROR(text)        fn could not be unpickled; the worker exits
+
+Isolation: the worker starts its own session (so killing its process group also kills
+anything ``fn`` spawned), ignores SIGINT (Ctrl-C is the main process's business), and
+dies with its parent (``PR_SET_PDEATHSIG`` plus a watchdog thread), so a main process
+killed with SIGKILL leaves no worker behind.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import struct
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any, NoReturn
+
+import pyarrow as pa
+
+from agora.process.transport import (
+    HEADER_SIZE,
+    MappedSlot,
+    SlotTooSmall,
+    decode_arrow,
+    decode_rows,
+    encode_rows,
+    serialize_arrow,
+    write_arrow_into,
+)
+
+__all__ = ["EXIT_MEMORY_ERROR", "WorkerSpec", "worker_main"]
+
+OP_RUN = 1
+OP_SLOTS = 2
+OP_STOP = 3
+OP_READY = 10
+OP_OK = 11
+OP_ERR = 12
+OP_MEMORY = 13
+OP_INIT_ERROR = 14
+
+RUN = struct.Struct("<Bqq")  # op, seq, nbytes
+OK = struct.Struct("<BqqB")  # op, seq, nbytes, inline
+READY = struct.Struct("<Bq")  # op, pid
+MEMORY = struct.Struct("<Bq")  # op, seq
+STOP = bytes([OP_STOP])
+
+LANE_ROWS = "rows"
+LANE_ARROW = "arrow"
+
+#: Exit status of a worker that hit MemoryError in ``fn``: its heap may be exhausted or
+#: fragmented, so it leaves and the pool treats the batch like one that killed its worker.
+EXIT_MEMORY_ERROR = 87
+
+#: How often the watchdog checks that the parent is alive. A killed main process leaves
+#: a worker running at most this long (PR_SET_PDEATHSIG usually acts at once).
+_WATCHDOG_INTERVAL_S = 0.5
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a worker needs at start (pickled once per worker, not per batch)."""
+
+    lane: str
+    fn_bytes: bytes
+    in_path: str
+    in_capacity: int
+    out_path: str
+    out_capacity: int
+
+
+def encode_message(*fields: Any) -> bytes:
+    """A rarely sent message (ERR, SLOTS, INIT_ERROR): opcode byte + pickled fields."""
+    return bytes([fields[0]]) + pickle.dumps(fields[1:], protocol=5)
+
+
+def decode_message(data: bytes) -> tuple[Any, ...]:
+    return pickle.loads(memoryview(data)[1:])
+
+
+def worker_main(conn: Connection, spec: WorkerSpec) -> None:
+    """Entry point of a worker process (the pool's ``Process`` target)."""
+    _isolate()
+    try:
+        fn = pickle.loads(spec.fn_bytes)
+    except BaseException as exc:  # noqa: BLE001 - any failure to load fn is reported
+        conn.send_bytes(encode_message(OP_INIT_ERROR, f"{type(exc).__name__}: {exc}"))
+        return
+    slots = _Slots(spec)
+    conn.send_bytes(READY.pack(OP_READY, os.getpid()))
+    while True:
+        try:
+            message = conn.recv_bytes()
+        except (EOFError, OSError):
+            return  # the main process closed the pipe: nothing more will come
+        op = message[0]
+        if op == OP_RUN:
+            _, seq, nbytes = RUN.unpack(message)
+            _run_one(conn, slots, spec.lane, fn, seq, nbytes)
+        elif op == OP_SLOTS:
+            slots.remap(*decode_message(message))
+        elif op == OP_STOP:
+            return
+
+
+class _Slots:
+    """The worker's mappings of its input (read-only) and output slots."""
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        self.input = MappedSlot(spec.in_path, spec.in_capacity, writable=False)
+        self.output = MappedSlot(spec.out_path, spec.out_capacity, writable=True)
+
+    def remap(self, in_path: str, in_capacity: int, out_path: str, out_capacity: int) -> None:
+        if in_path != self.input.path:
+            self.input.close()
+            self.input = MappedSlot(in_path, in_capacity, writable=False)
+        if out_path != self.output.path:
+            self.output.close()
+            self.output = MappedSlot(out_path, out_capacity, writable=True)
+
+
+def _run_one(conn: Connection, slots: _Slots, lane: str, fn: Any, seq: int, nbytes: int) -> None:
+    try:
+        if lane == LANE_ARROW:
+            arg = decode_arrow(slots.input.arrow_payload(nbytes))
+        else:
+            arg = decode_rows(slots.input.payload(nbytes))
+    except MemoryError:
+        _die_of_memory(conn, seq)
+    except BaseException as exc:  # noqa: BLE001
+        _send_error(conn, seq, "decode", exc)
+        return
+    try:
+        result = fn(arg)
+    except MemoryError:
+        _die_of_memory(conn, seq)
+    except BaseException as exc:  # noqa: BLE001 - SystemExit in fn is a failed batch too
+        _send_error(conn, seq, "raised", exc)
+        return
+    problem = _check_result(lane, arg, result)
+    del arg  # drop views into the input slot before the next batch overwrites it
+    if problem is not None:
+        conn.send_bytes(encode_message(OP_ERR, seq, "result", problem, ""))
+        return
+    try:
+        _send_result(conn, slots.output, lane, seq, result)
+    except MemoryError:
+        _die_of_memory(conn, seq)
+    except BaseException as exc:  # noqa: BLE001
+        _send_error(conn, seq, "encode", exc)
+
+
+def _check_result(lane: str, arg: Any, result: Any) -> str | None:
+    if lane == LANE_ARROW:
+        if not isinstance(result, pa.RecordBatch):
+            return (
+                f"fn returned {type(result).__name__}; it must return a pyarrow.RecordBatch"
+            )
+        if result.num_rows != arg.num_rows:
+            return (
+                f"fn returned {result.num_rows} rows for {arg.num_rows} input rows; "
+                "an Arrow process transform must preserve the row count"
+            )
+        return None
+    if not isinstance(result, list | tuple):
+        return (
+            f"fn returned {type(result).__name__}; it must return a list with one result "
+            "per record (None drops a record)"
+        )
+    if len(result) != len(arg):
+        return (
+            f"fn returned {len(result)} results for {len(arg)} records; it must return "
+            "exactly one result per record (None drops a record)"
+        )
+    return None
+
+
+def _send_result(conn: Connection, out: MappedSlot, lane: str, seq: int, result: Any) -> None:
+    room = out.capacity - HEADER_SIZE
+    if lane == LANE_ARROW:
+        try:
+            nbytes = write_arrow_into(out.view[HEADER_SIZE:], result)
+        except SlotTooSmall:
+            data: Any = serialize_arrow(result)
+            conn.send_bytes(OK.pack(OP_OK, seq, data.size, 1))
+            conn.send_bytes(data)
+            return
+    else:
+        data = encode_rows(list(result))
+        nbytes = len(data)
+        if nbytes > room:
+            conn.send_bytes(OK.pack(OP_OK, seq, nbytes, 1))
+            conn.send_bytes(data)
+            return
+        out.payload(nbytes)[:] = data
+    # Header last: only a fully written payload ever carries this dispatch's seq.
+    out.write_header(seq, nbytes)
+    conn.send_bytes(OK.pack(OP_OK, seq, nbytes, 0))
+
+
+def _send_error(conn: Connection, seq: int, kind: str, exc: BaseException) -> None:
+    summary = f"{type(exc).__name__}: {exc}"
+    detail = "".join(traceback.format_exception(exc))
+    conn.send_bytes(encode_message(OP_ERR, seq, kind, summary, detail))
+
+
+def _die_of_memory(conn: Connection, seq: int) -> NoReturn:
+    try:
+        conn.send_bytes(MEMORY.pack(OP_MEMORY, seq))
+    finally:
+        os._exit(EXIT_MEMORY_ERROR)
+
+
+def _isolate() -> None:
+    """Own session and process group; no SIGINT; die with the parent."""
+    try:
+        os.setsid()
+    except OSError:
+        pass
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = os.getppid()
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the watchdog alone covers it
+    if os.getppid() != parent:
+        _kill_own_group()
+    threading.Thread(target=_watchdog, args=(parent,), name="agora-watchdog", daemon=True).start()
+
+
+def _watchdog(parent: int) -> None:
+    while True:
+        time.sleep(_WATCHDOG_INTERVAL_S)
+        if os.getppid() != parent:
+            _kill_own_group()
+
+
+def _kill_own_group() -> NoReturn:
+    # Our process group holds this worker and whatever fn spawned. Only signal the group
+    # when we lead it: otherwise it is the group of whoever started us.
+    if os.getpgid(0) == os.getpid():
+        os.killpg(0, signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGKILL)
+    os._exit(1)  # pragma: no cover - SIGKILL above does not return

@@ -1,0 +1,177 @@
+"""Transforms for the process-lane tests, each named for what it does (and when it fails).
+
+They live in an importable module because workers unpickle them by reference. Row-lane
+fault injectors look at the records: a record with ``"poison": True`` triggers the
+fault, so a test decides per batch what happens.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import threading
+import time
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+# ------------------------------------------------------------------ row lane
+
+
+def double_values(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**row, "value": row["value"] * 2} for row in rows]
+
+
+def drop_odd_values(rows: list[dict[str, Any]]) -> list[Any]:
+    return [row if row["value"] % 2 == 0 else None for row in rows]
+
+
+def tag_with_worker_pid(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**row, "pid": os.getpid()} for row in rows]
+
+
+def sleep_as_told(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Sleeps ``rows[0]["sleep"]`` seconds, then tags rows with the worker pid."""
+    time.sleep(rows[0].get("sleep", 0))
+    return tag_with_worker_pid(rows)
+
+
+def raise_value_error(rows: list[Any]) -> list[Any]:
+    raise ValueError(f"bad record {rows[0]!r}")
+
+
+def exit_via_sys_exit(rows: list[Any]) -> list[Any]:
+    raise SystemExit(4)
+
+
+def return_one_too_few(rows: list[Any]) -> list[Any]:
+    return rows[:-1]
+
+
+def return_a_dict(rows: list[Any]) -> Any:
+    return {"rows": rows}
+
+
+def return_unpicklable(rows: list[Any]) -> list[Any]:
+    return [threading.Lock() for _ in rows]
+
+
+def _is_poisoned(rows: list[dict[str, Any]]) -> bool:
+    return any(isinstance(row, dict) and row.get("poison") for row in rows)
+
+
+def sigkill_self_on_poison(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    if _is_poisoned(rows):
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(rows[0].get("sleep", 0))
+    return tag_with_worker_pid(rows)
+
+
+def segfault_on_poison(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    if _is_poisoned(rows):
+        ctypes.string_at(0)
+    time.sleep(rows[0].get("sleep", 0))
+    return rows
+
+
+def os_exit_on_poison(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    if _is_poisoned(rows):
+        os._exit(3)
+    return rows
+
+
+def memory_error_on_poison(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    if _is_poisoned(rows):
+        raise MemoryError("simulated allocation failure")
+    return rows
+
+
+def sigkill_self_always(rows: list[Any]) -> list[Any]:
+    os.kill(os.getpid(), signal.SIGKILL)
+    return rows  # pragma: no cover
+
+
+class KillWorkerOnce:
+    """SIGKILLs its worker the first time it sees a batch (per ``marker_dir``), then
+    behaves: models a crash that a re-run does not repeat."""
+
+    def __init__(self, marker_dir: str) -> None:
+        self.marker_dir = marker_dir
+
+    def __call__(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        marker = os.path.join(self.marker_dir, f"seen-{rows[0]['id']}")
+        if not os.path.exists(marker):
+            open(marker, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return rows
+
+
+class SpawnGrandchildAndHang:
+    """Starts ``sleep 300`` (a grandchild of the pool), writes its pid, then hangs."""
+
+    def __init__(self, pid_file: str) -> None:
+        self.pid_file = pid_file
+
+    def __call__(self, rows: list[Any]) -> list[Any]:
+        child = subprocess.Popen(["sleep", "300"])
+        with open(self.pid_file + ".tmp", "w") as fh:
+            fh.write(str(child.pid))
+        os.replace(self.pid_file + ".tmp", self.pid_file)
+        time.sleep(300)
+        return rows  # pragma: no cover
+
+
+def _explode_on_load() -> Any:
+    raise ImportError("this object cannot be rebuilt in another process")
+
+
+class LoadsNowhere:
+    """Picklable, but unpickling it raises: stands for a fn (or record) that cannot be
+    rebuilt in a worker, e.g. one defined in an interactive session."""
+
+    def __reduce__(self) -> Any:
+        return (_explode_on_load, ())
+
+    def __call__(self, rows: list[Any]) -> list[Any]:
+        return rows  # pragma: no cover
+
+
+# ------------------------------------------------------------------ Arrow lane
+
+
+def arrow_identity(batch: pa.RecordBatch) -> pa.RecordBatch:
+    return batch
+
+
+def arrow_add_doubled(batch: pa.RecordBatch) -> pa.RecordBatch:
+    return batch.append_column("doubled", pc.multiply(batch.column("x"), pa.scalar(2.0)))
+
+
+def arrow_widen_eightfold(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """A result far bigger than its input (and than the first output slot)."""
+    out = batch
+    for i in range(8):
+        out = out.append_column(f"x{i}", pc.add(batch.column("x"), pa.scalar(float(i))))
+    return out
+
+
+def arrow_drop_first_row(batch: pa.RecordBatch) -> pa.RecordBatch:
+    return batch.slice(1)
+
+
+def arrow_return_table(batch: pa.RecordBatch) -> Any:
+    return pa.Table.from_batches([batch])
+
+
+def arrow_sleep_as_told(batch: pa.RecordBatch) -> pa.RecordBatch:
+    time.sleep(batch.column("sleep")[0].as_py())
+    return batch
+
+
+def arrow_segfault_on_poison(batch: pa.RecordBatch) -> pa.RecordBatch:
+    if pc.any(batch.column("poison")).as_py():
+        ctypes.string_at(0)
+    return batch
