@@ -154,6 +154,9 @@ class _Run:
                     f"(agora checkpoint reset)"
                 )
             self.resumed_from = None if checkpoint is None else checkpoint.value
+            if checkpoint is not None:
+                for sink in self.sinks:  # continue, never restart, what earlier runs wrote
+                    sink.resume_output()
             self.committer.last_checkpoint = self.resumed_from
             await self.source.prepare_resume(checkpoint)
         else:

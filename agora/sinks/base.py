@@ -48,6 +48,8 @@ class BaseSink:
     arrow_passthrough_native: ClassVar[bool | None] = None
 
     _state: SinkState = SinkState.NEW
+    #: Set by ``resume_output()``: the next ``open()`` continues existing output.
+    resuming_output: bool = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -63,6 +65,16 @@ class BaseSink:
         """Acquire resources. A closed sink may be opened again (a bound pipeline runs
         repeatedly): it continues its output rather than starting it over."""
         self._state = SinkState.OPEN
+
+    def resume_output(self) -> None:
+        """Called by the runtime before ``open()`` when a run resumes from a checkpoint.
+
+        The sink must then continue the output it already has instead of starting it
+        over — records before the checkpoint were delivered by an earlier run (maybe an
+        earlier process). Built-in file sinks append even when constructed with
+        ``mode="w"``. The default records the request in ``resuming_output``.
+        """
+        self.resuming_output = True
 
     async def flush(self) -> None:
         self._check_usable("flush")

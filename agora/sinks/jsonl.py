@@ -111,11 +111,11 @@ def encode_json_line(record: Any, *, lenient: bool = False) -> bytes:
 
 def ensure_openable(sink: BaseSink) -> bool:
     """Raise LifecycleError if ``sink`` is already open; return True when it is being
-    reopened after ``close()`` — it then continues its output (appends) instead of
-    starting it over, as the sink contract requires."""
+    reopened after ``close()`` or resumed from a checkpoint (``resume_output()``) — it then
+    continues its output (appends) instead of starting it over."""
     if sink.state is SinkState.OPEN:
         raise LifecycleError(f"sink {sink.sink_name!r} is already open; close() it first")
-    return sink.state is SinkState.CLOSED
+    return sink.state is SinkState.CLOSED or sink.resuming_output
 
 
 def check_file_mode(sink_name: str, mode: str) -> str:

@@ -279,3 +279,18 @@ class TestGatingAndDurability:
             DeliveryConfig(checkpoint_every=0)
         with pytest.raises(TypeError, match="CheckpointStore"):
             DeliveryConfig(checkpoint="ckpt.db")
+
+
+def test_resume_from_a_checkpoint_continues_file_output_in_a_new_process(tmp_path):
+    """A fresh CsvSink(mode="w") on resume must append, not truncate what earlier runs wrote."""
+    from agora import CsvSink, IterableSource, SQLiteCheckpointStore
+
+    def bound():
+        return Pipeline(IterableSource(ROWS, name="ids"), id="t").build(
+            CsvSink(tmp_path / "out.csv"),
+            delivery=DeliveryConfig(checkpoint=SQLiteCheckpointStore(tmp_path / "c.db")))
+
+    bound().run_sync(max_records=4)
+    bound().run_sync()  # new instances, as after a restart
+    lines = (tmp_path / "out.csv").read_text().splitlines()
+    assert lines[0] == '"id"' and lines[1:] == [str(i) for i in range(10)]
