@@ -94,15 +94,16 @@ class ParquetSink(BaseSink):
     * Buffering: rows are buffered and written as row groups of ``row_group_size`` rows,
       and on ``flush()`` (which then fsyncs). Arrow batches are immutable and are buffered
       by reference until then.
-    * Atomic output: ``open()`` creates a hidden partial file next to ``path`` (the Parquet
-      writer starts on the first batch); ``close()`` writes the footer, fsyncs and renames
-      it onto ``path``. So ``path`` only ever holds a complete Parquet file — valid even
-      with no rows (with no rows and no known schema: an empty, zero-column table).
-      Reopening after ``close()`` continues the file (its row groups are copied over).
-    * A Parquet file cannot be appended to and is unreadable without its footer, so a run
-      killed before ``close()`` leaves ``path`` as it was: Parquet output is not resumable
-      after a crash (a resumed run has only the rows after the checkpoint) — write a
-      Parquet file from one uninterrupted run, or use CSV / JSON lines for resumable jobs.
+    * Durability and atomic output: a Parquet file cannot be appended to and is unreadable
+      without its footer, so rows go to a hidden partial file next to ``path`` and every
+      ``flush()`` (the runtime flushes before each checkpoint) *seals* it — footer, fsync,
+      rename — into a hidden part file. ``close()`` merges the previous ``path`` (when the
+      sink continues its output), every part and the rest into one file and renames it onto
+      ``path``. So ``path`` only ever holds a complete Parquet file (valid even with no
+      rows; with no rows and no known schema, an empty zero-column table), and after a crash
+      the parts hold every row flushed before the last checkpoint: a resumed sink
+      (``resume_output()``, or reopened after ``close()``) merges them in; a fresh sink
+      discards parts left by an earlier crashed run.
     """
 
     accepted_data_planes: ClassVar[tuple[DataPlane, ...]] = (
@@ -149,73 +150,117 @@ class ParquetSink(BaseSink):
         self._buffered_rows = 0
         self.records_written = 0
         self.row_groups_written = 0
+        self._continuing = False
+        self._next_part = 0
 
     # -- lifecycle -------------------------------------------------------------------------
     @property
     def partial_path(self) -> Path:
-        """Where the file is written until ``close()`` moves it to ``path``."""
+        """Where rows written since the last ``flush()`` go (never read back after a crash)."""
         return self.path.with_name(f".{self.path.name}.agora-partial")
 
+    def _part_path(self, index: int) -> Path:
+        return self.path.with_name(f".{self.path.name}.agora-part-{index:06d}")
+
+    def _sealed_parts(self) -> list[Path]:
+        prefix = f".{self.path.name}.agora-part-"
+        parent = self.path.parent if str(self.path.parent) else Path(".")
+        return sorted(p for p in parent.glob(f"{prefix}*") if p.name[len(prefix):].isdigit())
+
     async def open(self) -> None:
-        """Start writing to :attr:`partial_path`. A sink reopened after ``close()`` continues
-        its output: the row groups already at ``path`` are copied over first. A failure
-        leaves the sink's state unchanged and ``path`` untouched."""
-        reopening = ensure_openable(self)
+        """Start writing. A sink reopened after ``close()`` or resumed from a checkpoint
+        continues its output: the file at ``path`` and any parts sealed by a crashed run
+        are kept and merged at ``close()``. A fresh sink discards parts left by an earlier
+        crashed run. A failure leaves ``path`` untouched."""
+        continuing = ensure_openable(self)
+        parts = self._sealed_parts()
+        if not continuing:
+            for part in parts:
+                part.unlink()
+            parts = []
+        elif self.schema is None:
+            for previous in ([self.path] if self.path.exists() else []) + parts:
+                schema = pq.read_schema(previous)
+                if schema.names:
+                    self.schema = schema
+                    break
+        self._continuing = continuing
+        self._next_part = int(parts[-1].name.rsplit("-", 1)[1]) + 1 if parts else 0
         self._fh = open_output_file(self.sink_name, self.partial_path, "w")
-        try:
-            if reopening and self.path.exists():
-                self._carry_over()
-        except BaseException:
-            self._discard_partial()
-            raise
         await super().open()
 
-    def _carry_over(self) -> None:
-        with pq.ParquetFile(self.path) as previous:
-            schema = previous.schema_arrow
-            if not schema.names:  # the empty file of a run that saw no schema
-                return
-            self.schema = schema
-            self._start_writer(schema)
-            assert self._writer is not None
-            for i in range(previous.num_row_groups):  # one row group in memory at a time
-                self._writer.write_table(previous.read_row_group(i))
-
     async def flush(self) -> None:
-        """Write buffered rows as a row group and fsync (the footer comes at close)."""
+        """Seal everything written so far into a durable part file (footer written,
+        fsynced, renamed into place): after ``flush()`` the rows survive a crash, and
+        ``close()`` merges the parts into ``path``."""
         self._check_usable("flush")
         self._write_buffer()
+        await self._seal()
+
+    async def _seal(self) -> None:
+        if self._writer is None:
+            return
         assert self._fh is not None
+        self._writer.close()
+        self._writer = None
         await sync_file(self._fh)
+        self._fh.close()
+        self._fh = None
+        os.replace(self.partial_path, self._part_path(self._next_part))
+        self._next_part += 1
+        _sync_directory(self.path.parent)
+        self._fh = open_output_file(self.sink_name, self.partial_path, "w")
 
     async def close(self) -> None:
-        """Write what is buffered and the footer, fsync, and move the file to ``path``.
+        """Seal what is buffered, merge the earlier output and every part into one file
+        (row group by row group), fsync, and move it onto ``path``.
 
-        Idempotent. If that fails, the partial file is removed, ``path`` keeps what it held
-        before, and the error is re-raised."""
+        Idempotent. If that fails, ``path`` keeps what it held before, the sealed parts
+        stay for a resumed run, and the error is re-raised."""
         if self._state is SinkState.CLOSED:
             return
         try:
             if self._state is SinkState.OPEN:
                 self._write_buffer()
-                if self._writer is None:
-                    self._start_writer(self.schema if self.schema is not None else pa.schema([]))
-                assert self._writer is not None and self._fh is not None
-                self._writer.close()
-                self._writer = None
-                await sync_file(self._fh)
-                self._fh.close()
-                self._fh = None
-                os.replace(self.partial_path, self.path)
-                _sync_directory(self.path.parent)
+                await self._seal()
+                await self._merge()
         finally:
             self._discard_partial()
             self._buffer.clear()
             self._buffered_rows = 0
             await super().close()
 
+    async def _merge(self) -> None:
+        parts = self._sealed_parts()
+        inputs = ([self.path] if self._continuing and self.path.exists() else []) + parts
+        assert self._fh is not None
+        schema = self.schema if self.schema is not None else pa.schema([])
+        self._start_writer(schema)
+        assert self._writer is not None
+        for source in inputs:
+            with pq.ParquetFile(source) as previous:
+                if not previous.schema_arrow.names:
+                    continue  # the empty file of a run that saw no schema
+                for i in range(previous.num_row_groups):  # one row group in memory at a time
+                    self._writer.write_table(self._conform_table(previous.read_row_group(i)))
+        self._writer.close()
+        self._writer = None
+        await sync_file(self._fh)
+        self._fh.close()
+        self._fh = None
+        os.replace(self.partial_path, self.path)
+        _sync_directory(self.path.parent)
+        for part in parts:
+            part.unlink()
+
+    def _conform_table(self, table: pa.Table) -> pa.Table:
+        assert self.schema is not None
+        if table.schema.equals(self.schema):
+            return table
+        return table.select(self.schema.names).cast(self.schema)
+
     def _discard_partial(self) -> None:
-        """Release the writer and the file after a failure; never raises."""
+        """Release the writer and the partial file; never raises."""
         if self._writer is not None:
             try:
                 self._writer.close()
@@ -225,7 +270,6 @@ class ParquetSink(BaseSink):
         if self._fh is not None:
             self._fh.close()
             self._fh = None
-        # Gone already after a successful close (renamed onto path).
         self.partial_path.unlink(missing_ok=True)
 
     # -- data ------------------------------------------------------------------------------

@@ -290,3 +290,53 @@ def test_snappy_compression_round_trip(tmp_path: Path) -> None:
                           ("write_batch", [{"a": 1.5}])))
     assert pq.ParquetFile(path).metadata.row_group(0).column(0).compression == "SNAPPY"
     assert pq.read_table(path).to_pylist() == [{"a": 1.5}]
+
+
+_CRASHING_WRITER = """
+import asyncio, os, sys
+sys.path.insert(0, {root!r})
+import pyarrow as pa
+from agora.sinks.parquet import ParquetSink
+
+async def main():
+    sink = ParquetSink({path!r})
+    await sink.open()
+    await sink.write_arrow_batch(pa.record_batch({{"n": [1, 2]}}))
+    await sink.flush()                      # sealed: must survive the crash
+    await sink.write_arrow_batch(pa.record_batch({{"n": [3]}}))
+    await sink.flush()
+    await sink.write_arrow_batch(pa.record_batch({{"n": [4]}}))  # never flushed
+    os._exit(0)                             # crash: no close()
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.timeout(60)
+def test_rows_flushed_before_a_crash_survive_and_a_resumed_sink_merges_them(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "out.parquet"
+    root = str(Path(__file__).resolve().parents[2])
+    script = _CRASHING_WRITER.format(root=root, path=str(path))
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    assert not path.exists()  # nothing was closed, so no final file yet
+    resumed = ParquetSink(path)
+    resumed.resume_output()  # what the runtime does when it resumes from a checkpoint
+    asyncio.run(write_all(resumed, ("write_arrow_batch", pa.record_batch({"n": [5]}))))
+    assert pq.read_table(path).column("n").to_pylist() == [1, 2, 3, 5]
+    assert not list(tmp_path.glob(".out.parquet.agora-*"))  # parts merged and removed
+
+
+@pytest.mark.timeout(60)
+def test_a_fresh_sink_discards_parts_of_an_earlier_crashed_run(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "out.parquet"
+    root = str(Path(__file__).resolve().parents[2])
+    subprocess.run([sys.executable, "-c", _CRASHING_WRITER.format(root=root, path=str(path))],
+                   check=True, timeout=60)
+    asyncio.run(write_all(ParquetSink(path), ("write_arrow_batch", pa.record_batch({"n": [9]}))))
+    assert pq.read_table(path).column("n").to_pylist() == [9]
