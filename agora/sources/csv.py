@@ -20,6 +20,7 @@ from agora.sources.iterable import (
     BuiltinSource,
     OnMalformed,
     checkpoint_fields,
+    compact_slice,
     file_source_name,
     missing_file_error,
     parse_on_malformed,
@@ -194,7 +195,7 @@ class CsvSource(BuiltinSource):
             if reason is None and len(row) != len(header):
                 reason = f"expected {len(header)} fields (the header's), got {len(row)}"
             if reason is None:
-                yield dict(zip(header, row)), self._read
+                yield dict(zip(header, row, strict=True)), self._read
                 continue
             location = f"{self.path}:{first_line}"
             if self.on_malformed is OnMalformed.FAIL:
@@ -453,9 +454,13 @@ class ArrowCsvSource(BuiltinSource):
             start = min(self._skip_rows, batch.num_rows)
             self._skip_rows -= start
             self._stats["rescanned_rows"] += start
-        step = self.batch_size or max(batch.num_rows, 1)
-        for offset in range(start, batch.num_rows, step):
-            yield batch.slice(offset, step) if (offset, step) != (0, batch.num_rows) else batch
+        if self.batch_size is None:
+            if start < batch.num_rows:
+                yield compact_slice(batch, start)
+            return
+        # Capped batches are zero-copy views of the block's batch.
+        for offset in range(start, batch.num_rows, self.batch_size):
+            yield batch.slice(offset, self.batch_size)
 
     def _past_end(self) -> CheckpointError:
         return CheckpointError(

@@ -7,7 +7,7 @@ import errno
 import os
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Any
 
 import pyarrow as pa
 
@@ -116,7 +116,7 @@ class BuiltinSource(BaseSource):
     """
 
     supports_checkpoint = True
-    plane: ClassVar[DataPlane] = DataPlane.PYTHON_ROWS
+    plane: DataPlane = DataPlane.PYTHON_ROWS  # what data_plane_spec() declares
 
     def __init__(self, name: str) -> None:
         if not isinstance(name, str) or not name:

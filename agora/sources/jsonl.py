@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import IO, Any
 
 import pyarrow as pa
@@ -28,18 +28,20 @@ from agora.sources.iterable import (
 
 __all__ = ["ArrowJsonLinesSource", "JsonLinesSource"]
 
+_Bad = tuple[int, bytes, str]  # a malformed line: (line number, raw bytes, reason)
 
-def json_object_problem(line: bytes) -> str | None:
-    """Why ``line`` is not one UTF-8 JSON object, or None if it is."""
+
+def parse_json_object(line: bytes) -> tuple[dict[str, Any] | None, str | None]:
+    """``(object, None)`` if ``line`` is one UTF-8 JSON object, else ``(None, reason)``."""
     try:
         value = json.loads(line.decode("utf-8"))
     except UnicodeDecodeError as exc:
-        return f"not UTF-8: {exc.reason}"
+        return None, f"not UTF-8: {exc.reason}"
     except json.JSONDecodeError as exc:
-        return f"invalid JSON: {exc.msg} (column {exc.colno})"
+        return None, f"invalid JSON: {exc.msg} (column {exc.colno})"
     if not isinstance(value, dict):
-        return f"expected a JSON object, got a JSON {type(value).__name__}"
-    return None
+        return None, f"expected a JSON object, got a JSON {type(value).__name__}"
+    return value, None
 
 
 def raw_text(line: bytes) -> str:
@@ -140,12 +142,8 @@ class JsonLinesSource(_JsonFileSource):
             self._byte += len(line)
             if not line.strip():
                 continue
-            problem = json_object_problem(line)
-            item: Any
-            if problem is None:
-                item = json.loads(line)
-            else:
-                item = self._malformed(self._line, line, problem)
+            obj, problem = parse_json_object(line)
+            item: Any = obj if problem is None else self._malformed(self._line, line, problem)
             self._pos = (self._line, self._byte)
             yield item
 
@@ -193,7 +191,10 @@ class ArrowJsonLinesSource(_JsonFileSource):
         name: str | None = None,
     ) -> None:
         super().__init__(path, on_malformed, name)
-        self.block_size = positive_int_or_none(self.source_name, "block_size", block_size)
+        self.block_size: int = (
+            positive_int_or_none(self.source_name, "block_size", block_size)
+            or DEFAULT_JSON_BLOCK_SIZE
+        )
         if schema is not None and not isinstance(schema, pa.Schema):
             raise TypeError(
                 f"source {self.source_name!r}: schema must be a pyarrow.Schema; "
@@ -262,7 +263,7 @@ class ArrowJsonLinesSource(_JsonFileSource):
         read = pa_json.ReadOptions(use_threads=False, block_size=len(data) + 1)
         return pa_json.read_json(io.BytesIO(data), read_options=read, parse_options=parse)
 
-    def _parse(self, data: bytes, first_line: int) -> tuple[list[tuple[int, bytes, str]], pa.RecordBatch | None]:
+    def _parse(self, data: bytes, first_line: int) -> tuple[list[_Bad], pa.RecordBatch | None]:
         """Parse a block: (malformed lines as (line, text, reason), batch or None)."""
         if not data.strip():
             return [], None
@@ -281,14 +282,14 @@ class ArrowJsonLinesSource(_JsonFileSource):
 
     def _parse_lines(
         self, data: bytes, first_line: int
-    ) -> tuple[list[tuple[int, bytes, str]], pa.Table | None]:
+    ) -> tuple[list[_Bad], pa.Table | None]:
         """The slow path for a rejected block: find its malformed lines."""
-        bad: list[tuple[int, bytes, str]] = []
+        bad: list[_Bad] = []
         good: list[tuple[int, bytes]] = []
         for offset, line in enumerate(data.split(b"\n")):
             if not line.strip():
                 continue
-            problem = json_object_problem(line)
+            _, problem = parse_json_object(line)
             if problem is None:
                 good.append((first_line + offset, line))
             else:

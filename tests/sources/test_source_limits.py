@@ -164,7 +164,8 @@ def test_runtime_limit_then_resume_loses_and_repeats_nothing(factories, kind) ->
             assert len(sink.records) == limit
             assert summary.records_written == limit
     assert [normalise(r) for r in written] == ROWS
-    expected_dead = 2 if kind in ("csv_rows", "csv_batches", "arrow_csv", "jsonl", "arrow_jsonl") else 0
+    with_bad_lines = ("csv_rows", "csv_batches", "arrow_csv", "jsonl", "arrow_jsonl")
+    expected_dead = 2 if kind in with_bad_lines else 0
     assert len(dead) == expected_dead
     assert all(r.stage == "source_record" for r in dead)
     assert len({json.dumps(r.record) for r in dead}) == expected_dead
