@@ -1,5 +1,4 @@
-"""CSV sources: ``CsvSource`` (stdlib ``csv``, rows or Python batches, byte-offset resume)
-and ``ArrowCsvSource`` (streaming ``pyarrow.csv``, Arrow batches, row-count resume)."""
+"""CSV sources: stdlib ``csv`` rows/batches (``CsvSource``) and ``pyarrow.csv`` batches."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""In-memory sources (rows, Python batches, Arrow batches) and the lifecycle, checkpoint and
-naming plumbing every built-in source shares."""
+"""In-memory sources, plus the lifecycle/checkpoint/naming plumbing all built-ins share."""
 
 from __future__ import annotations
 

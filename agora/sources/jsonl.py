@@ -1,5 +1,4 @@
-"""JSON-lines sources: ``JsonLinesSource`` (stdlib ``json``, rows) and
-``ArrowJsonLinesSource`` (``pyarrow.json``, Arrow batches); both resume by byte offset."""
+"""JSON-lines sources: stdlib ``json`` rows and ``pyarrow.json`` batches, byte-offset resume."""
 
 from __future__ import annotations
 
