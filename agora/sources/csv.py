@@ -412,6 +412,7 @@ class ArrowCsvSource(BuiltinSource):
                 f"{self.path} (in the block after data row {self._scanned})",
                 f"{exc} — values that do not fit the column type inferred from the first "
                 f"block cannot be dead-lettered; set convert_options column_types",
+                hint=False,
             ) from exc
 
     async def stream_batches(self) -> AsyncIterator[Any]:  # type: ignore[override]
