@@ -17,7 +17,7 @@ Protocol (first byte of every message is the opcode)::
 
 Isolation: the worker starts its own session (so killing its process group also kills
 anything ``fn`` spawned), ignores SIGINT (Ctrl-C is the main process's business), and
-dies with its parent (``PR_SET_PDEATHSIG`` plus a watchdog thread), so a main process
+dies with the main process (a watchdog thread sees the pipe hang up), so a main process
 killed with SIGKILL leaves no worker behind.
 """
 
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import select
 import signal
 import struct
 import threading
@@ -71,8 +72,8 @@ LANE_ARROW = "arrow"
 #: fragmented, so it leaves and the pool treats the batch like one that killed its worker.
 EXIT_MEMORY_ERROR = 87
 
-#: How often the watchdog checks that the parent is alive. A killed main process leaves
-#: a worker running at most this long (PR_SET_PDEATHSIG usually acts at once).
+#: Poll period of the watchdog's parent check; a hang-up of the main process's pipe end
+#: wakes it at once, so this only bounds the fallback (the forkserver dying first).
 _WATCHDOG_INTERVAL_S = 0.5
 
 
@@ -99,7 +100,7 @@ def decode_message(data: bytes) -> tuple[Any, ...]:
 
 def worker_main(conn: Connection, spec: WorkerSpec) -> None:
     """Entry point of a worker process (the pool's ``Process`` target)."""
-    _isolate()
+    _isolate(conn)
     try:
         fn = pickle.loads(spec.fn_bytes)
     except BaseException as exc:  # noqa: BLE001 - any failure to load fn is reported
@@ -230,8 +231,8 @@ def _die_of_memory(conn: Connection, seq: int) -> NoReturn:
         os._exit(EXIT_MEMORY_ERROR)
 
 
-def _isolate() -> None:
-    """Own session and process group; no SIGINT; die with the parent."""
+def _isolate(conn: Connection) -> None:
+    """Own session and process group; no SIGINT; die with the main process."""
     try:
         os.setsid()
     except OSError:
@@ -242,18 +243,33 @@ def _isolate() -> None:
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: the forkserver is our parent
     except (OSError, AttributeError):
-        pass  # not Linux: the watchdog alone covers it
+        pass
     if os.getppid() != parent:
         _kill_own_group()
-    threading.Thread(target=_watchdog, args=(parent,), name="agora-watchdog", daemon=True).start()
+    threading.Thread(
+        target=_watchdog, args=(conn.fileno(), parent), name="agora-watchdog", daemon=True
+    ).start()
 
 
-def _watchdog(parent: int) -> None:
+def _watchdog(fd: int, parent: int) -> None:
+    """Kill this worker's group once the main process is gone, even while fn runs.
+
+    The forkserver (our parent) outlives a killed main process as long as any worker
+    lives, so parent death alone is not enough: the reliable signal is the main
+    process's end of our pipe hanging up (POLLRDHUP), which needs no read and so does
+    not compete with the serving loop for messages.
+    """
+    hangup = getattr(select, "POLLRDHUP", 0) | select.POLLHUP
+    poller = select.poll()
+    poller.register(fd, hangup)
     while True:
-        time.sleep(_WATCHDOG_INTERVAL_S)
-        if os.getppid() != parent:
+        try:
+            events = poller.poll(_WATCHDOG_INTERVAL_S * 1000)
+        except OSError:
+            events = []
+        if any(mask & hangup for _, mask in events) or os.getppid() != parent:
             _kill_own_group()
 
 

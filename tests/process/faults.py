@@ -95,15 +95,15 @@ def sigkill_self_always(rows: list[Any]) -> list[Any]:
 
 
 class KillWorkerOnce:
-    """SIGKILLs its worker the first time it sees a batch (per ``marker_dir``), then
-    behaves: models a crash that a re-run does not repeat."""
+    """SIGKILLs its worker the first time it sees a poisoned batch (remembered in
+    ``marker_dir``), then behaves: models a crash that a re-run does not repeat."""
 
     def __init__(self, marker_dir: str) -> None:
         self.marker_dir = marker_dir
 
     def __call__(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         marker = os.path.join(self.marker_dir, f"seen-{rows[0]['id']}")
-        if not os.path.exists(marker):
+        if _is_poisoned(rows) and not os.path.exists(marker):
             open(marker, "w").close()
             os.kill(os.getpid(), signal.SIGKILL)
         return rows
