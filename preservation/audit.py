@@ -64,12 +64,13 @@ class AuditingCheckpointStore(CheckpointStore):
     covers a record that is neither in a sink file, nor in the DLQ file, nor ``excused``
     (dropped, unrouted, or errored under ``log_and_continue``).
 
-    ``covered(value)`` maps a checkpoint value to the number of leading source records it
-    covers (records are ids ``0..n-1`` in source order). Violations are collected, not
-    raised: an exception here would only turn into a checkpoint failure.
+    ``covered(value)`` maps a checkpoint value to the records it covers: either a count
+    ``n`` (ids ``0..n-1``, for sources that emit ids in order) or an explicit set of ids.
+    Violations are collected, not raised: an exception here would only turn into a
+    checkpoint failure.
     """
 
-    def __init__(self, inner: CheckpointStore, *, covered: Callable[[Any], int],
+    def __init__(self, inner: CheckpointStore, *, covered: Callable[[Any], int | set[int]],
                  sink_paths: Iterable[str | Path], dlq_path: str | Path | None,
                  excused: Iterable[int] = ()) -> None:
         self.inner = inner
@@ -94,16 +95,20 @@ class AuditingCheckpointStore(CheckpointStore):
     def load(self, key: str) -> Checkpoint | None:
         return self.inner.load(key)
 
+    def _ids(self, value: Any) -> set[int]:
+        covered = self.covered(value)
+        return set(range(covered)) if isinstance(covered, int) else set(covered)
+
     def save(self, key: str, checkpoint: Checkpoint) -> None:
-        n = self.covered(checkpoint.value)
-        if self.saves and n < self.covered(self.saves[-1]):
+        ids = self._ids(checkpoint.value)
+        if self.saves and not self._ids(self.saves[-1]) <= ids:
             self.violations.append(
                 f"checkpoint moved backwards: {self.saves[-1]!r} -> {checkpoint.value!r}")
-        missing = sorted(set(range(n)) - self.handled_on_disk())
+        missing = sorted(ids - self.handled_on_disk())
         if missing:
             self.violations.append(
-                f"checkpoint {checkpoint.value!r} covers {n} records but ids {missing[:10]} "
-                f"are in neither the sink file nor the DLQ on disk")
+                f"checkpoint {checkpoint.value!r} covers {len(ids)} records but ids "
+                f"{missing[:10]} are in neither a sink file nor the DLQ on disk")
         self.inner.save(key, checkpoint)
         self.saves.append(checkpoint.value)
 

@@ -48,9 +48,10 @@ CRASH_RANGES = {
 
 
 def prepare(workdir: Path, *, lane: str, n: int, batch_size: int, checkpoint_every: int,
-            seed: int, poison_rate: float = 0.01) -> dict[str, Any]:
+            seed: int, poison_rate: float = 0.01, sink_delay_s: float = 0.0) -> dict[str, Any]:
     """Write ``input.csv`` and ``spec.json``; return the spec. Poison ids (malformed lines,
-    a middleware that raises, a sink that rejects) are drawn with ``seed``."""
+    a middleware that raises, a sink that rejects) are drawn with ``seed``;
+    ``sink_delay_s`` slows every sink call so that a signal from outside lands mid-run."""
     rng = random.Random(seed)
     ids = list(range(n))
     k = max(3, int(n * poison_rate))
@@ -63,7 +64,7 @@ def prepare(workdir: Path, *, lane: str, n: int, batch_size: int, checkpoint_eve
     spec = {
         "lane": lane, "n": n, "batch_size": batch_size, "checkpoint_every": checkpoint_every,
         "malformed": sorted(malformed), "middleware_poison": sorted(mw_poison),
-        "sink_poison": sorted(sink_poison),
+        "sink_poison": sorted(sink_poison), "sink_delay_s": sink_delay_s,
     }
     (workdir / "spec.json").write_text(json.dumps(spec))
     return spec
@@ -125,6 +126,16 @@ class CrashLoop:
     runs: list[dict[str, Any]] = field(default_factory=list)
 
     def run_driver(self, crash: str | None) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            self._argv(), cwd=REPO_ROOT, env=self._env(crash), capture_output=True, text=True,
+            timeout=DRIVER_TIMEOUT_S,
+        )
+        return self._record(crash, proc)
+
+    def _argv(self) -> list[str]:
+        return [sys.executable, "-m", "preservation.driver", str(self.workdir)]
+
+    def _env(self, crash: str | None) -> dict[str, str]:
         env = dict(os.environ)
         env.pop(CRASH_ENV, None)
         if crash is not None:
@@ -132,18 +143,45 @@ class CrashLoop:
         env[TAG_ENV] = self.tag
         env["PYTHONPATH"] = os.pathsep.join(
             [str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])])
-        proc = subprocess.run(
-            [sys.executable, "-m", "preservation.driver", str(self.workdir)],
-            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=DRIVER_TIMEOUT_S,
-        )
+        return env
+
+    def _record(self, crash: str | None,
+                proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
         killed = proc.returncode == -signal.SIGKILL
         self.crashes += killed
         self.runs.append({"crash": crash, "rc": proc.returncode, "stdout": proc.stdout,
                           "stderr": proc.stderr[-2000:]})
-        if not killed and proc.returncode != 0:
+        if not killed and proc.returncode not in (0, 130):
             raise AssertionError(
                 f"driver failed (crash point {crash}, rc {proc.returncode}):\n{proc.stderr}")
         return proc
+
+    def run_signalled(self, sig: int, after_s: float) -> subprocess.CompletedProcess[str]:
+        """Run the driver and send it ``sig`` from outside ``after_s`` seconds after its
+        sink file shows output — at whatever instruction it happens to be executing (a
+        write, an fsync, an SQLite commit…). The run may also finish first."""
+        out = self.workdir / "out.jsonl"
+        size0 = out.stat().st_size if out.exists() else 0
+        label = f"{signal.Signals(sig).name}@{after_s:.3f}s"
+        with subprocess.Popen(self._argv(), cwd=REPO_ROOT, env=self._env(None),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) as popen:
+            deadline = time.monotonic() + DRIVER_TIMEOUT_S
+            while popen.poll() is None and time.monotonic() < deadline:
+                if out.exists() and out.stat().st_size > size0:
+                    break
+                time.sleep(0.005)
+            time.sleep(after_s)
+            if popen.poll() is None:
+                popen.send_signal(sig)
+            try:
+                stdout, stderr = popen.communicate(timeout=DRIVER_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                popen.kill()
+                stdout, stderr = popen.communicate()
+                raise AssertionError(f"driver did not stop after {label}:\n{stderr}") from None
+        proc = subprocess.CompletedProcess(popen.args, popen.returncode, stdout, stderr)
+        return self._record(label, proc)
 
     def run(self, plan: list[str]) -> dict[str, Any]:
         """Run through ``plan``, then to completion; return the final run's summary."""

@@ -4,7 +4,8 @@ the crash point named in ``AGORA_PRESERVATION_CRASH`` (see ``faults.CrashPoint``
 
 Run as ``python -m preservation.driver WORKDIR`` from the repository root. Exit status
 0 means the run finished (the run summary is printed as one JSON line), 1 means it
-failed with an exception (printed); a crash shows as death by SIGKILL.
+failed with an exception (printed), 130 that it was interrupted (SIGINT); a crash shows
+as death by SIGKILL.
 
 Lanes (``spec["lane"]``), each ending in a JSON-lines file sink with SQLite checkpoints:
 
@@ -81,7 +82,8 @@ def build(workdir: Path, spec: dict[str, Any], crash: CrashPoint) -> Any:
     dlq_inner: Any = (JsonLinesDLQSink(workdir / "dlq.jsonl") if lane == "batches"
                       else SQLiteDLQSink(workdir / "dlq.db"))
     sink = FlakySink(JsonLinesSink(workdir / "out.jsonl", mode="a"),
-                     fail_on=spec["sink_poison"], crash=crash, name="out")
+                     fail_on=spec["sink_poison"], delay_s=spec.get("sink_delay_s", 0.0),
+                     crash=crash, name="out")
     delivery = DeliveryConfig(
         dlq=FlakyDLQ(dlq_inner, crash=crash),
         checkpoint=CrashingCheckpointStore(SQLiteCheckpointStore(workdir / "ckpt.db"), crash),
@@ -100,6 +102,9 @@ def main(argv: list[str]) -> int:
     bound = build(workdir, spec, CrashPoint.from_env())
     try:
         summary = bound.run_sync()
+    except KeyboardInterrupt:
+        print("driver run interrupted", file=sys.stderr)
+        return 130
     except Exception as exc:  # reported to the parent test, which fails on it
         print(f"driver run failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

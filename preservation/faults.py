@@ -34,6 +34,7 @@ from agora import (
 
 __all__ = [
     "CRASH_ENV",
+    "Chain",
     "CrashPoint",
     "CrashingCheckpointStore",
     "ExitWorkerOn",
@@ -106,6 +107,21 @@ class Identity:
 
     def __call__(self, data: Any) -> Any:
         return data
+
+
+class Chain:
+    """Applies several transforms in order: ``Chain(KillWorkerOn(...), SleepyTransform(...))``."""
+
+    def __init__(self, *steps: Any) -> None:
+        self.steps = steps
+
+    def __call__(self, data: Any) -> Any:
+        for step in self.steps:
+            data = step(data)
+        return data
+
+    def __repr__(self) -> str:
+        return f"Chain{self.steps!r}"
 
 
 class SleepyTransform(_Trigger):
@@ -255,15 +271,17 @@ class FlakySink(BaseSink):
     ``whole_call=False``: each such record gets ``WriteResult.failed(InjectedFault)`` and
     the others are written (Arrow batches are filtered and passed on as Arrow).
     ``whole_call=True``: a call holding such a record raises ``InjectedFault`` and writes
-    nothing. Declares the inner sink's planes. ``crash`` is told ``sink_write`` after each
-    delegated call and ``sink_flush`` after each flush.
+    nothing. ``delay_s`` makes every write call that long (a slow sink, so that a kill
+    from outside lands mid-run). Declares the inner sink's planes. ``crash`` is told
+    ``sink_write`` after each delegated call and ``sink_flush`` after each flush.
     """
 
     def __init__(self, inner: BaseSink, *, fail_on: Iterable[int] = (), whole_call: bool = False,
-                 crash: CrashPoint = NEVER, name: str | None = None) -> None:
+                 delay_s: float = 0.0, crash: CrashPoint = NEVER, name: str | None = None) -> None:
         self.inner = inner
         self.fail_on = frozenset(fail_on)
         self.whole_call = whole_call
+        self.delay_s = delay_s
         self.crash = crash
         self.sink_name = name or f"flaky({inner.sink_name})"
 
@@ -275,8 +293,16 @@ class FlakySink(BaseSink):
             native_data_planes=tuple(p for p in order if p in spec.native_planes),
         )
 
+    def _slow(self) -> None:
+        if self.delay_s:
+            time.sleep(self.delay_s)  # blocking on purpose: the whole driver is slow
+
     def _error(self, rid: int) -> InjectedFault:
         return InjectedFault(f"sink {self.sink_name!r} rejects record id={rid}")
+
+    def resume_output(self) -> None:
+        super().resume_output()
+        self.inner.resume_output()
 
     async def open(self) -> None:
         await self.inner.open()
@@ -284,6 +310,7 @@ class FlakySink(BaseSink):
 
     async def write(self, record: Any) -> None:
         self._check_usable("write")
+        self._slow()
         (rid,) = record_ids(record)
         if rid in self.fail_on:
             raise self._error(rid)
@@ -292,6 +319,7 @@ class FlakySink(BaseSink):
 
     async def write_batch(self, records: Sequence[Any]) -> list[WriteResult] | None:
         self._check_usable("write_batch")
+        self._slow()
         ids = record_ids(records)
         bad = [i for i, rid in enumerate(ids) if rid in self.fail_on]
         if bad and self.whole_call:
@@ -303,6 +331,7 @@ class FlakySink(BaseSink):
 
     async def write_arrow_batch(self, batch: pa.RecordBatch) -> list[WriteResult] | None:
         self._check_usable("write_arrow_batch")
+        self._slow()
         ids = record_ids(batch)
         bad = [i for i, rid in enumerate(ids) if rid in self.fail_on]
         if bad and self.whole_call:

@@ -7,6 +7,8 @@ exactly the poison records, sink and DLQ are disjoint, and the loop was not vacu
 from __future__ import annotations
 
 import json
+import random
+import signal
 from pathlib import Path
 
 import pytest
@@ -117,3 +119,59 @@ def test_sigkill_with_process_workers_loses_nothing_and_leaves_no_worker(
             final = json.loads(proc.stdout.strip().splitlines()[-1])
             break
     _check_loop(tmp_path, "arrow_process", spec, loop, final)
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize(("lane", "seed"), [("rows", 41), ("batches", 42), ("arrow", 43),
+                                            ("arrow_process", 44)])
+def test_sigkill_from_outside_at_random_moments_loses_nothing(
+    tmp_path: Path, lane: str, seed: int, no_orphans: None
+) -> None:
+    """Kills that land wherever the driver happens to be — mid-write, mid-fsync, inside an
+    SQLite commit — not only at the named points. A slow sink keeps the run long enough."""
+    n, batch, every = 6000, 50, 200
+    spec = prepare(tmp_path, lane=lane, n=n, batch_size=batch, checkpoint_every=every,
+                   seed=seed, sink_delay_s=0.004)
+    rng = random.Random(seed)
+    loop = CrashLoop(tmp_path)
+    final = None
+    for _ in range(ROUNDS):
+        proc = loop.run_signalled(signal.SIGKILL, rng.uniform(0.0, 0.3))
+        assert_no_tagged_processes(loop.tag)
+        if proc.returncode == 0:
+            final = json.loads(proc.stdout.strip().splitlines()[-1])
+            break
+    if final is None:
+        final = json.loads(loop.run_driver(None).stdout.strip().splitlines()[-1])
+    poison = set(spec["malformed"]) | set(spec["middleware_poison"]) | set(spec["sink_poison"])
+    check_bounce(n=n, crashes=loop.crashes, sink=sink_ids(tmp_path / "out.jsonl"),
+                 dlq=[dlq_id(r) for r in dlq_records(_dlq_path(tmp_path, lane))],
+                 poison=poison, dup_bound_per_crash=every + batch)
+    assert final["last_checkpoint"] == _stored_checkpoint(tmp_path), loop.history()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("lane", ["rows", "arrow_process"])
+def test_sigint_stops_cleanly_and_the_resume_loses_nothing(
+    tmp_path: Path, lane: str, no_orphans: None
+) -> None:
+    """Ctrl-C (SIGINT) mid-run: the driver exits 130 after shutting down (workers
+    terminated, sink flushed and closed: the file ends in a whole line), and a resumed run
+    completes the work with no loss."""
+    n, batch, every = 6000, 50, 200
+    spec = prepare(tmp_path, lane=lane, n=n, batch_size=batch, checkpoint_every=every,
+                   seed=51, sink_delay_s=0.004)
+    loop = CrashLoop(tmp_path)
+    proc = loop.run_signalled(signal.SIGINT, 0.15)
+    assert proc.returncode == 130, loop.history()
+    assert "interrupted" in proc.stderr
+    assert_no_tagged_processes(loop.tag)
+    assert (tmp_path / "out.jsonl").read_bytes().endswith(b"\n")
+    interrupted_at = len(sink_ids(tmp_path / "out.jsonl"))
+    assert 0 < interrupted_at < n, "vacuous: the interrupt did not land mid-run"
+    final = json.loads(loop.run_driver(None).stdout.strip().splitlines()[-1])
+    assert final["resumed_from"] is not None
+    poison = set(spec["malformed"]) | set(spec["middleware_poison"]) | set(spec["sink_poison"])
+    check_bounce(n=n, crashes=1, sink=sink_ids(tmp_path / "out.jsonl"),
+                 dlq=[dlq_id(r) for r in dlq_records(_dlq_path(tmp_path, lane))],
+                 poison=poison, dup_bound_per_crash=every + batch)

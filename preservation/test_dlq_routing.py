@@ -1,0 +1,215 @@
+"""DLQ routing per stage and per lane (SPEC §3, §5, §7), end to end with real DLQ files:
+``source_record`` (malformed CSV lines), ``middleware`` (a per-record transform that
+raises), ``batch_middleware`` (a batch transform that raises), ``sink_write`` (a sink that
+rejects records, one by one or the whole call). Exactly one DLQ record per failed input
+record or row, carrying the record as the source emitted it (Arrow rows as dicts), and
+the checkpoint audited from disk at every save."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agora import (
+    ArrowCsvSource,
+    ArrowMapMiddleware,
+    BatchMapMiddleware,
+    CsvSource,
+    DeliveryConfig,
+    JsonLinesDLQSink,
+    MapMiddleware,
+    Pipeline,
+    SQLiteCheckpointStore,
+    SQLiteDLQSink,
+)
+from preservation.audit import AuditingCheckpointStore, dlq_id, dlq_records, sink_ids
+from preservation.driver import write_input
+from preservation.faults import FlakySink, InjectedFault, RaiseOn
+from preservation.lanes import (
+    BATCH,
+    LANES,
+    N,
+    ROW_GROUP,
+    audited_store,
+    file_sink,
+    source_for,
+    unit_size,
+    unit_start,
+)
+
+PID = "routing"
+DLQ_KINDS = ("sqlite", "jsonl")
+
+
+def _dlq(tmp_path: Path, kind: str) -> tuple[Any, Path]:
+    path = tmp_path / ("dlq.db" if kind == "sqlite" else "dlq.jsonl")
+    return (SQLiteDLQSink(path) if kind == "sqlite" else JsonLinesDLQSink(path)), path
+
+
+def _run(tmp_path: Path, lane: str, dlq_kind: str, *, chain: tuple = (),
+         sink_fail: set[int] = frozenset(), whole_call: bool = False) -> tuple[Any, Any, Path]:
+    out = tmp_path / "out.jsonl"
+    dlq, dlq_path = _dlq(tmp_path, dlq_kind)
+    store = audited_store(tmp_path, lane, sink_paths=[out], dlq_path=dlq_path)
+    sink = FlakySink(file_sink(out), fail_on=sink_fail, whole_call=whole_call, name="out")
+    summary = Pipeline(source_for(lane), id=PID).pipe(*chain).build(
+        sink, delivery=DeliveryConfig(dlq=dlq, checkpoint=store, checkpoint_every=1,
+                                      batch_size=ROW_GROUP)).run_sync()
+    assert not store.violations, store.violations
+    assert len(store.saves) >= 5
+    return summary, dlq_records(dlq_path), out
+
+
+def _assert_common(records: list[Any], summary: Any, *, stage: str, source: str) -> None:
+    for rec in records:
+        assert rec.pipeline_id == PID and rec.run_id == summary.run_id
+        assert rec.stage == stage and rec.source == source
+        assert rec.checkpoint is not None and rec.created_at
+        assert rec.error_type and rec.error_message
+
+
+def _mark_seen(record: dict[str, Any]) -> dict[str, Any]:
+    return {**record, "seen": True}
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("dlq_kind", DLQ_KINDS)
+@pytest.mark.parametrize("lane", LANES)
+class TestStages:
+    def test_middleware_stage_one_record_per_failed_record(self, tmp_path: Path, lane: str,
+                                                           dlq_kind: str) -> None:
+        bad = {3, 17, 41}
+        chain = (MapMiddleware(RaiseOn("bad field", ids=bad), name="check"),)
+        summary, dead, out = _run(tmp_path, lane, dlq_kind, chain=chain)
+        assert sorted(dlq_id(r) for r in dead) == sorted(bad)
+        _assert_common(dead, summary, stage="middleware", source=lane)
+        assert {r.middleware for r in dead} == {"check"} and {r.sink for r in dead} == {None}
+        assert {r.error_type for r in dead} == {"InjectedFault"}
+        assert all(isinstance(r.record, dict) and set(r.record) == {"id", "value"} for r in dead)
+        assert sink_ids(out) == [i for i in range(N) if i not in bad]
+        assert summary.records_errored == len(bad)
+
+    def test_batch_middleware_stage_one_record_per_input(self, tmp_path: Path, lane: str,
+                                                         dlq_kind: str) -> None:
+        bad = 20  # the batch (or, on the row lane, the one-record batch) holding it fails
+        fn = RaiseOn("batch rejected", ids={bad})
+        mw = (ArrowMapMiddleware(fn, name="batchy") if lane == "arrow"
+              else BatchMapMiddleware(fn, name="batchy"))
+        summary, dead, out = _run(tmp_path, lane, dlq_kind, chain=(mw,))
+        failed = [bad] if lane == "rows" else list(range(unit_start(lane, bad),
+                                                         unit_start(lane, bad) + BATCH))
+        assert [dlq_id(r) for r in dead] == failed
+        _assert_common(dead, summary, stage="batch_middleware", source=lane)
+        assert {r.middleware for r in dead} == {"batchy"}
+        assert all(isinstance(r.record, dict) for r in dead)  # Arrow rows as dicts
+        assert sink_ids(out) == [i for i in range(N) if i not in failed]
+
+    def test_sink_write_stage_keeps_source_and_processed_record(
+        self, tmp_path: Path, lane: str, dlq_kind: str
+    ) -> None:
+        bad = {0, 29, N - 1}
+        chain = (MapMiddleware(_mark_seen, name="mark"),)
+        summary, dead, out = _run(tmp_path, lane, dlq_kind, chain=chain, sink_fail=bad)
+        assert [dlq_id(r) for r in dead] == sorted(bad)
+        _assert_common(dead, summary, stage="sink_write", source=lane)
+        assert {r.sink for r in dead} == {"out"} and {r.middleware for r in dead} == {None}
+        for rec in dead:
+            assert "seen" not in rec.record  # as the source emitted it
+            assert rec.processed_record == {**rec.record, "seen": True}
+        assert sink_ids(out) == [i for i in range(N) if i not in bad]
+
+    def test_sink_whole_call_failure_dead_letters_every_record_of_the_call(
+        self, tmp_path: Path, lane: str, dlq_kind: str
+    ) -> None:
+        bad = 33
+        summary, dead, out = _run(tmp_path, lane, dlq_kind, sink_fail={bad}, whole_call=True)
+        # One call per unit: the writer group on the row lane, the batch elsewhere.
+        failed = list(range(unit_start(lane, bad), unit_start(lane, bad) + unit_size(lane)))
+        assert [dlq_id(r) for r in dead] == failed
+        _assert_common(dead, summary, stage="sink_write", source=lane)
+        assert {r.error_type for r in dead} == {"InjectedFault"}
+        assert sink_ids(out) == [i for i in range(N) if i not in failed]
+        assert summary.records_errored == len(failed)
+
+
+# -- source_record: malformed input lines ----------------------------------------------------
+
+MALFORMED = {0, 7, 8, 30, N - 1}
+
+
+def _csv_source(lane: str, path: Path) -> Any:
+    if lane == "rows":
+        return CsvSource(path, on_malformed="dlq", name="csv")
+    if lane == "batches":
+        return CsvSource(path, on_malformed="dlq", batch_size=BATCH, name="csv")
+    return ArrowCsvSource(path, on_malformed="dlq", batch_size=BATCH, block_size=256,
+                          name="csv")
+
+
+def _csv_covered(lane: str) -> Any:
+    good = [i for i in range(N) if i not in MALFORMED]
+    bad = sorted(MALFORMED)
+    if lane == "arrow":  # {"row": good rows emitted, "malformed": malformed rows emitted}
+        return lambda v: set(good[: v["row"]]) | set(bad[: v["malformed"]])
+    return lambda v: v["line"] - 1  # lines consumed, minus the header
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(("lane", "group"),
+                         [("rows", 1), ("rows", ROW_GROUP), ("batches", 1), ("arrow", 1)])
+def test_source_record_stage_dead_letters_the_raw_line(tmp_path: Path, lane: str,
+                                                       group: int) -> None:
+    """Malformed lines are dead-lettered raw, naming file and line; the checkpoint never
+    passes one before its DLQ row is durable — also when the row lane groups records for
+    the writer (``DeliveryConfig.batch_size``; ``group`` is 1 on the batch lanes, where it
+    does not apply)."""
+    src = tmp_path / "in.csv"
+    write_input(src, N, MALFORMED)
+    out, dlq_path = tmp_path / "out.jsonl", tmp_path / "dlq.db"
+    store = AuditingCheckpointStore(SQLiteCheckpointStore(tmp_path / "ckpt.db"),
+                                    covered=_csv_covered(lane), sink_paths=[out],
+                                    dlq_path=dlq_path)
+    summary = Pipeline(_csv_source(lane, src), id=PID).build(
+        file_sink(out), delivery=DeliveryConfig(dlq=SQLiteDLQSink(dlq_path), checkpoint=store,
+                                                checkpoint_every=1, batch_size=group)).run_sync()
+    dead = dlq_records(dlq_path)
+    assert sorted(dlq_id(r) for r in dead) == sorted(MALFORMED)
+    _assert_common(dead, summary, stage="source_record", source="csv")
+    for rec in dead:
+        assert rec.record == f"{dlq_id(rec)},broken"  # the raw line, not a parsed dict
+        assert rec.error_type == "SourceRecordError"
+        assert f"in.csv:{dlq_id(rec) + 2}" in rec.error_message  # file and line number
+    assert sorted(sink_ids(out)) == [i for i in range(N) if i not in MALFORMED]
+    assert summary.records_errored == len(MALFORMED)
+    assert len(store.saves) >= 5
+    assert not store.violations, store.violations
+
+
+@pytest.mark.timeout(30)
+def test_a_failed_dlq_write_for_a_malformed_line_never_lets_the_checkpoint_skip_it(
+    tmp_path: Path,
+) -> None:
+    """Row lane with writer grouping: the group before a malformed line is committed, then
+    the DLQ refuses the malformed line and the run stops (``dlq_failure_policy="raise"``).
+    The stored checkpoint must still be before that line, or a resume skips it for good."""
+    from preservation.faults import FlakyDLQ
+
+    src = tmp_path / "in.csv"
+    write_input(src, N, {30})
+    store = SQLiteCheckpointStore(tmp_path / "ckpt.db")
+    dlq = FlakyDLQ(SQLiteDLQSink(tmp_path / "dlq.db"), fail_writes=True)
+    bound = Pipeline(CsvSource(src, on_malformed="dlq"), id=PID).build(
+        file_sink(tmp_path / "out.jsonl"),
+        delivery=DeliveryConfig(dlq=dlq, dlq_failure_policy="raise", checkpoint=store,
+                                checkpoint_every=1, batch_size=ROW_GROUP))
+    with pytest.raises(InjectedFault, match="is down"):
+        bound.run_sync()
+    with SQLiteCheckpointStore(tmp_path / "ckpt.db") as fresh:
+        stored = fresh.load(PID)
+    assert stored is not None
+    lines_covered = stored.value["line"] - 1
+    assert lines_covered <= 30, (
+        f"checkpoint {stored.value} covers the malformed line of id 30, which never reached "
+        f"the DLQ: a resumed run would skip it silently")
