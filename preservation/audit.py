@@ -4,12 +4,15 @@ bounded-duplicate checker run after crash-and-resume loops."""
 
 from __future__ import annotations
 
+import csv
 import json
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import pyarrow.parquet as pq
 
 from agora import Checkpoint, CheckpointStore, DLQRecord
 from agora.stores import read_dlq
@@ -20,6 +23,7 @@ __all__ = [
     "check_bounce",
     "dlq_id",
     "dlq_records",
+    "output_ids",
     "sink_ids",
 ]
 
@@ -37,6 +41,20 @@ def sink_ids(path: str | Path) -> list[int]:
                 break
             ids.append(int(json.loads(raw)["id"]))
     return ids
+
+
+def output_ids(path: str | Path) -> list[int]:
+    """Ids in a sink's output file, in file order, by extension: ``.jsonl`` (see
+    :func:`sink_ids`), ``.csv`` (header row, then records) or ``.parquet``."""
+    path = Path(path)
+    if path.suffix == ".jsonl":
+        return sink_ids(path)
+    if not path.exists():
+        return []
+    if path.suffix == ".csv":
+        with open(path, newline="", encoding="utf-8") as fh:
+            return [int(row["id"]) for row in csv.DictReader(fh)]
+    return [int(v) for v in pq.read_table(path, columns=["id"]).column("id").to_pylist()]
 
 
 def dlq_records(path: str | Path) -> list[DLQRecord]:

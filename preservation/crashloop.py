@@ -48,10 +48,12 @@ CRASH_RANGES = {
 
 
 def prepare(workdir: Path, *, lane: str, n: int, batch_size: int, checkpoint_every: int,
-            seed: int, poison_rate: float = 0.01, sink_delay_s: float = 0.0) -> dict[str, Any]:
+            seed: int, poison_rate: float = 0.01, sink_delay_s: float = 0.0,
+            sink: str = "jsonl") -> dict[str, Any]:
     """Write ``input.csv`` and ``spec.json``; return the spec. Poison ids (malformed lines,
     a middleware that raises, a sink that rejects) are drawn with ``seed``;
-    ``sink_delay_s`` slows every sink call so that a signal from outside lands mid-run."""
+    ``sink_delay_s`` slows every sink call so that a signal from outside lands mid-run;
+    ``sink`` picks the output format (``jsonl``, ``csv``, ``parquet``)."""
     rng = random.Random(seed)
     ids = list(range(n))
     k = max(3, int(n * poison_rate))
@@ -64,7 +66,7 @@ def prepare(workdir: Path, *, lane: str, n: int, batch_size: int, checkpoint_eve
     spec = {
         "lane": lane, "n": n, "batch_size": batch_size, "checkpoint_every": checkpoint_every,
         "malformed": sorted(malformed), "middleware_poison": sorted(mw_poison),
-        "sink_poison": sorted(sink_poison), "sink_delay_s": sink_delay_s,
+        "sink_poison": sorted(sink_poison), "sink_delay_s": sink_delay_s, "sink": sink,
     }
     (workdir / "spec.json").write_text(json.dumps(spec))
     return spec

@@ -7,7 +7,8 @@ Run as ``python -m preservation.driver WORKDIR`` from the repository root. Exit 
 failed with an exception (printed), 130 that it was interrupted (SIGINT); a crash shows
 as death by SIGKILL.
 
-Lanes (``spec["lane"]``), each ending in a JSON-lines file sink with SQLite checkpoints:
+Lanes (``spec["lane"]``), each ending in a file sink (``spec["sink"]``: JSON lines by
+default, CSV or Parquet) with SQLite checkpoints:
 
 * ``rows``     ``CsvSource`` rows, writer batching, a raising ``MapMiddleware``, SQLite DLQ
 * ``batches``  ``CsvSource`` Python batches, the same middleware per record, JSON-lines DLQ
@@ -24,11 +25,13 @@ from typing import Any
 
 from agora import (
     ArrowCsvSource,
+    CsvSink,
     CsvSource,
     DeliveryConfig,
     JsonLinesDLQSink,
     JsonLinesSink,
     MapMiddleware,
+    ParquetSink,
     Pipeline,
     SQLiteCheckpointStore,
     SQLiteDLQSink,
@@ -42,7 +45,7 @@ from preservation.faults import (
     RaiseOn,
 )
 
-__all__ = ["build", "main", "write_input"]
+__all__ = ["OUTPUT_FILES", "build", "main", "output_sink", "write_input"]
 
 PIPELINE_ID = "preservation-driver"
 #: Arrow CSV parse block: small enough that malformed rows interleave with batches.
@@ -56,6 +59,20 @@ def write_input(path: Path, n: int, malformed: set[int]) -> None:
     for i in range(n):
         lines.append(f"{i},broken" if i in malformed else f"{i},name-{i},{i * 7}")
     path.write_text("\n".join(lines) + "\n")
+
+
+OUTPUT_FILES = {"jsonl": "out.jsonl", "csv": "out.csv", "parquet": "out.parquet"}
+
+
+def output_sink(workdir: Path, kind: str) -> Any:
+    """The file sink the records go to: ``jsonl`` (default), ``csv`` or ``parquet``.
+    Each continues its output on resume (SPEC §4: the runtime calls ``resume_output``)."""
+    path = workdir / OUTPUT_FILES[kind]
+    if kind == "csv":
+        return CsvSink(path, mode="a")
+    if kind == "parquet":
+        return ParquetSink(path, row_group_size=100)
+    return JsonLinesSink(path, mode="a")
 
 
 def build(workdir: Path, spec: dict[str, Any], crash: CrashPoint) -> Any:
@@ -81,7 +98,7 @@ def build(workdir: Path, spec: dict[str, Any], crash: CrashPoint) -> Any:
                                                  max_in_flight_batches=2, timeout_s=30))
     dlq_inner: Any = (JsonLinesDLQSink(workdir / "dlq.jsonl") if lane == "batches"
                       else SQLiteDLQSink(workdir / "dlq.db"))
-    sink = FlakySink(JsonLinesSink(workdir / "out.jsonl", mode="a"),
+    sink = FlakySink(output_sink(workdir, spec.get("sink", "jsonl")),
                      fail_on=spec["sink_poison"], delay_s=spec.get("sink_delay_s", 0.0),
                      crash=crash, name="out")
     delivery = DeliveryConfig(

@@ -37,6 +37,7 @@ __all__ = [
     "Chain",
     "CrashPoint",
     "CrashingCheckpointStore",
+    "DropOn",
     "ExitWorkerOn",
     "FlakyDLQ",
     "FlakySink",
@@ -151,6 +152,13 @@ class SleepyTransform(_Trigger):
             finally:
                 os.close(fd)
         return data
+
+
+class DropOn(_Trigger):
+    """A row-lane batch function that drops (returns None for) the records in ``ids``."""
+
+    def __call__(self, data: Any) -> Any:
+        return [None if int(r["id"]) in self.ids else r for r in data]
 
 
 class KillWorkerOn(_Trigger):

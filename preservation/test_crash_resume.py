@@ -6,6 +6,7 @@ exactly the poison records, sink and DLQ are disjoint, and the loop was not vacu
 
 from __future__ import annotations
 
+import csv
 import json
 import random
 import signal
@@ -14,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from agora import SQLiteCheckpointStore
-from preservation.audit import check_bounce, dlq_id, dlq_records, sink_ids
+from preservation.audit import check_bounce, dlq_id, dlq_records, output_ids, sink_ids
 from preservation.crashloop import CrashLoop, assert_no_tagged_processes, plan_crashes, prepare
-from preservation.driver import PIPELINE_ID
+from preservation.driver import OUTPUT_FILES, PIPELINE_ID
 
 N = 3000
 BATCH = 25
@@ -175,3 +176,28 @@ def test_sigint_stops_cleanly_and_the_resume_loses_nothing(
     check_bounce(n=n, crashes=1, sink=sink_ids(tmp_path / "out.jsonl"),
                  dlq=[dlq_id(r) for r in dlq_records(_dlq_path(tmp_path, lane))],
                  poison=poison, dup_bound_per_crash=every + batch)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("lane", ["rows", "arrow"])
+@pytest.mark.parametrize("sink", ["csv", "parquet"])
+def test_sigkill_with_csv_and_parquet_output_loses_nothing(tmp_path: Path, sink: str,
+                                                           lane: str) -> None:
+    """The same guarantees when the output is a CSV file (appended, one header) or a
+    Parquet file (sealed parts merged on resume)."""
+    seed = 61 if sink == "csv" else 62
+    spec = prepare(tmp_path, lane=lane, n=N, batch_size=BATCH,
+                   checkpoint_every=CHECKPOINT_EVERY, seed=seed, sink=sink)
+    loop = CrashLoop(tmp_path)
+    final = loop.run(plan_crashes(seed, ROUNDS))
+    out = tmp_path / OUTPUT_FILES[sink]
+    if sink == "csv":
+        with open(out, newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh))
+        assert rows[0] == ["id", "name", "value"]
+        assert rows.count(rows[0]) == 1, "header written more than once"
+    poison = set(spec["malformed"]) | set(spec["middleware_poison"]) | set(spec["sink_poison"])
+    check_bounce(n=N, crashes=loop.crashes, sink=output_ids(out),
+                 dlq=[dlq_id(r) for r in dlq_records(_dlq_path(tmp_path, lane))],
+                 poison=poison, dup_bound_per_crash=DUP_BOUND_PER_CRASH)
+    assert final["last_checkpoint"] == _end_position(tmp_path, lane, spec), loop.history()
