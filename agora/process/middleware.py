@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from agora.errors import LifecycleError, ProcessBatchError
 from agora.middleware.base import ArrowBatchMiddleware, BatchMiddleware, MiddlewareContext
-from agora.process.pool import Ticket, WorkerPool
+from agora.process.pool import PoolMetrics, Ticket, WorkerPool
 from agora.process.transport import ArrowTransport, RowTransport, Transport, encode_rows
 
 __all__ = ["ArrowProcessBatchMiddleware", "ProcessBatchMiddleware"]
@@ -91,7 +91,10 @@ class _ProcessLane:
         self.max_pool_recycles = max_pool_recycles
         self._fn_bytes = fn_bytes
         self._pool: WorkerPool | None = None
-        self._last_metrics: dict[str, Any] = WorkerPoolMetricsZero.copy()
+        self._last_metrics: dict[str, Any] = {
+            **PoolMetrics().as_dict(), "pool_state": "new", "generation": 0,
+            "workers": self.workers,
+        }
         self._ctx: MiddlewareContext | None = None
         self._auto_index = 0
 
@@ -136,7 +139,7 @@ class _ProcessLane:
             await pool.start()
         except BaseException:
             self._pool = None
-            self._last_metrics = pool.metrics.as_dict()
+            self._last_metrics = self._snapshot(pool)
             raise
 
     async def on_stop(self, ctx: MiddlewareContext) -> None:
@@ -149,14 +152,22 @@ class _ProcessLane:
             await pool.stop(STOP_GRACE_S)
         finally:
             pool.kill_now()
-            self._last_metrics = pool.metrics.as_dict()
+            self._last_metrics = self._snapshot(pool)
             ctx.metrics.update(self._last_metrics)
 
     def metrics(self) -> dict[str, Any]:
-        """Counters of the current (or last) run; JSON-ready."""
+        """Counters of the current (or last) run, plus the pool's state; JSON-ready."""
         if self._pool is not None:
-            return self._pool.metrics.as_dict()
+            return self._snapshot(self._pool)
         return dict(self._last_metrics)
+
+    def _snapshot(self, pool: WorkerPool) -> dict[str, Any]:
+        return {
+            **pool.metrics.as_dict(),
+            "pool_state": pool.state.value,
+            "generation": pool.generation,
+            "workers": self.workers,
+        }
 
     def worker_pids(self) -> list[int]:
         """PIDs of the current generation's live workers (empty when stopped)."""
@@ -196,22 +207,6 @@ class _ProcessLane:
             self._pool.metrics.batches_failed += 1
 
 
-WorkerPoolMetricsZero: dict[str, Any] = {
-    "batches_submitted": 0,
-    "batches_ok": 0,
-    "batches_failed": 0,
-    "batches_timed_out": 0,
-    "batches_invalidated": 0,
-    "worker_deaths": 0,
-    "pool_recycles": 0,
-    "recycle_seconds": 0.0,
-    "peak_in_flight": 0,
-    "transport_bytes_in": 0,
-    "transport_bytes_out": 0,
-    "worker_peak_rss_bytes": 0,
-    "worker_peak_rss_by_pid": {},
-    "worker_cpu_seconds": 0.0,
-}
 
 
 def _require_int(label: str, param: str, value: Any, alternative: str) -> None:

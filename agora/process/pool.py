@@ -46,6 +46,7 @@ import time
 import weakref
 from collections import deque
 from dataclasses import dataclass, field
+from enum import StrEnum
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -72,7 +73,14 @@ from agora.process.worker import (
     worker_main,
 )
 
-__all__ = ["PoolMetrics", "ProcessPoolBrokenError", "Ticket", "WorkerPool", "WorkerStartupError"]
+__all__ = [
+    "PoolMetrics",
+    "PoolState",
+    "ProcessPoolBrokenError",
+    "Ticket",
+    "WorkerPool",
+    "WorkerStartupError",
+]
 
 #: Modules every worker has imported before it is forked, so a new worker (and a new
 #: generation after a recycle) is ready in milliseconds instead of re-importing pyarrow.
@@ -104,6 +112,17 @@ def _rebuild_broken(cause: str, name: str, index: int, generation: int) -> Proce
     return ProcessPoolBrokenError(
         cause, middleware_name=name, batch_index=index, generation=generation
     )
+
+
+class PoolState(StrEnum):
+    """Where a pool is in its life; see :attr:`WorkerPool.state`."""
+
+    NEW = "new"
+    STARTING = "starting"
+    RUNNING = "running"
+    ISOLATING = "isolating"  # re-running the batches caught in a worker death, one by one
+    BROKEN = "broken"  # recycle budget spent or fn unloadable: every batch fails fast
+    STOPPED = "stopped"
 
 
 class WorkerStartupError(AgoraError):
@@ -287,8 +306,8 @@ class WorkerPool:
         self._loop = asyncio.get_running_loop()
         sweep_stale_slots()
         self._starting = self._loop.create_future()
-        self._open_generation()
         try:
+            self._open_generation()
             await asyncio.wait_for(asyncio.shield(self._starting), STARTUP_TIMEOUT_S)
         except TimeoutError:
             self.kill_now()
@@ -351,6 +370,22 @@ class WorkerPool:
     def worker_pids(self) -> list[int]:
         return [w.pid for w in self._workers if not w.dead]
 
+    @property
+    def state(self) -> PoolState:
+        if self._broken is not None:
+            return PoolState.BROKEN
+        if self._closed:
+            return PoolState.STOPPED
+        if self._loop is None:
+            return PoolState.NEW
+        if self._starting is not None:
+            return PoolState.STARTING
+        return PoolState.ISOLATING if self._isolating else PoolState.RUNNING
+
+    @property
+    def broken_reason(self) -> str | None:
+        return self._broken
+
     # ------------------------------------------------------------------ submit
 
     def submit(self, ticket: Ticket) -> None:
@@ -382,7 +417,9 @@ class WorkerPool:
 
     def _open_generation(self) -> None:
         self.generation += 1
-        self._workers = [self._spawn(i) for i in range(self.size)]
+        self._workers = []
+        for index in range(self.size):  # appended one by one: a failed spawn leaves the
+            self._workers.append(self._spawn(index))  # started ones retirable
 
     def _spawn(self, index: int) -> _Worker:
         assert self._loop is not None

@@ -131,8 +131,8 @@ class MappedSlot:
         if mm is None:
             return
         self.buffer = None  # type: ignore[assignment]
-        self.view.release()
         with contextlib.suppress(BufferError):
+            self.view.release()
             mm.close()
 
 

@@ -175,3 +175,38 @@ def arrow_segfault_on_poison(batch: pa.RecordBatch) -> pa.RecordBatch:
     if pc.any(batch.column("poison")).as_py():
         ctypes.string_at(0)
     return batch
+
+
+def _load_unless(marker: str) -> Any:
+    if os.path.exists(marker):
+        raise ImportError("fn's module is gone")
+    return sleep_as_told
+
+
+class LoadableUntil:
+    """Loads (as :func:`sleep_as_told`) in workers until ``marker`` exists: a fn whose
+    module disappears mid-run."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> Any:
+        return (_load_unless, (self.marker,))
+
+    def __call__(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return sleep_as_told(rows)  # pragma: no cover - replaced on load
+
+
+def _load_slowly() -> Any:
+    time.sleep(30)
+    return double_values  # pragma: no cover
+
+
+class LoadsForever:
+    """Unpickling it blocks: a worker that never reports ready."""
+
+    def __reduce__(self) -> Any:
+        return (_load_slowly, ())
+
+    def __call__(self, rows: list[Any]) -> list[Any]:
+        return rows  # pragma: no cover
