@@ -1,0 +1,117 @@
+"""Run one check against one target and classify the outcome (pass, fail, unsupported,
+not-verifiable), independent of pytest."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+import traceback
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from conformance.catalogue import Check, NotVerifiable, Status, Unsupported
+from conformance.checks import SinkContext, SourceContext
+from conformance.levels import Profile
+from conformance.targets import Target
+
+__all__ = ["Outcome", "make_context", "run_check"]
+
+_MAX_REASON = 2000
+
+
+@dataclass
+class Outcome:
+    """What one check concluded about one target."""
+
+    check: Check
+    target: Target
+    status: Status
+    reason: str = ""
+    duration_s: float = 0.0
+    seed: int | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def to_record(self) -> dict[str, Any]:
+        """JSON-ready entry for the report."""
+        record = self.check.to_dict()
+        record.update(
+            target=self.target.label,
+            status=self.status.value,
+            reason=self.reason,
+            duration_s=round(self.duration_s, 4),
+        )
+        if self.check.uses_hypothesis:
+            record["hypothesis_seed"] = self.seed
+        if self.warnings:
+            record["warnings"] = self.warnings[:5]
+        return record
+
+
+def make_context(target: Target, workdir: Path, profile: Profile) -> SinkContext | SourceContext:
+    cls = SinkContext if target.kind == "sink" else SourceContext
+    return cls(target, workdir, profile)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    if not isinstance(exc, AssertionError):
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+        text = f"unexpected {type(exc).__name__}: {text}{where}"
+    notes = getattr(exc, "__notes__", None)
+    if notes:  # Hypothesis puts the falsifying example here
+        text += "\n" + "\n".join(str(n) for n in notes)
+    return text
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _MAX_REASON else text[: _MAX_REASON - 3] + "..."
+
+
+def run_check(check: Check, target: Target, *, workdir: Path, profile: Profile) -> Outcome:
+    """Run ``check`` against ``target`` in ``workdir`` and return its outcome.
+
+    A missing capability is UNSUPPORTED before the check runs; ``Unsupported`` /
+    ``NotVerifiable`` raised inside map to those statuses; an ``AssertionError`` — or any
+    other exception the component raised — is a FAIL with the message as the reason.
+    Warnings raised while the check runs are recorded, not turned into errors (the
+    component under test is not the user's test suite). Whatever the check left open is
+    closed afterwards.
+    """
+    if check.kind != target.kind:
+        raise ValueError(f"check {check.id} is a {check.kind} check; target is a {target.kind}")
+    started = time.perf_counter()
+    ctx = make_context(target, workdir, profile)
+    status, reason = Status.PASS, ""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            missing = sorted(check.requires - ctx.capabilities())
+            if missing:
+                raise Unsupported(
+                    f"needs capabilities {missing}, which {target.label} does not declare"
+                )
+            result = check.func(ctx)
+            if inspect.isawaitable(result):
+                asyncio.run(result)  # type: ignore[arg-type]
+        except Unsupported as exc:
+            status, reason = Status.UNSUPPORTED, str(exc)
+        except NotVerifiable as exc:
+            status, reason = Status.NOT_VERIFIABLE, str(exc)
+        except Exception as exc:
+            status, reason = Status.FAIL, _describe(exc)
+        finally:
+            ctx.cleanup()
+    seen = [f"{w.category.__name__}: {w.message}" for w in caught]
+    return Outcome(
+        check=check,
+        target=target,
+        status=status,
+        reason=_clip(reason),
+        duration_s=time.perf_counter() - started,
+        seed=profile.seed if check.uses_hypothesis else None,
+        warnings=list(dict.fromkeys(seen)),
+    )
