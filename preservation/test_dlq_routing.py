@@ -213,3 +213,33 @@ def test_a_failed_dlq_write_for_a_malformed_line_never_lets_the_checkpoint_skip_
     assert lines_covered <= 30, (
         f"checkpoint {stored.value} covers the malformed line of id 30, which never reached "
         f"the DLQ: a resumed run would skip it silently")
+
+
+def _add_flag(batch: Any) -> Any:
+    import pyarrow as pa
+
+    return batch.append_column("flag", pa.array([True] * batch.num_rows))
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("stage", ["batch_middleware", "sink_write"])
+def test_arrow_dead_letters_carry_the_row_as_the_source_emitted_it(tmp_path: Path,
+                                                                  stage: str) -> None:
+    """SPEC §7: ``DLQRecord.record`` is the record as the source emitted it — on the Arrow
+    lane too, after an Arrow middleware changed the rows (a replay feeds it back to the
+    start of the chain). ``processed_record`` carries the changed row for sink failures."""
+    bad = 20
+    chain: list[Any] = [ArrowMapMiddleware(_add_flag, name="flag")]
+    if stage == "batch_middleware":
+        chain.append(ArrowMapMiddleware(RaiseOn("stage 2 broke", ids={bad}), name="broken"))
+    out, dlq_path = tmp_path / "out.jsonl", tmp_path / "dlq.db"
+    sink = FlakySink(file_sink(out), fail_on={bad} if stage == "sink_write" else (),
+                     name="out")
+    Pipeline(source_for("arrow"), id=PID).pipe(*chain).build(
+        sink, delivery=DeliveryConfig(dlq=SQLiteDLQSink(dlq_path))).run_sync()
+    dead = [r for r in dlq_records(dlq_path) if dlq_id(r) == bad]
+    assert len(dead) == 1 and dead[0].stage == stage
+    assert dead[0].record == {"id": bad, "value": bad * 10}, (
+        f"DLQ record is {dead[0].record}, not the row the source emitted")
+    if stage == "sink_write":
+        assert dead[0].processed_record == {"id": bad, "value": bad * 10, "flag": True}

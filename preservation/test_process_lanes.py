@@ -29,7 +29,9 @@ from preservation.audit import AuditingCheckpointStore, dlq_id, dlq_records, sin
 from preservation.faults import (
     Chain,
     ExitWorkerOn,
+    FlakySink,
     Identity,
+    InjectedFault,
     KillWorkerOn,
     PacedBatchSource,
     RaiseOn,
@@ -63,14 +65,14 @@ class Harness:
 
     def __init__(self, tmp_path: Path, lane: str, fn: Any, *, batches: int = 8,
                  delays: dict[int, float] | None = None, dlq: bool = True,
-                 **mw: Any) -> None:
+                 sink_fail: set[int] = frozenset(), **mw: Any) -> None:
         self.out = tmp_path / "out.jsonl"
         self.dlq_path = tmp_path / "dlq.db" if dlq else None
         self.n = batches * SIZE
         self.store = AuditingCheckpointStore(
             SQLiteCheckpointStore(tmp_path / "ckpt.db"), covered=lambda v: int(v) * SIZE,
             sink_paths=[self.out], dlq_path=self.dlq_path)
-        self.sink = JsonLinesSink(self.out, name="out")
+        self.sink = FlakySink(JsonLinesSink(self.out), fail_on=sink_fail, name="out")
         self.source = PacedBatchSource(_batches(lane, batches), delays=delays)
         self.bound = Pipeline(self.source, id=PID).pipe(_middleware(lane, fn, **mw)).build(
             self.sink,
@@ -270,3 +272,21 @@ def test_identity_through_workers_delivers_every_record_once(
     assert summary.records_written == h.n
     h.assert_audit_clean()
     assert h.store.saves == list(range(1, 21))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("lane", LANES)
+def test_a_sink_failure_stops_the_run_with_batches_still_in_the_workers(
+    tmp_path: Path, lane: str, no_orphans: None
+) -> None:
+    """Fail-closed on a sink error while later batches are still being computed: the
+    sink's own exception comes out, nothing after the failed batch is committed, and the
+    workers busy with later batches are stopped."""
+    h = Harness(tmp_path, lane, SleepyTransform(0.3, batch=range(3, 20), batch_size=SIZE),
+                batches=20, dlq=False, sink_fail={2 * SIZE + 1}, max_workers=2,
+                max_in_flight_batches=4)
+    with pytest.raises(InjectedFault, match=f"rejects record id={2 * SIZE + 1}"):
+        h.bound.run_sync()
+    assert set(sink_ids(h.out)) <= set(_ids(0, 2))
+    assert h.stored_batches() == 2
+    h.assert_audit_clean()
