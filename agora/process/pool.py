@@ -600,27 +600,33 @@ class WorkerPool:
             return
         try:
             message = worker.conn.recv_bytes()
-            op = message[0]
-            if op == OP_OK:
-                _, seq, nbytes, inline = OK.unpack(message)
-                data = worker.conn.recv_bytes() if inline else None
-                self._on_ok(worker, seq, nbytes, data)
-            elif op == OP_ERR:
-                seq, kind, summary, detail = decode_message(message)
-                self._on_error(worker, seq, kind, summary, detail)
-            elif op == OP_READY:
-                worker.ready = True
-                if self._starting is not None and all(w.ready for w in self._workers):
-                    if not self._starting.done():
-                        self._starting.set_result(None)
-            elif op == OP_MEMORY:
-                worker.note = _describe_exit(EXIT_MEMORY_ERROR, "")
-            elif op == OP_INIT_ERROR:
-                (text,) = decode_message(message)
-                self._on_init_error(worker, text)
+            inline = message[0] == OP_OK and OK.unpack(message)[3]
+            data = worker.conn.recv_bytes() if inline else None
         except (EOFError, OSError):
             self._on_pipe_closed(worker)
+        else:
+            self._on_message(worker, message, data)
         self._pump()
+
+    def _on_message(self, worker: _Worker, message: bytes, data: bytes | None) -> None:
+        op = message[0]
+        if op == OP_OK:
+            _, seq, nbytes, _inline = OK.unpack(message)
+            self._on_ok(worker, seq, nbytes, data)
+        elif op == OP_ERR:
+            seq, kind, summary, detail = decode_message(message)
+            self._on_error(worker, seq, kind, summary, detail)
+        elif op == OP_READY:
+            worker.ready = True
+            starting = self._starting
+            if starting is not None and not starting.done():
+                if all(w.ready for w in self._workers):
+                    starting.set_result(None)
+        elif op == OP_MEMORY:
+            worker.note = _describe_exit(EXIT_MEMORY_ERROR, "")
+        elif op == OP_INIT_ERROR:
+            (text,) = decode_message(message)
+            self._on_init_error(worker, text)
 
     def _on_ok(self, worker: _Worker, seq: int, nbytes: int, data: bytes | None) -> None:
         ticket = worker.ticket

@@ -219,8 +219,11 @@ def _send_result(conn: Connection, out: MappedSlot, lane: str, seq: int, result:
 
 
 def _send_error(conn: Connection, seq: int, kind: str, exc: BaseException) -> None:
-    summary = f"{type(exc).__name__}: {exc}"
-    detail = "".join(traceback.format_exception(exc))
+    try:
+        summary = f"{type(exc).__name__}: {exc}"
+        detail = "".join(traceback.format_exception(exc))
+    except Exception:  # noqa: BLE001 - an exception whose __str__ fails is still reported
+        summary, detail = f"{type(exc).__name__} (its message could not be rendered)", ""
     conn.send_bytes(encode_message(OP_ERR, seq, kind, summary, detail))
 
 

@@ -118,3 +118,17 @@ def test_metrics_before_start_are_zero_and_on_stop_without_start_is_harmless():
         await mw.on_stop(context(mw.name))
 
     run(main)
+
+
+def test_the_process_package_exports_exactly_its_public_names():
+    import agora
+    import agora.process
+
+    assert agora.process.__all__ == [
+        "ArrowProcessBatchMiddleware",
+        "ProcessBatchMiddleware",
+        "ProcessPoolBrokenError",
+        "WorkerStartupError",
+    ]
+    assert agora.ProcessBatchMiddleware is ProcessBatchMiddleware
+    assert agora.ArrowProcessBatchMiddleware is ArrowProcessBatchMiddleware
