@@ -3,6 +3,7 @@ class in your own test module runs every check against your component."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -31,18 +32,28 @@ class Case:
         return f"{self.target.label}::{self.check.id}"
 
 
-def profile_for(config: pytest.Config) -> Profile:
-    """The run's level, budgets and seed (one per pytest session)."""
+def profile_for(config: pytest.Config, default_level: str | None = None) -> Profile:
+    """The run's level, budgets and seed (one per pytest session).
+
+    Level: ``--conformance-level``, else ``default_level`` (a suite class's
+    ``conformance_level``), else ``CONFORMANCE_LEVEL`` in the environment, else standard.
+    """
     profile = config.stash.get(_PROFILE_KEY, None)
     if profile is None:
-        level = config.getoption("conformance_level", None) or None
         seed = config.getoption("conformance_seed", None)
-        profile = Profile.for_level(level, seed=seed)
+        profile = Profile.for_level(_level(config), seed=seed)
         config.stash[_PROFILE_KEY] = profile
+    if default_level and not config.getoption("conformance_level", None) and default_level != profile.level:
+        # A class asks for its own level: same seed, its budgets.
+        return Profile.for_level(default_level, seed=profile.seed)
     return profile
 
 
-def run_case(case: Case, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+def _level(config: pytest.Config) -> str | None:
+    return config.getoption("conformance_level", None) or os.environ.get("CONFORMANCE_LEVEL") or None
+
+
+def run_case(case: Case, tmp_path: Path, request: pytest.FixtureRequest, level: str | None = None) -> None:
     """Run one case and turn its outcome into the pytest result.
 
     PASS passes; a MUST failure (or any failure under ``--conformance-strict``) fails; a
@@ -50,7 +61,7 @@ def run_case(case: Case, tmp_path: Path, request: pytest.FixtureRequest) -> None
     starts with the status. The outcome is attached to the report for the summary.
     """
     config = request.config
-    outcome = run_check(case.check, case.target, workdir=tmp_path, profile=profile_for(config))
+    outcome = run_check(case.check, case.target, workdir=tmp_path, profile=profile_for(config, level))
     request.node.user_properties.append(
         ("conformance", {"target": case.target.to_dict(), "record": outcome.to_record()})
     )
@@ -77,6 +88,8 @@ class _ConformanceSuite:
     harness: Any = None
     #: A zero-argument (or one-argument: a temp dir) factory returning a fresh component.
     factory: Any = None
+    #: Level for this class when the command line gives none (smoke/standard/thorough).
+    conformance_level: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -129,7 +142,7 @@ class _ConformanceSuite:
         metafunc.parametrize("conformance_case", params)
 
     def test_conformance(self, conformance_case: Case, tmp_path: Path, request: pytest.FixtureRequest) -> None:
-        run_case(conformance_case, tmp_path, request)
+        run_case(conformance_case, tmp_path, request, self.conformance_level)
 
 
 class SinkConformance(_ConformanceSuite):

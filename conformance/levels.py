@@ -55,10 +55,16 @@ class Profile:
 
     def hypothesis_settings(self) -> Any:
         """Hypothesis settings for this profile: budgets, no deadline, no example
-        database (runs stay hermetic; the seed in the report replays a failure)."""
-        from hypothesis import HealthCheck, settings
+        database (runs stay hermetic; the seed in the report replays a failure). Smoke
+        skips shrinking — it answers yes/no fast; standard and thorough report minimal
+        failing examples."""
+        from hypothesis import HealthCheck, Phase, settings
 
+        phases = [Phase.explicit, Phase.reuse, Phase.generate]
+        if self.level != "smoke":
+            phases += [Phase.target, Phase.shrink, Phase.explain]
         return settings(
+            phases=phases,
             max_examples=self.max_examples,
             stateful_step_count=self.step_count,
             deadline=None,

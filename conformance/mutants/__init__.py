@@ -1,0 +1,94 @@
+"""Deliberately broken sinks and sources that prove the suite catches what it claims to.
+
+Each mutant subclasses a correct reference component (``conformance.mutants.reference``)
+and breaks exactly one rule. ``MUTANTS`` records, per mutant, the rule and the check that
+is designed to catch it; the suite's own tests assert that every MUST mutant makes that
+check (and so the verdict) fail, and that the references pass every MUST check. Run any
+of them by hand, e.g.::
+
+    pytest conformance --sink conformance.mutants.sinks.DropsBufferOnClose
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from conformance.catalogue import Level
+
+__all__ = ["MUTANTS", "Mutant", "REFERENCE_SINKS", "REFERENCE_SOURCES"]
+
+
+@dataclass(frozen=True)
+class Mutant:
+    """A broken component: its dotted path, the rule it breaks, and the check designed to
+    catch it."""
+
+    path: str
+    kind: str
+    rule: str
+    caught_by: str
+    level: Level = Level.MUST
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit(".", 1)[-1]
+
+
+def _sink(name: str, rule: str, caught_by: str, level: Level = Level.MUST) -> Mutant:
+    return Mutant(f"conformance.mutants.sinks.{name}", "sink", rule, caught_by, level)
+
+
+def _source(name: str, rule: str, caught_by: str) -> Mutant:
+    return Mutant(f"conformance.mutants.sources.{name}", "source", rule, caught_by)
+
+
+REFERENCE_SINKS = (
+    "conformance.mutants.reference.JsonFileSink",
+    "conformance.mutants.reference.ArrowJsonFileSink",
+)
+REFERENCE_SOURCES = (
+    "conformance.mutants.reference.JsonFileSource",
+    "conformance.mutants.reference.BatchJsonFileSource",
+    "conformance.mutants.reference.ArrowJsonFileSource",
+)
+
+MUTANTS: tuple[Mutant, ...] = (
+    _sink("DropsBufferOnClose", "close() implies flush()", "SNK-LIFE-05"),
+    _sink("DuplicatesRecord", "each written record persists once", "SNK-WRITE-07"),
+    _sink("DropsRecordSilently", "None means every record was written", "SNK-WRITE-07"),
+    _sink("ReordersBatch", "records persist in write order", "SNK-WRITE-08"),
+    _sink("OneResultShort", "one WriteResult per input", "SNK-WRITE-02"),
+    _sink("MutatesInput", "inputs are never mutated", "SNK-WRITE-05"),
+    _sink("SliceBlindArrow", "a sliced RecordBatch persists the slice", "SNK-PLANE-02"),
+    _sink("NaNBecomesNull", "Arrow values round-trip", "SNK-PLANE-04"),
+    _sink("CloseNotIdempotent", "close() is idempotent", "SNK-LIFE-04"),
+    _sink("PhantomOnOpen", "open+close leaves no phantom output", "SNK-LIFE-06"),
+    _sink("EmptyBatchWritesPlaceholder", "an empty batch persists nothing", "SNK-WRITE-03"),
+    _sink("RowsOnlyAcceptsArrow", "a rows-only sink refuses RecordBatches", "SNK-PLANE-06"),
+    _sink("ClaimsArrowWithoutImplementing", "an Arrow-native sink accepts RecordBatches", "SNK-PLANE-01"),
+    _sink("InvalidPlaneDeclaration", "native planes are a subset of accepted planes", "SNK-DECL-02"),
+    _sink("FlushIsNoop", "flush() makes writes durable", "SNK-LIFE-08"),
+    _sink("WrongFailureIndex", "failures are reported at their input index", "SNK-WRITE-04"),
+    _sink("RaisesAfterPartialWrite", "a raised call persisted nothing", "SNK-WRITE-04"),
+    _sink("ReturnsValueFromWrite", "write() returns None or raises", "SNK-WRITE-01"),
+    _sink("LeaksFileOnFailure", "a failed write leaks no resource", "SNK-LIFE-09"),
+    _sink("TruncatesOnReopen", "append mode never truncates earlier output", "SNK-PBT-03"),
+    _sink("WriteAfterCloseAccepted", "misuse after close() raises", "SNK-LIFE-03", Level.SHOULD),
+    _source("ResumeRereadsBatch", "resume is exact (no repeat)", "SRC-CKPT-02"),
+    _source("IgnoresCheckpoint", "resume is exact (no restart from scratch)", "SRC-CKPT-02"),
+    _source("CheckpointSkipsRecord", "the checkpoint names the position after the last unit", "SRC-CKPT-02"),
+    _source("CheckpointNotJson", "checkpoints are JSON values", "SRC-CKPT-01"),
+    _source("FinalCheckpointRereads", "the final checkpoint resumes to nothing", "SRC-CKPT-03"),
+    _source("RelativeCheckpointAfterResume", "checkpoints after a resume resume exactly", "SRC-CKPT-09"),
+    _source("ProcessLocalCheckpoint", "a checkpoint resumes in a fresh process", "SRC-CKPT-05"),
+    _source("ObserverEffect", "taking a checkpoint does not move the source", "SRC-CKPT-06"),
+    _source("DeclaresArrowEmitsLists", "the declared plane is what is emitted", "SRC-OUT-01"),
+    _source("EmitsTuples", "rows are mappings", "SRC-OUT-01"),
+    _source("SchemaDrift", "one Arrow schema per stream", "SRC-OUT-03"),
+    _source("ReusesBatchList", "emitted units never change", "SRC-OUT-05"),
+    _source("IgnoresTrim", "a trimmed batch's checkpoint never passes its last row", "SRC-LIMIT-02"),
+    _source("CloseNotIdempotent", "close() is idempotent", "SRC-LIFE-02"),
+    _source("CloseUnopenedFails", "a source need not be opened to be closed", "SRC-LIFE-03"),
+    _source("EmptyInputCrashes", "empty input is valid", "SRC-LIFE-05"),
+    _source("AcceptsCheckpointWithoutSupport", "a source without checkpoints refuses one", "SRC-CKPT-08"),
+)
