@@ -32,7 +32,14 @@ __all__ = [
 
 
 class AgoraError(Exception):
-    """Base class of every error Agora raises itself."""
+    """Base class of every error Agora raises itself.
+
+    ``terminal`` marks errors that stop a run even when a DLQ is configured: they say
+    the *run* cannot go on (e.g. a worker pool that gave up), not that one record is bad,
+    so dead-lettering would only flood the DLQ with good records.
+    """
+
+    terminal: bool = False
 
 
 class PipelineError(AgoraError):

@@ -77,6 +77,9 @@ class Committer:
             await self.save()
 
     async def _handle_failures(self, unit: Unit, failures: list[Failure]) -> None:
+        for f in failures:
+            if getattr(f.error, "terminal", False):
+                raise RunStop(f.error)  # the run cannot go on: never dead-letter these
         uncaptured: list[Failure] = list(failures)
         if self.dlq is not None:
             uncaptured = await self._offer_to_dlq(unit, failures)

@@ -219,23 +219,26 @@ class _Run:
         try:
             if linear:
                 group: list[Any] = []
+                group_cp: Any = None  # source position after the group's last record
                 group_size = min(self.config.batch_size, self.config.max_buffer_size)
+                current_checkpoint = source.current_checkpoint
                 async for item in agen:
                     if isinstance(item, MalformedRecord):
-                        if group:
-                            await self._dispatch(self._row_unit(seq, group, None))
+                        if group:  # committed first, with its own position (not past the marker)
+                            await self._dispatch(self._row_unit(seq, group, group_cp))
                             seq += 1
                             group = []
                         await self._dispatch(self._malformed_unit(seq, item))
                         seq += 1
                         continue
                     group.append(item)
+                    group_cp = current_checkpoint()
                     if len(group) >= group_size:
-                        await self._dispatch(self._row_unit(seq, group, None))
+                        await self._dispatch(self._row_unit(seq, group, group_cp))
                         seq += 1
                         group = []
                 if group:
-                    await self._dispatch(self._row_unit(seq, group, None))
+                    await self._dispatch(self._row_unit(seq, group, group_cp))
             else:
                 async for item in agen:
                     if isinstance(item, MalformedRecord):
@@ -251,9 +254,9 @@ class _Run:
         while self.pending:
             await self._commit(self.pending.popleft())
 
-    def _row_unit(self, seq: int, group: list[Any], _: Any) -> Unit:
+    def _row_unit(self, seq: int, group: list[Any], checkpoint: Any) -> Unit:
         self.consumed += len(group)
-        return Unit(seq=seq, checkpoint=self.source.current_checkpoint(), n_source=len(group),
+        return Unit(seq=seq, checkpoint=checkpoint, n_source=len(group),
                     source_rows=group, values=list(group))
 
     def _malformed_unit(self, seq: int, item: MalformedRecord) -> Unit:
@@ -273,7 +276,7 @@ class _Run:
                 rows = batch.to_pylist()
                 return Unit(seq=seq, checkpoint=checkpoint, n_source=n, source_rows=rows,
                             values=list(rows))
-            return Unit(seq=seq, checkpoint=checkpoint, n_source=n, batch=batch)
+            return Unit(seq=seq, checkpoint=checkpoint, n_source=n, batch=batch, source_batch=batch)
         rows = list(batch)
         self.consumed += len(rows)
         return Unit(seq=seq, checkpoint=checkpoint, n_source=len(rows), source_rows=rows,

@@ -9,7 +9,8 @@ from typing import Any
 
 from agora.errors import ContractError
 from agora.middleware.base import MiddlewareContext, MiddlewareKind
-from agora.runtime.units import GONE, Failure, Unit
+from agora.middleware.builtins import ArrowFilterMiddleware
+from agora.runtime.units import GONE, UNKNOWN_ROWS, Failure, Unit, source_rows_of
 
 __all__ = ["Stage"]
 
@@ -125,9 +126,13 @@ class Stage:
         c = self.counters
         n_in = batch.num_rows
         c["in"] += n_in
+        mask = None
         try:
             if self.process_isolated:
                 out = await self.mw.submit(unit.seq, batch)
+            elif isinstance(self.mw, ArrowFilterMiddleware):
+                mask = self.mw.predicate(batch)  # kept: it tells which source rows survive
+                out = batch.filter(mask)
             else:
                 out = self.mw.process_arrow_batch(batch, self.ctx)
                 if inspect.isawaitable(out):
@@ -145,15 +150,30 @@ class Stage:
         except Exception as exc:
             c["errored"] += n_in
             unit.errored += n_in
-            for row in batch.to_pylist():
+            rows = source_rows_of(unit) or batch.to_pylist()
+            for row in rows:
                 unit.failures.append(Failure("batch_middleware", self.name, exc, row))
             unit.batch = None
             return
+        if out.num_rows != n_in:
+            unit.row_map = _narrow(unit.row_map, mask, n_in)
         dropped = n_in - out.num_rows
         unit.dropped += dropped
         c["dropped"] += dropped
         c["out"] += out.num_rows
         unit.batch = out
+
+
+def _narrow(row_map: Any, mask: Any, n_in: int) -> Any:
+    """Compose the source-row map with a filter mask (untraceable without one)."""
+    if mask is None or row_map is UNKNOWN_ROWS:
+        return UNKNOWN_ROWS
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    mask = pa.array(mask, pa.bool_()) if not isinstance(mask, (pa.Array, pa.ChunkedArray)) else mask
+    kept = pc.indices_nonzero(pc.fill_null(mask, False))
+    return kept if row_map is None else pc.take(row_map, kept)
 
 
 def _src(unit: Unit, i: int) -> Any:

@@ -8,7 +8,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["GONE", "Failure", "Unit"]
+__all__ = ["GONE", "UNKNOWN_ROWS", "Failure", "Unit", "source_rows_of"]
 
 
 class _Gone:
@@ -21,6 +21,18 @@ class _Gone:
 
 
 GONE: Any = _Gone()
+
+#: ``Unit.row_map`` value once rows can no longer be traced to the source batch.
+UNKNOWN_ROWS: Any = object()
+
+
+def source_rows_of(unit: Unit) -> list[Any] | None:
+    """Arrow lane: the source rows behind ``unit.batch``, as dicts (None if untraceable)."""
+    if unit.source_batch is None or unit.row_map is UNKNOWN_ROWS:
+        return None
+    if unit.row_map is None:
+        return unit.source_batch.to_pylist()
+    return unit.source_batch.take(unit.row_map).to_pylist()
 
 
 @dataclass(slots=True)
@@ -50,6 +62,11 @@ class Unit:
     source_rows: list[Any] | None = None
     values: list[Any] | None = None
     batch: Any = None
+    #: Arrow lane: the batch as the source emitted it, and which of its rows the current
+    #: ``batch`` holds (None = all, in order; UNKNOWN_ROWS once a middleware filtered
+    #: rows in a way that cannot be traced).
+    source_batch: Any = None
+    row_map: Any = None
     malformed: Any = None
     dropped: int = 0
     errored: int = 0

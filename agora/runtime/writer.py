@@ -10,7 +10,7 @@ from agora.errors import ContractError
 from agora.planes import DataPlane
 from agora.records import WriteResult
 from agora.runtime.plan import Plan, SinkPlan
-from agora.runtime.units import GONE, Failure, Unit
+from agora.runtime.units import GONE, Failure, Unit, source_rows_of
 from agora.sinks.router import SinkRouter
 
 __all__ = ["Writer"]
@@ -32,7 +32,7 @@ class Writer:
         if unit.batch is not None:
             rows: list[Any] | None = None  # materialised once, shared by row-plane sinks
             n = unit.batch.num_rows
-            src: list[Any] | None = None
+            src: Any = _LazySourceRows(unit)
         else:
             values = unit.values or []
             idx = [i for i, v in enumerate(values) if v is not GONE]
@@ -74,7 +74,7 @@ class Writer:
             unit.failures.extend(outcome.failed[i])
 
     def _collect(self, sp: SinkPlan, results: list[WriteResult] | BaseException | None,
-                 outcome: _Outcome, get_rows: Any, src: list[Any] | None) -> None:
+                 outcome: _Outcome, get_rows: Any, src: Any) -> None:
         stats = self.per_sink[sp.sink.sink_name]
         n = outcome.n
         if results is None:
@@ -99,7 +99,7 @@ class Writer:
                 ))
 
     async def _write_routed(self, rows: list[Any], outcome: _Outcome,
-                            src: list[Any] | None) -> None:
+                            src: Any) -> None:
         router = self.router
         assert router is not None
         for i, row in enumerate(rows):
@@ -120,6 +120,21 @@ class Writer:
             else:
                 stats["written"] += 1
                 outcome.mark_written(i)
+
+
+class _LazySourceRows:
+    """Arrow lane: source rows for dead letters, materialised only if a record fails."""
+
+    __slots__ = ("unit", "rows")
+
+    def __init__(self, unit: Unit) -> None:
+        self.unit = unit
+        self.rows: list[Any] | None = None
+
+    def __getitem__(self, i: int) -> Any:
+        if self.rows is None:
+            self.rows = source_rows_of(self.unit) or self.unit.batch.to_pylist()
+        return self.rows[i]
 
 
 class _Outcome:
