@@ -35,6 +35,7 @@ from preservation.transforms import (
     KillWorkerOn,
     RaiseOn,
     SegfaultOn,
+    ShortResultOn,
     SleepyTransform,
     record_ids,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "PacedBatchSource",
     "RaiseOn",
     "SegfaultOn",
+    "ShortResultOn",
     "SleepyTransform",
     "record_ids",
 ]

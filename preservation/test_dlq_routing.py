@@ -18,6 +18,7 @@ from agora import (
     BatchMapMiddleware,
     CsvSource,
     DeliveryConfig,
+    IterableSource,
     JsonLinesDLQSink,
     MapMiddleware,
     Pipeline,
@@ -243,3 +244,30 @@ def test_arrow_dead_letters_carry_the_row_as_the_source_emitted_it(tmp_path: Pat
         f"DLQ record is {dead[0].record}, not the row the source emitted")
     if stage == "sink_write":
         assert dead[0].processed_record == {"id": bad, "value": bad * 10, "flag": True}
+
+
+class _Opaque:
+    """A value JSON cannot encode and ``copy.deepcopy`` cannot copy (like a lock or socket)."""
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        raise TypeError("cannot copy or pickle an _Opaque")
+
+    def __repr__(self) -> str:
+        return "<opaque handle>"
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("dlq_kind", DLQ_KINDS)
+def test_a_record_json_cannot_hold_is_dead_lettered_with_a_flagged_fallback(
+    tmp_path: Path, dlq_kind: str
+) -> None:
+    """SPEC §8: never dropped — stored with its repr and type name, not round-trippable."""
+    dlq, dlq_path = _dlq(tmp_path, dlq_kind)
+    data = [{"id": 0, "value": 1}, {"id": 1, "value": _Opaque()}, {"id": 2, "value": 3}]
+    summary = Pipeline(IterableSource(data, name="rows"), id=PID).pipe(
+        MapMiddleware(RaiseOn("rejected", ids={1}), name="check")).build(
+        file_sink(tmp_path / "out.jsonl"), delivery=DeliveryConfig(dlq=dlq)).run_sync()
+    [rec] = dlq_records(dlq_path)
+    assert dlq_id(rec) == 1 and not rec.round_trippable
+    assert "<opaque handle>" in str(rec.record["value"]) and "_Opaque" in str(rec.record["value"])
+    assert summary.records_errored == 1 and summary.records_written == 2

@@ -36,6 +36,7 @@ from preservation.faults import (
     PacedBatchSource,
     RaiseOn,
     SegfaultOn,
+    ShortResultOn,
     SleepyTransform,
 )
 
@@ -289,4 +290,44 @@ def test_a_sink_failure_stops_the_run_with_batches_still_in_the_workers(
         h.bound.run_sync()
     assert set(sink_ids(h.out)) <= set(_ids(0, 2))
     assert h.stored_batches() == 2
+    h.assert_audit_clean()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("lane", LANES)
+def test_a_wrong_length_result_is_that_batch_s_failure(
+    tmp_path: Path, lane: str, no_orphans: None
+) -> None:
+    h = Harness(tmp_path, lane, ShortResultOn(batch=5, batch_size=SIZE), max_workers=2,
+                max_in_flight_batches=2)
+    summary = h.bound.run_sync()
+    dead = h.dlq()
+    assert [dlq_id(r) for r in dead] == _ids(5, 5)
+    assert {r.error_type for r in dead} == {"ProcessBatchError"}
+    assert {r.stage for r in dead} == {"batch_middleware"}
+    assert sink_ids(h.out) == [i for i in range(h.n) if i // SIZE != 5]
+    assert summary.records_errored == SIZE
+    h.assert_audit_clean()
+
+
+@pytest.mark.timeout(60)
+def test_an_unpicklable_record_fails_its_batch_and_is_still_dead_lettered(
+    tmp_path: Path, no_orphans: None
+) -> None:
+    """A record that cannot cross the process boundary fails its batch (one DLQ record per
+    input); the DLQ stores the record it cannot JSON-encode with a flagged fallback rather
+    than dropping it (SPEC §6, §8)."""
+    import threading
+
+    h = Harness(tmp_path, "rows", Identity(), max_workers=2, max_in_flight_batches=2)
+    h.source.batches[3][1] = {"id": 13, "value": threading.Lock()}
+    summary = h.bound.run_sync()
+    dead = h.dlq()
+    assert [dlq_id(r) for r in dead] == _ids(3, 3)
+    assert {r.stage for r in dead} == {"batch_middleware"}
+    assert "pickle" in dead[0].error_message
+    [odd] = [r for r in dead if not r.round_trippable]
+    assert dlq_id(odd) == 13 and "lock" in str(odd.record["value"]).lower()
+    assert summary.records_errored == SIZE
+    assert sink_ids(h.out) == [i for i in range(h.n) if i // SIZE != 3]
     h.assert_audit_clean()

@@ -19,22 +19,33 @@ from agora import (
     SQLiteCheckpointStore,
 )
 from preservation.audit import AuditingCheckpointStore, sink_ids
-from preservation.faults import DropOn
+from preservation.faults import DropOn, Identity
 from preservation.lanes import LANES, N, ROW_GROUP, covered, rows, source_for
 
 PID = "exact"
 
 
-@pytest.mark.timeout(30)
-@pytest.mark.parametrize("lane", LANES)
-def test_runs_cut_by_max_records_resume_exactly(tmp_path: Path, lane: str) -> None:
+def _chain(lane: str, through_workers: bool) -> tuple:
+    if not through_workers:
+        return ()
+    from agora import ArrowProcessBatchMiddleware, ProcessBatchMiddleware
+
+    cls = ArrowProcessBatchMiddleware if lane == "arrow" else ProcessBatchMiddleware
+    return (cls(Identity(), max_workers=2, max_in_flight_batches=3),)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("lane", "through_workers"),
+                         [(lane, False) for lane in LANES] + [("batches", True), ("arrow", True)])
+def test_runs_cut_by_max_records_resume_exactly(tmp_path: Path, lane: str,
+                                                through_workers: bool, no_orphans: None) -> None:
     out = tmp_path / "out.jsonl"
     cuts = [17, 20, 1, None]  # 17 and 38 fall inside a batch of 6 and a writer group of 4
     expected_cover = [17, 37, 38, N]
     for limit, cover in zip(cuts, expected_cover):
         store = AuditingCheckpointStore(SQLiteCheckpointStore(tmp_path / "ckpt.db"),
                                         covered=covered(lane), sink_paths=[out], dlq_path=None)
-        bound = Pipeline(source_for(lane), id=PID).build(
+        bound = Pipeline(source_for(lane), id=PID).pipe(*_chain(lane, through_workers)).build(
             JsonLinesSink(out), delivery=DeliveryConfig(checkpoint=store, checkpoint_every=5,
                                                          batch_size=ROW_GROUP))
         summary = bound.run_sync(max_records=limit)

@@ -28,6 +28,7 @@ __all__ = [
     "KillWorkerOn",
     "RaiseOn",
     "SegfaultOn",
+    "ShortResultOn",
     "SleepyTransform",
     "record_ids",
 ]
@@ -137,6 +138,16 @@ class DropOn(_Trigger):
 
     def __call__(self, data: Any) -> Any:
         return [None if int(r["id"]) in self.ids else r for r in data]
+
+
+class ShortResultOn(_Trigger):
+    """Returns one record (or Arrow row) too few for the batches it fires on — a contract
+    breach the runtime must treat as that batch's failure."""
+
+    def __call__(self, data: Any) -> Any:
+        if self.fires(data):
+            return data.slice(1) if isinstance(data, pa.RecordBatch) else list(data)[1:]
+        return data
 
 
 class KillWorkerOn(_Trigger):
