@@ -227,3 +227,21 @@ def test_the_audit_notices_a_dlq_that_is_not_durable_at_flush(tmp_path: Path) ->
                dlq=FlakyDLQ(dlq, skip_flush=True)).run_sync()
     assert [dlq_id(r) for r in dlq_records(dlq_path)] == [BAD]  # committed at close
     assert store.violations and f"ids [{BAD}]" in store.violations[0]
+
+
+@pytest.mark.timeout(30)
+def test_drops_by_an_arrow_expression_filter_pass_the_checkpoint(tmp_path: Path) -> None:
+    """``ArrowFilterMiddleware`` also takes a predicate returning a compute Expression."""
+    import pyarrow.compute as pc
+
+    from agora import ArrowFilterMiddleware
+
+    dropped = {i for i in range(N) if i % 5 == 0}
+    out = tmp_path / "out.jsonl"
+    store = audited_store(tmp_path, "arrow", sink_paths=[out], dlq_path=None, excused=dropped)
+    keep = ArrowFilterMiddleware(lambda b: ~pc.field("id").isin(sorted(dropped)), name="drop")
+    summary = _run_bound("arrow", file_sink(out), store, chain=(keep,)).run_sync()
+    assert summary.records_dropped == len(dropped)
+    assert sink_ids(out) == [i for i in range(N) if i not in dropped]
+    _assert_clean_audit(store, min_saves=N // 6)
+    assert _stored_coverage(tmp_path, "arrow") == N
