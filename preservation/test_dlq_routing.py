@@ -222,15 +222,28 @@ def _add_flag(batch: Any) -> Any:
     return batch.append_column("flag", pa.array([True] * batch.num_rows))
 
 
+def _odd_or_bad(batch: Any) -> Any:
+    import pyarrow as pa
+
+    return pa.array([i % 2 == 1 or i == 20 for i in batch.column("id").to_pylist()])
+
+
 @pytest.mark.timeout(30)
+@pytest.mark.parametrize("filtered", [False, True], ids=["all-rows", "after-a-filter"])
 @pytest.mark.parametrize("stage", ["batch_middleware", "sink_write"])
 def test_arrow_dead_letters_carry_the_row_as_the_source_emitted_it(tmp_path: Path,
-                                                                  stage: str) -> None:
+                                                                  stage: str,
+                                                                  filtered: bool) -> None:
     """SPEC §7: ``DLQRecord.record`` is the record as the source emitted it — on the Arrow
     lane too, after an Arrow middleware changed the rows (a replay feeds it back to the
-    start of the chain). ``processed_record`` carries the changed row for sink failures."""
+    start of the chain), and after an ``ArrowFilterMiddleware`` moved them. For sink
+    failures ``processed_record`` carries the changed row."""
+    from agora import ArrowFilterMiddleware
+
     bad = 20
     chain: list[Any] = [ArrowMapMiddleware(_add_flag, name="flag")]
+    if filtered:
+        chain.append(ArrowFilterMiddleware(_odd_or_bad, name="odd"))
     if stage == "batch_middleware":
         chain.append(ArrowMapMiddleware(RaiseOn("stage 2 broke", ids={bad}), name="broken"))
     out, dlq_path = tmp_path / "out.jsonl", tmp_path / "dlq.db"
