@@ -4,7 +4,7 @@ source, plus how each lane's checkpoint value maps to "records covered"."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ __all__ = [
     "audited_store",
     "covered",
     "drop_filter",
+    "file_sink",
     "rows",
     "source_for",
     "unit_size",
@@ -84,11 +85,13 @@ def drop_filter(lane: str, keep: Callable[[int], bool]) -> Any:
 
 
 def audited_store(tmp_path: Path, lane: str, *, sink_paths: list[Path],
-                  dlq_path: Path | None, excused: set[int] = frozenset()) -> AuditingCheckpointStore:
+                  dlq_path: Path | None, excused: Iterable[int] = ()) -> AuditingCheckpointStore:
+    """An audited SQLite checkpoint store in ``tmp_path`` for ``source_for(lane)``."""
     return AuditingCheckpointStore(
         SQLiteCheckpointStore(tmp_path / "ckpt.db"), covered=covered(lane),
         sink_paths=sink_paths, dlq_path=dlq_path, excused=excused)
 
 
 def file_sink(path: Path, name: str = "out") -> JsonLinesSink:
+    """A JSON-lines sink that appends, so a resumed run continues the same file."""
     return JsonLinesSink(path, mode="a", name=name)

@@ -89,8 +89,8 @@ def _remove_keeping_wal(path: Path) -> None:
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("damage", [_garbage, _truncate, _remove_keeping_wal],
                          ids=["garbage", "zero-bytes", "deleted-with-wal-left"])
-def test_damage_after_a_sigkill_makes_the_resume_fail_closed(tmp_path: Path,
-                                                             damage: object) -> None:
+def test_damage_after_a_sigkill_makes_the_resume_fail_closed(tmp_path: Path, damage: object,
+                                                             no_orphans: None) -> None:
     loop = _crashed_driver(tmp_path)
     out_before = (tmp_path / "out.jsonl").read_bytes()
     damage(tmp_path / "ckpt.db")  # type: ignore[operator]

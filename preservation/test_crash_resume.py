@@ -61,7 +61,8 @@ def _check_loop(workdir: Path, lane: str, spec: dict, loop: CrashLoop, final: di
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("seed", [11, 12, 13])
 @pytest.mark.parametrize("lane", ["rows", "batches", "arrow"])
-def test_sigkill_at_seeded_points_loses_nothing(tmp_path: Path, lane: str, seed: int) -> None:
+def test_sigkill_at_seeded_points_loses_nothing(tmp_path: Path, lane: str, seed: int,
+                                                 no_orphans: None) -> None:
     spec = prepare(tmp_path, lane=lane, n=N, batch_size=BATCH,
                    checkpoint_every=CHECKPOINT_EVERY, seed=seed)
     loop = CrashLoop(tmp_path)
@@ -72,7 +73,8 @@ def test_sigkill_at_seeded_points_loses_nothing(tmp_path: Path, lane: str, seed:
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("point", ["sink_write:3", "sink_flush:2", "dlq_write:1",
                                    "dlq_flush:2", "checkpoint_save:2"])
-def test_each_crash_point_alone_loses_nothing(tmp_path: Path, point: str) -> None:
+def test_each_crash_point_alone_loses_nothing(tmp_path: Path, point: str,
+                                              no_orphans: None) -> None:
     """One deterministic crash at every named point, on the row lane with a SQLite DLQ
     (whose dedupe keeps a replayed dead letter from being stored twice)."""
     spec = prepare(tmp_path, lane="rows", n=N, batch_size=BATCH,
@@ -86,7 +88,7 @@ def test_each_crash_point_alone_loses_nothing(tmp_path: Path, point: str) -> Non
 
 
 @pytest.mark.timeout(60)
-def test_resuming_a_finished_run_emits_nothing(tmp_path: Path) -> None:
+def test_resuming_a_finished_run_emits_nothing(tmp_path: Path, no_orphans: None) -> None:
     prepare(tmp_path, lane="arrow", n=N, batch_size=BATCH,
             checkpoint_every=CHECKPOINT_EVERY, seed=21)
     loop = CrashLoop(tmp_path)
@@ -182,7 +184,7 @@ def test_sigint_stops_cleanly_and_the_resume_loses_nothing(
 @pytest.mark.parametrize("lane", ["rows", "arrow"])
 @pytest.mark.parametrize("sink", ["csv", "parquet"])
 def test_sigkill_with_csv_and_parquet_output_loses_nothing(tmp_path: Path, sink: str,
-                                                           lane: str) -> None:
+                                                           lane: str, no_orphans: None) -> None:
     """The same guarantees when the output is a CSV file (appended, one header) or a
     Parquet file (sealed parts merged on resume)."""
     seed = 61 if sink == "csv" else 62

@@ -27,7 +27,7 @@ from agora import (
 )
 from preservation.audit import AuditingCheckpointStore, dlq_id, dlq_records, sink_ids
 from preservation.driver import write_input
-from preservation.faults import FlakySink, InjectedFault, RaiseOn
+from preservation.faults import FlakyDLQ, FlakySink, InjectedFault, RaiseOn
 from preservation.lanes import (
     BATCH,
     LANES,
@@ -195,8 +195,6 @@ def test_a_failed_dlq_write_for_a_malformed_line_never_lets_the_checkpoint_skip_
     """Row lane with writer grouping: the group before a malformed line is committed, then
     the DLQ refuses the malformed line and the run stops (``dlq_failure_policy="raise"``).
     The stored checkpoint must still be before that line, or a resume skips it for good."""
-    from preservation.faults import FlakyDLQ
-
     src = tmp_path / "in.csv"
     write_input(src, N, {30})
     store = SQLiteCheckpointStore(tmp_path / "ckpt.db")
