@@ -61,10 +61,11 @@ def run_case(case: Case, tmp_path: Path, request: pytest.FixtureRequest, level: 
     starts with the status. The outcome is attached to the report for the summary.
     """
     config = request.config
-    outcome = run_check(case.check, case.target, workdir=tmp_path, profile=profile_for(config, level))
-    request.node.user_properties.append(
-        ("conformance", {"target": case.target.to_dict(), "record": outcome.to_record()})
-    )
+    profile = profile_for(config, level)
+    outcome = run_check(case.check, case.target, workdir=tmp_path, profile=profile)
+    target = {**case.target.to_dict(), "level": profile.level, "seed": profile.seed,
+              "derandomize": profile.derandomize}
+    request.node.user_properties.append(("conformance", {"target": target, "record": outcome.to_record()}))
     strict = bool(config.getoption("conformance_strict", False))
     where = f"{case.check.id} ({case.check.level.value}) {case.check.title}"
     if outcome.status is Status.PASS:
@@ -123,7 +124,9 @@ class _ConformanceSuite:
         except ResolutionError as exc:
             raise pytest.UsageError(f"conformance: {label}: {exc}") from None
         cls = component if isinstance(component, type) else getattr(harness, "target", None)
-        return [Target(self.kind, label, harness, "Python API (subclass)", cls if isinstance(cls, type) else None)]
+        cls = cls if isinstance(cls, type) else None
+        name = f"{cls.__module__}.{cls.__qualname__}" if cls is not None else label
+        return [Target(self.kind, name, harness, f"Python API ({label})", cls)]
 
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
         if "conformance_case" not in metafunc.fixturenames:

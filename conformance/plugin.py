@@ -5,6 +5,8 @@ JSON report.
 It is inert unless a target is given (``--sink`` / ``--source`` / a factory / a harness):
 otherwise it only registers its options, and summarises ``SinkConformance`` /
 ``SourceConformance`` subclasses if a run happens to contain some.
+
+PYTEST_DONT_REWRITE: checks raise their own precise AssertionErrors; no rewriting needed.
 """
 
 from __future__ import annotations
@@ -16,11 +18,11 @@ from typing import Any
 
 import pytest
 
-from conformance.api import Case, profile_for, resolve_from_options
-from conformance.catalogue import Status
 from conformance.levels import LEVELS
-from conformance.report import ReportCollector, overall_verdict, render_summary, write_json_report
-from conformance.targets import Target
+
+# Everything else (the checks, the runtime, pyarrow) is imported lazily inside the hooks:
+# the plugin is auto-loaded into every pytest run of an environment that has Agora
+# installed, and must cost nothing there unless a target is given.
 
 __all__ = ["COLLECTOR_KEY", "SUITE_DIR", "TARGETS_KEY"]
 
@@ -31,9 +33,9 @@ DEFAULT_REPORT = Path(".conformance") / "report.json"
 #: legitimately take minutes on one stateful check.
 _TIMEOUTS = {"smoke": 300, "standard": 900, "thorough": 3600}
 
-TARGETS_KEY = pytest.StashKey[dict[str, list[Target]]]()
-COLLECTOR_KEY = pytest.StashKey[ReportCollector]()
-_CASES_KEY = pytest.StashKey[dict[str, Case]]()
+TARGETS_KEY = pytest.StashKey[dict[str, list[Any]]]()  # kind -> [Target]
+COLLECTOR_KEY = pytest.StashKey[Any]()  # ReportCollector
+_CASES_KEY = pytest.StashKey[dict[str, Any]]()  # nodeid -> Case
 _TARGET_OPTIONS = (
     "conformance_sink", "conformance_source",
     "conformance_sink_factory", "conformance_source_factory",
@@ -98,6 +100,8 @@ def _active(config: pytest.Config) -> bool:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    from conformance.report import ReportCollector
+
     config.stash[COLLECTOR_KEY] = ReportCollector(strict=bool(config.getoption("conformance_strict", False)))
     config.stash[_CASES_KEY] = {}
     config.pluginmanager.register(_Reporter(config), "conformance-reporter")
@@ -107,6 +111,8 @@ def pytest_configure(config: pytest.Config) -> None:
     for entry in (str(config.invocation_params.dir), str(config.rootpath)):
         if entry not in sys.path:
             sys.path.insert(0, entry)
+    from conformance.api import profile_for, resolve_from_options
+
     config.stash[TARGETS_KEY] = {kind: resolve_from_options(config, kind) for kind in ("sink", "source")}
     profile_for(config)
 
@@ -122,14 +128,22 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Mod
     return pytest.Module.from_parent(parent, path=file_path)
 
 
-def _case(item: pytest.Item) -> Case | None:
+def _case(item: pytest.Item) -> Any:
     callspec = getattr(item, "callspec", None)
     case = callspec.params.get("conformance_case") if callspec is not None else None
+    if case is None:
+        return None
+    from conformance.api import Case
+
     return case if isinstance(case, Case) else None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     cases = config.stash[_CASES_KEY]
+    if not any(_case(item) is not None for item in items):
+        return
+    from conformance.api import profile_for
+
     timeout = None
     if config.pluginmanager.hasplugin("timeout"):
         configured = config.getoption("timeout", None) or 0
@@ -173,6 +187,8 @@ class _Reporter:
         if report.failed and report.when in ("setup", "teardown"):
             case = self.config.stash[_CASES_KEY].get(report.nodeid)
             if case is not None:
+                from conformance.catalogue import Status
+
                 record = case.check.to_dict()
                 last = str(report.longrepr).strip().splitlines()[-1:] or [""]
                 record.update(
@@ -187,6 +203,8 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
     targets = config.stash.get(TARGETS_KEY, None)
     if not targets:
         return None
+    from conformance.api import profile_for
+
     profile = profile_for(config)
     seed = "derandomized" if profile.derandomize else f"seed {profile.seed}"
     lines = [f"conformance: level {profile.level} ({profile.max_examples} examples, {profile.step_count} steps), {seed}"]
@@ -200,6 +218,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     collector = config.stash.get(COLLECTOR_KEY, None)
     if not collector:
         return
+    from conformance.api import profile_for
+    from conformance.report import overall_verdict, render_summary, write_json_report
+
     profile = profile_for(config)
     meta = {**profile.to_dict(), "strict": collector.strict}
     terminalreporter.section("conformance")

@@ -119,11 +119,11 @@ def _first_line(text: str, limit: int = 160) -> str:
 def render_summary(summary: TargetSummary, meta: dict[str, Any]) -> list[str]:
     """The terminal table for one target, ending in its verdict line."""
     t = summary.target
-    seed = meta.get("seed")
-    randomness = "derandomized" if meta.get("derandomize") else f"seed {seed}"
+    seed = t.get("seed", meta.get("seed"))
+    randomness = "derandomized" if t.get("derandomize", meta.get("derandomize")) else f"seed {seed}"
     lines = [
         f"conformance: {t['kind']} {t['target']}",
-        f"  harness {t['harness']}; level {meta.get('level')}, {randomness}",
+        f"  harness {t['harness']}; level {t.get('level', meta.get('level'))}, {randomness}",
         f"  {'group':<8}{'MUST pass/fail':>16}{'SHOULD pass/fail':>18}{'unsupported':>13}{'not-verifiable':>16}",
     ]
     for group in summary.groups + ["total"]:

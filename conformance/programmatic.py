@@ -1,0 +1,71 @@
+"""``conformance.run(...)``: run the suite from Python (tooling, registries) and get the JSON
+report back. It runs ``python -m conformance`` in a subprocess, so behaviour is identical
+to the command line and the caller's process is left untouched."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["run"]
+
+
+def run(
+    *,
+    sinks: Sequence[str] = (),
+    sources: Sequence[str] = (),
+    sink_factory: str | None = None,
+    source_factory: str | None = None,
+    sink_harness: str | None = None,
+    source_harness: str | None = None,
+    level: str = "standard",
+    strict: bool = False,
+    seed: int | None = None,
+    extra_args: Sequence[str] = (),
+    cwd: str | os.PathLike[str] | None = None,
+    timeout: float | None = None,
+) -> dict[str, Any]:
+    """Run the suite against dotted-path targets and return the parsed JSON report.
+
+    The report has ``verdict`` (overall) and ``targets`` (per target: ``verdict``,
+    ``counts``, ``checks`` with ``id``, ``title``, ``level``, ``status``, ``reason``, …),
+    plus ``exit_code`` (pytest's). Raises ``RuntimeError`` with pytest's output when no
+    report was produced (for instance a usage error).
+    """
+    args: list[str] = []
+    for sink in sinks:
+        args += ["--sink", sink]
+    for source in sources:
+        args += ["--source", source]
+    for flag, value in (
+        ("--sink-factory", sink_factory), ("--source-factory", source_factory),
+        ("--sink-harness", sink_harness), ("--source-harness", source_harness),
+    ):
+        if value:
+            args += [flag, value]
+    args += ["--conformance-level", level, "-q", "-p", "no:cacheprovider"]
+    if strict:
+        args.append("--conformance-strict")
+    if seed is not None:
+        args += ["--conformance-seed", str(seed)]
+    with tempfile.TemporaryDirectory(prefix="conformance-run-") as tmp:
+        report = Path(tmp) / "report.json"
+        args += ["--conformance-report", str(report), *extra_args]
+        proc = subprocess.run(
+            [sys.executable, "-m", "conformance", *args],
+            cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False,
+        )
+        if not report.exists():
+            raise RuntimeError(
+                f"the conformance run produced no report (exit {proc.returncode}):\n"
+                f"{proc.stdout[-4000:]}{proc.stderr[-4000:]}"
+            )
+        document: dict[str, Any] = json.loads(report.read_text(encoding="utf-8"))
+    document["exit_code"] = proc.returncode
+    return document
