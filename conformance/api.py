@@ -43,17 +43,25 @@ def profile_for(config: pytest.Config, default_level: str | None = None) -> Prof
         seed = config.getoption("conformance_seed", None)
         profile = Profile.for_level(_level(config), seed=seed)
         config.stash[_PROFILE_KEY] = profile
-    if default_level and not config.getoption("conformance_level", None) and default_level != profile.level:
+    if (
+        default_level
+        and not config.getoption("conformance_level", None)
+        and default_level != profile.level
+    ):
         # A class asks for its own level: same seed, its budgets.
         return Profile.for_level(default_level, seed=profile.seed)
     return profile
 
 
 def _level(config: pytest.Config) -> str | None:
-    return config.getoption("conformance_level", None) or os.environ.get("CONFORMANCE_LEVEL") or None
+    return (
+        config.getoption("conformance_level", None) or os.environ.get("CONFORMANCE_LEVEL") or None
+    )
 
 
-def run_case(case: Case, tmp_path: Path, request: pytest.FixtureRequest, level: str | None = None) -> None:
+def run_case(
+    case: Case, tmp_path: Path, request: pytest.FixtureRequest, level: str | None = None
+) -> None:
     """Run one case and turn its outcome into the pytest result.
 
     PASS passes; a MUST failure (or any failure under ``--conformance-strict``) fails; a
@@ -63,9 +71,15 @@ def run_case(case: Case, tmp_path: Path, request: pytest.FixtureRequest, level: 
     config = request.config
     profile = profile_for(config, level)
     outcome = run_check(case.check, case.target, workdir=tmp_path, profile=profile)
-    target = {**case.target.to_dict(), "level": profile.level, "seed": profile.seed,
-              "derandomize": profile.derandomize}
-    request.node.user_properties.append(("conformance", {"target": target, "record": outcome.to_record()}))
+    target = {
+        **case.target.to_dict(),
+        "level": profile.level,
+        "seed": profile.seed,
+        "derandomize": profile.derandomize,
+    }
+    request.node.user_properties.append(
+        ("conformance", {"target": target, "record": outcome.to_record()})
+    )
     strict = bool(config.getoption("conformance_strict", False))
     where = f"{case.check.id} ({case.check.level.value}) {case.check.title}"
     if outcome.status is Status.PASS:
@@ -74,9 +88,15 @@ def run_case(case: Case, tmp_path: Path, request: pytest.FixtureRequest, level: 
         pytest.skip(f"UNSUPPORTED {where}: {outcome.reason}")
     if outcome.status is Status.NOT_VERIFIABLE:
         pytest.skip(f"NOT-VERIFIABLE {where}: {outcome.reason}")
-    seed = f"\n(Hypothesis seed {outcome.seed}; replay with --conformance-seed {outcome.seed})" if outcome.seed is not None else ""
+    seed = (
+        f"\n(Hypothesis seed {outcome.seed}; replay with --conformance-seed {outcome.seed})"
+        if outcome.seed is not None
+        else ""
+    )
     if case.check.level is Level.SHOULD and not strict:
-        pytest.xfail(f"SHOULD not met — {where}: {outcome.reason.splitlines()[0] if outcome.reason else ''}")
+        pytest.xfail(
+            f"SHOULD not met — {where}: {outcome.reason.splitlines()[0] if outcome.reason else ''}"
+        )
     pytest.fail(f"{where}\n{outcome.reason}{seed}", pytrace=False)
 
 
@@ -144,7 +164,9 @@ class _ConformanceSuite:
         ]
         metafunc.parametrize("conformance_case", params)
 
-    def test_conformance(self, conformance_case: Case, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    def test_conformance(
+        self, conformance_case: Case, tmp_path: Path, request: pytest.FixtureRequest
+    ) -> None:
         run_case(conformance_case, tmp_path, request, self.conformance_level)
 
 
@@ -167,8 +189,8 @@ class SinkConformance(_ConformanceSuite):
 class SourceConformance(_ConformanceSuite):
     """Subclass in your test module to run every source check::
 
-        class TestMySource(SourceConformance):
-            harness = MySourceHarness      # build(ns) + seed_data(ns, rows), see SourceHarness
+    class TestMySource(SourceConformance):
+        harness = MySourceHarness      # build(ns) + seed_data(ns, rows), see SourceHarness
     """
 
     __test__ = False

@@ -74,7 +74,7 @@ class MemorySinkHarness(SinkHarness):
     """``MemorySink``: the records of every MemorySink built for the namespace, in order
     (its ``records`` list is the medium; there is nothing else to read)."""
 
-    target = agora.MemorySink
+    target: Any = agora.MemorySink
     features = ALL_FEATURES
     accepts_any_record = True
 
@@ -86,7 +86,10 @@ class MemorySinkHarness(SinkHarness):
 
     def read_back(self, ns: Namespace) -> list[Mapping[str, Any]]:
         return [
-            r for s in ns.components if isinstance(s, agora.MemorySink) for r in s.records
+            r
+            for s in ns.components
+            if isinstance(s, agora.MemorySink)
+            for r in s.records
             if isinstance(r, Mapping)
         ]
 
@@ -94,7 +97,7 @@ class MemorySinkHarness(SinkHarness):
 class NullSinkHarness(SinkHarness):
     """``NullSink`` discards by design: integrity checks are unsupported, not passed."""
 
-    target = agora.NullSink
+    target: Any = agora.NullSink
     features = ALL_FEATURES
     persists = False
     accepts_any_record = True
@@ -106,7 +109,7 @@ class NullSinkHarness(SinkHarness):
 class StdoutSinkHarness(SinkHarness):
     """``StdoutSink`` on a private text stream per namespace, parsed back with ``json``."""
 
-    target = agora.StdoutSink
+    target: Any = agora.StdoutSink
     features = ALL_FEATURES
     accepts_any_record = True  # lenient encoding: every record is written
 
@@ -138,7 +141,7 @@ class CsvSinkHarness(SinkHarness):
     """``CsvSink`` to ``out.csv``, read back with the ``csv`` module; values compare as
     text cells (an empty cell and null are the same thing in CSV)."""
 
-    target = agora.CsvSink
+    target: Any = agora.CsvSink
     features = ALL_FEATURES - {"empty-str"}
 
     def path(self, ns: Namespace) -> Path:
@@ -167,7 +170,7 @@ class CsvSinkHarness(SinkHarness):
 class JsonLinesSinkHarness(SinkHarness):
     """``JsonLinesSink`` to ``out.jsonl``, read back line by line with ``json``."""
 
-    target = agora.JsonLinesSink
+    target: Any = agora.JsonLinesSink
     features = ALL_FEATURES
 
     def path(self, ns: Namespace) -> Path:
@@ -194,7 +197,7 @@ class ParquetSinkHarness(SinkHarness):
     file, then every other complete Parquet file in the namespace (what ``flush()`` made
     durable while the sink is open), skipping files without a footer."""
 
-    target = agora.ParquetSink
+    target: Any = agora.ParquetSink
     features = ALL_FEATURES
 
     def path(self, ns: Namespace) -> Path:
@@ -207,7 +210,9 @@ class ParquetSinkHarness(SinkHarness):
 
     def read_back(self, ns: Namespace) -> list[dict[str, Any]]:
         main = self.path(ns)
-        files = sorted((p for p in ns.path.iterdir() if p.is_file()), key=lambda p: (p != main, p.name))
+        files = sorted(
+            (p for p in ns.path.iterdir() if p.is_file()), key=lambda p: (p != main, p.name)
+        )
         rows: list[dict[str, Any]] = []
         for file in files:
             try:
@@ -227,7 +232,7 @@ class ParquetSinkHarness(SinkHarness):
 class IterableSourceHarness(SourceHarness):
     """``IterableSource`` over the seeded rows (kept in the namespace state)."""
 
-    target = agora.IterableSource
+    target: Any = agora.IterableSource
     features = ALL_FEATURES
 
     def seed_data(self, ns: Namespace, rows: list[dict[str, Any]]) -> None:
@@ -240,7 +245,7 @@ class IterableSourceHarness(SourceHarness):
 class IterableBatchSourceHarness(IterableSourceHarness):
     """``IterableBatchSource`` over the seeded rows in lists of 4."""
 
-    target = agora.IterableBatchSource
+    target: Any = agora.IterableBatchSource
 
     def build(self, ns: Namespace) -> Any:
         rows = [dict(r) for r in ns.state.get("rows", [])]
@@ -250,17 +255,19 @@ class IterableBatchSourceHarness(IterableSourceHarness):
 class ArrowBatchSourceHarness(IterableSourceHarness):
     """``ArrowBatchSource`` over the seeded rows as a table, 4 rows per batch."""
 
-    target = agora.ArrowBatchSource
+    target: Any = agora.ArrowBatchSource
 
     def build(self, ns: Namespace) -> Any:
-        return agora.ArrowBatchSource(pa.Table.from_pylist(ns.state.get("rows", [])), batch_size=BATCH)
+        return agora.ArrowBatchSource(
+            pa.Table.from_pylist(ns.state.get("rows", [])), batch_size=BATCH
+        )
 
 
 class CsvSourceHarness(SourceHarness):
     """``CsvSource`` over a CSV file the suite writes with the ``csv`` module; values
     compare as text cells."""
 
-    target = agora.CsvSource
+    target: Any = agora.CsvSource
     features = ALL_FEATURES - {"empty-str"}
     nulls: frozenset[str] = frozenset({""})
 
@@ -293,7 +300,7 @@ class ArrowCsvSourceHarness(CsvSourceHarness):
     its default null spellings (``NA``, ``null``, ``nan``, …) as null, so those compare as
     null and NaN is not a value this medium can carry."""
 
-    target = agora.ArrowCsvSource
+    target: Any = agora.ArrowCsvSource
     features = ALL_FEATURES - {"empty-str", "nan"}
     nulls = ARROW_CSV_NULLS
 
@@ -305,7 +312,7 @@ class JsonLinesSourceHarness(SourceHarness):
     """``JsonLinesSource`` over a JSON-lines file the suite writes (NaN/±inf as the
     strings ``NaN``/``Infinity``, timestamps as ISO text, like the JSON-lines sink)."""
 
-    target = agora.JsonLinesSource
+    target: Any = agora.JsonLinesSource
     features = ALL_FEATURES
 
     def path(self, ns: Namespace) -> Path:
@@ -326,7 +333,7 @@ class ArrowJsonLinesSourceHarness(JsonLinesSourceHarness):
     schema (so a first block of nulls does not pin a null type). JSON text cannot put
     NaN/±inf or timestamps in a typed Arrow column, so those are not generated."""
 
-    target = agora.ArrowJsonLinesSource
+    target: Any = agora.ArrowJsonLinesSource
     features = ALL_FEATURES - {"nan", "inf", "timestamp"}
 
     def seed_data(self, ns: Namespace, rows: list[dict[str, Any]]) -> None:
@@ -334,14 +341,16 @@ class ArrowJsonLinesSourceHarness(JsonLinesSourceHarness):
         ns.state["schema"] = pa.Table.from_pylist(rows).schema if rows else None
 
     def build(self, ns: Namespace) -> Any:
-        return agora.ArrowJsonLinesSource(self.path(ns), block_size=256, schema=ns.state.get("schema"))
+        return agora.ArrowJsonLinesSource(
+            self.path(ns), block_size=256, schema=ns.state.get("schema")
+        )
 
 
 class ParquetSourceHarness(SourceHarness):
     """``ParquetSource`` (4 rows per batch) over a file written with ``pyarrow.parquet``
     in row groups of 5, so batches and row groups do not line up."""
 
-    target = agora.ParquetSource
+    target: Any = agora.ParquetSource
     features = ALL_FEATURES
 
     def path(self, ns: Namespace) -> Path:
@@ -357,10 +366,19 @@ class ParquetSourceHarness(SourceHarness):
 _REGISTRY: dict[type, type[SinkHarness] | type[SourceHarness]] = {
     h.target: h  # type: ignore[misc]
     for h in (
-        MemorySinkHarness, NullSinkHarness, StdoutSinkHarness, CsvSinkHarness,
-        JsonLinesSinkHarness, ParquetSinkHarness, IterableSourceHarness,
-        IterableBatchSourceHarness, ArrowBatchSourceHarness, CsvSourceHarness,
-        ArrowCsvSourceHarness, JsonLinesSourceHarness, ArrowJsonLinesSourceHarness,
+        MemorySinkHarness,
+        NullSinkHarness,
+        StdoutSinkHarness,
+        CsvSinkHarness,
+        JsonLinesSinkHarness,
+        ParquetSinkHarness,
+        IterableSourceHarness,
+        IterableBatchSourceHarness,
+        ArrowBatchSourceHarness,
+        CsvSourceHarness,
+        ArrowCsvSourceHarness,
+        JsonLinesSourceHarness,
+        ArrowJsonLinesSourceHarness,
         ParquetSourceHarness,
     )
 }

@@ -195,13 +195,12 @@ def _ensure_loaded() -> None:
 def all_checks(kind: str | None = None) -> list[Check]:
     """Every registered check (of one kind), in group order then ID order."""
     _ensure_loaded()
+
     def key(check: Check) -> tuple[str, int, str]:
         groups = SINK_GROUPS if check.kind == "sink" else SOURCE_GROUPS
         return (check.kind, groups.index(check.group), check.id)
 
-    return sorted(
-        (c for c in _REGISTRY.values() if kind is None or c.kind == kind), key=key
-    )
+    return sorted((c for c in _REGISTRY.values() if kind is None or c.kind == kind), key=key)
 
 
 def get_check(check_id: str) -> Check:

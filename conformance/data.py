@@ -53,7 +53,11 @@ def canonical_value(value: Any) -> Hashable:
         return NAN if math.isnan(value) else value
     if isinstance(value, dt.datetime):
         if value.tzinfo is not None:
-            return ("datetime", value.astimezone(dt.timezone.utc).replace(tzinfo=None).isoformat(), "UTC")
+            return (
+                "datetime",
+                value.astimezone(dt.timezone.utc).replace(tzinfo=None).isoformat(),
+                "UTC",
+            )
         return ("datetime", value.isoformat(), None)
     if isinstance(value, (dt.date, dt.time)):
         return (type(value).__name__, value.isoformat())
@@ -73,7 +77,9 @@ def canonical_row(row: Any) -> Hashable:
     return canonical_value(row)
 
 
-def standard_rows(n: int, features: Iterable[str] = BASIC_FEATURES, *, start: int = 0) -> list[dict[str, Any]]:
+def standard_rows(
+    n: int, features: Iterable[str] = BASIC_FEATURES, *, start: int = 0
+) -> list[dict[str, Any]]:
     """``n`` deterministic records with the columns ``id, name, score, flag, note``.
 
     Every record has every column (so any medium can hold them); values only use the
@@ -97,7 +103,9 @@ def standard_rows(n: int, features: Iterable[str] = BASIC_FEATURES, *, start: in
     return rows
 
 
-def standard_batch(n: int, features: Iterable[str] = BASIC_FEATURES, *, start: int = 0) -> pa.RecordBatch:
+def standard_batch(
+    n: int, features: Iterable[str] = BASIC_FEATURES, *, start: int = 0
+) -> pa.RecordBatch:
     """:func:`standard_rows` as a RecordBatch with explicit types (int64, string, float64, bool)."""
     rows = standard_rows(n, features, start=start)
     fields = [pa.field("id", pa.int64())]
@@ -139,7 +147,9 @@ def feature_batch(features: Iterable[str]) -> pa.RecordBatch:
             texts[0] = ""
         columns["text"] = pa.array(maybe_null(texts), pa.string())
     if "bool" in feats:
-        columns["flag"] = pa.array(maybe_null([True, False, True, True, False, False], 0), pa.bool_())
+        columns["flag"] = pa.array(
+            maybe_null([True, False, True, True, False, False], 0), pa.bool_()
+        )
     if "int" in feats:
         columns["big"] = pa.array(maybe_null([0, -1, 2**53 + 1, -(2**40), 7, 42], 2), pa.int64())
     if "timestamp" in feats:
@@ -180,7 +190,7 @@ def describe_sequence_diff(expected: Sequence[Hashable], actual: Sequence[Hashab
     """None if equal, else where the two sequences first differ."""
     if list(expected) == list(actual):
         return None
-    for i, (a, b) in enumerate(zip(expected, actual)):
+    for i, (a, b) in enumerate(zip(expected, actual, strict=False)):
         if a != b:
             return f"first difference at position {i}: expected {_fmt(a)}, got {_fmt(b)}"
     return f"expected {len(expected)} item(s), got {len(actual)} (equal up to the shorter)"

@@ -37,57 +37,93 @@ TARGETS_KEY = pytest.StashKey[dict[str, list[Any]]]()  # kind -> [Target]
 COLLECTOR_KEY = pytest.StashKey[Any]()  # ReportCollector
 _CASES_KEY = pytest.StashKey[dict[str, Any]]()  # nodeid -> Case
 _TARGET_OPTIONS = (
-    "conformance_sink", "conformance_source",
-    "conformance_sink_factory", "conformance_source_factory",
-    "conformance_sink_harness", "conformance_source_harness",
+    "conformance_sink",
+    "conformance_source",
+    "conformance_sink_factory",
+    "conformance_source_factory",
+    "conformance_sink_harness",
+    "conformance_source_harness",
 )
 
 
 def _short_options() -> bool:
     # --sink / --source may collide with a project's own options; CONFORMANCE_SHORT_OPTIONS=0
     # keeps only the --conformance-* spellings (read before any conftest can add options).
-    return os.environ.get("CONFORMANCE_SHORT_OPTIONS", "1").strip().lower() not in ("0", "false", "no")
+    return os.environ.get("CONFORMANCE_SHORT_OPTIONS", "1").strip().lower() not in (
+        "0",
+        "false",
+        "no",
+    )
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("conformance", "Agora conformance suite (pytest conformance --sink pkg.mod.Class)")
+    group = parser.getgroup(
+        "conformance", "Agora conformance suite (pytest conformance --sink pkg.mod.Class)"
+    )
     short = _short_options()
     for kind in ("sink", "source"):
         names = [f"--conformance-{kind}"] + ([f"--{kind}"] if short else [])
         group.addoption(
-            *names, action="append", default=[], dest=f"conformance_{kind}", metavar="PKG.MOD:CLASS",
+            *names,
+            action="append",
+            default=[],
+            dest=f"conformance_{kind}",
+            metavar="PKG.MOD:CLASS",
             help=f"{kind} class to check (pkg.mod.Class or pkg.mod:Class); repeatable",
         )
         group.addoption(
-            f"--{kind}-factory", f"--conformance-{kind}-factory", action="append", default=[],
-            dest=f"conformance_{kind}_factory", metavar="PKG.MOD:FUNC",
-            help=f"callable returning a fresh {kind}: no argument, or one (a fresh temporary directory)",
+            f"--{kind}-factory",
+            f"--conformance-{kind}-factory",
+            action="append",
+            default=[],
+            dest=f"conformance_{kind}_factory",
+            metavar="PKG.MOD:FUNC",
+            help=f"callable returning a fresh {kind}: no argument, or one (a fresh temp dir)",
         )
         group.addoption(
-            f"--{kind}-harness", f"--conformance-{kind}-harness", action="append", default=[],
-            dest=f"conformance_{kind}_harness", metavar="PKG.MOD:HARNESS",
-            help=f"conformance.{kind.capitalize()}Harness subclass building the {kind} (and reading back / seeding)",
+            f"--{kind}-harness",
+            f"--conformance-{kind}-harness",
+            action="append",
+            default=[],
+            dest=f"conformance_{kind}_harness",
+            metavar="PKG.MOD:HARNESS",
+            help=f"conformance.{kind.capitalize()}Harness subclass: builds the {kind}, reads "
+            f"back / seeds data",
         )
     group.addoption(
-        "--conformance-level", choices=sorted(LEVELS), default=None, dest="conformance_level",
-        help="Hypothesis budgets: smoke 10/10, standard 50/30 (default), thorough 500/100 examples/steps",
+        "--conformance-level",
+        choices=sorted(LEVELS),
+        default=None,
+        dest="conformance_level",
+        help="Hypothesis examples/steps: smoke 10/10, standard 50/30 (default), thorough 500/100",
     )
     group.addoption(
-        "--conformance-report", default=None, dest="conformance_report", metavar="PATH",
+        "--conformance-report",
+        default=None,
+        dest="conformance_report",
+        metavar="PATH",
         help=f"write the JSON report here (default with a target: {DEFAULT_REPORT})",
     )
     group.addoption(
-        "--conformance-strict", action="store_true", default=False, dest="conformance_strict",
+        "--conformance-strict",
+        action="store_true",
+        default=False,
+        dest="conformance_strict",
         help="SHOULD failures fail the run (and the verdict)",
     )
     group.addoption(
-        "--conformance-seed", type=int, default=None, dest="conformance_seed",
+        "--conformance-seed",
+        type=int,
+        default=None,
+        dest="conformance_seed",
         help="Hypothesis seed (replays a reported failure; default: random, derandomized under CI)",
     )
 
 
 @pytest.hookimpl(tryfirst=True)
-def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]) -> None:
+def pytest_load_initial_conftests(
+    early_config: pytest.Config, parser: pytest.Parser, args: list[str]
+) -> None:
     # Installed use from any folder: a bare `conformance` that is not a path here means the
     # installed suite directory (the rootdir and ini file still come from the user's cwd).
     for i, arg in enumerate(args):
@@ -102,7 +138,9 @@ def _active(config: pytest.Config) -> bool:
 def pytest_configure(config: pytest.Config) -> None:
     from conformance.report import ReportCollector
 
-    config.stash[COLLECTOR_KEY] = ReportCollector(strict=bool(config.getoption("conformance_strict", False)))
+    config.stash[COLLECTOR_KEY] = ReportCollector(
+        strict=bool(config.getoption("conformance_strict", False))
+    )
     config.stash[_CASES_KEY] = {}
     config.pluginmanager.register(_Reporter(config), "conformance-reporter")
     if not _active(config):
@@ -113,7 +151,9 @@ def pytest_configure(config: pytest.Config) -> None:
             sys.path.insert(0, entry)
     from conformance.api import profile_for, resolve_from_options
 
-    config.stash[TARGETS_KEY] = {kind: resolve_from_options(config, kind) for kind in ("sink", "source")}
+    config.stash[TARGETS_KEY] = {
+        kind: resolve_from_options(config, kind) for kind in ("sink", "source")
+    }
     profile_for(config)
 
 
@@ -181,7 +221,7 @@ class _Reporter:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         collector = self.config.stash[COLLECTOR_KEY]
         for name, value in report.user_properties:
-            if name == "conformance" and report.when == "call":
+            if name == "conformance" and report.when == "call" and isinstance(value, dict):
                 collector.add(value["target"], value["record"])
                 return
         if report.failed and report.when in ("setup", "teardown"):
@@ -192,7 +232,8 @@ class _Reporter:
                 record = case.check.to_dict()
                 last = str(report.longrepr).strip().splitlines()[-1:] or [""]
                 record.update(
-                    target=case.target.label, status=Status.ERROR.value,
+                    target=case.target.label,
+                    status=Status.ERROR.value,
                     reason=f"pytest {report.when} failed: {last[0]}",
                     duration_s=round(report.duration, 4),
                 )
@@ -207,10 +248,16 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
 
     profile = profile_for(config)
     seed = "derandomized" if profile.derandomize else f"seed {profile.seed}"
-    lines = [f"conformance: level {profile.level} ({profile.max_examples} examples, {profile.step_count} steps), {seed}"]
+    lines = [
+        f"conformance: level {profile.level} ({profile.max_examples} examples, "
+        f"{profile.step_count} steps), {seed}"
+    ]
     for kind_targets in targets.values():
         for t in kind_targets:
-            lines.append(f"conformance: {t.kind} {t.label} — harness {t.harness.describe()} — from {t.origin}")
+            lines.append(
+                f"conformance: {t.kind} {t.label} — harness {t.harness.describe()} — "
+                f"from {t.origin}"
+            )
     return lines
 
 
@@ -229,7 +276,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             terminalreporter.write_line(line)
     summaries = collector.summaries
     if len(summaries) > 1:
-        terminalreporter.write_line(f"overall verdict: {overall_verdict(summaries)} ({len(summaries)} targets)")
+        terminalreporter.write_line(
+            f"overall verdict: {overall_verdict(summaries)} ({len(summaries)} targets)"
+        )
     option = config.getoption("conformance_report", None)
     if option or _active(config):
         path = Path(option) if option else DEFAULT_REPORT

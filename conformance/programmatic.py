@@ -44,8 +44,10 @@ def run(
     for source in sources:
         args += ["--source", source]
     for flag, value in (
-        ("--sink-factory", sink_factory), ("--source-factory", source_factory),
-        ("--sink-harness", sink_harness), ("--source-harness", source_harness),
+        ("--sink-factory", sink_factory),
+        ("--source-factory", source_factory),
+        ("--sink-harness", sink_harness),
+        ("--source-harness", source_harness),
     ):
         if value:
             args += [flag, value]
@@ -59,7 +61,11 @@ def run(
         args += ["--conformance-report", str(report), *extra_args]
         proc = subprocess.run(
             [sys.executable, "-m", "conformance", *args],
-            cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
         if not report.exists():
             raise RuntimeError(

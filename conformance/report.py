@@ -67,7 +67,8 @@ class TargetSummary:
     def failures(self) -> list[dict[str, Any]]:
         """Checks that make the target non-conformant (MUST; SHOULD too when strict)."""
         return [
-            c for c in self.checks
+            c
+            for c in self.checks
             if c["status"] in (Status.FAIL.value, Status.ERROR.value)
             and (c["level"] == Level.MUST.value or self.strict)
         ]
@@ -111,7 +112,8 @@ class ReportCollector:
         return bool(self._summaries)
 
 
-def _first_line(text: str, limit: int = 160) -> str:
+def _first_line(text: Any, limit: int = 160) -> str:
+    text = str(text or "")
     line = (text or "").strip().splitlines()[0] if text and text.strip() else ""
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
@@ -124,12 +126,14 @@ def render_summary(summary: TargetSummary, meta: dict[str, Any]) -> list[str]:
     lines = [
         f"conformance: {t['kind']} {t['target']}",
         f"  harness {t['harness']}; level {t.get('level', meta.get('level'))}, {randomness}",
-        f"  {'group':<8}{'MUST pass/fail':>16}{'SHOULD pass/fail':>18}{'unsupported':>13}{'not-verifiable':>16}",
+        f"  {'group':<8}{'MUST pass/fail':>16}{'SHOULD pass/fail':>18}"
+        f"{'unsupported':>13}{'not-verifiable':>16}",
     ]
     for group in summary.groups + ["total"]:
         c = summary.counts(None if group == "total" else group)
         lines.append(
-            f"  {group:<8}{c['must_pass']:>11}/{c['must_fail']:<4}{c['should_pass']:>13}/{c['should_fail']:<4}"
+            f"  {group:<8}{c['must_pass']:>11}/{c['must_fail']:<4}"
+            f"{c['should_pass']:>13}/{c['should_fail']:<4}"
             f"{c['unsupported']:>13}{c['not_verifiable']:>16}"
         )
     verdict = summary.verdict
@@ -144,7 +148,11 @@ def render_summary(summary: TargetSummary, meta: dict[str, Any]) -> list[str]:
         nv = summary.counts()["not_verifiable"]
         note = f" — {nv} check(s) not verifiable without a read-back/seed hook" if nv else ""
         lines.append(f"  verdict: {verdict}{note}")
-    should = [c for c in summary.checks if c["level"] == Level.SHOULD.value and c["status"] == Status.FAIL.value]
+    should = [
+        c
+        for c in summary.checks
+        if c["level"] == Level.SHOULD.value and c["status"] == Status.FAIL.value
+    ]
     if should and not summary.strict:
         lines.append("  SHOULD not met: " + ", ".join(c["id"] for c in should))
     return lines
@@ -184,4 +192,6 @@ def write_json_report(path: Path, summaries: list[TargetSummary], meta: dict[str
         "targets": [s.to_dict() for s in summaries],
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(document, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    path.write_text(
+        json.dumps(document, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8"
+    )

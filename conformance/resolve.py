@@ -44,7 +44,9 @@ def import_object(spec: str) -> Any:
         candidates = [(module_name, attr)]
     else:
         parts = spec.split(".")
-        candidates = [(".".join(parts[:i]), ".".join(parts[i:])) for i in range(len(parts) - 1, 0, -1)]
+        candidates = [
+            (".".join(parts[:i]), ".".join(parts[i:])) for i in range(len(parts) - 1, 0, -1)
+        ]
         if len(parts) == 1:
             raise ResolutionError(f"{spec!r} names no module; write pkg.mod.Name or pkg.mod:Name")
     tried: list[str] = []
@@ -55,9 +57,13 @@ def import_object(spec: str) -> Any:
             if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
                 tried.append(f"import {module_name!r}: no such module")
                 continue
-            raise ResolutionError(f"importing {module_name!r} failed: {type(exc).__name__}: {exc}") from exc
+            raise ResolutionError(
+                f"importing {module_name!r} failed: {type(exc).__name__}: {exc}"
+            ) from exc
         except Exception as exc:
-            raise ResolutionError(f"importing {module_name!r} failed: {type(exc).__name__}: {exc}") from exc
+            raise ResolutionError(
+                f"importing {module_name!r} failed: {type(exc).__name__}: {exc}"
+            ) from exc
         obj: Any = module
         try:
             for part in attr.split("."):
@@ -69,11 +75,11 @@ def import_object(spec: str) -> Any:
     raise ResolutionError(f"cannot import {spec!r} (tried: {'; '.join(tried)})")
 
 
-def _base(kind: str) -> type:
+def _base(kind: str) -> type[Any]:
     return BaseSink if kind == "sink" else BaseSource
 
 
-def _harness_base(kind: str) -> type:
+def _harness_base(kind: str) -> type[Any]:
     return SinkHarness if kind == "sink" else SourceHarness
 
 
@@ -89,7 +95,10 @@ def _component_class(kind: str, spec: str) -> type:
         hint = f"; pass it with --{kind}-factory {spec}" if callable(obj) else ""
         raise ResolutionError(f"{spec!r} is a {type(obj).__name__}, not a class{hint}")
     if not issubclass(obj, base):
-        raise ResolutionError(f"{spec!r} is {obj.__module__}.{obj.__qualname__}, which does not subclass agora.{base.__name__}")
+        raise ResolutionError(
+            f"{spec!r} is {obj.__module__}.{obj.__qualname__}, which does not subclass "
+            f"agora.{base.__name__}"
+        )
     return obj
 
 
@@ -102,7 +111,9 @@ def make_harness(kind: str, value: Any, target: type | None = None, *, label: st
         return value
     if isinstance(value, type) and issubclass(value, hbase):
         return value(target) if target is not None else value()
-    if isinstance(value, type) and issubclass(value, _harness_base("source" if kind == "sink" else "sink")):
+    if isinstance(value, type) and issubclass(
+        value, _harness_base("source" if kind == "sink" else "sink")
+    ):
         raise ResolutionError(f"{label or value!r} is a harness for the other kind of component")
     if callable(value):
         made = value()
@@ -130,7 +141,8 @@ def default_harness(kind: str, cls: type, spec: str) -> Any:
     except (TypeError, ValueError):
         params = []  # type: ignore[assignment]
     required = [
-        p.name for p in params
+        p.name
+        for p in params
         if p.default is inspect.Parameter.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
     ]
     if required:
@@ -156,7 +168,10 @@ def resolve_targets(
     current = ""
     try:
         if factories and harnesses:
-            raise ResolutionError(f"give --{kind}-factory or --{kind}-harness, not both (a harness can take a factory)")
+            raise ResolutionError(
+                f"give --{kind}-factory or --{kind}-harness, not both (a harness can take a "
+                f"factory)"
+            )
         if classes and len(classes) > 1 and (factories or harnesses):
             raise ResolutionError(
                 f"--{kind}-factory / --{kind}-harness apply to one --{kind}; with several "
@@ -180,12 +195,21 @@ def resolve_targets(
         if not classes:
             for spec in factories:
                 current = f"--{kind}-factory {spec}"
-                targets.append(Target(kind, spec, _factory_harness(kind, spec, None), f"--{kind}-factory (command line)"))
+                targets.append(
+                    Target(
+                        kind,
+                        spec,
+                        _factory_harness(kind, spec, None),
+                        f"--{kind}-factory (command line)",
+                    )
+                )
             for spec in harnesses:
                 current = f"--{kind}-harness {spec}"
                 harness = make_harness(kind, import_object(spec), None, label=spec)
-                cls = harness.target if isinstance(harness.target, type) else None
-                targets.append(Target(kind, spec, harness, f"--{kind}-harness (command line)", cls))
+                found = harness.target if isinstance(harness.target, type) else None
+                targets.append(
+                    Target(kind, spec, harness, f"--{kind}-harness (command line)", found)
+                )
     except ResolutionError as exc:
         where = f"cannot use {current}: " if current else ""
         raise ResolutionError(f"conformance: {where}{exc}. {_advice(kind)}.") from None

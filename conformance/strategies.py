@@ -41,12 +41,12 @@ def _text(features: frozenset[str]) -> st.SearchStrategy[str]:
 
 
 def _floats(features: frozenset[str]) -> st.SearchStrategy[float]:
-    return st.floats(
-        allow_nan="nan" in features, allow_infinity="inf" in features, width=64
-    )
+    return st.floats(allow_nan="nan" in features, allow_infinity="inf" in features, width=64)
 
 
-def column_kinds(features: Iterable[str] = BASIC_FEATURES) -> dict[str, tuple[pa.DataType, st.SearchStrategy[Any]]]:
+def column_kinds(
+    features: Iterable[str] = BASIC_FEATURES,
+) -> dict[str, tuple[pa.DataType, st.SearchStrategy[Any]]]:
     """Column kinds available under ``features``: name → (Arrow type, value strategy)."""
     feats = frozenset(features)
     kinds: dict[str, tuple[pa.DataType, st.SearchStrategy[Any]]] = {}
@@ -67,7 +67,9 @@ def column_kinds(features: Iterable[str] = BASIC_FEATURES) -> dict[str, tuple[pa
 
 
 @st.composite
-def arrow_schemas(draw: Any, features: Iterable[str] = BASIC_FEATURES, max_fields: int = 4) -> pa.Schema:
+def arrow_schemas(
+    draw: Any, features: Iterable[str] = BASIC_FEATURES, max_fields: int = 4
+) -> pa.Schema:
     """A schema: an ``id`` int64 key column plus a non-empty subset of the declared kinds."""
     kinds = column_kinds(features)
     names = draw(
@@ -118,7 +120,9 @@ def sliced_batches(
     return parent, offset, length
 
 
-def row_lists(features: Iterable[str] = BASIC_FEATURES, *, max_rows: int = 20) -> st.SearchStrategy[list[dict[str, Any]]]:
+def row_lists(
+    features: Iterable[str] = BASIC_FEATURES, *, max_rows: int = 20
+) -> st.SearchStrategy[list[dict[str, Any]]]:
     """Lists of records sharing one generated schema (as ``to_pylist`` gives them)."""
     return record_batches(features, max_rows=max_rows).map(lambda b: b.to_pylist())
 

@@ -36,7 +36,8 @@ def open_files_under(path: Path, grace_s: float = RELEASE_GRACE_S) -> list[str]:
     deadline = time.monotonic() + grace_s
     while True:
         held = [
-            f.path for f in psutil.Process(os.getpid()).open_files()
+            f.path
+            for f in psutil.Process(os.getpid()).open_files()
             if f.path == root or f.path.startswith(root + os.sep)
         ]
         if not held or time.monotonic() >= deadline:

@@ -69,7 +69,12 @@ def failed_indices(results: list[Any] | None) -> list[int]:
 
 
 async def write_all(
-    ctx: SinkContext, sink: Any, rows: Sequence[Any], sizes: Sequence[int], *, call: str = "write_batch"
+    ctx: SinkContext,
+    sink: Any,
+    rows: Sequence[Any],
+    sizes: Sequence[int],
+    *,
+    call: str = "write_batch",
 ) -> None:
     """Write ``rows`` in consecutive batches of ``sizes`` (0 = an empty batch; the rest
     one by one with ``write``), asserting that every record was reported written."""

@@ -113,9 +113,7 @@ def check_declaration_is_explicit(ctx: SinkContext) -> None:
     )
 
 
-@sink_check(
-    "SNK-DECL-05", "construction creates nothing in its namespace", level=Level.SHOULD
-)
+@sink_check("SNK-DECL-05", "construction creates nothing in its namespace", level=Level.SHOULD)
 def check_no_side_effects_on_construction(ctx: SinkContext) -> None:
     """SPEC §7 (startup order): nothing is opened before the plan is valid, so building a
     sink must not create output — files appear at ``open()`` at the earliest."""

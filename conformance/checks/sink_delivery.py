@@ -55,7 +55,9 @@ class FailRecordSink(BaseSink):
         return isinstance(record, dict) and record.get("id") in self.fail_ids
 
     def _fault(self) -> InjectedFault:
-        return InjectedFault(f"conformance: record refused on purpose by FailRecordSink({sorted(self.fail_ids)})")
+        return InjectedFault(
+            f"conformance: record refused on purpose by FailRecordSink({sorted(self.fail_ids)})"
+        )
 
     async def open(self) -> None:
         await self.inner.open()
@@ -79,7 +81,9 @@ class FailRecordSink(BaseSink):
         return self._merge([self._poisoned(r) for r in records], inner)
 
     async def write_arrow_batch(self, batch: pa.RecordBatch) -> list[WriteResult] | None:
-        mask = pc.is_in(batch.column("id"), pa.array(sorted(self.fail_ids), batch.column("id").type))
+        mask = pc.is_in(
+            batch.column("id"), pa.array(sorted(self.fail_ids), batch.column("id").type)
+        )
         poisoned = [bool(v) for v in mask.to_pylist()]
         if not any(poisoned):
             return await self.inner.write_arrow_batch(batch)
@@ -120,7 +124,9 @@ def check_rows_through_runtime(ctx: SinkContext) -> None:
     store = InMemoryCheckpointStore()
     bound = Pipeline(IterableSource(rows), id="conformance-rows").build(
         ctx.build(ns),
-        delivery=DeliveryConfig(batch_size=4, checkpoint=store, checkpoint_key=_KEY, checkpoint_every=5),
+        delivery=DeliveryConfig(
+            batch_size=4, checkpoint=store, checkpoint_key=_KEY, checkpoint_every=5
+        ),
     )
     summary = bound.run_sync()
     assert summary.records_written == len(rows), (
@@ -133,7 +139,9 @@ def check_rows_through_runtime(ctx: SinkContext) -> None:
         f"the end of the source ({len(rows)})"
     )
     if ctx.can_read_back:
-        assert_persisted(ctx, ns, rows, "IterableSource → runtime → sink", ordered=ctx.harness.ordered)
+        assert_persisted(
+            ctx, ns, rows, "IterableSource → runtime → sink", ordered=ctx.harness.ordered
+        )
 
 
 @sink_check("SNK-DLV-02", "a failing record goes to the DLQ and the others are written")
@@ -157,10 +165,16 @@ def check_failing_record_dead_lettered(ctx: SinkContext) -> None:
             source = ArrowBatchSource(pa.Table.from_pylist(source_rows), batch_size=4)
         dlq = MemorySink("conformance-dlq")
         store = InMemoryCheckpointStore()
-        summary = Pipeline(source, id=f"conformance-dlq-{lane}").build(
-            sink,
-            delivery=DeliveryConfig(dlq=dlq, checkpoint=store, checkpoint_key=_KEY, batch_size=3, checkpoint_every=2),
-        ).run_sync()
+        summary = (
+            Pipeline(source, id=f"conformance-dlq-{lane}")
+            .build(
+                sink,
+                delivery=DeliveryConfig(
+                    dlq=dlq, checkpoint=store, checkpoint_key=_KEY, batch_size=3, checkpoint_every=2
+                ),
+            )
+            .run_sync()
+        )
         where = f"{ctx.name} ({lane} lane)"
         assert summary.records_errored >= 1, f"{where}: no record was counted errored"
         assert summary.records_written + summary.records_errored == len(source_rows), (
@@ -196,7 +210,10 @@ def check_checkpoint_gating_fail_closed(ctx: SinkContext) -> None:
     bound = Pipeline(IterableSource(source_rows), id="conformance-gating").build(
         sink,
         delivery=DeliveryConfig(
-            checkpoint=store, checkpoint_key=_KEY, checkpoint_every=2, batch_size=2,
+            checkpoint=store,
+            checkpoint_key=_KEY,
+            checkpoint_every=2,
+            batch_size=2,
             failure_policy=FailurePolicy.FAIL_CLOSED,
         ),
     )
@@ -258,7 +275,11 @@ def check_checkpoint_saves_find_records_durable(ctx: SinkContext) -> None:
     store = _ProbingStore(ctx, ns, rows)
     Pipeline(IterableSource(rows), id="conformance-durable").build(
         ctx.build(ns),
-        delivery=DeliveryConfig(checkpoint=store, checkpoint_key=_KEY, checkpoint_every=3, batch_size=3),
+        delivery=DeliveryConfig(
+            checkpoint=store, checkpoint_key=_KEY, checkpoint_every=3, batch_size=3
+        ),
     ).run_sync()
-    assert store.saves > 1, f"{ctx.name}: the run saved {store.saves} checkpoint(s); expected several"
+    assert store.saves > 1, (
+        f"{ctx.name}: the run saved {store.saves} checkpoint(s); expected several"
+    )
     assert not store.violations, "; ".join(store.violations[:3])

@@ -48,7 +48,9 @@ async def check_happy_path(ctx: SinkContext) -> None:
         assert_persisted(ctx, ns, rows, "after open/write/flush/close")
 
 
-@sink_check("SNK-LIFE-02", "writing or flushing before open() raises, naming the sink", level=Level.SHOULD)
+@sink_check(
+    "SNK-LIFE-02", "writing or flushing before open() raises, naming the sink", level=Level.SHOULD
+)
 async def check_misuse_before_open(ctx: SinkContext) -> None:
     """SPEC §4: lifecycle misuse — writing or flushing before ``open()`` — raises an error
     naming the sink (built-ins raise it; a SHOULD for third parties)."""
@@ -63,7 +65,9 @@ async def check_misuse_before_open(ctx: SinkContext) -> None:
     assert not found, "; ".join(found)
 
 
-@sink_check("SNK-LIFE-03", "writing or flushing after close() raises, naming the sink", level=Level.SHOULD)
+@sink_check(
+    "SNK-LIFE-03", "writing or flushing after close() raises, naming the sink", level=Level.SHOULD
+)
 async def check_misuse_after_close(ctx: SinkContext) -> None:
     """SPEC §4: lifecycle misuse — writing or flushing after ``close()`` — raises an error
     naming the sink, instead of silently dropping the data."""
@@ -86,7 +90,9 @@ async def _misuse(ctx: SinkContext, what: str, call: Callable[[], Awaitable[Any]
         await call()
     except Exception as exc:
         if sink_name not in str(exc):
-            return f"{what} raised {type(exc).__name__}({exc}) without naming the sink {sink_name!r}"
+            return (
+                f"{what} raised {type(exc).__name__}({exc}) without naming the sink {sink_name!r}"
+            )
         return None
     return f"{what} was accepted silently; it must raise an error naming the sink"
 
@@ -126,7 +132,11 @@ async def check_close_implies_flush(ctx: SinkContext) -> None:
     assert_persisted(ctx, ns, rows, "after write and close() without flush()")
 
 
-@sink_check("SNK-LIFE-06", "open() then close() with no writes leaves no phantom records", requires=("persists",))
+@sink_check(
+    "SNK-LIFE-06",
+    "open() then close() with no writes leaves no phantom records",
+    requires=("persists",),
+)
 async def check_no_phantom_output(ctx: SinkContext) -> None:
     """SPEC §4: a sink persists what it is given and nothing else — opening and closing
     it without writes leaves no records behind (a header alone is fine)."""
@@ -137,7 +147,9 @@ async def check_no_phantom_output(ctx: SinkContext) -> None:
     assert_persisted(ctx, ns, [], "after open() and close() with no writes")
 
 
-@sink_check("SNK-LIFE-07", "flush() is idempotent and safe with nothing buffered", requires=("persists",))
+@sink_check(
+    "SNK-LIFE-07", "flush() is idempotent and safe with nothing buffered", requires=("persists",)
+)
 async def check_flush_idempotent(ctx: SinkContext) -> None:
     """SPEC §4: ``flush()`` may be called at any time while open — with nothing buffered,
     or twice in a row — without error and without persisting anything twice."""
@@ -154,7 +166,11 @@ async def check_flush_idempotent(ctx: SinkContext) -> None:
     assert_persisted(ctx, ns, rows, "after repeated flush() calls")
 
 
-@sink_check("SNK-LIFE-08", "flush() makes what was written durable and readable", requires=("readable-before-close",))
+@sink_check(
+    "SNK-LIFE-08",
+    "flush() makes what was written durable and readable",
+    requires=("readable-before-close",),
+)
 async def check_flush_makes_readable(ctx: SinkContext) -> None:
     """SPEC §7: before a checkpoint covering a record is saved the runtime flushes the
     sink, so after ``flush()`` (sink still open) every record written is persisted."""

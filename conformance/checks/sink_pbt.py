@@ -64,7 +64,9 @@ def check_generated_partitions_persist(ctx: SinkContext) -> None:
                 await sink.close()
 
             asyncio.run(scenario())
-            assert_persisted(ctx, ns, rows, f"generated records in batches {sizes}", ordered=ctx.harness.ordered)
+            assert_persisted(
+                ctx, ns, rows, f"generated records in batches {sizes}", ordered=ctx.harness.ordered
+            )
 
     ctx.profile.apply_seed(ctx.profile.hypothesis_settings()(prop))()
 
@@ -96,7 +98,12 @@ def check_generated_arrow_slices_roundtrip(ctx: SinkContext) -> None:
                 await sink.close()
 
             asyncio.run(scenario())
-            assert_persisted(ctx, ns, piece.to_pylist(), f"slice({offset}, {length}) of a {parent.num_rows}-row batch")
+            assert_persisted(
+                ctx,
+                ns,
+                piece.to_pylist(),
+                f"slice({offset}, {length}) of a {parent.num_rows}-row batch",
+            )
 
     ctx.profile.apply_seed(ctx.profile.hypothesis_settings()(prop))()
 

@@ -4,6 +4,8 @@ through the runtime's own downgrade."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pyarrow as pa
 
 from conformance._agora import ArrowBatchSource, DeliveryConfig, Pipeline
@@ -24,10 +26,13 @@ __all__ = [
 ]
 
 
-async def write_arrow(ctx: SinkContext, sink: object, batch: pa.RecordBatch) -> None:
+async def write_arrow(ctx: SinkContext, sink: Any, batch: pa.RecordBatch) -> None:
     """``write_arrow_batch`` with the SPEC §4 result shape and no failure reported."""
     results = check_results(
-        ctx, await sink.write_arrow_batch(batch), batch.num_rows, "write_arrow_batch"  # type: ignore[attr-defined]
+        ctx,
+        await sink.write_arrow_batch(batch),
+        batch.num_rows,
+        "write_arrow_batch",  # type: ignore[attr-defined]
     )
     bad = failed_indices(results)
     assert not bad, (
@@ -36,7 +41,9 @@ async def write_arrow(ctx: SinkContext, sink: object, batch: pa.RecordBatch) -> 
     )
 
 
-@sink_check("SNK-PLANE-01", "an Arrow-native sink accepts a RecordBatch", requires=("arrow-native",))
+@sink_check(
+    "SNK-PLANE-01", "an Arrow-native sink accepts a RecordBatch", requires=("arrow-native",)
+)
 async def check_arrow_batch_accepted(ctx: SinkContext) -> None:
     """SPEC §2 (honest declarations) and §4: a sink declaring ``arrow_batches`` native
     receives the runtime's original ``RecordBatch`` in ``write_arrow_batch`` and must
@@ -51,7 +58,11 @@ async def check_arrow_batch_accepted(ctx: SinkContext) -> None:
         assert_persisted(ctx, ns, batch.to_pylist(), "after write_arrow_batch")
 
 
-@sink_check("SNK-PLANE-02", "sliced RecordBatches (non-zero offset) persist the slice", requires=("arrow-native", "persists"))
+@sink_check(
+    "SNK-PLANE-02",
+    "sliced RecordBatches (non-zero offset) persist the slice",
+    requires=("arrow-native", "persists"),
+)
 async def check_sliced_batches(ctx: SinkContext) -> None:
     """SPEC §3 (``max_records`` trims with ``RecordBatch.slice``) and §4: a slice shares
     its parent's buffers with an offset; the sink must persist exactly the slice's rows,
@@ -65,12 +76,14 @@ async def check_sliced_batches(ctx: SinkContext) -> None:
         await write_arrow(ctx, sink, piece)
     await sink.close()
     expected = [row for piece in slices for row in piece.to_pylist()]
-    assert_persisted(
-        ctx, ns, expected, "after writing sliced batches", ordered=ctx.harness.ordered
-    )
+    assert_persisted(ctx, ns, expected, "after writing sliced batches", ordered=ctx.harness.ordered)
 
 
-@sink_check("SNK-PLANE-03", "zero-row RecordBatches are accepted and persist nothing", requires=("arrow-native",))
+@sink_check(
+    "SNK-PLANE-03",
+    "zero-row RecordBatches are accepted and persist nothing",
+    requires=("arrow-native",),
+)
 async def check_zero_row_batches(ctx: SinkContext) -> None:
     """SPEC §3 and §4: a trimmed or filtered batch can have zero rows; ``write_arrow_batch``
     returns None or an empty list for it and adds no record."""
@@ -131,7 +144,11 @@ async def check_arrow_and_rows_agree(ctx: SinkContext) -> None:
     )
 
 
-@sink_check("SNK-PLANE-06", "a rows-only sink refuses a RecordBatch passed directly", requires=("rows-only",))
+@sink_check(
+    "SNK-PLANE-06",
+    "a rows-only sink refuses a RecordBatch passed directly",
+    requires=("rows-only",),
+)
 async def check_rows_only_refuses_arrow(ctx: SinkContext) -> None:
     """SPEC §2 (honest declarations) and §4: the runtime calls ``write_arrow_batch`` only on
     sinks whose native planes include Arrow; a rows-only sink that silently accepts a
@@ -154,7 +171,9 @@ async def check_rows_only_refuses_arrow(ctx: SinkContext) -> None:
         assert_persisted(ctx, ns, [], "after a refused RecordBatch")
 
 
-@sink_check("SNK-PLANE-07", "an Arrow source reaches the sink through the runtime (downgrade where needed)")
+@sink_check(
+    "SNK-PLANE-07", "an Arrow source reaches the sink through the runtime (downgrade where needed)"
+)
 def check_arrow_source_through_runtime(ctx: SinkContext) -> None:
     """SPEC §2: each sink gets its selected plane — Arrow-native sinks the RecordBatch,
     others rows materialised by the runtime's own downgrade path. Run through the real

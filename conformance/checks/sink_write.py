@@ -143,13 +143,15 @@ async def check_inputs_not_mutated(ctx: SinkContext) -> None:
     assert [id(r) for r in batch] == members, (
         f"{ctx.name}.write_batch changed the caller's list (length or members)"
     )
-    for before, after in zip(snapshot, rows):
+    for before, after in zip(snapshot, rows, strict=True):
         assert before == after, (
             f"{ctx.name} mutated a caller's record: before {before!r}, after {after!r}"
         )
 
 
-@sink_check("SNK-WRITE-06", "one-by-one and batched writes persist the same records", requires=("persists",))
+@sink_check(
+    "SNK-WRITE-06", "one-by-one and batched writes persist the same records", requires=("persists",)
+)
 async def check_one_by_one_equals_batched(ctx: SinkContext) -> None:
     """SPEC §4: ``write`` and ``write_batch`` are two routes to the same result — the
     runtime picks one by lane and ``batch_size`` — so N records written one at a time or
@@ -167,7 +169,9 @@ async def check_one_by_one_equals_batched(ctx: SinkContext) -> None:
     assert_persisted(ctx, batch_ns, rows, "records written as one batch")
 
 
-@sink_check("SNK-WRITE-07", "many batches: no loss, no duplicates, no phantoms", requires=("persists",))
+@sink_check(
+    "SNK-WRITE-07", "many batches: no loss, no duplicates, no phantoms", requires=("persists",)
+)
 async def check_many_batches_integrity(ctx: SinkContext) -> None:
     """SPEC §4 and §7: every record reported written is persisted exactly once and
     nothing else is — across batches of varied sizes (including empty and single ones),

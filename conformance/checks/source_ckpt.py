@@ -42,7 +42,11 @@ def sample_positions(count: int, samples: int | None) -> list[int]:
     return sorted(list(dict.fromkeys(order))[:samples])
 
 
-@source_check("SRC-CKPT-01", "every checkpoint is a JSON value that survives a round trip", requires=("checkpoint",))
+@source_check(
+    "SRC-CKPT-01",
+    "every checkpoint is a JSON value that survives a round trip",
+    requires=("checkpoint",),
+)
 async def check_checkpoints_are_json(ctx: SourceContext) -> None:
     """SPEC §3: ``current_checkpoint()`` returns a JSON value — the runtime stores it as
     JSON and hands back what JSON gives back. After the first unit it is not None."""
@@ -67,7 +71,9 @@ async def check_checkpoints_are_json(ctx: SourceContext) -> None:
         )
 
 
-@source_check("SRC-CKPT-02", "resume from every checkpoint emits exactly the rest", requires=("checkpoint",))
+@source_check(
+    "SRC-CKPT-02", "resume from every checkpoint emits exactly the rest", requires=("checkpoint",)
+)
 async def check_resume_every_checkpoint(ctx: SourceContext) -> None:
     """SPEC §3: resume is exact — a fresh instance resumed from the checkpoint taken after
     unit k emits exactly the records after unit k (no loss, no repeat), for every k."""
@@ -84,7 +90,9 @@ async def check_resume_every_checkpoint(ctx: SourceContext) -> None:
         )
 
 
-@source_check("SRC-CKPT-03", "resume from the final checkpoint emits nothing", requires=("checkpoint",))
+@source_check(
+    "SRC-CKPT-03", "resume from the final checkpoint emits nothing", requires=("checkpoint",)
+)
 async def check_final_checkpoint_resumes_to_nothing(ctx: SourceContext) -> None:
     """SPEC §3: the checkpoint after the last unit names the end — a resumed run of a
     finished source emits no record."""
@@ -97,7 +105,11 @@ async def check_final_checkpoint_resumes_to_nothing(ctx: SourceContext) -> None:
     )
 
 
-@source_check("SRC-CKPT-04", "the checkpoint before the first unit is None or resumes fully", requires=("checkpoint",))
+@source_check(
+    "SRC-CKPT-04",
+    "the checkpoint before the first unit is None or resumes fully",
+    requires=("checkpoint",),
+)
 async def check_initial_checkpoint_resumes_fully(ctx: SourceContext) -> None:
     """SPEC §3: before the first unit ``current_checkpoint()`` may return None or the
     start position; a start position must resume to the full stream."""
@@ -112,7 +124,9 @@ async def check_initial_checkpoint_resumes_fully(ctx: SourceContext) -> None:
     )
 
 
-@source_check("SRC-CKPT-05", "a checkpoint resumes exactly in a fresh process", requires=("checkpoint",))
+@source_check(
+    "SRC-CKPT-05", "a checkpoint resumes exactly in a fresh process", requires=("checkpoint",)
+)
 async def check_resume_in_fresh_process(ctx: SourceContext) -> None:
     """SPEC §3 and §7 (crash safety): a checkpoint is all a restarted process has — resumed
     in a new interpreter (a subprocess building the source through the same harness), it
@@ -122,7 +136,9 @@ async def check_resume_in_fresh_process(ctx: SourceContext) -> None:
     picks = sample_positions(len(full.units), ctx.profile.subprocess_samples)
     values = [full.units[k].checkpoint for k in picks]
     try:
-        payload = pickle.dumps({"harness": ctx.harness, "ns": ns, "label": ctx.name, "checkpoints": values})
+        payload = pickle.dumps(
+            {"harness": ctx.harness, "ns": ns, "label": ctx.name, "checkpoints": values}
+        )
     except Exception as exc:
         raise NotVerifiable(
             f"the harness for {ctx.name} cannot be pickled for a fresh process ({exc}); define "
@@ -130,7 +146,10 @@ async def check_resume_in_fresh_process(ctx: SourceContext) -> None:
         ) from exc
     results = _run_child(ctx, payload)
     starts = [sum(len(u.rows) for u in full.units[: k + 1]) for k in picks]
-    for k, start, outcome in zip(picks, starts, results):
+    assert len(results) == len(picks), (
+        f"{ctx.name}: the resume child returned {len(results)} results"
+    )
+    for k, start, outcome in zip(picks, starts, results, strict=True):
         if isinstance(outcome, str):
             raise AssertionError(
                 f"{ctx.name}: in a fresh process, resuming from the checkpoint after unit {k} "
@@ -164,7 +183,9 @@ def _run_child(ctx: SourceContext, payload: bytes) -> list[Any]:
     return pickle.loads(proc.stdout)  # noqa: S301 - our own child's output
 
 
-@source_check("SRC-CKPT-06", "taking checkpoints does not change the stream", requires=("checkpoint",))
+@source_check(
+    "SRC-CKPT-06", "taking checkpoints does not change the stream", requires=("checkpoint",)
+)
 async def check_no_observer_effect(ctx: SourceContext) -> None:
     """SPEC §3 and §7: the runtime asks for checkpoints when it pleases (every
     ``checkpoint_every`` records); asking — even repeatedly — must not move the source."""
@@ -187,13 +208,20 @@ async def check_no_observer_effect(ctx: SourceContext) -> None:
     assert diff is None, f"{ctx.name}: reading with checkpoints observed changed the stream: {diff}"
 
 
-@source_check("SRC-CKPT-07", "a foreign checkpoint is refused with CheckpointError", level=Level.SHOULD, requires=("checkpoint",))
+@source_check(
+    "SRC-CKPT-07",
+    "a foreign checkpoint is refused with CheckpointError",
+    level=Level.SHOULD,
+    requires=("checkpoint",),
+)
 async def check_foreign_checkpoint_refused(ctx: SourceContext) -> None:
     """SPEC §7: a corrupt or foreign checkpoint is a ``CheckpointError`` at start
     (fail-closed) — never a silent restart from scratch or a guess."""
     ns = ctx.seeded()
     src = ctx.build(ns)
-    foreign = Checkpoint("conformance", "conformance", src.source_name, {"conformance-foreign": [1, "x"]})
+    foreign = Checkpoint(
+        "conformance", "conformance", src.source_name, {"conformance-foreign": [1, "x"]}
+    )
     try:
         await src.prepare_resume(foreign)
         await src.open()
@@ -212,7 +240,9 @@ async def check_foreign_checkpoint_refused(ctx: SourceContext) -> None:
     raise AssertionError(f"{ctx.name} accepted a foreign checkpoint value and read on")
 
 
-@source_check("SRC-CKPT-08", "a source without checkpoints refuses one", requires=("no-checkpoint",))
+@source_check(
+    "SRC-CKPT-08", "a source without checkpoints refuses one", requires=("no-checkpoint",)
+)
 async def check_uncheckpointable_refuses_checkpoint(ctx: SourceContext) -> None:
     """SPEC §3 and §7: a source with ``supports_checkpoint = False`` given a stored
     checkpoint must raise ``CheckpointError`` — silently re-reading from the start would
@@ -228,7 +258,11 @@ async def check_uncheckpointable_refuses_checkpoint(ctx: SourceContext) -> None:
     )
 
 
-@source_check("SRC-CKPT-09", "checkpoints taken after a resume resume exactly (chained)", requires=("checkpoint",))
+@source_check(
+    "SRC-CKPT-09",
+    "checkpoints taken after a resume resume exactly (chained)",
+    requires=("checkpoint",),
+)
 async def check_chained_resume(ctx: SourceContext) -> None:
     """SPEC §3: a resumed run checkpoints too, and a crash can interrupt it — so the
     checkpoints a resumed instance reports must themselves resume exactly."""
@@ -246,4 +280,3 @@ async def check_chained_resume(ctx: SourceContext) -> None:
         f"{ctx.name}: resumed after unit {k}, read {len(second.units)} more unit(s), then "
         f"resumed from that run's checkpoint {second.final_checkpoint!r}: {diff}"
     )
-

@@ -43,7 +43,8 @@ def check_is_a_source(ctx: SourceContext) -> None:
         f"{ctx.name}: source_name must be a non-empty str; got {src.source_name!r}"
     )
     not_async = [
-        m for m in ("open", "close", "prepare_resume")
+        m
+        for m in ("open", "close", "prepare_resume")
         if not inspect.iscoroutinefunction(getattr(src, m, None))
     ]
     assert not not_async, f"{ctx.name}: these must be `async def` methods: {not_async}"
@@ -58,7 +59,9 @@ def check_plane_declaration_valid(ctx: SourceContext) -> None:
     try:
         spec = src.data_plane_spec()
     except Exception as exc:
-        raise AssertionError(f"{ctx.name}.data_plane_spec() raised {type(exc).__name__}: {exc}") from exc
+        raise AssertionError(
+            f"{ctx.name}.data_plane_spec() raised {type(exc).__name__}: {exc}"
+        ) from exc
     assert isinstance(spec, SourceDataPlaneSpec), (
         f"{ctx.name}.data_plane_spec() returned {type(spec).__name__}, not SourceDataPlaneSpec"
     )
@@ -67,16 +70,19 @@ def check_plane_declaration_valid(ctx: SourceContext) -> None:
     )
     plane = spec.emitted_plane
     assert spec.supports_batch_emit == (plane is not DataPlane.PYTHON_ROWS), (
-        f"{ctx.name}: supports_batch_emit={spec.supports_batch_emit} contradicts plane {plane.value}"
+        f"{ctx.name}: supports_batch_emit={spec.supports_batch_emit} contradicts "
+        f"plane {plane.value}"
     )
     assert spec.emits_arrow_batches == (plane is DataPlane.ARROW_BATCHES), (
-        f"{ctx.name}: emits_arrow_batches={spec.emits_arrow_batches} contradicts plane {plane.value}"
+        f"{ctx.name}: emits_arrow_batches={spec.emits_arrow_batches} contradicts "
+        f"plane {plane.value}"
     )
     assert spec.source_name == src.source_name, (
         f"{ctx.name}: spec names {spec.source_name!r}, source_name is {src.source_name!r}"
     )
     assert src.emitted_data_plane == plane, (
-        f"{ctx.name}: emitted_data_plane {src.emitted_data_plane!r} differs from the spec's {plane!r}"
+        f"{ctx.name}: emitted_data_plane {src.emitted_data_plane!r} differs from the "
+        f"spec's {plane!r}"
     )
     again = src.data_plane_spec()
     assert again == spec, f"{ctx.name}: data_plane_spec() changed between calls: {spec} → {again}"
@@ -107,7 +113,9 @@ async def check_implements_declared_stream(ctx: SourceContext) -> None:
         await src.close()
 
 
-@source_check("SRC-DECL-04", "declares its plane explicitly (no deprecated flags)", level=Level.SHOULD)
+@source_check(
+    "SRC-DECL-04", "declares its plane explicitly (no deprecated flags)", level=Level.SHOULD
+)
 def check_declaration_is_explicit(ctx: SourceContext) -> None:
     """SPEC §2: ``supports_batch_emit`` / ``emits_arrow_batches`` are deprecated in 0.3;
     override ``data_plane_spec()`` instead."""
@@ -150,13 +158,14 @@ async def check_emits_declared_plane(ctx: SourceContext) -> None:
         if plane is DataPlane.PYTHON_ROWS:
             ok = isinstance(item, Mapping)
         elif plane is DataPlane.PYTHON_BATCHES:
-            ok = isinstance(item, list) and all(isinstance(r, Mapping) or is_malformed(r) for r in item)
+            ok = isinstance(item, list) and all(
+                isinstance(r, Mapping) or is_malformed(r) for r in item
+            )
         else:
             ok = isinstance(item, pa.RecordBatch)
-        assert ok, (
-            f"{ctx.name} declares {plane.value} but unit {i} is a {type(item).__name__}"
-            + (f" of {type(item[0]).__name__}" if isinstance(item, list) and item else "")
-        )
+        inner = f" of {type(item[0]).__name__}" if isinstance(item, list) and item else ""
+        declared = plane.value if plane is not None else "?"
+        assert ok, f"{ctx.name} declares {declared} but unit {i} is a {type(item).__name__}{inner}"
 
 
 @source_check("SRC-OUT-02", "emits exactly the seeded data, in order")
@@ -210,7 +219,9 @@ async def check_emitted_units_stay_unchanged(ctx: SourceContext) -> None:
         )
 
 
-@source_check("SRC-OUT-06", "Arrow batches pass full validation", level=Level.SHOULD, requires=("arrow",))
+@source_check(
+    "SRC-OUT-06", "Arrow batches pass full validation", level=Level.SHOULD, requires=("arrow",)
+)
 async def check_arrow_batches_validate(ctx: SourceContext) -> None:
     """SPEC §2: an emitted RecordBatch is consumed by Arrow kernels and IPC transport
     (process lanes), so it must be internally consistent (``validate(full=True)``)."""

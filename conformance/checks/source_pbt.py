@@ -33,7 +33,9 @@ __all__ = [
 ]
 
 
-def make_source_machine(ctx: SourceContext, ns: Namespace, reference: list[Any]) -> type[RuleBasedStateMachine]:
+def make_source_machine(
+    ctx: SourceContext, ns: Namespace, reference: list[Any]
+) -> type[RuleBasedStateMachine]:
     """A state machine reading one data set through successive source instances.
 
     Model: the reference full read and the position the current instance started from.
@@ -58,7 +60,9 @@ def make_source_machine(ctx: SourceContext, ns: Namespace, reference: list[Any])
         def restart(self, value: Any, position: int) -> None:
             self.stop()
             src = ctx.build(ns)
-            self.runner.run(src.prepare_resume(None if value is None else checkpoint_for(src, value)))
+            self.runner.run(
+                src.prepare_resume(None if value is None else checkpoint_for(src, value))
+            )
             self.runner.run(src.open())
             self.source = src
             self.stream = src.stream() if rows_plane else src.stream_batches()
@@ -98,7 +102,9 @@ def make_source_machine(ctx: SourceContext, ns: Namespace, reference: list[Any])
             value = self.source.current_checkpoint()
             position = self.start + len(self.seen)
             if value is None and position > 0:
-                raise AssertionError(f"{ctx.name}: current_checkpoint() is None after {position} record(s)")
+                raise AssertionError(
+                    f"{ctx.name}: current_checkpoint() is None after {position} record(s)"
+                )
             return value, position
 
         @rule(checkpoint=checkpoints)
@@ -172,7 +178,9 @@ def check_generated_data_resumes_exactly(ctx: SourceContext) -> None:
                 return
             k = data.draw(st.integers(0, len(full.units) - 1), label="resume after unit")
             done = sum(len(u.rows) for u in full.units[: k + 1])
-            resumed = asyncio.run(read_source(ctx, ns, resume=full.units[k].checkpoint, observe=False))
+            resumed = asyncio.run(
+                read_source(ctx, ns, resume=full.units[k].checkpoint, observe=False)
+            )
             diff = describe_sequence_diff(full.rows[done:], resumed.rows)
             assert diff is None, (
                 f"{ctx.name}: resumed after unit {k} ({full.units[k].checkpoint!r}): {diff}"

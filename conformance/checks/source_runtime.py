@@ -24,10 +24,14 @@ __all__ = [
 _KEY = "conformance"
 
 
-async def _run(ctx: SourceContext, ns: Namespace, *, limit: int | None = None, store: Any = None) -> tuple[Any, list[Any]]:
+async def _run(
+    ctx: SourceContext, ns: Namespace, *, limit: int | None = None, store: Any = None
+) -> tuple[Any, list[Any]]:
     """One run of a fresh source for ``ns`` into a MemorySink: (summary, canonical rows)."""
     sink = MemorySink("conformance-out")
-    delivery = DeliveryConfig(checkpoint=store, checkpoint_key=_KEY, checkpoint_every=2) if store else None
+    delivery = (
+        DeliveryConfig(checkpoint=store, checkpoint_key=_KEY, checkpoint_every=2) if store else None
+    )
     bound = Pipeline(ctx.build(ns), id="conformance-source").build(sink, delivery=delivery)
     summary = await bound.run(max_records=limit)
     return summary, ctx.canon([r for r in sink.records if isinstance(r, dict)])
@@ -60,7 +64,9 @@ async def check_max_records_prefix(ctx: SourceContext) -> None:
         )
 
 
-@source_check("SRC-LIMIT-02", "a run trimmed mid-batch resumes without loss", requires=("checkpoint",))
+@source_check(
+    "SRC-LIMIT-02", "a run trimmed mid-batch resumes without loss", requires=("checkpoint",)
+)
 async def check_trimmed_run_resumes_without_loss(ctx: SourceContext) -> None:
     """SPEC §3: the checkpoint of a trimmed batch must not point past its last emitted
     row — a run stopped by ``max_records`` inside a batch, then resumed from its
@@ -121,7 +127,11 @@ async def check_run_through_runtime(ctx: SourceContext) -> None:
         )
 
 
-@source_check("SRC-RUN-02", "a run interrupted at a unit boundary and resumed is exact", requires=("checkpoint",))
+@source_check(
+    "SRC-RUN-02",
+    "a run interrupted at a unit boundary and resumed is exact",
+    requires=("checkpoint",),
+)
 async def check_resumed_runs_are_exact(ctx: SourceContext) -> None:
     """SPEC §3 and §7: a run stopped after k whole units and resumed from the checkpoint
     store delivers, across both runs, every record exactly once, in order."""
@@ -136,4 +146,3 @@ async def check_resumed_runs_are_exact(ctx: SourceContext) -> None:
     assert diff is None, (
         f"{ctx.name}: run stopped after {n} records then resumed — together they delivered: {diff}"
     )
-

@@ -65,8 +65,14 @@ MUTANTS: tuple[Mutant, ...] = (
     _sink("PhantomOnOpen", "open+close leaves no phantom output", "SNK-LIFE-06"),
     _sink("EmptyBatchWritesPlaceholder", "an empty batch persists nothing", "SNK-WRITE-03"),
     _sink("RowsOnlyAcceptsArrow", "a rows-only sink refuses RecordBatches", "SNK-PLANE-06"),
-    _sink("ClaimsArrowWithoutImplementing", "an Arrow-native sink accepts RecordBatches", "SNK-PLANE-01"),
-    _sink("InvalidPlaneDeclaration", "native planes are a subset of accepted planes", "SNK-DECL-02"),
+    _sink(
+        "ClaimsArrowWithoutImplementing",
+        "an Arrow-native sink accepts RecordBatches",
+        "SNK-PLANE-01",
+    ),
+    _sink(
+        "InvalidPlaneDeclaration", "native planes are a subset of accepted planes", "SNK-DECL-02"
+    ),
     _sink("FlushIsNoop", "flush() makes writes durable", "SNK-LIFE-08"),
     _sink("WrongFailureIndex", "failures are reported at their input index", "SNK-WRITE-04"),
     _sink("RaisesAfterPartialWrite", "a raised call persisted nothing", "SNK-WRITE-04"),
@@ -76,19 +82,29 @@ MUTANTS: tuple[Mutant, ...] = (
     _sink("WriteAfterCloseAccepted", "misuse after close() raises", "SNK-LIFE-03", Level.SHOULD),
     _source("ResumeRereadsBatch", "resume is exact (no repeat)", "SRC-CKPT-02"),
     _source("IgnoresCheckpoint", "resume is exact (no restart from scratch)", "SRC-CKPT-02"),
-    _source("CheckpointSkipsRecord", "the checkpoint names the position after the last unit", "SRC-CKPT-02"),
+    _source(
+        "CheckpointSkipsRecord",
+        "the checkpoint names the position after the last unit",
+        "SRC-CKPT-02",
+    ),
     _source("CheckpointNotJson", "checkpoints are JSON values", "SRC-CKPT-01"),
     _source("FinalCheckpointRereads", "the final checkpoint resumes to nothing", "SRC-CKPT-03"),
-    _source("RelativeCheckpointAfterResume", "checkpoints after a resume resume exactly", "SRC-CKPT-09"),
+    _source(
+        "RelativeCheckpointAfterResume", "checkpoints after a resume resume exactly", "SRC-CKPT-09"
+    ),
     _source("ProcessLocalCheckpoint", "a checkpoint resumes in a fresh process", "SRC-CKPT-05"),
     _source("ObserverEffect", "taking a checkpoint does not move the source", "SRC-CKPT-06"),
     _source("DeclaresArrowEmitsLists", "the declared plane is what is emitted", "SRC-OUT-01"),
     _source("EmitsTuples", "rows are mappings", "SRC-OUT-01"),
     _source("SchemaDrift", "one Arrow schema per stream", "SRC-OUT-03"),
     _source("ReusesBatchList", "emitted units never change", "SRC-OUT-05"),
-    _source("IgnoresTrim", "a trimmed batch's checkpoint never passes its last row", "SRC-LIMIT-02"),
+    _source(
+        "IgnoresTrim", "a trimmed batch's checkpoint never passes its last row", "SRC-LIMIT-02"
+    ),
     _source("CloseNotIdempotent", "close() is idempotent", "SRC-LIFE-02"),
     _source("CloseUnopenedFails", "a source need not be opened to be closed", "SRC-LIFE-03"),
     _source("EmptyInputCrashes", "empty input is valid", "SRC-LIFE-05"),
-    _source("AcceptsCheckpointWithoutSupport", "a source without checkpoints refuses one", "SRC-CKPT-08"),
+    _source(
+        "AcceptsCheckpointWithoutSupport", "a source without checkpoints refuses one", "SRC-CKPT-08"
+    ),
 )

@@ -56,7 +56,9 @@ def encode_line(record: Any) -> str:
         raise TypeError(f"records must be mappings; got {type(record).__name__}")
     if "__poison__" in record:
         raise ValueError("record carries the __poison__ key")
-    return json.dumps({str(k): _jsonable(v) for k, v in record.items()}, ensure_ascii=False, allow_nan=False)
+    return json.dumps(
+        {str(k): _jsonable(v) for k, v in record.items()}, ensure_ascii=False, allow_nan=False
+    )
 
 
 class JsonFileSink(BaseSink):
@@ -64,8 +66,14 @@ class JsonFileSink(BaseSink):
     ``flush()``; ``close()`` flushes. Refuses bad records one by one."""
 
     __conformance_harness__ = "conformance.mutants.reference:ReferenceSinkHarness"
-    accepted_data_planes: ClassVar[tuple[DataPlane, ...]] = (DataPlane.PYTHON_ROWS, DataPlane.PYTHON_BATCHES)
-    native_data_planes: ClassVar[tuple[DataPlane, ...]] = (DataPlane.PYTHON_ROWS, DataPlane.PYTHON_BATCHES)
+    accepted_data_planes: ClassVar[tuple[DataPlane, ...]] = (
+        DataPlane.PYTHON_ROWS,
+        DataPlane.PYTHON_BATCHES,
+    )
+    native_data_planes: ClassVar[tuple[DataPlane, ...]] = (
+        DataPlane.PYTHON_ROWS,
+        DataPlane.PYTHON_BATCHES,
+    )
 
     def __init__(self, path: str | Path, *, append: bool = False, name: str | None = None) -> None:
         self.path = Path(path)
@@ -190,8 +198,14 @@ class JsonFileSource(BaseSource):
             self._pos = self.position_from(checkpoint.value)
 
     def position_from(self, value: Any) -> int:
-        if not isinstance(value, dict) or set(value) != {"line"} or not isinstance(value["line"], int):
-            raise CheckpointError(f"source {self.source_name!r}: not one of its checkpoints: {value!r}")
+        if (
+            not isinstance(value, dict)
+            or set(value) != {"line"}
+            or not isinstance(value["line"], int)
+        ):
+            raise CheckpointError(
+                f"source {self.source_name!r}: not one of its checkpoints: {value!r}"
+            )
         return int(value["line"])
 
     async def open(self) -> None:

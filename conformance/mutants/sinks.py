@@ -172,7 +172,10 @@ class InvalidPlaneDeclaration(JsonFileSink):
     """Breaks "native ⊆ accepted": declares Arrow native but accepts rows only."""
 
     accepted_data_planes: ClassVar[tuple[DataPlane, ...]] = (DataPlane.PYTHON_ROWS,)
-    native_data_planes: ClassVar[tuple[DataPlane, ...]] = (DataPlane.PYTHON_ROWS, DataPlane.ARROW_BATCHES)
+    native_data_planes: ClassVar[tuple[DataPlane, ...]] = (
+        DataPlane.PYTHON_ROWS,
+        DataPlane.ARROW_BATCHES,
+    )
 
 
 class FlushIsNoop(JsonFileSink):
@@ -281,4 +284,3 @@ class WriteAfterCloseAccepted(JsonFileSink):
         if self.state.value == "closed":
             return None
         await super().flush()
-

@@ -158,7 +158,9 @@ class SchemaDrift(ArrowJsonFileSource):
         self._count += 1
         if self._count % 2 == 0 and "id" in batch.schema.names:
             i = batch.schema.get_field_index("id")
-            batch = batch.set_column(i, pa.field("id", pa.float64()), batch.column(i).cast(pa.float64()))
+            batch = batch.set_column(
+                i, pa.field("id", pa.float64()), batch.column(i).cast(pa.float64())
+            )
         return batch
 
 

@@ -34,10 +34,17 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _run(args: list[str], cwd: Path = ROOT, timeout: float = 150) -> subprocess.CompletedProcess[str]:
+def _run(
+    args: list[str], cwd: Path = ROOT, timeout: float = 150
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, *args], cwd=cwd, env=_env(), capture_output=True, text=True,
-        timeout=timeout, check=False,
+        [sys.executable, *args],
+        cwd=cwd,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -67,7 +74,9 @@ def test_every_builtin_sink_and_source_is_conformant(tmp_path: Path, no_orphans:
     assert _statuses(targets["agora.NullSink"])["SNK-WRITE-07"] == "unsupported"
 
 
-def _mutant_run(kind: str, tmp_path: Path) -> tuple[subprocess.CompletedProcess[str], dict[str, dict[str, Any]]]:
+def _mutant_run(
+    kind: str, tmp_path: Path
+) -> tuple[subprocess.CompletedProcess[str], dict[str, dict[str, Any]]]:
     report = tmp_path / f"{kind}-mutants.json"
     references = REFERENCE_SINKS if kind == "sink" else REFERENCE_SOURCES
     args = []
@@ -79,7 +88,9 @@ def _mutant_run(kind: str, tmp_path: Path) -> tuple[subprocess.CompletedProcess[
 
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("kind", ["sink", "source"])
-def test_every_mutant_is_caught_and_references_pass(kind: str, tmp_path: Path, no_orphans: None) -> None:
+def test_every_mutant_is_caught_and_references_pass(
+    kind: str, tmp_path: Path, no_orphans: None
+) -> None:
     proc, targets = _mutant_run(kind, tmp_path)
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]  # MUST failures fail
     references = REFERENCE_SINKS if kind == "sink" else REFERENCE_SOURCES
@@ -97,12 +108,24 @@ def test_every_mutant_is_caught_and_references_pass(kind: str, tmp_path: Path, n
 
 
 @pytest.mark.timeout(120)
-def test_strict_mode_makes_a_should_failure_non_conformant(tmp_path: Path, no_orphans: None) -> None:
+def test_strict_mode_makes_a_should_failure_non_conformant(
+    tmp_path: Path, no_orphans: None
+) -> None:
     report = tmp_path / "strict.json"
-    proc = _run([
-        "-m", "conformance", "--sink", "conformance.mutants.sinks.WriteAfterCloseAccepted",
-        "--conformance-strict", "-k", "LIFE", *QUIET, "--conformance-report", str(report),
-    ])
+    proc = _run(
+        [
+            "-m",
+            "conformance",
+            "--sink",
+            "conformance.mutants.sinks.WriteAfterCloseAccepted",
+            "--conformance-strict",
+            "-k",
+            "LIFE",
+            *QUIET,
+            "--conformance-report",
+            str(report),
+        ]
+    )
     assert proc.returncode == 1
     (target,) = _report(report).values()
     assert target["verdict"] == NON_CONFORMANT and target["must_failures"] == ["SNK-LIFE-03"]
@@ -130,7 +153,8 @@ def test_usage_errors_are_one_clear_message(
 
 
 def _user_module(tmp_path: Path) -> None:
-    (tmp_path / "cf_user_mod.py").write_text(textwrap.dedent("""
+    (tmp_path / "cf_user_mod.py").write_text(
+        textwrap.dedent("""
         from agora import BaseSink
 
         class NeedsPath(BaseSink):
@@ -142,17 +166,30 @@ def _user_module(tmp_path: Path) -> None:
 
         def make(tmp):
             return NeedsPath(tmp / "out")
-    """))
+    """)
+    )
 
 
 @pytest.mark.timeout(120)
-def test_a_factory_without_read_back_is_conformant_only_as_a_black_box(tmp_path: Path, no_orphans: None) -> None:
+def test_a_factory_without_read_back_is_conformant_only_as_a_black_box(
+    tmp_path: Path, no_orphans: None
+) -> None:
     _user_module(tmp_path)
     report = tmp_path / "bb.json"
-    proc = _run([
-        "-m", "conformance", "--sink", "cf_user_mod.NeedsPath", "--sink-factory", "cf_user_mod:make",
-        *QUIET, "--conformance-report", str(report),
-    ], cwd=tmp_path)
+    proc = _run(
+        [
+            "-m",
+            "conformance",
+            "--sink",
+            "cf_user_mod.NeedsPath",
+            "--sink-factory",
+            "cf_user_mod:make",
+            *QUIET,
+            "--conformance-report",
+            str(report),
+        ],
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:]
     (target,) = _report(report).values()
     assert target["verdict"] == CONFORMANT_BLACK_BOX
@@ -162,28 +199,75 @@ def test_a_factory_without_read_back_is_conformant_only_as_a_black_box(tmp_path:
 
 
 @pytest.mark.timeout(120)
-def test_invocations_from_a_checkout_with_pyargs_and_through_the_api(tmp_path: Path, no_orphans: None) -> None:
+def test_invocations_from_a_checkout_with_pyargs_and_through_the_api(
+    tmp_path: Path, no_orphans: None
+) -> None:
     # From the repository root, `pytest conformance --sink …` (the checkout conftest loads
     # the plugin; the repo's own config, filterwarnings=error included, applies).
-    proc = _run(["-m", "pytest", "conformance", "--sink", "agora.MemorySink", "-k", "DECL",
-                 "-q", "-p", "no:cacheprovider", "--conformance-report", str(tmp_path / "a.json")])
+    proc = _run(
+        [
+            "-m",
+            "pytest",
+            "conformance",
+            "--sink",
+            "agora.MemorySink",
+            "-k",
+            "DECL",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--conformance-report",
+            str(tmp_path / "a.json"),
+        ]
+    )
     assert proc.returncode == 0 and "verdict: CONFORMANT" in proc.stdout, proc.stdout[-2000:]
     # From elsewhere, the installed package by name (the entry point is `-p` here).
-    proc = _run(["-m", "pytest", "-p", "conformance.plugin", "--pyargs", "conformance", "--source",
-                 "agora.IterableSource", "-k", "CKPT-01", "-q", "-p", "no:cacheprovider"], cwd=tmp_path)
+    proc = _run(
+        [
+            "-m",
+            "pytest",
+            "-p",
+            "conformance.plugin",
+            "--pyargs",
+            "conformance",
+            "--source",
+            "agora.IterableSource",
+            "-k",
+            "CKPT-01",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+        ],
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0 and "verdict: CONFORMANT" in proc.stdout, proc.stdout[-2000:]
     assert (tmp_path / ".conformance" / "report.json").exists()
     # A SinkConformance subclass in a user's own test module gets the same summary.
-    (tmp_path / "test_mine.py").write_text(textwrap.dedent("""
+    (tmp_path / "test_mine.py").write_text(
+        textwrap.dedent("""
         from conformance import SinkConformance
         from conformance.mutants.reference import ArrowJsonFileSink
 
         class TestMine(SinkConformance):
             sink = ArrowJsonFileSink
             conformance_level = "smoke"
-    """))
-    proc = _run(["-m", "pytest", "-p", "conformance.plugin", "test_mine.py", "-q", "-p", "no:cacheprovider",
-                 "-k", "WRITE"], cwd=tmp_path)
+    """)
+    )
+    proc = _run(
+        [
+            "-m",
+            "pytest",
+            "-p",
+            "conformance.plugin",
+            "test_mine.py",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-k",
+            "WRITE",
+        ],
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:]
     assert "conformance: sink conformance.mutants.reference.ArrowJsonFileSink" in proc.stdout
     assert "verdict: CONFORMANT" in proc.stdout
@@ -192,14 +276,30 @@ def test_invocations_from_a_checkout_with_pyargs_and_through_the_api(tmp_path: P
 @pytest.mark.timeout(120)
 def test_the_plugin_is_inert_without_a_target(tmp_path: Path, no_orphans: None) -> None:
     (tmp_path / "test_plain.py").write_text("def test_plain():\n    assert 1 + 1 == 2\n")
-    proc = _run(["-m", "pytest", "-p", "conformance.plugin", "test_plain.py", "-q", "-p", "no:cacheprovider"],
-                cwd=tmp_path)
+    proc = _run(
+        [
+            "-m",
+            "pytest",
+            "-p",
+            "conformance.plugin",
+            "test_plain.py",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+        ],
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout
     assert "conformance" not in proc.stdout
     assert not (tmp_path / ".conformance").exists()
     # Loading the plugin does not import the checks, the runtime or pyarrow.
-    probe = _run(["-c", "import sys, conformance.plugin; print(sorted(m for m in ('agora', 'pyarrow', "
-                  "'conformance.checks') if m in sys.modules))"])
+    probe = _run(
+        [
+            "-c",
+            "import sys, conformance.plugin; print(sorted(m for m in ('agora', 'pyarrow', "
+            "'conformance.checks') if m in sys.modules))",
+        ]
+    )
     assert probe.stdout.strip() == "[]", probe.stdout + probe.stderr
 
 
@@ -207,7 +307,9 @@ def test_the_plugin_is_inert_without_a_target(tmp_path: Path, no_orphans: None) 
 def test_programmatic_run_returns_the_report(no_orphans: None) -> None:
     from conformance import run
 
-    document = run(sinks=["agora.MemorySink"], level="smoke", extra_args=["-k", "LIFE"], cwd=ROOT, timeout=100)
+    document = run(
+        sinks=["agora.MemorySink"], level="smoke", extra_args=["-k", "LIFE"], cwd=ROOT, timeout=100
+    )
     assert document["exit_code"] == 0 and document["verdict"] == CONFORMANT
     (target,) = document["targets"]
     assert {c["id"] for c in target["checks"]} >= {"SNK-LIFE-04", "SNK-LIFE-05"}

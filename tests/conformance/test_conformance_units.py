@@ -116,7 +116,9 @@ def test_import_object_explains_what_was_tried(spec: str, message: str) -> None:
         import_object(spec)
 
 
-def test_import_object_reports_a_module_that_fails_to_import(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_import_object_reports_a_module_that_fails_to_import(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "cf_broken_mod.py").write_text("import no_such_dependency_xyz\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(ResolutionError, match="importing 'cf_broken_mod' failed"):
@@ -143,7 +145,10 @@ _HERE = __name__
         ({"classes": [f"{_HERE}:_INSTANCE"]}, "is a sink instance"),
         ({"classes": [f"{_HERE}:make_needs_args"]}, "pass it with --sink-factory"),
         ({"classes": ["json.JSONDecoder"]}, "does not subclass agora.BaseSink"),
-        ({"classes": ["agora.MemorySink", "agora.NullSink"], "harnesses": ["x:y"]}, "apply to one --sink"),
+        (
+            {"classes": ["agora.MemorySink", "agora.NullSink"], "harnesses": ["x:y"]},
+            "apply to one --sink",
+        ),
         ({"classes": [], "factories": ["a:b"], "harnesses": ["c:d"]}, "not both"),
         ({"classes": ["agora.MemorySink"], "factories": ["operator:add"]}, "requires"),
         ({"classes": [], "harnesses": ["agora:MemorySink"]}, "is not a SinkHarness"),
@@ -165,7 +170,9 @@ def test_resolution_finds_builtin_declared_and_factory_harnesses() -> None:
     assert type(declared.harness).__name__ == "ReferenceSinkHarness"
     (factory,) = resolve_targets("sink", [f"{_HERE}:_NeedsArgs"], [f"{_HERE}:make_needs_args"], [])
     assert factory.harness.factory is make_needs_args and not factory.harness.has_read_back
-    (harness_only,) = resolve_targets("sink", [], [], ["conformance.builtin_harnesses:CsvSinkHarness"])
+    (harness_only,) = resolve_targets(
+        "sink", [], [], ["conformance.builtin_harnesses:CsvSinkHarness"]
+    )
     assert harness_only.component_class is import_object("agora.CsvSink")
 
 
@@ -216,7 +223,9 @@ def _target(cls: type, harness: SinkHarness | None = None) -> Target:
 
 
 def _run(check_id: str, target: Target, tmp_path: Path) -> Any:
-    return run_check(get_check(check_id), target, workdir=tmp_path, profile=Profile.for_level("smoke", seed=1))
+    return run_check(
+        get_check(check_id), target, workdir=tmp_path, profile=Profile.for_level("smoke", seed=1)
+    )
 
 
 def test_runner_reports_not_verifiable_without_read_back(tmp_path: Path) -> None:
@@ -268,8 +277,14 @@ def test_runner_refuses_a_check_of_the_other_kind(tmp_path: Path) -> None:
 
 
 def _record(check_id: str, status: str, level: str = "MUST") -> dict[str, Any]:
-    return {"id": check_id, "title": "t", "group": check_id.split("-")[1], "level": level,
-            "status": status, "reason": "why\nmore"}
+    return {
+        "id": check_id,
+        "title": "t",
+        "group": check_id.split("-")[1],
+        "level": level,
+        "status": status,
+        "reason": "why\nmore",
+    }
 
 
 TARGET = {"kind": "sink", "target": "x.Y", "harness": "h"}
@@ -279,11 +294,23 @@ TARGET = {"kind": "sink", "target": "x.Y", "harness": "h"}
     ("records", "strict", "verdict"),
     [
         ([("SNK-LIFE-01", "pass", "MUST"), ("SNK-LIFE-02", "fail", "SHOULD")], False, CONFORMANT),
-        ([("SNK-LIFE-01", "pass", "MUST"), ("SNK-LIFE-02", "fail", "SHOULD")], True, NON_CONFORMANT),
+        (
+            [("SNK-LIFE-01", "pass", "MUST"), ("SNK-LIFE-02", "fail", "SHOULD")],
+            True,
+            NON_CONFORMANT,
+        ),
         ([("SNK-LIFE-01", "fail", "MUST")], False, NON_CONFORMANT),
         ([("SNK-LIFE-01", "error", "MUST")], False, NON_CONFORMANT),
-        ([("SNK-LIFE-01", "not-verifiable", "MUST"), ("SNK-LIFE-04", "pass", "MUST")], False, CONFORMANT_BLACK_BOX),
-        ([("SNK-LIFE-01", "unsupported", "MUST"), ("SNK-LIFE-04", "pass", "MUST")], False, CONFORMANT),
+        (
+            [("SNK-LIFE-01", "not-verifiable", "MUST"), ("SNK-LIFE-04", "pass", "MUST")],
+            False,
+            CONFORMANT_BLACK_BOX,
+        ),
+        (
+            [("SNK-LIFE-01", "unsupported", "MUST"), ("SNK-LIFE-04", "pass", "MUST")],
+            False,
+            CONFORMANT,
+        ),
     ],
 )
 def test_verdict(records: list[tuple[str, str, str]], strict: bool, verdict: str) -> None:
@@ -305,8 +332,14 @@ def test_summary_table_and_json_report(tmp_path: Path) -> None:
     assert "MUST pass/fail" in text and "seed 7" in text
     assert "verdict: NON-CONFORMANT — 1 failure(s):" in text
     assert "SNK-LIFE-04 (MUST) t: why" in text and "SHOULD not met: SNK-LIFE-02" in text
-    assert summary.counts("LIFE") == {"must_pass": 0, "must_fail": 1, "should_pass": 0,
-                                      "should_fail": 1, "unsupported": 0, "not_verifiable": 0}
+    assert summary.counts("LIFE") == {
+        "must_pass": 0,
+        "must_fail": 1,
+        "should_pass": 0,
+        "should_fail": 1,
+        "unsupported": 0,
+        "not_verifiable": 0,
+    }
     path = tmp_path / "deep" / "report.json"
     write_json_report(path, collector.summaries, {"level": "smoke", "seed": 7})
     document = json.loads(path.read_text())
@@ -323,11 +356,18 @@ def test_canonical_values_compare_nan_and_time_zones() -> None:
     assert canonical_value(float("nan")) == NAN
     utc = dt.datetime(2024, 1, 1, 12, tzinfo=dt.timezone.utc)
     plus2 = utc.astimezone(dt.timezone(dt.timedelta(hours=2)))
-    assert canonical_value(utc) == canonical_value(plus2) != canonical_value(utc.replace(tzinfo=None))
+    assert (
+        canonical_value(utc) == canonical_value(plus2) != canonical_value(utc.replace(tzinfo=None))
+    )
     assert canonical_row({"b": 1, "a": [1.0]}) == canonical_row({"a": [1], "b": 1})
     assert describe_multiset_diff([1, 2], [2, 1]) is None
     diff = describe_multiset_diff([1, 2], [2, 2, 3])
-    assert diff is not None and "1 missing" in diff and "1 duplicated" in diff and "1 never written" in diff
+    assert (
+        diff is not None
+        and "1 missing" in diff
+        and "1 duplicated" in diff
+        and "1 never written" in diff
+    )
 
 
 def test_text_and_json_cells_agree_across_spellings() -> None:
