@@ -8,7 +8,7 @@ import datetime as _dt
 import decimal
 import json
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 __all__ = [
@@ -98,7 +98,9 @@ class DLQRecord:
         return cls(error_type=type(exc).__name__, error_message=str(exc), **fields)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        # Not dataclasses.asdict: it deep-copies, and a record holding a lock or a socket
+        # cannot be copied — it must still be stored (flagged), never dropped.
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
         flags = {"ok": True}
         for key in ("checkpoint", "record", "processed_record"):
             data[key] = json_safe(data[key], flags)

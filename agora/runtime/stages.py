@@ -156,7 +156,7 @@ class Stage:
             unit.batch = None
             return
         if out.num_rows != n_in:
-            unit.row_map = _narrow(unit.row_map, mask, n_in)
+            unit.row_map = _narrow(unit.row_map, mask, batch)
         dropped = n_in - out.num_rows
         unit.dropped += dropped
         c["dropped"] += dropped
@@ -164,15 +164,25 @@ class Stage:
         unit.batch = out
 
 
-def _narrow(row_map: Any, mask: Any, n_in: int) -> Any:
-    """Compose the source-row map with a filter mask (untraceable without one)."""
+def _narrow(row_map: Any, mask: Any, batch: Any) -> Any:
+    """Compose the source-row map with a filter's mask (untraceable without one)."""
     if mask is None or row_map is UNKNOWN_ROWS:
         return UNKNOWN_ROWS
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    mask = pa.array(mask, pa.bool_()) if not isinstance(mask, (pa.Array, pa.ChunkedArray)) else mask
-    kept = pc.indices_nonzero(pc.fill_null(mask, False))
+    try:
+        if isinstance(mask, pc.Expression):
+            # Evaluate the expression once more over the batch plus a row-number column.
+            numbered = batch.append_column(
+                "__agora_row__", pa.array(range(batch.num_rows), pa.int64()))
+            kept = numbered.filter(mask).column("__agora_row__")
+        else:
+            if not isinstance(mask, (pa.Array, pa.ChunkedArray)):
+                mask = pa.array(mask, pa.bool_())
+            kept = pc.indices_nonzero(pc.fill_null(mask, False))
+    except (pa.ArrowException, TypeError, ValueError):
+        return UNKNOWN_ROWS  # tracing is best effort; the filter itself already succeeded
     return kept if row_map is None else pc.take(row_map, kept)
 
 

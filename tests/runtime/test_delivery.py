@@ -294,3 +294,40 @@ def test_resume_from_a_checkpoint_continues_file_output_in_a_new_process(tmp_pat
     bound().run_sync()  # new instances, as after a restart
     lines = (tmp_path / "out.csv").read_text().splitlines()
     assert lines[0] == '"id"' and lines[1:] == [str(i) for i in range(10)]
+
+
+def test_an_uncopyable_record_is_dead_lettered_with_a_flagged_fallback():
+    import threading
+
+    from agora import IterableSource
+
+    def boom(r):
+        raise ValueError("bad record")
+
+    dlq = MemorySink(name="dlq")
+    Pipeline(IterableSource([{"id": 1, "lock": threading.Lock()}]), id="p").pipe(
+        MapMiddleware(boom)).build(MemorySink(), delivery=DeliveryConfig(dlq=dlq)).run_sync()
+    data = dlq.records[0].to_dict()
+    assert data["round_trippable"] is False
+    assert data["record"]["lock"]["__agora_unserialisable__"] is True
+
+
+def test_expression_filter_rows_are_still_traced_to_the_source():
+    import pyarrow.compute as pc
+
+    from agora import ArrowBatchSource, ArrowFilterMiddleware
+
+    def fail_on_7(b):
+        if 7 in b.column("id").to_pylist():
+            raise ValueError("seven")
+        return b
+
+    dlq = MemorySink(name="dlq")
+    table = pa.table({"id": list(range(10)), "v": [i * 10 for i in range(10)]})
+    s = (Pipeline(ArrowBatchSource(table, batch_size=5), id="p")
+         .pipe(ArrowFilterMiddleware(lambda b: pc.field("id") >= 3),
+               ArrowMapMiddleware(lambda b: b.drop_columns(["v"])),
+               ArrowMapMiddleware(fail_on_7))
+         .build(MemorySink(), delivery=DeliveryConfig(dlq=dlq)).run_sync())
+    assert [r.record for r in dlq.records] == [{"id": i, "v": i * 10} for i in range(5, 10)]
+    assert s.records_dropped == 3 and s.records_written == 2
