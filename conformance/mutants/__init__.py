@@ -50,6 +50,7 @@ REFERENCE_SOURCES = (
     "conformance.mutants.reference.JsonFileSource",
     "conformance.mutants.reference.BatchJsonFileSource",
     "conformance.mutants.reference.ArrowJsonFileSource",
+    "conformance.mutants.reference.NoCheckpointJsonFileSource",
 )
 
 MUTANTS: tuple[Mutant, ...] = (

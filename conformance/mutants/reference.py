@@ -31,6 +31,7 @@ __all__ = [
     "BatchJsonFileSource",
     "JsonFileSink",
     "JsonFileSource",
+    "NoCheckpointJsonFileSource",
     "ReferenceSinkHarness",
     "ReferenceSourceHarness",
     "encode_line",
@@ -266,6 +267,19 @@ class ArrowJsonFileSource(JsonFileSource):
 
     def make_batch(self, rows: list[dict[str, Any]]) -> Any:
         return pa.RecordBatch.from_pylist(rows, schema=self._schema)
+
+
+class NoCheckpointJsonFileSource(JsonFileSource):
+    """Row reference source without checkpoint support: the base ``prepare_resume``
+    refuses a stored checkpoint with ``CheckpointError``."""
+
+    supports_checkpoint = False
+
+    async def prepare_resume(self, checkpoint: Checkpoint | None) -> None:
+        await BaseSource.prepare_resume(self, checkpoint)
+
+    def current_checkpoint(self) -> Any:
+        return None
 
 
 class ReferenceSourceHarness(SourceHarness):

@@ -417,3 +417,9 @@ def test_package_exports_resolve_lazily() -> None:
         assert getattr(conformance, name) is not None
     with pytest.raises(AttributeError):
         conformance.NoSuchName  # noqa: B018
+
+
+def test_the_user_guide_lists_every_check() -> None:
+    guide = (Path(__file__).resolve().parents[2] / "conformance" / "README.md").read_text()
+    missing = [c.id for c in all_checks() if f"| {c.id} |" not in guide]
+    assert not missing, f"conformance/README.md does not list {missing}"
