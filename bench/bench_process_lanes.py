@@ -35,6 +35,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc as ipc
@@ -158,6 +159,40 @@ def stats(values: Sequence[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
+class BackgroundLoad:
+    """CPU that processes other than this benchmark (and its children) used meanwhile,
+    in cores: on a shared 2-core machine anything above ~0.1 understates every ratio
+    that needs both cores."""
+
+    def __enter__(self) -> BackgroundLoad:
+        self._start = (time.perf_counter(), self._system_busy(), self._ours())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        wall, busy, ours = self._start
+        wall = time.perf_counter() - wall
+        other = (self._system_busy() - busy) - (self._ours() - ours)
+        self.cores = max(0.0, other / wall) if wall > 0 else 0.0
+
+    @staticmethod
+    def _system_busy() -> float:
+        t = psutil.cpu_times()
+        return t.user + t.system + getattr(t, "nice", 0.0) + getattr(t, "irq", 0.0) + getattr(
+            t, "softirq", 0.0
+        )
+
+    @staticmethod
+    def _ours() -> float:
+        me = psutil.Process()
+        total = sum(me.cpu_times()[:4])
+        for child in me.children(recursive=True):
+            try:
+                total += sum(child.cpu_times()[:4])  # incl. its reaped children
+            except psutil.Error:
+                continue
+        return total
+
+
 def paired(subject: Callable[[], int], baseline: Callable[[], int], reps: int,
            min_s: float) -> dict[str, Any]:
     """Measure ``subject`` and ``baseline`` alternately (ABAB…) after one warm-up pass
@@ -166,13 +201,15 @@ def paired(subject: Callable[[], int], baseline: Callable[[], int], reps: int,
     subject()
     baseline()
     a, b = [], []
-    for _ in range(reps):
-        a.append(rate_of(subject, min_s))
-        b.append(rate_of(baseline, min_s))
+    with BackgroundLoad() as load:
+        for _ in range(reps):
+            a.append(rate_of(subject, min_s))
+            b.append(rate_of(baseline, min_s))
     return {
         "subject_rows_per_s": stats(a),
         "baseline_rows_per_s": stats(b),
         "ratio": statistics.median(x / y for x, y in zip(a, b, strict=True)),
+        "background_cores": round(load.cores, 3),
     }
 
 
@@ -374,7 +411,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {subject:<24} {a['median'] / 1e6:9.3f}M rows/s (min {a['min'] / 1e6:.3f}M,"
               f" max {a['max'] / 1e6:.3f}M)\n  {baseline:<24} {b['median'] / 1e6:9.3f}M rows/s"
               f" (min {b['min'] / 1e6:.3f}M, max {b['max'] / 1e6:.3f}M)"
-              f"\n    -> ratio {pair['ratio']:.3f}", flush=True)
+              f"\n    -> ratio {pair['ratio']:.3f}   (other processes used "
+              f"{pair['background_cores']:.2f} cores meanwhile)", flush=True)
 
     lane_kw = {"max_workers": WORKERS, "max_in_flight_batches": WINDOW}
     with concurrent.futures.ProcessPoolExecutor(WORKERS, mp_context=ctx) as pool:
