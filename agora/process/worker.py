@@ -29,7 +29,6 @@ import select
 import signal
 import struct
 import threading
-import time
 import traceback
 from dataclasses import dataclass
 from multiprocessing.connection import Connection

@@ -11,7 +11,7 @@ import pytest
 from agora.errors import ProcessBatchError
 from agora.process import ProcessBatchMiddleware
 from tests.process import faults
-from tests.process.helpers import gather, rows, run, started
+from tests.process.helpers import rows, run, started
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -20,6 +20,7 @@ from agora.process.transport import (
     RowTransport,
     Slot,
     SlotTooSmall,
+    encode_rows,
     leftover_slot_paths,
     sweep_stale_slots,
 )
@@ -55,13 +56,11 @@ def test_row_transport_round_trip_and_overflow():
     transport = RowTransport()
     slot = Slot(0)
     try:
-        payload = transport_payload = __import__("pickle").dumps([{"a": 1}, None])
-        n = transport.write_input(slot, transport_payload)
+        n = transport.write_input(slot, encode_rows([{"a": 1}, None]))
         assert transport.read_output(slot, n) == [{"a": 1}, None]
         with pytest.raises(SlotTooSmall) as info:
             transport.write_input(slot, b"x" * (slot.capacity + 1))
         assert info.value.required == slot.capacity + 1
-        assert payload
     finally:
         slot.release()
 
