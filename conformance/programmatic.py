@@ -59,9 +59,14 @@ def run(
     with tempfile.TemporaryDirectory(prefix="conformance-run-") as tmp:
         report = Path(tmp) / "report.json"
         args += ["--conformance-report", str(report), *extra_args]
+        # The child must import this very suite, even from a checkout that is not installed.
+        env = dict(os.environ)
+        here = str(Path(__file__).resolve().parents[1])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH", "")) if p)
         proc = subprocess.run(
             [sys.executable, "-m", "conformance", *args],
             cwd=cwd,
+            env=env,
             capture_output=True,
             text=True,
             timeout=timeout,
