@@ -214,9 +214,13 @@ def _replay(records: list[Any], bound: Any, as_json: bool) -> int:
 
 
 def cmd_conformance(args: argparse.Namespace, rest: list[str]) -> int:
-    import pytest
-
-    return int(pytest.main(["-p", "conformance.plugin", "--pyargs", "conformance", *rest]))
+    try:
+        from conformance.__main__ import main as conformance_main
+    except ImportError as exc:  # the suite needs the test extra (pytest, hypothesis)
+        print(f"agora: the conformance suite needs the test extra: pip install 'agora[test]' ({exc})",
+              file=sys.stderr)
+        return EXIT_USAGE
+    return int(conformance_main(rest))
 
 
 def build_parser() -> argparse.ArgumentParser:
