@@ -5,6 +5,8 @@
     AgoraError                      base of everything Agora raises itself
     ├── PipelineError               build-time mistake: the plan is invalid, nothing was started
     ├── ProcessBatchError           a process-isolated batch failed (raise, timeout, death, …)
+    │   └── ProcessPoolBrokenError  the worker pool gave up (terminal: the run stops)
+    ├── WorkerStartupError          the first worker generation could not start
     ├── CheckpointError             a checkpoint is unreadable, corrupt, foreign or unsavable
     ├── LifecycleError              a component was used outside its open…close window
     ├── SourceRecordError           malformed input at a named file/line (fail-closed sources)
@@ -27,7 +29,9 @@ __all__ = [
     "LifecycleError",
     "PipelineError",
     "ProcessBatchError",
+    "ProcessPoolBrokenError",
     "SourceRecordError",
+    "WorkerStartupError",
 ]
 
 
@@ -114,6 +118,32 @@ def _rebuild_process_batch_error(
         invalidated=invalidated,
         generation=generation,
     )
+
+
+class ProcessPoolBrokenError(ProcessBatchError):
+    """The pool gave up (recycle budget spent, or workers cannot load ``fn``).
+
+    Terminal for the run: the engine must stop rather than route further batches to the
+    DLQ, because every later batch would fail the same way.
+    """
+
+    terminal = True
+
+    def __reduce__(self):  # keep the subclass across pickling
+        return (
+            _rebuild_broken,
+            (self.cause, self.middleware_name, self.batch_index, self.generation),
+        )
+
+
+def _rebuild_broken(cause: str, name: str, index: int, generation: int) -> ProcessPoolBrokenError:
+    return ProcessPoolBrokenError(
+        cause, middleware_name=name, batch_index=index, generation=generation
+    )
+
+
+class WorkerStartupError(AgoraError):
+    """The first worker generation could not start (``fn`` not loadable, worker crashed)."""
 
 
 class CheckpointError(AgoraError):

@@ -8,7 +8,7 @@ slots and codecs, ``worker.py`` the worker process.
 from __future__ import annotations
 
 from agora.process.middleware import ArrowProcessBatchMiddleware, ProcessBatchMiddleware
-from agora.process.pool import ProcessPoolBrokenError, WorkerStartupError
+from agora.errors import ProcessPoolBrokenError, WorkerStartupError
 
 __all__ = [
     "ArrowProcessBatchMiddleware",

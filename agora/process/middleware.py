@@ -18,7 +18,8 @@ import pyarrow as pa
 
 from agora.errors import LifecycleError, ProcessBatchError
 from agora.middleware.base import ArrowBatchMiddleware, BatchMiddleware, MiddlewareContext
-from agora.process.pool import PoolMetrics, Ticket, WorkerPool
+from agora.process.handles import PoolMetrics, Ticket
+from agora.process.pool import WorkerPool
 from agora.process.transport import ArrowTransport, RowTransport, Transport, encode_rows
 
 __all__ = ["ArrowProcessBatchMiddleware", "ProcessBatchMiddleware"]

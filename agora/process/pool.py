@@ -39,20 +39,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import multiprocessing
-import os
-import signal
 import time
 import weakref
 from collections import deque
-from dataclasses import dataclass, field
-from enum import StrEnum
-from multiprocessing.connection import Connection
-from typing import Any
 
 import psutil
 
-from agora.errors import AgoraError, ProcessBatchError
+from agora.errors import ProcessBatchError, ProcessPoolBrokenError, WorkerStartupError
+from agora.process.handles import (
+    PoolMetrics,
+    PoolState,
+    Registry,
+    RemoteTraceback,
+    Ticket,
+    WorkerHandle,
+    describe_exit,
+    kill_group,
+    mp_context,
+)
 from agora.process.transport import Slot, SlotTooSmall, Transport, grown_capacity
 from agora.process.transport import sweep_stale_slots
 from agora.process.worker import (
@@ -82,175 +86,11 @@ __all__ = [
     "WorkerStartupError",
 ]
 
-#: Modules every worker has imported before it is forked, so a new worker (and a new
-#: generation after a recycle) is ready in milliseconds instead of re-importing pyarrow.
-PRELOAD = ["pyarrow", "pyarrow.ipc", "ctypes", "agora.process.worker"]
 #: How long on_start waits for the first generation to report ready.
 STARTUP_TIMEOUT_S = 60.0
 #: psutil sampling period for worker RSS/CPU: cheap (~50 us per worker) and fine enough
 #: for batches that matter (a batch shorter than this hardly moves a worker's peak).
 SAMPLE_INTERVAL_S = 0.25
-
-
-class ProcessPoolBrokenError(ProcessBatchError):
-    """The pool gave up (recycle budget spent, or workers cannot load ``fn``).
-
-    Terminal for the run: the engine must stop rather than route further batches to the
-    DLQ, because every later batch would fail the same way.
-    """
-
-    terminal = True
-
-    def __reduce__(self):  # keep the subclass across pickling
-        return (
-            _rebuild_broken,
-            (self.cause, self.middleware_name, self.batch_index, self.generation),
-        )
-
-
-def _rebuild_broken(cause: str, name: str, index: int, generation: int) -> ProcessPoolBrokenError:
-    return ProcessPoolBrokenError(
-        cause, middleware_name=name, batch_index=index, generation=generation
-    )
-
-
-class PoolState(StrEnum):
-    """Where a pool is in its life; see :attr:`WorkerPool.state`."""
-
-    NEW = "new"
-    STARTING = "starting"
-    RUNNING = "running"
-    ISOLATING = "isolating"  # re-running the batches caught in a worker death, one by one
-    BROKEN = "broken"  # recycle budget spent or fn unloadable: every batch fails fast
-    STOPPED = "stopped"
-
-
-class WorkerStartupError(AgoraError):
-    """The first worker generation could not start (``fn`` not loadable, worker crashed)."""
-
-
-class _RemoteTraceback(Exception):
-    """The worker-side traceback of ``fn``'s exception (set as ``__cause__``)."""
-
-    def __str__(self) -> str:
-        return str(self.args[0])
-
-
-@dataclass
-class PoolMetrics:
-    batches_submitted: int = 0
-    batches_ok: int = 0
-    batches_failed: int = 0
-    batches_timed_out: int = 0
-    batches_invalidated: int = 0
-    worker_deaths: int = 0
-    pool_recycles: int = 0
-    recycle_seconds: float = 0.0
-    peak_in_flight: int = 0
-    transport_bytes_in: int = 0
-    transport_bytes_out: int = 0
-    rss_peak_by_pid: dict[int, int] = field(default_factory=dict)
-    cpu_by_pid: dict[int, float] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "batches_submitted": self.batches_submitted,
-            "batches_ok": self.batches_ok,
-            "batches_failed": self.batches_failed,
-            "batches_timed_out": self.batches_timed_out,
-            "batches_invalidated": self.batches_invalidated,
-            "worker_deaths": self.worker_deaths,
-            "pool_recycles": self.pool_recycles,
-            "recycle_seconds": round(self.recycle_seconds, 6),
-            "peak_in_flight": self.peak_in_flight,
-            "transport_bytes_in": self.transport_bytes_in,
-            "transport_bytes_out": self.transport_bytes_out,
-            "worker_peak_rss_bytes": max(self.rss_peak_by_pid.values(), default=0),
-            "worker_peak_rss_by_pid": {str(p): v for p, v in self.rss_peak_by_pid.items()},
-            "worker_cpu_seconds": round(sum(self.cpu_by_pid.values()), 6),
-        }
-
-
-@dataclass(eq=False)
-class Ticket:
-    """One batch: submitted, queued, running on a worker, then resolved once."""
-
-    batch_index: int
-    payload: Any
-    future: asyncio.Future[Any]
-    generation: int = 0
-    seq: int = -1
-    worker: _Worker | None = None
-    timer: asyncio.TimerHandle | None = None
-    suspect: bool = False
-    settled: bool = False
-
-
-@dataclass(eq=False)
-class _Worker:
-    generation: int
-    process: Any  # multiprocessing.process.BaseProcess
-    conn: Connection
-    in_slot: Slot
-    out_slot: Slot
-    pid: int
-    ticket: Ticket | None = None
-    ready: bool = False
-    retired: bool = False
-    dead: bool = False
-    slots_dirty: bool = False
-    note: str = ""
-
-
-class _Registry:
-    """What must die if the pool is dropped without ``stop()`` (used by a finalizer that
-    must not reference the pool itself)."""
-
-    def __init__(self) -> None:
-        self.pids: set[int] = set()
-        self.slots: set[Slot] = set()
-
-    def kill_all(self) -> None:
-        for pid in list(self.pids):
-            _kill_group(pid)
-        self.pids.clear()
-        for slot in list(self.slots):
-            slot.release()
-        self.slots.clear()
-
-
-def _kill_group(pid: int) -> None:
-    """SIGKILL a worker's process group (the worker leads it) and the worker itself."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(pid, signal.SIGKILL)
-
-
-def _describe_exit(exitcode: int | None, note: str) -> str:
-    if note:
-        return note
-    if exitcode is None:
-        return "worker died (it closed its pipe; exit status unknown)"
-    if exitcode == EXIT_MEMORY_ERROR:
-        return f"worker died (fn raised MemoryError; the worker exited with code {exitcode})"
-    if exitcode < 0:
-        try:
-            name = signal.Signals(-exitcode).name
-        except ValueError:
-            name = f"signal {-exitcode}"
-        return f"worker died (killed by {name}, exit code {exitcode})"
-    return f"worker died (exited with code {exitcode})"
-
-
-def mp_context() -> multiprocessing.context.BaseContext:
-    """forkserver with pyarrow preloaded where available (never plain fork from a
-    threaded process), spawn elsewhere."""
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(PRELOAD)
-        return ctx
-    return multiprocessing.get_context("spawn")
 
 
 class WorkerPool:
@@ -279,8 +119,8 @@ class WorkerPool:
         self.generation = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ctx = mp_context()
-        self._workers: list[_Worker] = []
-        self._graveyard: list[_Worker] = []
+        self._workers: list[WorkerHandle] = []
+        self._graveyard: list[WorkerHandle] = []
         self._queue: deque[Ticket] = deque()
         self._suspects: list[Ticket] = []
         self._isolating = False
@@ -293,8 +133,8 @@ class WorkerPool:
         self._slot_capacity = [0, 0]  # input, output: grows to the largest batch seen
         self._sampler: asyncio.TimerHandle | None = None
         self._psutil: dict[int, psutil.Process] = {}
-        self._registry = _Registry()
-        self._finalizer = weakref.finalize(self, _Registry.kill_all, self._registry)
+        self._registry = Registry()
+        self._finalizer = weakref.finalize(self, Registry.kill_all, self._registry)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -338,7 +178,7 @@ class WorkerPool:
             for worker in self._workers:
                 if worker.ticket is not None:
                     self._fail(worker.ticket, "the pool was stopped while this batch ran")
-                    _kill_group(worker.pid)
+                    kill_group(worker.pid)
                 else:
                     with contextlib.suppress(OSError):
                         worker.conn.send_bytes(STOP)
@@ -421,7 +261,7 @@ class WorkerPool:
         for index in range(self.size):  # appended one by one: a failed spawn leaves the
             self._workers.append(self._spawn(index))  # started ones retirable
 
-    def _spawn(self, index: int) -> _Worker:
+    def _spawn(self, index: int) -> WorkerHandle:
         assert self._loop is not None
         in_slot = Slot(self._slot_capacity[0])
         out_slot = Slot(self._slot_capacity[1])
@@ -443,13 +283,13 @@ class WorkerPool:
         )
         process.start()
         child_conn.close()
-        worker = _Worker(self.generation, process, parent_conn, in_slot, out_slot, process.pid)
+        worker = WorkerHandle(self.generation, process, parent_conn, in_slot, out_slot, process.pid)
         self._registry.pids.add(worker.pid)
         self._loop.add_reader(parent_conn.fileno(), self._on_readable, worker)
         self._loop.add_reader(process.sentinel, self._on_sentinel, worker)
         return worker
 
-    def _retire(self, worker: _Worker) -> None:
+    def _retire(self, worker: WorkerHandle) -> None:
         """Kill a worker's process group, close its pipe, unlink its slots. Idempotent."""
         if worker.retired:
             return
@@ -458,7 +298,7 @@ class WorkerPool:
         self._loop.remove_reader(worker.conn.fileno())
         with contextlib.suppress(ValueError, OSError):
             self._loop.remove_reader(worker.process.sentinel)
-        _kill_group(worker.pid)
+        kill_group(worker.pid)
         self._registry.pids.discard(worker.pid)
         worker.conn.close()
         for slot in (worker.in_slot, worker.out_slot):
@@ -537,13 +377,13 @@ class WorkerPool:
                 return
             self._dispatch(worker, self._queue.popleft())
 
-    def _idle_worker(self) -> _Worker | None:
+    def _idle_worker(self) -> WorkerHandle | None:
         for worker in self._workers:
             if worker.ticket is None and not worker.dead:
                 return worker
         return None
 
-    def _dispatch(self, worker: _Worker, ticket: Ticket) -> None:
+    def _dispatch(self, worker: WorkerHandle, ticket: Ticket) -> None:
         assert self._loop is not None
         try:
             try:
@@ -579,7 +419,7 @@ class WorkerPool:
                 self.timeout_s, self._on_timeout, ticket, ticket.seq
             )
 
-    def _grow(self, worker: _Worker, which: int, required: int) -> None:
+    def _grow(self, worker: WorkerHandle, which: int, required: int) -> None:
         """Replace a worker's input (0) or output (1) slot with a bigger one."""
         old = worker.in_slot if which == 0 else worker.out_slot
         new = Slot(grown_capacity(required))
@@ -595,7 +435,7 @@ class WorkerPool:
 
     # ------------------------------------------------------------------ events
 
-    def _on_readable(self, worker: _Worker) -> None:
+    def _on_readable(self, worker: WorkerHandle) -> None:
         if worker.retired:
             return
         try:
@@ -608,7 +448,7 @@ class WorkerPool:
             self._on_message(worker, message, data)
         self._pump()
 
-    def _on_message(self, worker: _Worker, message: bytes, data: bytes | None) -> None:
+    def _on_message(self, worker: WorkerHandle, message: bytes, data: bytes | None) -> None:
         op = message[0]
         if op == OP_OK:
             _, seq, nbytes, _inline = OK.unpack(message)
@@ -623,12 +463,12 @@ class WorkerPool:
                 if all(w.ready for w in self._workers):
                     starting.set_result(None)
         elif op == OP_MEMORY:
-            worker.note = _describe_exit(EXIT_MEMORY_ERROR, "")
+            worker.note = describe_exit(EXIT_MEMORY_ERROR, "")
         elif op == OP_INIT_ERROR:
             (text,) = decode_message(message)
             self._on_init_error(worker, text)
 
-    def _on_ok(self, worker: _Worker, seq: int, nbytes: int, data: bytes | None) -> None:
+    def _on_ok(self, worker: WorkerHandle, seq: int, nbytes: int, data: bytes | None) -> None:
         ticket = worker.ticket
         if ticket is None or ticket.seq != seq:
             return  # not the dispatch this worker is serving: never commit it
@@ -651,7 +491,7 @@ class WorkerPool:
             ticket.future.set_result(result)
             self.metrics.batches_ok += 1
 
-    def _on_error(self, worker: _Worker, seq: int, kind: str, summary: str, detail: str) -> None:
+    def _on_error(self, worker: WorkerHandle, seq: int, kind: str, summary: str, detail: str) -> None:
         ticket = worker.ticket
         if ticket is None or ticket.seq != seq:
             return
@@ -670,7 +510,7 @@ class WorkerPool:
         }.get(kind, summary)
         self._fail(ticket, cause, remote_traceback=detail)
 
-    def _on_init_error(self, worker: _Worker, text: str) -> None:
+    def _on_init_error(self, worker: WorkerHandle, text: str) -> None:
         reason = (
             f"a worker could not load fn ({text}); fn must be importable in a fresh "
             "process — define it at module top level in an importable module"
@@ -682,7 +522,7 @@ class WorkerPool:
             return
         self._break(reason)
 
-    def _on_pipe_closed(self, worker: _Worker) -> None:
+    def _on_pipe_closed(self, worker: WorkerHandle) -> None:
         assert self._loop is not None
         self._loop.remove_reader(worker.conn.fileno())
         if worker.process.exitcode is not None:
@@ -690,9 +530,9 @@ class WorkerPool:
         else:
             # Normally the sentinel fires within milliseconds; if fn closed the pipe and
             # lives on, it is killed so the sentinel does fire.
-            self._loop.call_later(1.0, _kill_group, worker.pid)
+            self._loop.call_later(1.0, kill_group, worker.pid)
 
-    def _on_sentinel(self, worker: _Worker) -> None:
+    def _on_sentinel(self, worker: WorkerHandle) -> None:
         if worker.retired:
             return
         assert self._loop is not None
@@ -700,14 +540,14 @@ class WorkerPool:
         self._on_death(worker)
         self._pump()
 
-    def _on_death(self, worker: _Worker) -> None:
+    def _on_death(self, worker: WorkerHandle) -> None:
         if worker.retired or worker.dead:
             return
         worker.dead = True
         if self._closed:
             return  # stop() asked it to exit
         self.metrics.worker_deaths += 1
-        cause = _describe_exit(worker.process.exitcode, worker.note)
+        cause = describe_exit(worker.process.exitcode, worker.note)
         if self._starting is not None and not self._starting.done():
             self._starting.set_exception(
                 WorkerStartupError(f"process middleware {self.name!r}: a starting {cause}")
@@ -803,7 +643,7 @@ class WorkerPool:
             generation=ticket.generation,
         )
         if remote_traceback:
-            error.__cause__ = _RemoteTraceback(remote_traceback)
+            error.__cause__ = RemoteTraceback(remote_traceback)
         self.metrics.batches_failed += 1
         ticket.future.set_exception(error)
 

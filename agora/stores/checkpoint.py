@@ -242,8 +242,8 @@ class SQLiteCheckpointStore(CheckpointStore):
                 f"{self.path} from a backup"
             )
         return (
-            f"Restore it from a backup, or move it aside (with its -wal/-shm files) to start "
-            f"from scratch — the next run then reprocesses the source from the beginning"
+            "Restore it from a backup, or move it aside (with its -wal/-shm files) to start "
+            "from scratch — the next run then reprocesses the source from the beginning"
         )
 
     def open(self) -> None:
