@@ -380,6 +380,8 @@ def measure_recovery(loop: asyncio.AbstractEventLoop, reps: int) -> dict[str, An
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rows and reps")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON file to write (default: a timestamped file in bench/results/)")
     args = parser.parse_args(argv)
     reps, min_s = (3, 0.3) if args.quick else (5, 0.5)
     rows_total = 100_000 if args.quick else 200_000
@@ -461,9 +463,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{'yes' if ok else 'NO'}")
     results["targets"] = TARGETS
     results["all_targets_met"] = all_ok
-    out_dir = Path(__file__).resolve().parent / "results"
-    out_dir.mkdir(exist_ok=True)
-    out = out_dir / f"bench_process_lanes-{results['mode']}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out = args.out or (Path(__file__).resolve().parent / "results" /
+                       f"bench_process_lanes-{results['mode']}-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     print(f"\nwrote {out}")
     loop.close()
