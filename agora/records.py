@@ -52,7 +52,7 @@ class Checkpoint:
     source: str
     value: Any
     recorded_at: str = field(
-        default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat()
+        default_factory=lambda: _dt.datetime.now(_dt.UTC).isoformat()
     )
 
     def to_dict(self) -> dict[str, Any]:
@@ -85,7 +85,7 @@ class DLQRecord:
     middleware: str | None = None
     sink: str | None = None
     created_at: str = field(
-        default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat()
+        default_factory=lambda: _dt.datetime.now(_dt.UTC).isoformat()
     )
     round_trippable: bool = True
 

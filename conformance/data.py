@@ -37,7 +37,7 @@ NAN = ("<NaN>",)
 
 _UNICODE_NAMES = ("alpha", "βeta", "gamma ɣ", "日本語", "emoji 🎉", "Zoë", "naïve café", "Ωmega")
 _ASCII_NAMES = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta")
-_EPOCH = dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+_EPOCH = dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
 
 
 def canonical_value(value: Any) -> Hashable:
@@ -55,7 +55,7 @@ def canonical_value(value: Any) -> Hashable:
         if value.tzinfo is not None:
             return (
                 "datetime",
-                value.astimezone(dt.timezone.utc).replace(tzinfo=None).isoformat(),
+                value.astimezone(dt.UTC).replace(tzinfo=None).isoformat(),
                 "UTC",
             )
         return ("datetime", value.isoformat(), None)

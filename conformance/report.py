@@ -181,7 +181,7 @@ def write_json_report(path: Path, summaries: list[TargetSummary], meta: dict[str
         "report_version": REPORT_VERSION,
         "suite_version": agora_version,
         "agora_version": agora_version,
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "created_at": dt.datetime.now(dt.UTC).isoformat(),
         "environment": {
             "python": sys.version.split()[0],
             "platform": platform.platform(),

@@ -25,7 +25,7 @@ __all__ = [
     "sliced_batches",
 ]
 
-_UTC = dt.timezone.utc
+_UTC = dt.UTC
 _MIN_TS = dt.datetime(1970, 1, 1)
 _MAX_TS = dt.datetime(2200, 1, 1)
 

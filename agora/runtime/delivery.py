@@ -137,7 +137,7 @@ class Committer:
                 if results is None:
                     self.dlq_writes += len(records)
                 else:
-                    for f, res in zip(owners, results):
+                    for f, res in zip(owners, results, strict=False):
                         if res.written:
                             self.dlq_writes += 1
                         else:

@@ -95,7 +95,7 @@ class _Run:
         ]
         linear = plan.lane == LANE_LINEAR
         self.stages = [Stage(mw, ctx, per_record_batches=linear)
-                       for mw, ctx in zip(middleware, self.contexts)]
+                       for mw, ctx in zip(middleware, self.contexts, strict=True)]
         proc = [i for i, st in enumerate(self.stages) if st.process_isolated]
         if proc:
             self.prefix = self.stages[: proc[0]]
@@ -161,7 +161,7 @@ class _Run:
             await self.source.prepare_resume(checkpoint)
         else:
             await self.source.prepare_resume(None)
-        for mw, ctx in zip(self.middleware, self.contexts):
+        for mw, ctx in zip(self.middleware, self.contexts, strict=True):
             await _maybe_await(mw.on_start(ctx))
             state["mw"] += 1
         for sink in self.sinks:

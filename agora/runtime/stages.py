@@ -109,7 +109,7 @@ class Stage:
                 unit.failures.append(Failure("batch_middleware", self.name, exc, _src(unit, i)))
                 values[i] = GONE
             return
-        for i, result in zip(idx, out):
+        for i, result in zip(idx, out, strict=True):
             if result is None:
                 values[i] = GONE
                 unit.dropped += 1

@@ -143,7 +143,7 @@ def _format_datetime(value: _dt.datetime) -> str:
     offset = value.utcoffset()
     if offset is None:
         return local
-    if value.tzinfo is _dt.timezone.utc or str(value.tzinfo) == "UTC":
+    if value.tzinfo is _dt.UTC or str(value.tzinfo) == "UTC":
         return local + "Z"
     minutes = int(offset.total_seconds()) // 60
     sign = "-" if minutes < 0 else "+"

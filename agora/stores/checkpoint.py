@@ -47,7 +47,7 @@ class CheckpointStore(ABC):
 
     store_name: str = "checkpoint_store"
 
-    def open(self) -> None:
+    def open(self) -> None:  # noqa: B027 - an optional hook, not abstract
         """Acquire resources now instead of on first use (surfaces errors early)."""
 
     @abstractmethod
@@ -62,7 +62,7 @@ class CheckpointStore(ABC):
     @abstractmethod
     def list_keys(self) -> list[str]: ...
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - an optional hook, not abstract
         """Release resources. Idempotent."""
 
     def __enter__(self) -> CheckpointStore:

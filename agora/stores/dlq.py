@@ -268,7 +268,7 @@ def _iter_sqlite(path: Path, pipeline_id: str | None, stage: str | None) -> Iter
     conn = sqlite3.connect(str(path), isolation_level=None)
     try:
         for row in conn.execute(sql, params):
-            data = dict(zip(_COLUMNS, row[1:]))
+            data = dict(zip(_COLUMNS, row[1:], strict=True))
             try:
                 for name in _JSON_COLUMNS:
                     data[name] = json.loads(data[name])
