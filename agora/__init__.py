@@ -20,6 +20,8 @@ Module map (imports point down; nothing below ``runtime`` imports it):
 
 from __future__ import annotations
 
+from typing import Any
+
 from agora.config import (
     CheckpointFailurePolicy,
     DeliveryConfig,
@@ -84,7 +86,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> object:
+def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'agora' has no attribute {name!r}")

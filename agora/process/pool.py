@@ -42,6 +42,7 @@ import contextlib
 import time
 import weakref
 from collections import deque
+from typing import Any
 
 import psutil
 
@@ -118,7 +119,7 @@ class WorkerPool:
         self.metrics = PoolMetrics()
         self.generation = 0
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._ctx = mp_context()
+        self._ctx: Any = mp_context()
         self._workers: list[WorkerHandle] = []
         self._graveyard: list[WorkerHandle] = []
         self._queue: deque[Ticket] = deque()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import time
 import uuid
@@ -189,7 +190,7 @@ class _Run:
             await step("source close", self.source.close)
         for i in reversed(range(state["mw"])):
             mw, ctx = self.middleware[i], self.contexts[i]
-            await step(f"middleware {mw.name} on_stop", lambda mw=mw, ctx=ctx: mw.on_stop(ctx))
+            await step(f"middleware {mw.name} on_stop", functools.partial(mw.on_stop, ctx))
         if state["dlq"]:
             await step("dlq close", self.config.dlq.close)
         for sink in reversed(state["sinks"]):

@@ -73,7 +73,7 @@ class Writer:
         for i in sorted(outcome.failed):
             unit.failures.extend(outcome.failed[i])
 
-    def _collect(self, sp: SinkPlan, results: list[WriteResult] | BaseException | None,
+    def _collect(self, sp: SinkPlan, results: list[WriteResult] | Exception | None,
                  outcome: _Outcome, get_rows: Any, src: Any) -> None:
         stats = self.per_sink[sp.sink.sink_name]
         n = outcome.n
@@ -81,7 +81,7 @@ class Writer:
             stats["written"] += n
             outcome.all_written = True
             return
-        if isinstance(results, BaseException):
+        if isinstance(results, Exception):
             results = [WriteResult.failed(results)] * n
         rows = get_rows()
         for i, res in enumerate(results):
@@ -168,7 +168,7 @@ class _Outcome:
         return sum(1 for i in self.failed if not self.is_written(i))
 
 
-async def _call(sp: SinkPlan, method: str, payload: Any, n: int) -> list[WriteResult] | BaseException | None:
+async def _call(sp: SinkPlan, method: str, payload: Any, n: int) -> list[WriteResult] | Exception | None:
     try:
         results = await getattr(sp.sink, method)(payload)
     except Exception as exc:

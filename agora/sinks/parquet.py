@@ -303,7 +303,7 @@ class ParquetSink(BaseSink):
             elif names is not None and (extra := [k for k in record if k not in names]):
                 results[i] = WriteResult.failed(ValueError(
                     f"sink {self.sink_name!r}: record has keys {extra} that are not fields of "
-                    f"the Parquet schema {self.schema.names}; the record was not written "
+                    f"the Parquet schema {sorted(names)}; the record was not written "
                     f"rather than losing those values — pass schema= with every field"
                 ))
             else:
