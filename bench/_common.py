@@ -1,0 +1,182 @@
+"""Shared benchmark plumbing: a psutil sampler for the process tree and a leftover check.
+
+Used by ``bench/conftest.py`` (the pytest-benchmark suite) and ``bench/bench_scaling.py``.
+Nothing here imports agora, so it is cheap to import in a worker or a child process.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+
+MIB = 1 << 20
+
+
+def is_mp_helper(proc: psutil.Process, parent_pid: int) -> bool:
+    """True for multiprocessing's session-long helpers (forkserver, resource tracker).
+
+    They are direct children of the benchmark process and live for the whole session by
+    design; pool workers are forked *from* the forkserver (so they are grandchildren and
+    inherit its command line), which is why only direct children are tested here.
+    """
+    try:
+        if proc.ppid() != parent_pid:
+            return False
+        cmd = " ".join(proc.cmdline())
+    except psutil.Error:
+        return False
+    return "forkserver" in cmd or "resource_tracker" in cmd
+
+
+def worker_processes(me: psutil.Process | None = None) -> list[psutil.Process]:
+    """Live descendants of ``me`` (default: this process) other than the mp helpers."""
+    me = me or psutil.Process(os.getpid())
+    out = []
+    for child in me.children(recursive=True):
+        try:
+            if child.status() == psutil.STATUS_ZOMBIE or is_mp_helper(child, me.pid):
+                continue
+        except psutil.Error:
+            continue
+        out.append(child)
+    return out
+
+
+def assert_no_workers_left(grace_s: float = 3.0) -> None:
+    """Raise ``AssertionError`` naming every worker that outlived its benchmark.
+
+    A short grace covers reaping; stragglers are killed (by pid, one at a time) before
+    raising so one leak does not poison the next benchmark's figures.
+    """
+    deadline = time.monotonic() + grace_s
+    while True:
+        left = worker_processes()
+        if not left:
+            return
+        if time.monotonic() > deadline:
+            names = []
+            for proc in left:
+                try:
+                    names.append(f"{proc.pid}:{' '.join(proc.cmdline())[:60]}")
+                    proc.kill()
+                except psutil.Error:
+                    continue
+            raise AssertionError(
+                f"worker processes outlived the benchmark: {', '.join(names)}; every "
+                f"benchmark that starts processes must stop them (pipeline run or pool shutdown)"
+            )
+        time.sleep(0.05)
+
+
+def _cpu(times: Any) -> float:
+    return float(times.user + times.system)
+
+
+@dataclass
+class TreeFigures:
+    """What one :class:`ProcessTreeSampler` window saw. RSS counts copy-on-write and shared
+    pages in every process that maps them, so the sums are upper bounds."""
+
+    main_peak_rss_bytes: int = 0
+    workers_peak_rss_bytes: int = 0  # peak of the per-sample sum over worker processes
+    total_peak_rss_bytes: int = 0  # peak of main + workers, summed in the same sample
+    main_start_rss_bytes: int = 0
+    main_cpu_s: float = 0.0
+    workers_cpu_s: float = 0.0
+    workers_seen: int = 0
+    samples: int = 0
+    wall_s: float = 0.0
+    worker_pids: set[int] = field(default_factory=set)
+
+    def as_dict(self, per: int = 1) -> dict[str, float | int]:
+        """JSON-ready figures in MiB and seconds; CPU is divided by ``per`` (e.g. rounds)."""
+        per = max(1, per)
+        return {
+            "main_peak_rss_mb": round(self.main_peak_rss_bytes / MIB, 1),
+            "main_start_rss_mb": round(self.main_start_rss_bytes / MIB, 1),
+            "workers_peak_rss_mb": round(self.workers_peak_rss_bytes / MIB, 1),
+            "total_peak_rss_mb": round(self.total_peak_rss_bytes / MIB, 1),
+            "main_cpu_s": round(self.main_cpu_s / per, 4),
+            "workers_cpu_s": round(self.workers_cpu_s / per, 4),
+            "workers_seen": self.workers_seen,
+            "samples": self.samples,
+        }
+
+
+class ProcessTreeSampler:
+    """Samples RSS and CPU of this process and its workers every ``interval_s`` in a thread.
+
+    Worker CPU is each worker's user+system time at its last sample, less its time when the
+    window opened if it was already alive; a worker that exits between two samples loses
+    at most ``interval_s`` of CPU (the figures are approximate by that much per worker). Use as a context manager; read
+    ``figures`` after it exits.
+    """
+
+    def __init__(self, interval_s: float = 0.02) -> None:
+        self.interval_s = interval_s
+        self.figures = TreeFigures()
+        self._me = psutil.Process(os.getpid())
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._first_cpu: dict[int, float] = {}
+        self._last_cpu: dict[int, float] = {}
+        self._procs: dict[int, psutil.Process] = {}
+        self._started = 0.0
+        self._main_cpu0 = 0.0
+
+    def __enter__(self) -> ProcessTreeSampler:
+        self._started = time.perf_counter()
+        self._main_cpu0 = _cpu(self._me.cpu_times())
+        self.figures.main_start_rss_bytes = self._me.memory_info().rss
+        self._sample(initial=True)
+        self._thread = threading.Thread(target=self._loop, name="bench-sampler", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._sample()
+        fig = self.figures
+        fig.wall_s = time.perf_counter() - self._started
+        fig.main_cpu_s = _cpu(self._me.cpu_times()) - self._main_cpu0
+        fig.workers_cpu_s = sum(self._last_cpu[p] - self._first_cpu[p] for p in self._last_cpu)
+        fig.workers_seen = len(self._first_cpu)
+        fig.worker_pids = set(self._first_cpu)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._sample()
+
+    def _sample(self, initial: bool = False) -> None:
+        fig = self.figures
+        try:
+            main_rss = self._me.memory_info().rss
+        except psutil.Error:
+            return
+        workers_rss = 0
+        for proc in worker_processes(self._me):
+            # Reuse Process objects: psutil tells a recycled pid from the same process by
+            # its creation time only on a kept object.
+            proc = self._procs.setdefault(proc.pid, proc)
+            try:
+                with proc.oneshot():
+                    rss = proc.memory_info().rss
+                    cpu = _cpu(proc.cpu_times())
+            except psutil.Error:
+                continue
+            workers_rss += rss
+            # A worker born inside the window spent all its CPU here (a forked child's
+            # times start at zero); one alive before it counts from the first sample.
+            self._first_cpu.setdefault(proc.pid, cpu if initial else 0.0)
+            self._last_cpu[proc.pid] = cpu
+        fig.samples += 1
+        fig.main_peak_rss_bytes = max(fig.main_peak_rss_bytes, main_rss)
+        fig.workers_peak_rss_bytes = max(fig.workers_peak_rss_bytes, workers_rss)
+        fig.total_peak_rss_bytes = max(fig.total_peak_rss_bytes, main_rss + workers_rss)
