@@ -109,3 +109,63 @@ def test_failed_run_exits_1(job, capsys, monkeypatch):
 def test_version_and_help_exit_zero(capsys):
     assert main(["--version"]) == 0
     assert "0.3.0" in capsys.readouterr().out
+
+
+@pytest.mark.timeout(120)
+def test_demo_runs_end_to_end_and_leaves_inspectable_files(tmp_path, capsys, monkeypatch, no_orphans):
+    import pyarrow.parquet as pq
+
+    assert main(["demo", "--rows", "3000", "--dir", str(tmp_path / "d"), "--json"]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads(out[out.index("{\n"):])
+    assert summary["records_written"] == 3000 and summary["records_errored"] == 2
+    assert summary["runtime"]["dlq_writes"] == 2
+    assert summary["runtime"]["process_batch"]["enrich"]["batches_ok"] >= 1
+    d = tmp_path / "d"
+    assert pq.read_table(d / "orders_enriched.parquet").num_rows == 3000
+    assert "risk" in pq.read_schema(d / "orders_enriched.parquet").names
+    monkeypatch.setenv("AGORA_DEMO_DIR", str(d))
+    assert main(["explain", "agora.demo:pipeline"]) == 0
+    assert "enrich" in capsys.readouterr().out
+    # a second run resumes at the end of the input: nothing left to do
+    assert main(["run", "agora.demo:pipeline", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["records_consumed"] == 0
+    assert main(["dlq", "list", str(d / "dlq.db")]) == 0
+    assert "source_record" in capsys.readouterr().out
+
+
+def test_dlq_replay_resends_fixed_records(job, capsys, monkeypatch):
+    main(["run", "cli_job_mod:pipeline"])
+    capsys.readouterr()
+    (job / "cli_fixed_mod.py").write_text(textwrap.dedent('''
+        import os
+        from agora import DeliveryConfig, IterableSource, JsonLinesSink, Pipeline
+        def pipeline():
+            return Pipeline(IterableSource([]), id="fixed").build(
+                JsonLinesSink(os.environ["JOB_DIR"] + "/replayed.jsonl"))
+    '''))
+    assert main(["dlq", "replay", str(job / "dlq.db"), "--into", "cli_fixed_mod:pipeline", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["records_written"] == 1
+    assert json.loads((job / "replayed.jsonl").read_text()) == {"id": 3}
+    assert main(["dlq", "replay", str(job / "dlq.db")]) == 2  # --into is required
+    sys.modules.pop("cli_fixed_mod", None)
+
+
+def test_progress_line_draws_only_on_a_tty():
+    import io
+
+    from agora.cli import ProgressLine
+    from agora.runtime.engine import Progress
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    p = Progress()
+    p.consumed, p.written, p.done = 10, 9, True
+    silent, tty = io.StringIO(), Tty()
+    ProgressLine(silent)(p)
+    line = ProgressLine(tty)
+    line.enabled = True  # CI may be set in the environment running this test
+    line(p)
+    assert silent.getvalue() == "" and "consumed 10" in tty.getvalue()
