@@ -363,6 +363,7 @@ class _Run:
             "per_sink": self.writer.per_sink,
             "process_batch": process_metrics,
             "sink_metrics": sink_metrics,
+            "source_metrics": dict(getattr(self.source, "runtime_metrics", None) or {}),
             "resources": resources,
         }
         runtime.update(sink_metrics)  # e.g. csv_arrow_native_batch_count at top level

@@ -95,6 +95,11 @@ class BaseSource:
                 f"was found for it; reset it (agora checkpoint reset) or use a checkpointable source"
             )
 
+    @property
+    def runtime_metrics(self) -> dict[str, int | float]:
+        """Counters merged into the run summary's ``runtime["source_metrics"]``."""
+        return {}
+
     def checkpoint_within_last_batch(self, rows: int) -> Any:
         """Checkpoint positioned after the first ``rows`` rows of the last emitted batch.
 
@@ -141,6 +146,10 @@ class LimitedSource(BaseSource):
 
     def data_plane_spec(self) -> SourceDataPlaneSpec:
         return self.inner.data_plane_spec()
+
+    @property
+    def runtime_metrics(self) -> dict[str, int | float]:
+        return self.inner.runtime_metrics
 
     async def open(self) -> None:
         await self.inner.open()

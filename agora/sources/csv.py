@@ -344,6 +344,10 @@ class ArrowCsvSource(BuiltinSource):
         rows re-parsed to reach the resume point."""
         return dict(self._stats)
 
+    @property
+    def runtime_metrics(self) -> dict[str, int | float]:
+        return {f"arrow_csv_{key}": value for key, value in self._stats.items()}
+
     # -- lifecycle --------------------------------------------------------------------
     def _open(self) -> None:
         if not os.path.exists(self.path):

@@ -187,3 +187,15 @@ class TestRouter:
         s = Pipeline(RecordingSource(ROWS)).route(SinkRouter().route(pred, MemorySink()),
                                                   delivery=DeliveryConfig(dlq=dlq)).run_sync()
         assert s.records_errored == 1 and dlq.records[0].stage == "sink_write"
+
+
+def test_source_counters_reach_the_summary(tmp_path):
+    from agora import ArrowCsvSource
+
+    path = tmp_path / "in.csv"
+    path.write_text("a,b\n1,2\n3,4\n5\n6,7\n")
+    dlq = MemorySink(name="dlq")
+    s = Pipeline(ArrowCsvSource(path, on_malformed="dlq")).build(
+        MemorySink(), delivery=DeliveryConfig(dlq=dlq)).run_sync(max_records=10)
+    metrics = s.runtime["source_metrics"]
+    assert metrics["arrow_csv_rows"] == 3 and metrics["arrow_csv_malformed"] == 1
