@@ -1,0 +1,360 @@
+"""Compare a benchmark result JSON with a stored baseline; flag regressions, draw plots.
+
+    python bench/compare.py --baseline bench/results/baseline.json --current NEW.json \\
+        [--threshold 0.25] [--plot-dir DIR]
+    python bench/compare.py --self-test
+
+Reads three formats (both files must be the same kind): ``bench_process_lanes.py``
+output (its ``ratios``, with ``targets``), ``bench_scaling.py`` output (scaling ratios,
+memory growth and peak RSS) and pytest-benchmark's ``--benchmark-json`` output (the
+median of every benchmark, plus the within-run lane/baseline speed ratios of
+``bench/test_bench_lanes.py``). Direction matters: ratios and rows/s are better higher,
+seconds and RSS better lower. A metric that moved the wrong way by more than
+``threshold`` (a fraction of the baseline) is a regression. Exit status: 0 none, 1 at
+least one regression, 2 usage error (unreadable file, unknown or mismatched format).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make ``bench`` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import _svg
+
+#: Lane / baseline pairs whose within-run speed ratio is compared for pytest-benchmark
+#: runs of bench/test_bench_lanes.py (a ratio from one run travels better than a median).
+LANE_PAIRS = [
+    ("row-lane", "row-serial"),
+    ("arrow-lane", "arrow-serial"),
+    ("row-lane", "ppe-pickle"),
+    ("arrow-lane", "ppe-ipc"),
+]
+
+
+class UsageError(Exception):
+    """A file that cannot be compared; reported with exit status 2."""
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    value: float
+    higher_is_better: bool
+    target: float | None = None
+
+
+@dataclass(frozen=True)
+class Row:
+    metric: str
+    baseline: float | None
+    current: float | None
+    change: float | None  # (current - baseline) / baseline
+    verdict: str  # "ok", "improved", "REGRESSED", "missing", "new"
+    higher_is_better: bool
+    target: float | None = None
+
+    @property
+    def regressed(self) -> bool:
+        return self.verdict == "REGRESSED"
+
+
+# ------------------------------------------------------------------ reading results
+
+
+def kind_of(doc: Any) -> str:
+    if isinstance(doc, dict):
+        if doc.get("kind") == "bench_scaling":
+            return "scaling"
+        if isinstance(doc.get("ratios"), dict):
+            return "process_lanes"
+        if isinstance(doc.get("benchmarks"), list):
+            return "pytest_benchmark"
+    raise UsageError(
+        "not a result this script knows: expected bench_process_lanes.py or "
+        "bench_scaling.py JSON, or pytest-benchmark --benchmark-json output"
+    )
+
+
+def metrics_of(doc: Any) -> dict[str, Metric]:
+    """Every comparable metric of a result document, by name."""
+    kind = kind_of(doc)
+    out: list[Metric] = []
+    if kind == "process_lanes":
+        targets = doc.get("targets", {})
+        for key, value in doc["ratios"].items():
+            # the script's own rule: a *_s figure is a latency (a ceiling), the rest floors
+            out.append(Metric(key, float(value), not key.endswith("_s"), targets.get(key)))
+    elif kind == "scaling":
+        for name, cfg in doc.get("scaling", {}).get("configs", {}).items():
+            if name not in ("w1_d1", "serial"):
+                out.append(Metric(f"scaling.{name}.ratio_to_w1_d1", cfg["ratio_to_w1_d1"], True))
+            if name != "serial":
+                out.append(Metric(f"scaling.{name}.ratio_to_serial", cfg["ratio_to_serial"], True))
+        memory = doc.get("memory", {})
+        for key, value in memory.get("growth", {}).items():
+            out.append(Metric(f"memory.growth.{key}", float(value), False))
+        for size, run in memory.get("runs", {}).items():
+            for key in ("main_peak_rss_mb", "workers_peak_rss_mb"):
+                out.append(Metric(f"memory.{size}_rows.{key}", float(run[key]), False))
+    else:
+        by_config: dict[tuple[str, str], float] = {}
+        for bench in doc["benchmarks"]:
+            median = float(bench["stats"]["median"])
+            out.append(Metric(f"{bench['name']}.median_s", median, False))
+            info = bench.get("extra_info", {})
+            if "config" in info and "transform" in info:
+                by_config[(info["transform"], info["config"])] = median
+        for transform in sorted({t for t, _ in by_config}):
+            for lane, base in LANE_PAIRS:
+                if (transform, lane) in by_config and (transform, base) in by_config:
+                    ratio = by_config[(transform, base)] / by_config[(transform, lane)]
+                    out.append(Metric(f"{transform}.{lane}_vs_{base}_speed", ratio, True))
+    return {m.name: m for m in out}
+
+
+def load(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{path} is not JSON (line {exc.lineno}: {exc.msg})") from exc
+
+
+# ------------------------------------------------------------------ comparing
+
+
+def judge(base: Metric, value: float, threshold: float) -> tuple[float | None, str]:
+    if base.value == 0:
+        return None, "ok" if value == 0 else (
+            "improved" if (value > 0) == base.higher_is_better else "REGRESSED"
+        )
+    change = (value - base.value) / abs(base.value)
+    worse = -change if base.higher_is_better else change
+    if worse > threshold:
+        return change, "REGRESSED"
+    if worse < -threshold:
+        return change, "improved"
+    return change, "ok"
+
+
+def compare(baseline: Any, current: Any, threshold: float) -> list[Row]:
+    """One row per metric of either document, baseline order first."""
+    if threshold < 0:
+        raise UsageError(f"--threshold must be >= 0; got {threshold}")
+    kinds = kind_of(baseline), kind_of(current)
+    if kinds[0] != kinds[1]:
+        raise UsageError(f"cannot compare a {kinds[0]} result with a {kinds[1]} result")
+    base, cur = metrics_of(baseline), metrics_of(current)
+    rows = []
+    for name, b in base.items():
+        c = cur.get(name)
+        if c is None:
+            rows.append(Row(name, b.value, None, None, "missing", b.higher_is_better, b.target))
+            continue
+        change, verdict = judge(b, c.value, threshold)
+        rows.append(
+            Row(
+                name,
+                b.value,
+                c.value,
+                change,
+                verdict,
+                b.higher_is_better,
+                c.target if c.target is not None else b.target,
+            )
+        )
+    for name, c in cur.items():
+        if name not in base:
+            rows.append(Row(name, None, c.value, None, "new", c.higher_is_better, c.target))
+    return rows
+
+
+def render(rows: list[Row], threshold: float) -> str:
+    def num(v: float | None) -> str:
+        return "-" if v is None else f"{v:.4g}"
+
+    width = max([len(r.metric) for r in rows] + [6])
+    lines = [
+        f"{'metric':<{width}}  {'better':>6}  {'baseline':>10}  {'current':>10}  "
+        f"{'change':>8}  verdict"
+    ]
+    for r in rows:
+        change = "-" if r.change is None else f"{r.change:+.1%}"
+        verdict = r.verdict
+        if r.target is not None and r.current is not None:
+            met = r.current >= r.target if r.higher_is_better else r.current <= r.target
+            sign = ">=" if r.higher_is_better else "<="
+            verdict += f" (target {sign} {r.target:g} {'met' if met else 'MISSED'})"
+        lines.append(
+            f"{r.metric:<{width}}  {'higher' if r.higher_is_better else 'lower':>6}  "
+            f"{num(r.baseline):>10}  {num(r.current):>10}  {change:>8}  {verdict}"
+        )
+    regressed = sum(r.regressed for r in rows)
+    lines.append(
+        f"\n{regressed} regression(s) beyond {threshold:.0%} of the baseline"
+        + ("" if regressed else "; nothing flagged")
+    )
+    return "\n".join(lines)
+
+
+def warnings_for(baseline: Any, current: Any) -> list[str]:
+    """Reasons the comparison may mislead: different modes, a busy machine."""
+    out = []
+    if baseline.get("mode") and current.get("mode") and baseline["mode"] != current["mode"]:
+        out.append(f"baseline is a {baseline['mode']} run, current a {current['mode']} run")
+    for label, doc in (("baseline", baseline), ("current", current)):
+        loads = [p.get("background_cores", 0.0) for p in doc.get("pairs", {}).values()]
+        loads.append(doc.get("scaling", {}).get("background_cores", 0.0))
+        if max(loads) > 0.25:
+            out.append(
+                f"{label}: other processes used up to {max(loads):.2f} cores during "
+                f"a measurement; ratios that need both cores read low"
+            )
+    return out
+
+
+# ------------------------------------------------------------------ plots
+
+
+def plot(rows: list[Row], baseline: Any, current: Any, plot_dir: Path) -> list[Path]:
+    """Write SVG charts to ``plot_dir``; returns the files written."""
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    both = [r for r in rows if r.baseline and r.current is not None]
+    if both:
+        colors = {"REGRESSED": _svg.BAD_COLOR, "improved": _svg.GOOD_COLOR}
+        svg = _svg.hbars(
+            "current vs baseline (bar = value / baseline; dashed line = baseline)",
+            [r.metric for r in both],
+            [
+                _svg.Series(
+                    "baseline",
+                    [1.0] * len(both),
+                    _svg.BASELINE_COLOR,
+                    labels=[f"{r.baseline:.4g}" for r in both],
+                ),
+                _svg.Series(
+                    "current",
+                    [max(0.0, r.current / r.baseline) for r in both],
+                    _svg.CURRENT_COLOR,
+                    colors=[colors.get(r.verdict, _svg.CURRENT_COLOR) for r in both],
+                    labels=[f"{r.current:.4g} ({r.verdict})" for r in both],
+                ),
+            ],
+            reference=1.0,
+            note="red: regressed beyond the threshold, green: improved beyond it",
+        )
+        written.append(_write(plot_dir / "comparison.svg", svg))
+    if kind_of(current) == "scaling":
+        written += plot_scaling(baseline, current, plot_dir)
+    return written
+
+
+def plot_scaling(baseline: Any, current: Any, plot_dir: Path) -> list[Path]:
+    docs = [("baseline", baseline, _svg.BASELINE_COLOR), ("current", current, _svg.CURRENT_COLOR)]
+    # (main, workers) shades per document: a darker and a lighter tone of one hue
+    shades = {"baseline": ("#7d8894", "#c3cad2"), "current": ("#2f5f99", "#8fb3de")}
+    configs = [n for n in current["scaling"]["configs"] if n != "serial"]
+    series = [
+        _svg.Series(
+            label,
+            [doc["scaling"]["configs"].get(n, {}).get("ratio_to_w1_d1", 0.0) for n in configs],
+            color,
+        )
+        for label, doc, color in docs
+    ]
+    out = [
+        _write(
+            plot_dir / "scaling_throughput.svg",
+            _svg.vbars(
+                "Arrow lane, heavy transform: throughput vs workers x depth",
+                configs,
+                series,
+                "ratio to w=1, d=1",
+                note="w = max_workers, d = max_in_flight_batches",
+            ),
+        )
+    ]
+    sizes = current["memory"]["sizes"]
+    series = []
+    for label, doc, _color in docs:
+        runs = doc["memory"]["runs"]
+        for key, short, color in zip(
+            ("main_peak_rss_mb", "workers_peak_rss_mb"),
+            ("main", "workers"),
+            shades[label],
+            strict=True,
+        ):
+            series.append(
+                _svg.Series(
+                    f"{label} {short}", [runs.get(str(n), {}).get(key, 0.0) for n in sizes], color
+                )
+            )
+    out.append(
+        _write(
+            plot_dir / "scaling_memory.svg",
+            _svg.vbars(
+                "Peak RSS vs input size (CSV -> Arrow lane -> CSV)",
+                [f"{n:,} rows" for n in sizes],
+                series,
+                "peak RSS (MiB)",
+                note="should stay flat as the input grows",
+            ),
+        )
+    )
+    return out
+
+
+def _write(path: Path, svg: str) -> Path:
+    path.write_text(svg)
+    return path
+
+
+# ------------------------------------------------------------------ command line
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline", type=Path, help="stored result JSON")
+    parser.add_argument("--current", type=Path, help="new result JSON of the same kind")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=0.25,
+        help="flag a move in the bad direction beyond this fraction (0.25)",
+    )
+    parser.add_argument("--plot-dir", type=Path, help="write SVG bar charts here")
+    parser.add_argument("--self-test", action="store_true", help="run built-in checks and exit")
+    args = parser.parse_args(argv)
+    if args.self_test:
+        from bench._compare_selftest import run_self_test
+
+        return run_self_test()
+    if args.baseline is None or args.current is None:
+        parser.error("--baseline and --current are required (or --self-test)")
+    try:
+        baseline, current = load(args.baseline), load(args.current)
+        rows = compare(baseline, current, args.threshold)
+    except UsageError as exc:
+        print(f"compare.py: {exc}", file=sys.stderr)
+        return 2
+    print(f"baseline: {args.baseline}\ncurrent:  {args.current}\n")
+    print(render(rows, args.threshold))
+    for warning in warnings_for(baseline, current):
+        print(f"warning: {warning}")
+    if args.plot_dir is not None:
+        for path in plot(rows, baseline, current, args.plot_dir):
+            print(f"wrote {path}")
+    return 1 if any(r.regressed for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
