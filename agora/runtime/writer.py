@@ -29,61 +29,47 @@ class Writer:
         }
 
     async def write(self, unit: Unit) -> None:
-        if unit.batch is not None:
-            rows: list[Any] | None = None  # materialised once, shared by row-plane sinks
-            n = unit.batch.num_rows
-            src: Any = _LazySourceRows(unit)
-        else:
-            values = unit.values or []
-            idx = [i for i, v in enumerate(values) if v is not GONE]
-            rows = [values[i] for i in idx]
-            n = len(rows)
-            src = [unit.source_rows[i] for i in idx] if unit.source_rows is not None else rows
+        payload = _Payload(unit)
+        n = payload.n
         if n == 0:
             return
-
-        def get_rows() -> list[Any]:
-            nonlocal rows
-            if rows is None:
-                rows = unit.batch.to_pylist()
-            return rows
-
         # Per-record bookkeeping is built lazily: the common case (every sink wrote every
         # record) costs O(sinks), not O(records).
         outcome = _Outcome(n)
         if self.router is not None:
-            await self._write_routed(get_rows(), outcome, src)
+            await self._write_routed(payload.rows(), outcome, payload)
         else:
             for sp in self.sink_plans:
                 if sp.selected is DataPlane.ARROW_BATCHES:
                     results = await _call(sp, "write_arrow_batch", unit.batch, n)
                 elif sp.selected is DataPlane.PYTHON_BATCHES:
-                    results = await _call(sp, "write_batch", get_rows(), n)
+                    results = await _call(sp, "write_batch", payload.rows(), n)
                 else:
-                    results = await _write_rows(sp, get_rows())
-                self._collect(sp, results, outcome, get_rows, src)
+                    results = await _write_rows(sp, payload.rows())
+                if results is not None:
+                    self._collect(sp, results, outcome, payload)
+                else:
+                    self.per_sink[sp.sink.sink_name]["written"] += n
+                    outcome.all_written = True
 
         written = outcome.written_count()
-        errored = outcome.errored_count()
+        errored = outcome.errored_count() if outcome.failed else 0
         unrouted = n - written - errored  # only a router leaves a record neither written nor failed
         unit.written += written
         unit.errored += errored
-        unit.dropped += unrouted
-        self.unrouted += unrouted
-        for i in sorted(outcome.failed):
-            unit.failures.extend(outcome.failed[i])
+        if unrouted:
+            unit.dropped += unrouted
+            self.unrouted += unrouted
+        if outcome.failed:
+            for i in sorted(outcome.failed):
+                unit.failures.extend(outcome.failed[i])
 
-    def _collect(self, sp: SinkPlan, results: list[WriteResult] | Exception | None,
-                 outcome: _Outcome, get_rows: Any, src: Any) -> None:
+    def _collect(self, sp: SinkPlan, results: list[WriteResult] | Exception,
+                 outcome: _Outcome, payload: _Payload) -> None:
         stats = self.per_sink[sp.sink.sink_name]
-        n = outcome.n
-        if results is None:
-            stats["written"] += n
-            outcome.all_written = True
-            return
         if isinstance(results, Exception):
-            results = [WriteResult.failed(results)] * n
-        rows = get_rows()
+            results = [WriteResult.failed(results)] * outcome.n
+        rows = payload.rows()
         for i, res in enumerate(results):
             if res.written:
                 outcome.mark_written(i)
@@ -94,16 +80,15 @@ class Writer:
                     f"sink {sp.sink.sink_name!r} reported record {i} not written without an error"
                 )
                 outcome.fail(i, Failure(
-                    "sink_write", sp.sink.sink_name, error,
-                    src[i] if src is not None else rows[i], processed_record=rows[i], is_sink=True,
+                    "sink_write", sp.sink.sink_name, error, payload[i],
+                    processed_record=rows[i], is_sink=True,
                 ))
 
-    async def _write_routed(self, rows: list[Any], outcome: _Outcome,
-                            src: Any) -> None:
+    async def _write_routed(self, rows: list[Any], outcome: _Outcome, payload: _Payload) -> None:
         router = self.router
         assert router is not None
         for i, row in enumerate(rows):
-            origin = src[i] if src is not None else row
+            origin = payload[i]
             try:
                 sink = router.select(row)
             except Exception as exc:
@@ -122,19 +107,47 @@ class Writer:
                 outcome.mark_written(i)
 
 
-class _LazySourceRows:
-    """Arrow lane: source rows for dead letters, materialised only if a record fails."""
+class _Payload:
+    """The records of one unit as the writer delivers them, and — only if a record fails —
+    the records as the source emitted them (``payload[i]``), for dead letters."""
 
-    __slots__ = ("unit", "rows")
+    __slots__ = ("unit", "n", "_rows", "_idx", "_src")
 
     def __init__(self, unit: Unit) -> None:
         self.unit = unit
-        self.rows: list[Any] | None = None
+        self._idx: list[int] | None = None
+        self._src: list[Any] | None = None
+        if unit.batch is not None:
+            self._rows: list[Any] | None = None  # materialised once, shared by row-plane sinks
+            self.n = unit.batch.num_rows
+        elif unit.values is None:
+            self._rows, self.n = [], 0
+        elif unit.dropped == 0 and unit.errored == 0:
+            self._rows = unit.values  # nothing removed upstream: no copy
+            self.n = len(unit.values)
+        else:
+            values = unit.values
+            self._idx = [i for i, v in enumerate(values) if v is not GONE]
+            self._rows = [values[i] for i in self._idx]
+            self.n = len(self._rows)
+
+    def rows(self) -> list[Any]:
+        if self._rows is None:
+            self._rows = self.unit.batch.to_pylist()
+        return self._rows
 
     def __getitem__(self, i: int) -> Any:
-        if self.rows is None:
-            self.rows = source_rows_of(self.unit) or self.unit.batch.to_pylist()
-        return self.rows[i]
+        if self._src is None:
+            unit = self.unit
+            if unit.batch is not None:
+                self._src = source_rows_of(unit) or self.rows()
+            elif unit.source_rows is None:
+                self._src = self.rows()
+            elif self._idx is None:
+                self._src = unit.source_rows
+            else:
+                self._src = [unit.source_rows[j] for j in self._idx]
+        return self._src[i]
 
 
 class _Outcome:
