@@ -112,6 +112,16 @@ def check_pytest_benchmark_medians() -> None:
     assert not any(r.regressed for r in cmp.compare(base, faster, 0.25))
 
 
+def check_ignored_metrics_never_fail() -> None:
+    base = _pytest_benchmark(lane_s=0.30, serial_s=0.60)
+    both_slower = _pytest_benchmark(lane_s=0.60, serial_s=1.20)  # a busy machine: ratio holds
+    rows = cmp.compare(base, both_slower, 0.25, ignore=["*.median_s"])
+    assert not any(r.regressed for r in rows), rows
+    verdicts = {r.metric: r.verdict for r in rows}
+    assert verdicts["test_pipeline[arrow-lane-heavy].median_s"] == "ignored", verdicts
+    assert verdicts["heavy.arrow-lane_vs_arrow-serial_speed"] == "ok", verdicts
+
+
 def check_scaling_directions() -> None:
     current = _scaling()
     current["memory"]["growth"]["main_peak_rss"] = 2.0  # memory grows with input
@@ -179,6 +189,7 @@ CHECKS = [
     check_improvement_not_flagged,
     check_direction_of_latency,
     check_pytest_benchmark_medians,
+    check_ignored_metrics_never_fail,
     check_scaling_directions,
     check_missing_and_new_metrics,
     check_command_line,

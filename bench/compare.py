@@ -17,8 +17,10 @@ least one regression, 2 usage error (unreadable file, unknown or mismatched form
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,7 +58,7 @@ class Row:
     baseline: float | None
     current: float | None
     change: float | None  # (current - baseline) / baseline
-    verdict: str  # "ok", "improved", "REGRESSED", "missing", "new"
+    verdict: str  # "ok", "improved", "REGRESSED", "missing", "new", "ignored"
     higher_is_better: bool
     target: float | None = None
 
@@ -145,8 +147,9 @@ def judge(base: Metric, value: float, threshold: float) -> tuple[float | None, s
     return change, "ok"
 
 
-def compare(baseline: Any, current: Any, threshold: float) -> list[Row]:
-    """One row per metric of either document, baseline order first."""
+def compare(baseline: Any, current: Any, threshold: float, ignore: Sequence[str] = ()) -> list[Row]:
+    """One row per metric of either document, baseline order first. Metrics matching an
+    ``ignore`` glob are shown with verdict "ignored" and never count as regressions."""
     if threshold < 0:
         raise UsageError(f"--threshold must be >= 0; got {threshold}")
     kinds = kind_of(baseline), kind_of(current)
@@ -160,6 +163,8 @@ def compare(baseline: Any, current: Any, threshold: float) -> list[Row]:
             rows.append(Row(name, b.value, None, None, "missing", b.higher_is_better, b.target))
             continue
         change, verdict = judge(b, c.value, threshold)
+        if any(fnmatch.fnmatchcase(name, pattern) for pattern in ignore):
+            verdict = "ignored"
         rows.append(
             Row(
                 name,
@@ -332,6 +337,14 @@ def main(argv: list[str] | None = None) -> int:
         help="flag a move in the bad direction beyond this fraction (0.25)",
     )
     parser.add_argument("--plot-dir", type=Path, help="write SVG bar charts here")
+    parser.add_argument(
+        "--ignore",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="report but never flag metrics matching GLOB (repeatable), "
+        "e.g. '*.median_s' to gate a pytest-benchmark run on ratios only",
+    )
     parser.add_argument("--self-test", action="store_true", help="run built-in checks and exit")
     args = parser.parse_args(argv)
     if args.self_test:
@@ -342,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--baseline and --current are required (or --self-test)")
     try:
         baseline, current = load(args.baseline), load(args.current)
-        rows = compare(baseline, current, args.threshold)
+        rows = compare(baseline, current, args.threshold, args.ignore)
     except UsageError as exc:
         print(f"compare.py: {exc}", file=sys.stderr)
         return 2
