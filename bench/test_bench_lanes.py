@@ -156,6 +156,8 @@ def test_pipeline(
         delivered = benchmark.pedantic(run_once, rounds=rounds, warmup_rounds=warmup, iterations=1)
     assert delivered == n_rows, f"{config} delivered {delivered} of {n_rows} rows"
 
+    if benchmark.stats is None:  # --benchmark-disable: one plain run, a correctness check
+        return
     median_s = benchmark.stats.stats.median
     extra = sampler.figures.as_dict(per=rounds + warmup)
     benchmark.extra_info.update(
