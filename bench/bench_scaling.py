@@ -1,7 +1,7 @@
 """Scaling of the Arrow process lane with workers and depth, and memory as input grows.
 
 Run ``python bench/bench_scaling.py --quick`` (about half a minute) or without
-``--quick`` (about a minute and a half). Two sections, both whole pipelines through the
+``--quick`` (about a minute). Two sections, both whole pipelines through the
 public API:
 
 * **scaling**: ``ArrowBatchSource`` → ``ArrowProcessBatchMiddleware`` (a CPU-heavy
