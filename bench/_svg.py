@@ -86,7 +86,9 @@ def hbars(
     top = _check(categories, series)
     if reference is not None:
         top = max(top, reference)
-    label_w, plot_w, bar_h, gap = 260.0, 420.0, 12.0, 10.0
+    # ~6.5 px per character of 11 px sans-serif: room for the longest metric name
+    label_w = max(120.0, 6.5 * max((len(c) for c in categories), default=0) + 20)
+    plot_w, bar_h, gap = 420.0, 12.0, 10.0
     row_h = bar_h * len(series) + gap
     height = 60 + row_h * len(categories) + 30
     scale = plot_w / (top * 1.15)
