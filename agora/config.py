@@ -55,8 +55,10 @@ class DeliveryConfig:
       crash, larger means fewer durable commits.
     * ``batch_size``: on the row lane, how many records the writer groups per delivery
       call and per commit step.
-    * ``max_buffer_size``: upper bound on records held between source and commit; it
-      bounds memory and the duplicate window after a crash.
+    * ``max_buffer_size``: upper bound on records held between the source and the commit
+      (units in flight, and the row-lane writer group); at least one unit is always
+      held. It bounds memory and the duplicate window after a crash; keep it at least
+      ``max_in_flight_batches`` × batch rows or it, not the pool, limits pipelining.
     * ``dlq_redactor``: ``fn(DLQRecord) -> DLQRecord`` applied before every DLQ write
       (mask or drop sensitive fields); if it raises, the DLQ write counts as failed.
     """
@@ -69,7 +71,7 @@ class DeliveryConfig:
     checkpoint_failure_policy: CheckpointFailurePolicy = CheckpointFailurePolicy.FAIL_CLOSED
     batch_size: int = 1
     failure_policy: FailurePolicy = FailurePolicy.FAIL_CLOSED
-    max_buffer_size: int = 10_000
+    max_buffer_size: int = 1_000_000
     dlq_redactor: Callable[[DLQRecord], DLQRecord] | None = None
     sink_failure_policy: InitVar[FailurePolicy | str | None] = None
 

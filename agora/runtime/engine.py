@@ -333,13 +333,12 @@ class _Run:
             self._report_progress(done=True)
         c = self.committer
         process_metrics: dict[str, Any] = {}
-        workers_peak = 0
+        workers_peak = 0  # the largest single worker's peak RSS, over every process stage
         for mw in self.middleware:
             if getattr(mw, "process_isolated", False) and hasattr(mw, "metrics"):
                 m = dict(mw.metrics())
                 process_metrics[mw.name] = m
-                peaks = m.get("worker_peak_rss_bytes", 0)
-                workers_peak += sum(peaks.values()) if isinstance(peaks, dict) else int(peaks or 0)
+                workers_peak = max(workers_peak, int(m.get("worker_peak_rss_bytes", 0) or 0))
         sink_metrics: dict[str, Any] = {}
         for sink in self.sinks:
             for key, value in (getattr(sink, "runtime_metrics", None) or {}).items():

@@ -68,8 +68,8 @@ class PipelineRunSummary:
         if res:
             lines.append(
                 f"  main peak RSS {res.get('main_peak_rss_bytes', 0) / 2**20:.0f} MiB, "
-                f"CPU {res.get('main_cpu_seconds', 0):.2f}s; workers peak RSS "
-                f"{res.get('workers_peak_rss_bytes', 0) / 2**20:.0f} MiB (sum of per-worker peaks)"
+                f"CPU {res.get('main_cpu_seconds', 0):.2f}s; largest worker peak RSS "
+                f"{res.get('workers_peak_rss_bytes', 0) / 2**20:.0f} MiB"
             )
         for name, m in self.by_middleware.items():
             lines.append(
