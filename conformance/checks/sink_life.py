@@ -28,6 +28,7 @@ __all__ = [
     "check_misuse_after_close",
     "check_misuse_before_open",
     "check_no_phantom_output",
+    "check_resume_continues_output",
 ]
 
 
@@ -257,3 +258,34 @@ async def check_close_unopened(ctx: SinkContext) -> None:
     await sink.close()
     if ctx.can_read_back:
         assert_persisted(ctx, ns, [], "after close() of a never-opened sink")
+
+
+@sink_check(
+    "SNK-LIFE-12",
+    "a sink resumed from a checkpoint, or reopened after close(), continues its output",
+    requires=("persists",),
+)
+async def check_resume_continues_output(ctx: SinkContext) -> None:
+    """SPEC §7 (crash safety, repeated runs): the runtime calls ``resume_output()`` and then
+    ``open()`` on a fresh sink when a run resumes from a checkpoint, and reopens the same
+    sink for the next run of a bound pipeline. Either way the records earlier runs
+    persisted must stay — a sink that starts its output over loses every record before
+    the checkpoint."""
+    rows = ctx.rows(9)
+    ns = ctx.namespace("resume")
+    first = ctx.build(ns)
+    await first.open()
+    await write_all(ctx, first, rows[:3], [3])
+    await first.close()
+    await first.open()  # the next run of the same bound pipeline
+    await write_all(ctx, first, rows[3:6], [3])
+    await first.close()
+    if ctx.can_read_back:
+        assert_persisted(ctx, ns, rows[:6], "after close(), open() again and more writes")
+    resumed = ctx.build(ns)  # a fresh instance, as after a restart
+    resumed.resume_output()
+    await resumed.open()
+    await write_all(ctx, resumed, rows[6:], [3])
+    await resumed.close()
+    if ctx.can_read_back:
+        assert_persisted(ctx, ns, rows, "after a fresh sink was resumed with resume_output()")

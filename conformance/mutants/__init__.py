@@ -79,7 +79,7 @@ MUTANTS: tuple[Mutant, ...] = (
     _sink("RaisesAfterPartialWrite", "a raised call persisted nothing", "SNK-WRITE-04"),
     _sink("ReturnsValueFromWrite", "write() returns None or raises", "SNK-WRITE-01"),
     _sink("LeaksFileOnFailure", "a failed write leaks no resource", "SNK-LIFE-09"),
-    _sink("TruncatesOnReopen", "append mode never truncates earlier output", "SNK-PBT-03"),
+    _sink("TruncatesOnReopen", "a resumed or reopened sink continues its output", "SNK-LIFE-12"),
     _sink("WriteAfterCloseAccepted", "misuse after close() raises", "SNK-LIFE-03", Level.SHOULD),
     _source("ResumeRereadsBatch", "resume is exact (no repeat)", "SRC-CKPT-02"),
     _source("IgnoresCheckpoint", "resume is exact (no restart from scratch)", "SRC-CKPT-02"),

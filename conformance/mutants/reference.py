@@ -84,8 +84,11 @@ class JsonFileSink(BaseSink):
         self._fh: TextIO | None = None
 
     async def open(self) -> None:
+        # Continue earlier output when appending, when reopened after close(), or when the
+        # runtime resumes from a checkpoint (resume_output()); start it over otherwise.
+        continuing = self.append or self.state.value == "closed" or self.resuming_output
         await super().open()
-        self._fh = self.path.open("a" if self.append else "w", encoding="utf-8")
+        self._fh = self.path.open("a" if continuing else "w", encoding="utf-8")
 
     def encode_all(self, records: Sequence[Any]) -> tuple[list[str], list[WriteResult] | None]:
         lines: list[str] = []

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 
-from conformance._agora import DataPlane, WriteResult
+from conformance._agora import BaseSink, DataPlane, WriteResult
 from conformance.mutants.reference import ArrowJsonFileSink, JsonFileSink
 
 __all__ = [
@@ -259,11 +259,11 @@ class LeaksFileOnFailure(JsonFileSink):
 
 
 class TruncatesOnReopen(JsonFileSink):
-    """Breaks "append mode never truncates what was written": ignores ``append=True``."""
+    """Breaks "a resumed or reopened sink continues its output": every open() truncates."""
 
     async def open(self) -> None:
-        self.append = False
-        await super().open()
+        await BaseSink.open(self)
+        self._fh = self.path.open("w", encoding="utf-8")  # always starts its output over
 
 
 class WriteAfterCloseAccepted(JsonFileSink):
