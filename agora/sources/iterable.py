@@ -183,7 +183,25 @@ class BuiltinSource(BaseSource):
 # -- IterableSource -----------------------------------------------------------------------
 
 
-class IterableSource(BuiltinSource):
+class _IteratingSource(BuiltinSource):
+    """A source that pulls from a user iterable (``self._iterable``) while it is open."""
+
+    _iterable: Iterable[Any]
+    _iterator: Iterator[Any] | None = None
+
+    def _open(self) -> None:
+        self._iterator = iter(self._iterable)
+
+    def _close(self) -> None:
+        # A generator the source pulled from is closed with it (its finally blocks run now,
+        # not at garbage collection).
+        close = getattr(self._iterator, "close", None)
+        if close is not None:
+            close()
+        self._iterator = None
+
+
+class IterableSource(_IteratingSource):
     """Rows from an iterable of dicts (``python_rows``).
 
     Checkpoint: the number of records emitted (an int). A resume skips that many items of
@@ -203,7 +221,7 @@ class IterableSource(BuiltinSource):
                 f"source {self.source_name!r} needs an iterable of dicts; "
                 f"got {type(iterable).__name__}"
             )
-        self._iterable = iterable
+        self._iterable: Iterable[Any] = iterable
         self._iterator: Iterator[Any] | None = None
         self._skip = 0
         self._emitted = 0
@@ -214,17 +232,6 @@ class IterableSource(BuiltinSource):
     def _apply_checkpoint(self, value: Any) -> None:
         self._skip = count_field(self.source_name, value, "an int >= 0 (records emitted)", value)
         self._emitted = self._skip
-
-    def _open(self) -> None:
-        self._iterator = iter(self._iterable)
-
-    def _close(self) -> None:
-        # A generator the source pulled from is closed with it (its finally blocks run now,
-        # not at garbage collection).
-        close = getattr(self._iterator, "close", None)
-        if close is not None:
-            close()
-        self._iterator = None
 
     async def stream(self) -> AsyncIterator[Any]:  # type: ignore[override]
         self._require_open("stream")
@@ -259,7 +266,7 @@ def _input_too_short(source_name: str, expected: int, got: int) -> CheckpointErr
 # -- IterableBatchSource ------------------------------------------------------------------
 
 
-class IterableBatchSource(BuiltinSource):
+class IterableBatchSource(_IteratingSource):
     """Python batches (``list[dict]``) from an iterable of lists (``python_batches``).
 
     Checkpoint: ``{"batch": b, "row": r}`` — resume skips ``b`` input batches, then the
@@ -277,7 +284,7 @@ class IterableBatchSource(BuiltinSource):
                 f"source {self.source_name!r} needs an iterable of lists of dicts; "
                 f"got {type(batches).__name__}"
             )
-        self._batches = batches
+        self._iterable = batches
         self._iterator: Iterator[Any] | None = None
         self._batch = 0  # index of the next input batch
         self._row = 0  # rows of input batch ``_batch`` already emitted
@@ -295,15 +302,6 @@ class IterableBatchSource(BuiltinSource):
     def _apply_checkpoint(self, value: Any) -> None:
         fields = checkpoint_fields(self.source_name, value, self._SHAPE)
         self._batch, self._row = fields["batch"], fields["row"]
-
-    def _open(self) -> None:
-        self._iterator = iter(self._batches)
-
-    def _close(self) -> None:
-        close = getattr(self._iterator, "close", None)
-        if close is not None:
-            close()
-        self._iterator = None
 
     async def stream_batches(self) -> AsyncIterator[Any]:  # type: ignore[override]
         self._require_open("stream_batches")
