@@ -123,12 +123,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(bound.explain(), "\n", flush=True)
     code = _run_bound(bound, None, args.json)
     if code == EXIT_OK and not args.json:
+        prog = _prog()
         print(f"\noutputs in {directory}: orders_enriched.csv, orders_enriched.parquet, "
               f"checkpoints.db, dlq.db")
-        print(f"inspect: AGORA_DEMO_DIR={directory} agora explain agora.demo:pipeline")
-        print(f"         agora dlq list {directory / 'dlq.db'}")
-        print(f"         agora checkpoint show {directory / 'checkpoints.db'}")
+        print(f"inspect: AGORA_DEMO_DIR={directory} {prog} explain agora.demo:pipeline")
+        print(f"         {prog} dlq list {directory / 'dlq.db'}")
+        print(f"         {prog} checkpoint show {directory / 'checkpoints.db'}")
     return code
+
+
+def _prog() -> str:
+    """How the user can invoke this command again (e.g. ``.venv/bin/agora``)."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    if os.path.basename(argv0) == "agora":
+        rel = os.path.relpath(argv0)
+        return rel if not rel.startswith("..") else argv0
+    return "agora"
 
 
 def _open_store(path: str) -> Any:
