@@ -134,6 +134,7 @@ class _ProcessLane:
             workers=self.workers,
             timeout_s=self.timeout_s,
             max_pool_recycles=self.max_pool_recycles,
+            preload=[getattr(self.fn, "__module__", None) or ""],
         )
         self._pool = pool
         try:

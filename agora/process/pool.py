@@ -42,6 +42,7 @@ import contextlib
 import time
 import weakref
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 import psutil
@@ -109,6 +110,7 @@ class WorkerPool:
         workers: int,
         timeout_s: float | None,
         max_pool_recycles: int,
+        preload: Sequence[str] = (),
     ) -> None:
         self.name = name
         self.transport = transport
@@ -119,7 +121,7 @@ class WorkerPool:
         self.metrics = PoolMetrics()
         self.generation = 0
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._ctx: Any = mp_context()
+        self._ctx: Any = mp_context(preload)
         self._workers: list[WorkerHandle] = []
         self._graveyard: list[WorkerHandle] = []
         self._queue: deque[Ticket] = deque()
