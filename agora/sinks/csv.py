@@ -39,15 +39,14 @@ import pyarrow.csv as pa_csv
 
 from agora.planes import DataPlane
 from agora.records import WriteResult
-from agora.sinks.base import BaseSink, SinkState
-from agora.sinks.jsonl import (
+from agora.sinks._files import (
+    TextFileSink,
     check_complete_tail,
     check_file_mode,
-    encode_json_line,
     ensure_openable,
     open_output_file,
-    sync_file,
 )
+from agora.sinks.jsonl import encode_json_line
 
 __all__ = ["CsvSink", "format_float"]
 
@@ -166,7 +165,7 @@ class _RowFormatter:
         return self._buffer.getvalue().encode("utf-8")
 
 
-class CsvSink(BaseSink):
+class CsvSink(TextFileSink):
     """Writes records to a CSV file (dialect and formats: see the module docstring).
 
     * Columns come from ``fieldnames``, else from an existing header (append mode), else
@@ -275,24 +274,6 @@ class CsvSink(BaseSink):
                 f"row is not readable UTF-8 CSV ({exc}); write to a new file"
             ) from exc
         return header
-
-    async def flush(self) -> None:
-        self._check_usable("flush")
-        assert self._fh is not None
-        await sync_file(self._fh)
-
-    async def close(self) -> None:
-        """Flush, fsync and close the file. Idempotent; cleanup errors re-raise after closing."""
-        if self._state is SinkState.CLOSED:
-            return
-        try:
-            if self._state is SinkState.OPEN:
-                await self.flush()
-        finally:
-            if self._fh is not None:
-                self._fh.close()
-                self._fh = None
-            await super().close()
 
     # -- data ------------------------------------------------------------------------------
     async def write(self, record: Any) -> None:

@@ -1,16 +1,13 @@
-"""``JsonLinesSink`` (one JSON object per line), the JSON encoding it shares with
-``StdoutSink``, and the output-file helpers the file sinks share."""
+"""``JsonLinesSink`` (one JSON object per line) and the JSON encoding it shares with
+``StdoutSink``."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import datetime as _dt
 import decimal
-import errno
 import json
 import math
-import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,24 +15,20 @@ from typing import Any, BinaryIO, ClassVar
 
 import pyarrow as pa
 
-from agora.errors import LifecycleError
 from agora.planes import DataPlane
 from agora.records import DLQRecord, WriteResult
-from agora.sinks.base import BaseSink, SinkState
-
-log = logging.getLogger("agora.sinks")
+from agora.sinks._files import (
+    TextFileSink,
+    check_complete_tail,
+    check_file_mode,
+    ensure_openable,
+    open_output_file,
+)
 
 __all__ = [
     "JsonLinesSink",
-    "check_complete_tail",
-    "check_file_mode",
     "encode_json_line",
-    "ensure_openable",
-    "open_output_file",
-    "sync_file",
 ]
-
-_FILE_MODES = ("w", "a")
 
 
 # -- JSON encoding ------------------------------------------------------------------------
@@ -106,98 +99,10 @@ def encode_json_line(record: Any, *, lenient: bool = False) -> bytes:
         return (json.dumps(str(record), ensure_ascii=True) + "\n").encode("utf-8")
 
 
-# -- output files -------------------------------------------------------------------------
-
-
-def ensure_openable(sink: BaseSink) -> bool:
-    """Raise LifecycleError if ``sink`` is already open; return True when it is being
-    reopened after ``close()`` or resumed from a checkpoint (``resume_output()``) — it then
-    continues its output (appends) instead of starting it over."""
-    if sink.state is SinkState.OPEN:
-        raise LifecycleError(f"sink {sink.sink_name!r} is already open; close() it first")
-    return sink.state is SinkState.CLOSED or sink.resuming_output
-
-
-def check_file_mode(sink_name: str, mode: str) -> str:
-    if mode not in _FILE_MODES:
-        raise ValueError(
-            f"sink {sink_name!r}: mode must be 'w' (truncate) or 'a' (append); got {mode!r}"
-        )
-    return mode
-
-
-def open_output_file(sink_name: str, path: Path, mode: str) -> BinaryIO:
-    """Open ``path`` for binary writing (``"w"`` truncates, ``"a"`` appends).
-
-    A missing parent directory or an OS refusal is raised as the same ``OSError`` subclass
-    with a message naming the sink and the path.
-    """
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise FileNotFoundError(
-            errno.ENOENT,
-            f"sink {sink_name!r} cannot create {str(path)!r}: directory {str(parent)!r} does "
-            f"not exist — create it first or fix the path",
-        )
-    try:
-        return open(path, "ab" if mode == "a" else "wb")  # noqa: SIM115 - closed by the sink
-    except OSError as exc:
-        raise type(exc)(
-            exc.errno, f"sink {sink_name!r} cannot open {str(path)!r} for writing: {exc.strerror}"
-        ) from exc
-
-
-def check_complete_tail(sink_name: str, path: Path, fh: BinaryIO) -> int:
-    """Return the size of an append target after repairing a torn last line.
-
-    A file that does not end in a newline was cut short by an interrupted write (a crash
-    between ``flush()`` calls). Those bytes were never fsynced before a checkpoint, so the
-    records they belong to are re-emitted on resume: the partial line is cut off (and a
-    warning logged) rather than glued to new data or blocking the resume.
-    """
-    size = os.fstat(fh.fileno()).st_size
-    if not size:
-        return 0
-    with open(path, "rb") as reader:
-        reader.seek(size - 1)
-        if reader.read(1) == b"\n":
-            return size
-        keep = _last_newline_end(reader, size)
-    os.truncate(path, keep)
-    fh.seek(0, os.SEEK_END)
-    log.warning(
-        "sink %r: cut %d byte(s) of an incomplete last line from %s (an interrupted write; "
-        "the records are re-emitted from the last checkpoint)", sink_name, size - keep, path,
-    )
-    return keep
-
-
-def _last_newline_end(reader: BinaryIO, size: int) -> int:
-    """Offset just after the last newline before ``size`` (0 if there is none)."""
-    pos = size
-    chunk = 64 * 1024
-    while pos > 0:
-        start = max(0, pos - chunk)
-        reader.seek(start)
-        data = reader.read(pos - start)
-        idx = data.rfind(b"\n")
-        if idx >= 0:
-            return start + idx + 1
-        pos = start
-    return 0
-
-
-async def sync_file(fh: BinaryIO) -> None:
-    """Push Python's buffer to the OS and fsync, so the data survives a crash."""
-    fh.flush()
-    # fsync can take milliseconds on real disks; keep the event loop free meanwhile.
-    await asyncio.to_thread(os.fsync, fh.fileno())
-
-
 # -- the sink -----------------------------------------------------------------------------
 
 
-class JsonLinesSink(BaseSink):
+class JsonLinesSink(TextFileSink):
     """Writes one JSON value per line (UTF-8, ``\\n``-terminated) to ``path``.
 
     Native on rows, Python batches and Arrow batches (Arrow rows are written as
@@ -279,21 +184,3 @@ class JsonLinesSink(BaseSink):
         # One write per call: a batch's lines land together or (on an OS error) the call fails.
         self._emit(b"".join(lines), len(lines))
         return results if failed else None
-
-    async def flush(self) -> None:
-        self._check_usable("flush")
-        assert self._fh is not None
-        await sync_file(self._fh)
-
-    async def close(self) -> None:
-        """Flush, fsync and close the file. Idempotent; cleanup errors re-raise after closing."""
-        if self._state is SinkState.CLOSED:
-            return
-        try:
-            if self._state is SinkState.OPEN:
-                await self.flush()
-        finally:
-            if self._fh is not None:
-                self._fh.close()
-                self._fh = None
-            await super().close()

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 from agora.planes import DataPlane
 from agora.records import WriteResult
 from agora.sinks.base import BaseSink, SinkState
-from agora.sinks.jsonl import ensure_openable, open_output_file, sync_file
+from agora.sinks._files import ensure_openable, open_output_file, sync_file
 
 __all__ = ["ParquetSink"]
 
