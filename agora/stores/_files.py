@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from agora.errors import AgoraError
@@ -74,6 +75,20 @@ def tighten_sidecars(path: Path) -> None:
             os.chmod(side, OWNER_ONLY)
 
 
+@contextlib.contextmanager
+def immediate_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on any error (re-raised as is: the
+    caller turns ``sqlite3.Error`` into its own message)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     # isolation_level=None: no implicit transactions; every write names its own
     # BEGIN IMMEDIATE ... COMMIT. check_same_thread=False: the owner serialises access with
@@ -98,9 +113,8 @@ def _initialise_new(path: Path, init: Callable[[sqlite3.Connection], None]) -> N
         conn = _connect(tmp)
         try:
             conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("BEGIN IMMEDIATE")
-            init(conn)
-            conn.execute("COMMIT")
+            with immediate_transaction(conn):
+                init(conn)
         finally:
             conn.close()
         try:
@@ -196,13 +210,8 @@ def open_agora_db(
                     f"{kind} file {where} is an SQLite database without Agora's {kind} tables: "
                     f"it belongs to something else, or its tables were lost. {recovery}"
                 )
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with immediate_transaction(conn):
                 init(conn)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
         elif version > schema_version:
             raise error(
                 f"{kind} file {where} has schema version {version}, written by a newer Agora; "

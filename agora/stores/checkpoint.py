@@ -14,7 +14,7 @@ from typing import Any
 
 from agora.errors import CheckpointError
 from agora.records import Checkpoint
-from agora.stores._files import open_agora_db, write_meta
+from agora.stores._files import immediate_transaction, open_agora_db, write_meta
 
 __all__ = [
     "CheckpointStore",
@@ -310,8 +310,7 @@ class SQLiteCheckpointStore(CheckpointStore):
         with self._lock:
             conn = self._connection()
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
+                with immediate_transaction(conn):
                     conn.execute(
                         "INSERT INTO agora_checkpoints"
                         " (key, pipeline_id, run_id, source, value, recorded_at)"
@@ -322,11 +321,6 @@ class SQLiteCheckpointStore(CheckpointStore):
                         " recorded_at = excluded.recorded_at",
                         params,
                     )
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
             except sqlite3.Error as exc:
                 raise CheckpointError(
                     f"cannot save checkpoint {key!r} to {self.path}: {exc} — the previous "
@@ -339,14 +333,8 @@ class SQLiteCheckpointStore(CheckpointStore):
         with self._lock:
             conn = self._connection()
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
+                with immediate_transaction(conn):
                     cursor = conn.execute("DELETE FROM agora_checkpoints WHERE key = ?", (key,))
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
             except sqlite3.Error as exc:
                 raise CheckpointError(
                     f"cannot reset checkpoint {key!r} in {self.path}: {exc}"

@@ -13,7 +13,13 @@ from typing import Any
 from agora.errors import AgoraError
 from agora.records import DLQRecord
 from agora.sinks.base import BaseSink, SinkState
-from agora.stores._files import SQLITE_HEADER, create_owner_only, open_agora_db, write_meta
+from agora.stores._files import (
+    SQLITE_HEADER,
+    create_owner_only,
+    immediate_transaction,
+    open_agora_db,
+    write_meta,
+)
 
 __all__ = ["DLQError", "JsonLinesDLQSink", "SQLiteDLQSink", "read_dlq"]
 
@@ -203,14 +209,8 @@ class SQLiteDLQSink(BaseSink):
         assert self._conn is not None  # guaranteed by _check_usable: open() set it
         conn = self._conn
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with immediate_transaction(conn):
                 conn.executemany(_INSERT, self._pending)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
         except sqlite3.Error as exc:
             raise DLQError(
                 f"DLQ sink {self.sink_name!r} could not commit {len(self._pending)} record(s) "
