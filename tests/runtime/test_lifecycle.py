@@ -197,3 +197,22 @@ class TestMaxRecords:
 
     def test_explain_reports_the_limit(self):
         assert Pipeline(RecordingSource(ROWS)).build(MemorySink()).explain(max_records=7).max_records == 7
+
+
+def test_a_second_run_on_the_same_checkpoint_key_is_refused_without_touching_anything(tmp_path):
+    from agora import CheckpointError, SQLiteCheckpointStore
+
+    def bound(log):
+        return Pipeline(RecordingSource(ROWS, log=log), id="shared").build(
+            FlakySink(log=log), delivery=DeliveryConfig(
+                checkpoint=SQLiteCheckpointStore(tmp_path / "c.db")))
+
+    holder = SQLiteCheckpointStore(tmp_path / "c.db")
+    holder.claim("shared")  # as a run in progress would
+    log: list[str] = []
+    with pytest.raises(CheckpointError, match="in use"):
+        bound(log).run_sync()
+    assert log == []  # nothing resumed, opened or read
+    holder.close()
+    log2: list[str] = []
+    assert bound(log2).run_sync().records_written == 10  # free again after the holder is done

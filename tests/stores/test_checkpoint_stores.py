@@ -205,3 +205,75 @@ def test_two_store_objects_on_one_file_see_each_others_saves(
 def test_repr_names_the_store(tmp_path: Path) -> None:
     assert "ckpt.db" in repr(SQLiteCheckpointStore(tmp_path / "ckpt.db"))
     assert repr(InMemoryCheckpointStore()) == "InMemoryCheckpointStore(keys=0)"
+
+
+# -- fencing concurrent runs ----------------------------------------------------------------
+
+
+def test_sqlite_claim_refuses_a_second_holder_of_the_key_until_released(tmp_path):
+    from agora.errors import CheckpointError
+    from agora.stores import SQLiteCheckpointStore
+
+    first = SQLiteCheckpointStore(tmp_path / "c.db")
+    second = SQLiteCheckpointStore(tmp_path / "c.db")  # e.g. another run's store object
+    first.claim("job")
+    with pytest.raises(CheckpointError, match="'job'.*in use by"):
+        second.claim("job")
+    second.claim("other-job")  # other keys are independent
+    first.release("job")
+    second.claim("job")
+    second.close()  # close() releases every claim
+    first.claim("job")
+    first.close()
+
+
+@pytest.mark.timeout(60)
+def test_sqlite_claim_is_held_across_processes_and_dies_with_its_holder(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from agora.errors import CheckpointError
+    from agora.stores import SQLiteCheckpointStore
+
+    root = str(Path(__file__).resolve().parents[2])
+    ready = tmp_path / "ready"
+    script = (
+        f"import sys, time; sys.path.insert(0, {root!r})\n"
+        f"from agora.stores import SQLiteCheckpointStore\n"
+        f"s = SQLiteCheckpointStore({str(tmp_path / 'c.db')!r}); s.claim('job')\n"
+        f"open({str(ready)!r}, 'w').close(); time.sleep(60)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 30
+        while not ready.exists():
+            assert time.monotonic() < deadline, "the holder never claimed the key"
+            time.sleep(0.02)
+        store = SQLiteCheckpointStore(tmp_path / "c.db")
+        with pytest.raises(CheckpointError, match=f"pid {holder.pid}"):
+            store.claim("job")
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait(timeout=10)
+        store.claim("job")  # the kernel dropped the dead holder's lock: no stale claim
+        store.close()
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+
+
+def test_in_memory_claims_fence_runs_sharing_the_store():
+    from agora.errors import CheckpointError
+    from agora.stores import InMemoryCheckpointStore
+
+    store = InMemoryCheckpointStore()
+    store.claim("job")
+    with pytest.raises(CheckpointError, match="another run in this process"):
+        store.claim("job")
+    store.release("job")
+    store.claim("job")
+    store.close()
