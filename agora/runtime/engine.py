@@ -119,7 +119,8 @@ class _Run:
     # -- lifecycle --------------------------------------------------------------------
     async def execute(self) -> PipelineRunSummary:
         started = time.perf_counter()
-        state = {"store": False, "mw": 0, "sinks": [], "dlq": False, "source": False}
+        state = {"store": False, "claimed": False, "mw": 0, "sinks": [], "dlq": False,
+                 "source": False}
         primary: BaseException | None = None
         with ResourceSampler() as sampler:
             try:
@@ -146,6 +147,10 @@ class _Run:
             if opener is not None:
                 await _maybe_await(opener())
             state["store"] = True
+            claim = getattr(store, "claim", None)
+            if claim is not None:  # one run per checkpoint key, in any process
+                claim(self.checkpoint_key)
+                state["claimed"] = True
             checkpoint = store.load(self.checkpoint_key)
             if checkpoint is not None and checkpoint.source != self.source.source_name:
                 raise CheckpointError(
@@ -196,7 +201,11 @@ class _Run:
         for sink in reversed(state["sinks"]):
             await step(f"sink {sink.sink_name} close", sink.close)
         if state["store"]:
-            closer = getattr(self.config.checkpoint, "close", None)
+            store = self.config.checkpoint
+            release = getattr(store, "release", None)
+            if release is not None and state["claimed"]:
+                await step("checkpoint key release", functools.partial(release, self.checkpoint_key))
+            closer = getattr(store, "close", None)
             if closer is not None:
                 await step("checkpoint store close", closer)
         if primary is None and errors:

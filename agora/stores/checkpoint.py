@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import math
 import os
@@ -41,6 +43,10 @@ class CheckpointStore(ABC):
     * ``open()`` is optional (stores open on first use); ``close()`` is idempotent and only
       releases resources — the store reopens on next use, so one store object can serve
       several runs. Usable as a context manager.
+    * ``claim(key)`` / ``release(key)`` fence runs: the runtime claims the key for the
+      whole run, and a second run on the same key (in this or another process) is refused
+      with ``CheckpointError`` instead of interleaving saves with the first. ``close()``
+      releases every claim; a claim never outlives its process.
 
     Values come back as ``json.loads`` gives them: tuples become lists.
     """
@@ -63,7 +69,38 @@ class CheckpointStore(ABC):
     def list_keys(self) -> list[str]: ...
 
     def close(self) -> None:  # noqa: B027 - an optional hook, not abstract
-        """Release resources. Idempotent."""
+        """Release resources (and claims). Idempotent."""
+
+    def claim(self, key: str) -> None:
+        """Reserve ``key`` for one run; CheckpointError if another run holds it."""
+        _check_key(key)
+        with _CLAIMS_LOCK:
+            token = (self._claim_scope(), key)
+            if token in _CLAIMS:
+                raise CheckpointError(_in_use(key, self, "another run in this process"))
+            _CLAIMS.add(token)
+        self._claims().add(key)
+
+    def release(self, key: str) -> None:
+        """Give up a claim taken by :meth:`claim`; releasing an unclaimed key does nothing."""
+        if key in self._claims():
+            self._claims().discard(key)
+            with _CLAIMS_LOCK:
+                _CLAIMS.discard((self._claim_scope(), key))
+
+    def _claim_scope(self) -> object:
+        """What two stores must share for their claims to collide (the store itself)."""
+        return id(self)
+
+    def _claims(self) -> set[str]:
+        claims = self.__dict__.get("_held_claims")
+        if claims is None:
+            claims = self.__dict__["_held_claims"] = set()
+        return claims
+
+    def _release_all(self) -> None:
+        for key in list(self._claims()):
+            self.release(key)
 
     def __enter__(self) -> CheckpointStore:
         self.open()
@@ -201,6 +238,20 @@ def _init_schema(conn: sqlite3.Connection) -> None:
     )
 
 
+#: Keys claimed by runs in this process, per store scope (cross-process fencing of the
+#: SQLite store uses file locks on top of this).
+_CLAIMS: set[tuple[object, str]] = set()
+_CLAIMS_LOCK = threading.Lock()
+
+
+def _in_use(key: str, store: CheckpointStore, holder: str) -> str:
+    return (
+        f"checkpoint {key!r} in {store!r} is in use by {holder}; runs of one pipeline must "
+        f"not overlap (their checkpoints would interleave) — wait for it to finish, or give "
+        f"this run another checkpoint_key"
+    )
+
+
 class SQLiteCheckpointStore(CheckpointStore):
     """Checkpoints in an SQLite file: WAL journal, ``synchronous=FULL``, one
     ``BEGIN IMMEDIATE … COMMIT`` per save, so a saved checkpoint survives SIGKILL and
@@ -218,8 +269,10 @@ class SQLiteCheckpointStore(CheckpointStore):
     ``-wal``/``-shm`` files from a crash are normal: SQLite recovers from them.
 
     Concurrency: saves are atomic and SQLite serialises writers (a writer waits up to 10 s
-    for another's commit). Two runs saving the same key interleave, last writer wins —
-    fencing concurrent runs of one pipeline is the runtime's job. ``create=False`` makes a
+    for another's commit). A run claims its key with an exclusive ``flock`` on an
+    owner-only lock file next to the database (``<db>.<hash of key>.lock``), so a second
+    run on the same key — in any process — is refused; the kernel drops the lock when the
+    holder dies, so a killed run never leaves a stale claim. ``create=False`` makes a
     missing file an error instead of creating it (for inspection tools).
     """
 
@@ -230,6 +283,7 @@ class SQLiteCheckpointStore(CheckpointStore):
         self.create = create
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.RLock()
+        self._lock_fds: dict[str, int] = {}
 
     def __repr__(self) -> str:
         return f"SQLiteCheckpointStore({str(self.path)!r})"
@@ -353,7 +407,37 @@ class SQLiteCheckpointStore(CheckpointStore):
         return [row[0] for row in rows]
 
     def close(self) -> None:
+        self._release_all()
         with self._lock:
             conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
+
+    def _claim_scope(self) -> object:
+        return str(self.path.resolve())
+
+    def claim(self, key: str) -> None:
+        super().claim(key)  # fences runs in this process
+        lock_path = self.path.with_name(
+            f"{self.path.name}.{hashlib.sha256(key.encode()).hexdigest()[:16]}.lock")
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            super().release(key)
+            raise CheckpointError(f"cannot create the lock file {lock_path}: {exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            super().release(key)
+            raise CheckpointError(_in_use(key, self, f"another process (pid {holder})")) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._lock_fds[key] = fd
+
+    def release(self, key: str) -> None:
+        fd = self._lock_fds.pop(key, None)
+        if fd is not None:
+            os.close(fd)  # closing the descriptor drops the flock
+        super().release(key)
