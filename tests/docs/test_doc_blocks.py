@@ -177,3 +177,19 @@ def test_a_failing_block_is_reported(tmp_path: Path, no_orphans: None) -> None:
 
 def test_repo_root_is_found() -> None:
     assert (REPO / "README.md").is_file() and (REPO / "agora").is_dir()
+
+
+def test_documented_max_buffer_size_default_matches_the_code() -> None:
+    import re
+
+    from agora import DeliveryConfig
+
+    default = DeliveryConfig().max_buffer_size
+    found = []
+    for path in doc_files():
+        text = path.read_text(encoding="utf-8")
+        for match in re.finditer(r"max_buffer_size`\**\s*[,(]\s*default ([\d,]+)", text):
+            found.append((path.name, int(match[1].replace(",", ""))))
+    assert {name for name, _ in found} >= {"guide.md", "benchmarks.md"}, found
+    wrong = [(name, value) for name, value in found if value != default]
+    assert not wrong, f"docs state a max_buffer_size default other than {default:,}: {wrong}"
