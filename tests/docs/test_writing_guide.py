@@ -86,9 +86,9 @@ def test_guide_component_is_conformant(command: list[str], tmp_path: Path,
 
 # -- the failure paths of the page's components ------------------------------------------
 
-def make_table(path: Path, bodies: list[str]) -> None:
+def make_table(guide: ModuleType, path: Path, bodies: list[str]) -> None:
     with sqlite3.connect(path) as conn:
-        conn.execute("CREATE TABLE records (seq INTEGER PRIMARY KEY, body TEXT NOT NULL)")
+        conn.execute(guide.CREATE_TABLE.format(table="records"))
         conn.executemany("INSERT INTO records (body) VALUES (?)", [(b,) for b in bodies])
     conn.close()
 
@@ -107,7 +107,7 @@ def checkpoint_of(source: Any, value: Any) -> Checkpoint:
 
 
 def test_malformed_body_fails_naming_the_row(guide: ModuleType, tmp_path: Path) -> None:
-    make_table(tmp_path / "in.db", ['{"id": 1}', "{broken", '{"id": 3}'])
+    make_table(guide, tmp_path / "in.db", ['{"id": 1}', "{broken", '{"id": 3}'])
     source = guide.SQLiteRecordSource(tmp_path / "in.db")
     with pytest.raises(ValueError, match=r"seq 2: body is not JSON .*on_malformed='dlq'"):
         asyncio.run(read_all(source))
@@ -115,7 +115,7 @@ def test_malformed_body_fails_naming_the_row(guide: ModuleType, tmp_path: Path) 
 
 def test_malformed_body_becomes_a_marker_and_the_position_passes_it(
         guide: ModuleType, tmp_path: Path) -> None:
-    make_table(tmp_path / "in.db", ['{"id": 1}', "{broken", '{"id": 3}'])
+    make_table(guide, tmp_path / "in.db", ['{"id": 1}', "{broken", '{"id": 3}'])
     source = guide.SQLiteRecordSource(tmp_path / "in.db", on_malformed="dlq")
     seen: list[tuple[Any, Any]] = []
 
@@ -140,7 +140,7 @@ def test_malformed_body_becomes_a_marker_and_the_position_passes_it(
     7,
 ])
 def test_foreign_checkpoint_is_refused(guide: ModuleType, tmp_path: Path, value: Any) -> None:
-    make_table(tmp_path / "in.db", ['{"id": 1}'])
+    make_table(guide, tmp_path / "in.db", ['{"id": 1}'])
     source = guide.SQLiteRecordSource(tmp_path / "in.db")
     with pytest.raises(CheckpointError, match="agora checkpoint reset"):
         asyncio.run(source.prepare_resume(checkpoint_of(source, value)))
@@ -148,7 +148,7 @@ def test_foreign_checkpoint_is_refused(guide: ModuleType, tmp_path: Path, value:
 
 def test_same_instance_reruns_from_the_start_without_a_checkpoint(
         guide: ModuleType, tmp_path: Path) -> None:
-    make_table(tmp_path / "in.db", [json.dumps({"id": i}) for i in range(5)])
+    make_table(guide, tmp_path / "in.db", [json.dumps({"id": i}) for i in range(5)])
     source = guide.SQLiteRecordSource(tmp_path / "in.db", page_size=2)
     first = asyncio.run(read_all(source))
     second = asyncio.run(read_all(source))
@@ -164,7 +164,7 @@ def test_missing_input_fails_at_open_naming_source_and_file(
 
 
 def test_missing_table_fails_at_open(guide: ModuleType, tmp_path: Path) -> None:
-    make_table(tmp_path / "in.db", [])
+    make_table(guide, tmp_path / "in.db", [])
     source = guide.SQLiteRecordSource(tmp_path / "in.db", table="orders")
     with pytest.raises(OSError, match="cannot read table 'orders'"):
         asyncio.run(read_all(source))
