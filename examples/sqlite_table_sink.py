@@ -5,7 +5,8 @@ declaration); one WriteResult per record, so one bad order is dead-lettered whil
 rest of its batch is written; durability at flush(); why an upsert keyed by order id
 makes the re-delivery after a crash harmless.
 
-Run:  python examples/sqlite_table_sink.py [--out DIR]   (default ./example-output/sqlite_table_sink)
+Run:  python examples/sqlite_table_sink.py [--out DIR]
+      (default ./example-output/sqlite_table_sink)
 """
 
 from __future__ import annotations

@@ -35,7 +35,8 @@ class Finished:
 
     @property
     def output(self) -> str:
-        return f"$ {' '.join(self.args)}\n--- stdout ---\n{self.stdout}\n--- stderr ---\n{self.stderr}"
+        return (f"$ {' '.join(self.args)}\n--- stdout ---\n{self.stdout}\n"
+                f"--- stderr ---\n{self.stderr}")
 
     def check(self) -> Finished:
         """Raise AssertionError with the whole output unless the run exited 0."""

@@ -109,7 +109,7 @@ def test_agora_command_parses(block: Block, command: list[str]) -> None:
     synopsis = any(word.startswith("[") or "|" in word for word in command)
     args = [command[1], "--help"] if synopsis else command[1:]
     if synopsis:
-        choices = [c for c in command[2].split("|")] if len(command) > 2 and "|" in command[2] else []
+        choices = command[2].split("|") if len(command) > 2 and "|" in command[2] else []
         for choice in choices:  # e.g. "show|reset": each alternative must be accepted
             _parses(parser, [command[1], choice, *command[3:4]], block)
     _parses(parser, args, block)
@@ -164,7 +164,8 @@ def test_continues_needs_a_block_before_it(tmp_path: Path) -> None:
 def test_continued_blocks_run_as_one_script(tmp_path: Path) -> None:
     doc = tmp_path / "doc.md"
     doc.write_text(
-        "# a\n\n```python\nx = 1\n```\n\ntext\n\n<!-- continues -->\n```python\nassert x == 1\n```\n"
+        "# a\n\n```python\nx = 1\n```\n\ntext\n\n"
+        "<!-- continues -->\n```python\nassert x == 1\n```\n"
         "\n<!-- not-run: a signature with placeholders -->\n```python\nf(...)\n```\n",
         encoding="utf-8")
     scripts, skipped = python_scripts(doc)

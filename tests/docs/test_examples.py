@@ -24,7 +24,8 @@ def run_example(name: str, tmp_path: Path) -> tuple[Path, Finished]:
     cwd.mkdir()
     finished = run_python([str(EXAMPLES / f"{name}.py"), "--out", str(out)], cwd=cwd,
                           timeout_s=120, env={"PYTHONDONTWRITEBYTECODE": "1"}).check()
-    assert list(cwd.iterdir()) == [], f"{name} wrote outside its --out folder: {list(cwd.iterdir())}"
+    stray = list(cwd.iterdir())
+    assert stray == [], f"{name} wrote outside its --out folder: {stray}"
     return out, finished
 
 
