@@ -17,6 +17,7 @@ from agora.stores._files import (
     SQLITE_HEADER,
     create_owner_only,
     immediate_transaction,
+    make_private_dirs,
     open_agora_db,
     write_meta,
 )
@@ -110,8 +111,9 @@ class SQLiteDLQSink(BaseSink):
     checkpoint differs in the replay, are not recognised: duplicates are then bounded by
     the records replayed. ``dedupe=False`` inserts every write.
 
-    The file is created owner-only (0600); the same fail-closed checks as the checkpoint
-    store apply (raising :class:`DLQError`). Methods block for a local commit at most.
+    The file is created owner-only (0600), with any missing parent folders (0700); the
+    same fail-closed checks and shared-folder refusals (links, another user's file,
+    group/other-writable) as the checkpoint store apply, raising :class:`DLQError`. Methods block for a local commit at most.
     """
 
     sink_name = "sqlite_dlq"
@@ -290,7 +292,9 @@ class JsonLinesDLQSink(BaseSink):
     """Dead-letters ``DLQRecord``s as one ``DLQRecord.to_json()`` line each.
 
     The file is opened in append mode (an existing DLQ is never truncated) and created
-    owner-only (0600). ``flush()`` flushes Python's buffer and ``fsync``s: after it returns
+    owner-only (0600), with any missing parent folders (0700). The folder may be shared:
+    the file is never opened through a link, and an existing file owned by another user
+    or writable by group/others is refused with :class:`DLQError`. ``flush()`` flushes Python's buffer and ``fsync``s: after it returns
     the lines survive SIGKILL and power loss. A crash mid-write can leave a torn last line;
     it was never flushed, so the run that wrote it did not count it captured, and
     ``open()`` removes it before appending (a last line that is complete JSON only gets
@@ -314,8 +318,12 @@ class JsonLinesDLQSink(BaseSink):
         mode. A second ``open()`` while open is a no-op."""
         if self.state is SinkState.OPEN:
             return
+        what = f"DLQ file of sink {self.sink_name!r}"
         try:
-            fd, _ = create_owner_only(self.path, os.O_RDWR | os.O_APPEND)
+            make_private_dirs(self.path.parent, what=f"{what} {self.path}", error=DLQError)
+            fd, _ = create_owner_only(
+                self.path, os.O_RDWR | os.O_APPEND, what=what, error=DLQError
+            )
         except OSError as exc:
             raise DLQError(f"DLQ sink {self.sink_name!r} cannot open {self.path}: {exc}") from exc
         try:
