@@ -19,6 +19,7 @@ log = logging.getLogger("agora.sinks")
 
 __all__ = [
     "TextFileSink",
+    "UnsafeFileError",
     "check_complete_tail",
     "check_file_mode",
     "create_private_file",
@@ -73,10 +74,14 @@ def _check_parent(sink_name: str, path: Path) -> None:
         )
 
 
+class UnsafeFileError(PermissionError):
+    """A file sink refused one of its own files (a link, another user's file, …); the
+    message names the sink, the file and the fix."""
+
+
 def refusal(sink_name: str) -> ErrorFactory:
-    """The error a file sink raises for one of its own files it must not use: a
-    ``PermissionError`` naming the sink (the message names the file and the fix)."""
-    return lambda message: PermissionError(errno.EPERM, f"sink {sink_name!r}: {message}")
+    """The error a file sink raises for one of its own files it must not use."""
+    return lambda message: UnsafeFileError(errno.EPERM, f"sink {sink_name!r}: {message}")
 
 
 def create_private_file(sink_name: str, path: Path) -> BinaryIO:
@@ -89,11 +94,19 @@ def create_private_file(sink_name: str, path: Path) -> BinaryIO:
     (``O_CREAT | O_EXCL``, never through a link) with mode 0600.
     """
     _check_parent(sink_name, path)
+
+    def cannot(exc: OSError) -> OSError:
+        return type(exc)(
+            exc.errno, f"sink {sink_name!r} cannot create {str(path)!r}: {exc.strerror}"
+        )
+
     try:
-        st = os.lstat(path)
+        st: os.stat_result | None = os.lstat(path)
     except FileNotFoundError:
-        pass
-    else:
+        st = None
+    except OSError as exc:
+        raise cannot(exc) from exc
+    if st is not None:
         reason = untrusted_reason(st, path)
         if reason is not None:
             raise refusal(sink_name)(f"refusing its temporary file: {reason}")
@@ -108,9 +121,7 @@ def create_private_file(sink_name: str, path: Path) -> BinaryIO:
             f"sink a path in a folder only you can write to"
         ) from None
     except OSError as exc:
-        raise type(exc)(
-            exc.errno, f"sink {sink_name!r} cannot create {str(path)!r}: {exc.strerror}"
-        ) from exc
+        raise cannot(exc) from exc
     try:
         os.fchmod(fd, OWNER_ONLY)  # exact, whatever the umask
         return os.fdopen(fd, "wb")

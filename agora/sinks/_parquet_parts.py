@@ -17,7 +17,7 @@ from agora._safe_files import (
     remove_if_ours,
     write_private_atomically,
 )
-from agora.sinks._files import refusal
+from agora.sinks._files import UnsafeFileError, refusal
 
 log = logging.getLogger("agora.sinks")
 
@@ -130,6 +130,17 @@ class PartLedger:
     def start(self, continuing: bool) -> None:
         """Called by ``open()``: adopt the recorded parts (``continuing``) or discard them
         (a fresh sink), warn about unrecorded part-like files, and pick the next index."""
+        try:
+            self._start(continuing)
+        except UnsafeFileError:
+            raise
+        except OSError as exc:
+            raise type(exc)(
+                exc.errno, f"sink {self.sink_name!r} cannot use its part files next to "
+                f"{self.target}: {exc.strerror} ({exc.filename})",
+            ) from exc
+
+    def _start(self, continuing: bool) -> None:
         self._load()
         if not continuing:
             self._discard()
@@ -161,7 +172,7 @@ class PartLedger:
         try:
             fd, _ = open_trusted(self.manifest_path, os.O_RDONLY, what="parts manifest",
                                  error=self._refuse, create=False)
-        except PermissionError:
+        except UnsafeFileError:
             if not os.path.lexists(self.manifest_path):
                 return
             raise
@@ -212,7 +223,7 @@ class PartLedger:
         try:
             fd, _ = open_trusted(path, os.O_RDONLY, what="part file", error=self._refuse,
                                  create=False)
-        except PermissionError:
+        except UnsafeFileError:
             if not os.path.lexists(path):
                 raise self._damaged(f"part {path} listed in {self.manifest_path} is missing") \
                     from None

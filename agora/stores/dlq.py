@@ -111,9 +111,8 @@ class SQLiteDLQSink(BaseSink):
     checkpoint differs in the replay, are not recognised: duplicates are then bounded by
     the records replayed. ``dedupe=False`` inserts every write.
 
-    The file is created owner-only (0600), with any missing parent folders (0700); the
-    same fail-closed checks and shared-folder refusals (links, another user's file,
-    group/other-writable) as the checkpoint store apply, raising :class:`DLQError`. Methods block for a local commit at most.
+    The file is created owner-only (0600); the same fail-closed checks as the checkpoint
+    store apply (raising :class:`DLQError`). Methods block for a local commit at most.
     """
 
     sink_name = "sqlite_dlq"
@@ -292,9 +291,7 @@ class JsonLinesDLQSink(BaseSink):
     """Dead-letters ``DLQRecord``s as one ``DLQRecord.to_json()`` line each.
 
     The file is opened in append mode (an existing DLQ is never truncated) and created
-    owner-only (0600), with any missing parent folders (0700). The folder may be shared:
-    the file is never opened through a link, and an existing file owned by another user
-    or writable by group/others is refused with :class:`DLQError`. ``flush()`` flushes Python's buffer and ``fsync``s: after it returns
+    owner-only (0600). ``flush()`` flushes Python's buffer and ``fsync``s: after it returns
     the lines survive SIGKILL and power loss. A crash mid-write can leave a torn last line;
     it was never flushed, so the run that wrote it did not count it captured, and
     ``open()`` removes it before appending (a last line that is complete JSON only gets

@@ -321,3 +321,62 @@ def test_listed_part_altered_in_place_with_the_same_size_fails_the_resume(
     with pytest.raises(ValueError, match="size or SHA-256 differs"):
         asyncio.run(sink.open())
     assert not path.exists()
+
+
+def test_failed_manifest_write_fails_the_flush_and_the_part_is_not_adopted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "out.parquet"
+    real_replace = os.replace
+
+    def no_space_for_the_manifest(src: Any, dst: Any) -> None:
+        if Path(dst) == manifest_of(path):
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    async def main() -> None:
+        sink = ParquetSink(path)
+        await sink.open()
+        await sink.write_arrow_batch(pa.record_batch({"n": [1]}))
+        monkeypatch.setattr(os, "replace", no_space_for_the_manifest)
+        with pytest.raises(OSError, match="No space"):
+            await sink.flush()  # not durable: the checkpoint must not pass these rows
+        monkeypatch.undo()
+        sink._discard_partial()  # the run stops here
+
+    asyncio.run(main())
+    assert not list(tmp_path.glob(".out.parquet.agora-parts.json.agora-tmp-*"))
+    with caplog.at_level(logging.WARNING, logger="agora.sinks"):
+        resume(path, 2)  # the resumed run re-emits row 1 from its checkpoint
+    assert numbers(path) == [2] and "ignoring" in caplog.text
+
+
+def test_partial_created_by_someone_else_mid_open_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sink = ParquetSink(tmp_path / "out.parquet", name="pq")
+    real_open = os.open
+
+    def plant_first(path: Any, flags: int, mode: int = 0o777) -> int:
+        if Path(path) == sink.partial_path and flags & os.O_EXCL:
+            sink.partial_path.write_bytes(b"planted")  # wins the race for the name
+        return real_open(path, flags, mode)
+
+    monkeypatch.setattr(os, "open", plant_first)
+    with pytest.raises(PermissionError, match="'pq': its temporary file .* by someone else"):
+        asyncio.run(sink.open())
+    monkeypatch.undo()
+    assert sink.partial_path.read_bytes() == b"planted"
+
+
+def test_partial_name_the_os_refuses_is_a_clear_error(tmp_path: Path) -> None:
+    sink = ParquetSink(tmp_path / ("p" * 250 + ".parquet"), name="pq")
+    with pytest.raises(OSError, match=r"sink 'pq' cannot use its part files .*name too long"):
+        asyncio.run(sink.open())
+
+
+def test_temporary_file_name_the_os_refuses_is_a_clear_error(tmp_path: Path) -> None:
+    from agora.sinks._files import create_private_file
+
+    with pytest.raises(OSError, match=r"sink 'pq' cannot create .*File name too long"):
+        create_private_file("pq", tmp_path / ("t" * 300))

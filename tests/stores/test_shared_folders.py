@@ -124,7 +124,8 @@ def test_checkpoint_file_writable_by_group_or_others_is_refused(
     before = digest(saved_store)
     with pytest.raises(CheckpointError, match=rf"mode 0{wide:o}: group or others can write it"):
         SQLiteCheckpointStore(saved_store).load("k")
-    assert digest(saved_store) == before and mode(saved_store) == wide  # not "fixed" behind our back
+    assert digest(saved_store) == before
+    assert mode(saved_store) == wide  # refused, not silently "fixed"
     os.chmod(saved_store, 0o600)  # the fix the message gives works
     store = SQLiteCheckpointStore(saved_store)
     try:
@@ -363,3 +364,74 @@ def test_inspection_with_create_false_creates_no_folder(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="does not exist"):
         SQLiteCheckpointStore(tmp_path / "nope" / "ckpt.db", create=False).open()
     assert not (tmp_path / "nope").exists()
+
+
+# -- the remaining failure paths of the file helpers ----------------------------------------
+
+
+def test_a_file_name_the_os_refuses_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / ("x" * 300 + ".jsonl")  # longer than any file name may be
+    with pytest.raises(DLQError, match=r"cannot create the DLQ file of sink 'jsonl_dlq' .*x{10}"):
+        open_dlq(JsonLinesDLQSink(path))
+
+
+def test_a_directory_at_the_json_lines_dlq_path_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "dlq.jsonl"
+    path.mkdir()
+    with pytest.raises(DLQError, match=rf"cannot open the DLQ file of sink .* {path}"):
+        open_dlq(JsonLinesDLQSink(path))
+    assert path.is_dir()
+
+
+def test_a_file_that_keeps_vanishing_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agora import _safe_files
+
+    def racing_open(path: object, flags: int, mode: int = 0o777) -> int:
+        if flags & os.O_CREAT:
+            raise FileExistsError(errno_eexist, "exists", str(path))  # someone created it …
+        raise FileNotFoundError(errno_enoent, "gone", str(path))  # … and deleted it again
+
+    errno_eexist, errno_enoent = 17, 2
+    monkeypatch.setattr(_safe_files.os, "open", racing_open)
+    with pytest.raises(CheckpointError, match="keeps disappearing"):
+        _safe_files.open_trusted(tmp_path / "x", os.O_RDWR, what="lock file",
+                                 error=CheckpointError)
+
+
+def test_a_new_folder_swapped_for_a_link_is_not_chmodded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o755)
+    os.chmod(elsewhere, 0o755)
+    real_mkdir = os.mkdir
+
+    def mkdir_then_swap(path: object, mode: int = 0o777) -> None:
+        real_mkdir(path, mode)
+        os.rmdir(path)
+        os.symlink(elsewhere, path)  # "another user" swaps the new folder for a link
+
+    monkeypatch.setattr(os, "mkdir", mkdir_then_swap)
+    with pytest.raises(CheckpointError, match=r"folder .*state for the .* changed while it was"):
+        SQLiteCheckpointStore(tmp_path / "state" / "ckpt.db").open()
+    monkeypatch.undo()
+    assert mode(elsewhere) == 0o755 and not list(elsewhere.iterdir())
+
+
+def test_a_store_file_deleted_while_sqlite_opens_it_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "ckpt.db"
+    SQLiteCheckpointStore(path).open()
+    real_connect = _files._connect
+
+    def delete_then_connect(name: Path) -> sqlite3.Connection:
+        conn = real_connect(name)
+        name.unlink()  # deleted right after SQLite opened it
+        return conn
+
+    monkeypatch.setattr(_files, "_connect", delete_then_connect)
+    with pytest.raises(CheckpointError, match="vanished while it was being opened"):
+        SQLiteCheckpointStore(path).open()
