@@ -142,6 +142,9 @@ class PartLedger:
 
     def _start(self, continuing: bool) -> None:
         self._load()
+        # Temporary manifests of a run killed mid-write: only this sink writes them.
+        for leftover in self.manifest_path.parent.glob(f"{self.manifest_path.name}.agora-tmp-*"):
+            remove_if_ours(leftover)
         if not continuing:
             self._discard()
         elif self._merged is not None and self._target_is(self._merged):

@@ -380,3 +380,22 @@ def test_temporary_file_name_the_os_refuses_is_a_clear_error(tmp_path: Path) -> 
 
     with pytest.raises(OSError, match=r"sink 'pq' cannot create .*File name too long"):
         create_private_file("pq", tmp_path / ("t" * 300))
+
+
+def test_temporary_manifest_left_by_a_killed_write_is_cleaned_only_if_ours(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "out.parquet"
+    crashed_run(path, [1])
+    ours = manifest_of(path).with_name(f"{manifest_of(path).name}.agora-tmp-abc")
+    ours.write_bytes(b"{half")
+    theirs = manifest_of(path).with_name(f"{manifest_of(path).name}.agora-tmp-xyz")
+    theirs.write_bytes(b"{other")
+    try:
+        give_away(theirs)
+    except pytest.skip.Exception:
+        theirs.unlink()
+    resume(path, 2)
+    assert numbers(path) == [1, 2] and not ours.exists()
+    if theirs.exists():
+        assert theirs.read_bytes() == b"{other"  # another user's file is not ours to delete
