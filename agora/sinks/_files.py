@@ -1,5 +1,6 @@
-"""Output files shared by the file sinks: opening with a clear error, repairing a torn
-tail before appending, fsync, and the flush/close every text file sink has."""
+"""Output files shared by the file sinks: opening with a clear error, private temporary
+files that cannot be subverted in a shared folder, repairing a torn tail before
+appending, fsync, and the flush/close every text file sink has."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import os
 from pathlib import Path
 from typing import BinaryIO
 
+from agora._safe_files import OWNER_ONLY, ErrorFactory, untrusted_reason
 from agora.errors import LifecycleError
 from agora.sinks.base import BaseSink, SinkState
 
@@ -17,10 +19,13 @@ log = logging.getLogger("agora.sinks")
 
 __all__ = [
     "TextFileSink",
+    "UnsafeFileError",
     "check_complete_tail",
     "check_file_mode",
+    "create_private_file",
     "ensure_openable",
     "open_output_file",
+    "refusal",
     "sync_file",
 ]
 
@@ -50,6 +55,16 @@ def open_output_file(sink_name: str, path: Path, mode: str) -> BinaryIO:
     A missing parent directory or an OS refusal is raised as the same ``OSError`` subclass
     with a message naming the sink and the path.
     """
+    _check_parent(sink_name, path)
+    try:
+        return open(path, "ab" if mode == "a" else "wb")  # noqa: SIM115 - closed by the sink
+    except OSError as exc:
+        raise type(exc)(
+            exc.errno, f"sink {sink_name!r} cannot open {str(path)!r} for writing: {exc.strerror}"
+        ) from exc
+
+
+def _check_parent(sink_name: str, path: Path) -> None:
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise FileNotFoundError(
@@ -57,12 +72,62 @@ def open_output_file(sink_name: str, path: Path, mode: str) -> BinaryIO:
             f"sink {sink_name!r} cannot create {str(path)!r}: directory {str(parent)!r} does "
             f"not exist — create it first or fix the path",
         )
+
+
+class UnsafeFileError(PermissionError):
+    """A file sink refused one of its own files (a link, another user's file, …); the
+    message names the sink, the file and the fix."""
+
+
+def refusal(sink_name: str) -> ErrorFactory:
+    """The error a file sink raises for one of its own files it must not use."""
+    return lambda message: UnsafeFileError(errno.EPERM, f"sink {sink_name!r}: {message}")
+
+
+def create_private_file(sink_name: str, path: Path) -> BinaryIO:
+    """Create ``path`` afresh as one of the sink's own temporary files, for binary writing.
+
+    The folder may be shared, so: a regular file of this user's left at ``path`` by a
+    crashed run is removed first; anything else there (a link, another user's file, not a
+    regular file) is refused with ``PermissionError`` naming the sink, the file and the
+    fix, and nothing is written through it. The file is then created exclusively
+    (``O_CREAT | O_EXCL``, never through a link) with mode 0600.
+    """
+    _check_parent(sink_name, path)
+
+    def cannot(exc: OSError) -> OSError:
+        return type(exc)(
+            exc.errno, f"sink {sink_name!r} cannot create {str(path)!r}: {exc.strerror}"
+        )
+
     try:
-        return open(path, "ab" if mode == "a" else "wb")  # noqa: SIM115 - closed by the sink
+        st: os.stat_result | None = os.lstat(path)
+    except FileNotFoundError:
+        st = None
     except OSError as exc:
-        raise type(exc)(
-            exc.errno, f"sink {sink_name!r} cannot open {str(path)!r} for writing: {exc.strerror}"
-        ) from exc
+        raise cannot(exc) from exc
+    if st is not None:
+        reason = untrusted_reason(st, path)
+        if reason is not None:
+            raise refusal(sink_name)(f"refusing its temporary file: {reason}")
+        path.unlink(missing_ok=True)  # our own leftover from an interrupted run
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, OWNER_ONLY)
+    except FileExistsError:
+        raise refusal(sink_name)(
+            f"its temporary file {path} was created by someone else while it was being "
+            f"created; another process is writing to the folder {path.parent} — give the "
+            f"sink a path in a folder only you can write to"
+        ) from None
+    except OSError as exc:
+        raise cannot(exc) from exc
+    try:
+        os.fchmod(fd, OWNER_ONLY)  # exact, whatever the umask
+        return os.fdopen(fd, "wb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def check_complete_tail(sink_name: str, path: Path, fh: BinaryIO) -> int:

@@ -15,7 +15,9 @@ import pyarrow.parquet as pq
 from agora.planes import DataPlane
 from agora.records import WriteResult
 from agora.sinks.base import BaseSink, SinkState
-from agora.sinks._files import ensure_openable, open_output_file, sync_file
+from agora._safe_files import fsync_dir
+from agora.sinks._files import create_private_file, ensure_openable, sync_file
+from agora.sinks._parquet_parts import HashingWriter, PartLedger
 
 __all__ = ["ParquetSink"]
 
@@ -25,20 +27,6 @@ __all__ = ["ParquetSink"]
 DEFAULT_ROW_GROUP_SIZE = 65_536
 
 _CONVERSION_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError)
-
-
-def _sync_directory(directory: Path) -> None:
-    """Make a rename durable (POSIX); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(directory if str(directory) else ".", os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _codec_available(name: str) -> bool:
@@ -97,13 +85,20 @@ class ParquetSink(BaseSink):
     * Durability and atomic output: a Parquet file cannot be appended to and is unreadable
       without its footer, so rows go to a hidden partial file next to ``path`` and every
       ``flush()`` (the runtime flushes before each checkpoint) *seals* it — footer, fsync,
-      rename — into a hidden part file. ``close()`` merges the previous ``path`` (when the
-      sink continues its output), every part and the rest into one file and renames it onto
-      ``path``. So ``path`` only ever holds a complete Parquet file (valid even with no
-      rows; with no rows and no known schema, an empty zero-column table), and after a crash
-      the parts hold every row flushed before the last checkpoint: a resumed sink
+      rename — into a hidden part file, recorded (name, size, SHA-256) in an owner-only
+      manifest that is replaced atomically. ``close()`` merges the previous ``path`` (when
+      the sink continues its output), every part and the rest into one file and renames it
+      onto ``path``. So ``path`` only ever holds a complete Parquet file (valid even with
+      no rows; with no rows and no known schema, an empty zero-column table), and after a
+      crash the parts hold every row flushed before the last checkpoint: a resumed sink
       (``resume_output()``, or reopened after ``close()``) merges them in; a fresh sink
-      discards parts left by an earlier crashed run.
+      discards the parts an earlier crashed run recorded.
+    * Shared folders: only parts the manifest lists, with matching size and hash, are ever
+      merged; any other part-like file is ignored with a warning and left in place, and a
+      listed part that is missing or altered fails ``open()``/``close()`` with
+      ``ValueError`` (its rows would otherwise be lost). The sink's temporary files are
+      created exclusively (0600) and never opened through a link; a link or another user's
+      file in their place, or as the manifest, raises ``PermissionError`` naming it.
     """
 
     accepted_data_planes: ClassVar[tuple[DataPlane, ...]] = (
@@ -145,13 +140,15 @@ class ParquetSink(BaseSink):
         self.compression = compression
         self.row_group_size = row_group_size
         self._fh: BinaryIO | None = None
+        self._out: HashingWriter | None = None
         self._writer: pq.ParquetWriter | None = None
         self._buffer: list[pa.RecordBatch] = []
         self._buffered_rows = 0
         self.records_written = 0
         self.row_groups_written = 0
         self._continuing = False
-        self._next_part = 0
+        self._ledger = PartLedger(self.path, self.sink_name)
+        self._own_partial = False
 
     # -- lifecycle -------------------------------------------------------------------------
     @property
@@ -159,40 +156,41 @@ class ParquetSink(BaseSink):
         """Where rows written since the last ``flush()`` go (never read back after a crash)."""
         return self.path.with_name(f".{self.path.name}.agora-partial")
 
-    def _part_path(self, index: int) -> Path:
-        return self.path.with_name(f".{self.path.name}.agora-part-{index:06d}")
-
-    def _sealed_parts(self) -> list[Path]:
-        prefix = f".{self.path.name}.agora-part-"
-        parent = self.path.parent if str(self.path.parent) else Path(".")
-        return sorted(p for p in parent.glob(f"{prefix}*") if p.name[len(prefix):].isdigit())
-
     async def open(self) -> None:
         """Start writing. A sink reopened after ``close()`` or resumed from a checkpoint
-        continues its output: the file at ``path`` and any parts sealed by a crashed run
-        are kept and merged at ``close()``. A fresh sink discards parts left by an earlier
-        crashed run. A failure leaves ``path`` untouched."""
+        continues its output: the file at ``path`` and the parts a crashed run recorded
+        are kept and merged at ``close()``. A fresh sink discards the parts an earlier
+        crashed run recorded. A failure leaves ``path`` untouched."""
         continuing = ensure_openable(self)
-        parts = self._sealed_parts()
-        if not continuing:
-            for part in parts:
-                part.unlink()
-            parts = []
-        elif self.schema is None:
-            for previous in ([self.path] if self.path.exists() else []) + parts:
-                schema = pq.read_schema(previous)
-                if schema.names:
-                    self.schema = schema
-                    break
+        self._ledger.start(continuing)
+        if continuing and self.schema is None:
+            self.schema = self._previous_schema()
         self._continuing = continuing
-        self._next_part = int(parts[-1].name.rsplit("-", 1)[1]) + 1 if parts else 0
-        self._fh = open_output_file(self.sink_name, self.partial_path, "w")
+        self._open_partial()
         await super().open()
+
+    def _previous_schema(self) -> pa.Schema | None:
+        """The schema of the earlier output or of its first part that has one."""
+        if self.path.exists():
+            schema = pq.read_schema(self.path)
+            if schema.names:
+                return schema
+        for part in self._ledger.parts:
+            with self._ledger.open_part(part) as fh:
+                schema = pq.read_schema(fh)
+            if schema.names:
+                return schema
+        return None
+
+    def _open_partial(self) -> None:
+        self._fh = create_private_file(self.sink_name, self.partial_path)
+        self._out = HashingWriter(self._fh)
+        self._own_partial = True  # what is at partial_path is ours to remove
 
     async def flush(self) -> None:
         """Seal everything written so far into a durable part file (footer written,
-        fsynced, renamed into place): after ``flush()`` the rows survive a crash, and
-        ``close()`` merges the parts into ``path``."""
+        fsynced, renamed into place, recorded in the manifest): after ``flush()`` the rows
+        survive a crash, and ``close()`` merges the parts into ``path``."""
         self._check_usable("flush")
         self._write_buffer()
         await self._seal()
@@ -200,16 +198,16 @@ class ParquetSink(BaseSink):
     async def _seal(self) -> None:
         if self._writer is None:
             return
-        assert self._fh is not None
+        assert self._fh is not None and self._out is not None
         self._writer.close()
         self._writer = None
         await sync_file(self._fh)
+        sealed = os.fstat(self._fh.fileno())
         self._fh.close()
         self._fh = None
-        os.replace(self.partial_path, self._part_path(self._next_part))
-        self._next_part += 1
-        _sync_directory(self.path.parent)
-        self._fh = open_output_file(self.sink_name, self.partial_path, "w")
+        self._ledger.seal(self.partial_path, self._out, sealed)
+        self._own_partial = False
+        self._open_partial()
 
     async def close(self) -> None:
         """Seal what is buffered, merge the earlier output and every part into one file
@@ -231,27 +229,35 @@ class ParquetSink(BaseSink):
             await super().close()
 
     async def _merge(self) -> None:
-        parts = self._sealed_parts()
-        inputs = ([self.path] if self._continuing and self.path.exists() else []) + parts
-        assert self._fh is not None
+        inputs: list[Any] = [self.path] if self._continuing and self.path.exists() else []
+        inputs += list(self._ledger.parts)
+        assert self._fh is not None and self._out is not None
         schema = self.schema if self.schema is not None else pa.schema([])
         self._start_writer(schema)
         assert self._writer is not None
         for source in inputs:
-            with pq.ParquetFile(source) as previous:
-                if not previous.schema_arrow.names:
-                    continue  # the empty file of a run that saw no schema
-                for i in range(previous.num_row_groups):  # one row group in memory at a time
-                    self._writer.write_table(self._conform_table(previous.read_row_group(i)))
+            fh = source if isinstance(source, Path) else self._ledger.open_part(source)
+            try:
+                with pq.ParquetFile(fh) as previous:
+                    if not previous.schema_arrow.names:
+                        continue  # the empty file of a run that saw no schema
+                    for i in range(previous.num_row_groups):  # one row group at a time
+                        self._writer.write_table(
+                            self._conform_table(previous.read_row_group(i)))
+            finally:
+                if not isinstance(fh, Path):
+                    fh.close()
         self._writer.close()
         self._writer = None
         await sync_file(self._fh)
         self._fh.close()
         self._fh = None
+        # Recorded before the rename: a run killed after it knows the parts are merged.
+        self._ledger.record_merged(self._out)
         os.replace(self.partial_path, self.path)
-        _sync_directory(self.path.parent)
-        for part in parts:
-            part.unlink()
+        self._own_partial = False
+        fsync_dir(self.path.parent)
+        self._ledger.finish()
 
     def _conform_table(self, table: pa.Table) -> pa.Table:
         assert self.schema is not None
@@ -270,7 +276,9 @@ class ParquetSink(BaseSink):
         if self._fh is not None:
             self._fh.close()
             self._fh = None
-        self.partial_path.unlink(missing_ok=True)
+        if self._own_partial:
+            self.partial_path.unlink(missing_ok=True)
+            self._own_partial = False
 
     # -- data ------------------------------------------------------------------------------
     async def write(self, record: Any) -> None:
@@ -428,8 +436,8 @@ class ParquetSink(BaseSink):
             self._write_buffer()
 
     def _start_writer(self, schema: pa.Schema) -> None:
-        assert self._fh is not None
-        self._writer = pq.ParquetWriter(self._fh, schema, compression=self.compression)
+        assert self._out is not None
+        self._writer = pq.ParquetWriter(self._out, schema, compression=self.compression)
 
     def _write_buffer(self) -> None:
         if not self._buffered_rows:

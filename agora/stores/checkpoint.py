@@ -16,7 +16,13 @@ from typing import Any
 
 from agora.errors import CheckpointError
 from agora.records import Checkpoint
-from agora.stores._files import immediate_transaction, open_agora_db, write_meta
+from agora.stores._files import (
+    create_owner_only,
+    immediate_transaction,
+    make_private_dirs,
+    open_agora_db,
+    write_meta,
+)
 
 __all__ = [
     "CheckpointStore",
@@ -257,10 +263,17 @@ class SQLiteCheckpointStore(CheckpointStore):
     ``BEGIN IMMEDIATE … COMMIT`` per save, so a saved checkpoint survives SIGKILL and
     power loss, and a reader never sees a half-written one.
 
-    File safety: a new file is created owner-only (0600) and fully initialised in a private
+    File safety: missing parent folders are created (0700; existing folders are never
+    changed). A new file is created owner-only (0600) and fully initialised in a private
     temporary file that is then linked into place, so the store's path never holds a
     half-created database. SQLite gives its ``-wal``/``-shm`` files the database file's mode,
-    so they are owner-only too (wider ones left by other tools are tightened on open).
+    so they are owner-only too (this user's own wider ones are tightened on open).
+
+    Shared folders: the database, its ``-wal``/``-shm``/``-journal`` files and the lock
+    files are never opened through a symbolic link, and an existing one that another
+    user owns or that group/others can write is refused with ``CheckpointError`` naming
+    the file, its owner or mode and the fix — a checkpoint someone else can forge could
+    make a run silently skip input.
 
     Fail-closed (``CheckpointError`` naming the file and how to recover, never a silent
     fresh start): a 0-byte file, a file that is not SQLite, a damaged database, a database
@@ -421,10 +434,14 @@ class SQLiteCheckpointStore(CheckpointStore):
         lock_path = self.path.with_name(
             f"{self.path.name}.{hashlib.sha256(key.encode()).hexdigest()[:16]}.lock")
         try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
+            if self.create:
+                make_private_dirs(lock_path.parent, what=f"lock file {lock_path}",
+                                  error=CheckpointError)
+            fd, _ = create_owner_only(lock_path, os.O_RDWR, what=f"lock file of {self!r}",
+                                      error=CheckpointError)
+        except BaseException:
             super().release(key)
-            raise CheckpointError(f"cannot create the lock file {lock_path}: {exc}") from exc
+            raise
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

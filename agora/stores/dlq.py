@@ -17,6 +17,7 @@ from agora.stores._files import (
     SQLITE_HEADER,
     create_owner_only,
     immediate_transaction,
+    make_private_dirs,
     open_agora_db,
     write_meta,
 )
@@ -314,8 +315,12 @@ class JsonLinesDLQSink(BaseSink):
         mode. A second ``open()`` while open is a no-op."""
         if self.state is SinkState.OPEN:
             return
+        what = f"DLQ file of sink {self.sink_name!r}"
         try:
-            fd, _ = create_owner_only(self.path, os.O_RDWR | os.O_APPEND)
+            make_private_dirs(self.path.parent, what=f"{what} {self.path}", error=DLQError)
+            fd, _ = create_owner_only(
+                self.path, os.O_RDWR | os.O_APPEND, what=what, error=DLQError
+            )
         except OSError as exc:
             raise DLQError(f"DLQ sink {self.sink_name!r} cannot open {self.path}: {exc}") from exc
         try:

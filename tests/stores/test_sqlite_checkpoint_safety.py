@@ -209,14 +209,16 @@ def test_create_false_refuses_a_missing_file_without_creating_it(tmp_path: Path)
     assert not path.exists()
 
 
-def test_missing_directory_is_reported(tmp_path: Path) -> None:
-    with pytest.raises(CheckpointError, match="directory .* does not exist"):
-        SQLiteCheckpointStore(tmp_path / "nope" / "ckpt.db").open()
+def test_parent_that_is_a_file_is_reported(tmp_path: Path) -> None:
+    (tmp_path / "state").write_text("not a folder")
+    with pytest.raises(CheckpointError, match=r"cannot use .*state as the folder .*not a folder"):
+        SQLiteCheckpointStore(tmp_path / "state" / "ckpt.db").open()
+    assert (tmp_path / "state").read_text() == "not a folder"
 
 
-def test_unreadable_path_is_reported(tmp_path: Path) -> None:
-    with pytest.raises(CheckpointError, match="cannot read checkpoints file"):
-        SQLiteCheckpointStore(tmp_path).open()  # a directory, not a file
+def test_a_directory_at_the_store_path_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="is a directory, not a regular file"):
+        SQLiteCheckpointStore(tmp_path).open()
 
 
 def test_leftover_creation_temp_file_is_harmless(tmp_path: Path, make_checkpoint) -> None:
