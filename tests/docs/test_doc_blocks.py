@@ -46,32 +46,12 @@ from tests.docs.runner import run_python
 DATA = Path(__file__).parent / "data"
 
 
-class MissingParentFolder(AssertionError):
-    """The README job fails only because a store does not create its parent folder."""
-
-
-#: Scripts known to fail today for a reason being fixed elsewhere, keyed by (file,
-#: heading): the exception the failure becomes, the reason, and the text the failure must
-#: show. Any other failure of the same script stays a real failure (``raises=``).
-KNOWN_FAILURES: dict[tuple[str, str], tuple[type[AssertionError], str, str]] = {
-    ("README.md", "A pipeline in 20 lines"): (
-        MissingParentFolder, "stores do not create parent folders yet",
-        "directory state does not exist"),
-}
-
-
 def _scripts() -> list[DocScript]:
     return [script for path in doc_files() for script in python_scripts(path)[0]]
 
 
 def _params() -> list[object]:
-    params = []
-    for script in _scripts():
-        known = KNOWN_FAILURES.get((script.first.path.name, script.first.heading))
-        marks = [] if known is None else [
-            pytest.mark.xfail(strict=True, raises=known[0], reason=known[1])]
-        params.append(pytest.param(script, id=script.id, marks=marks))
-    return params
+    return [pytest.param(script, id=script.id) for script in _scripts()]
 
 
 @pytest.mark.timeout(180)
@@ -84,9 +64,6 @@ def test_python_block_runs(script: DocScript, tmp_path: Path, no_orphans: None) 
     (tmp_path / "doc_block.py").write_text(script.code, encoding="utf-8")
     finished = run_python(["doc_block.py"], cwd=tmp_path, timeout_s=150)
     if finished.returncode != 0:
-        known = KNOWN_FAILURES.get((script.first.path.name, script.first.heading))
-        if known is not None and known[2] in finished.stderr:
-            raise known[0](f"{script.id} fails as expected:\n{finished.output}")
         raise AssertionError(f"{script.id} (heading {script.first.heading!r}) failed:\n"
                              f"{finished.output}")
 
