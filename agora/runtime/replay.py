@@ -1,0 +1,402 @@
+"""Replay: re-send dead-lettered records through a pipeline's chain and writer.
+
+::
+
+    DLQ file ──► [select] ──► ReplaySource ──► chain ──► writer (sinks continue their output)
+       ▲            │                            │
+       │            └─ skipped: other pipeline,  └─ failed again ──► ReplayDLQ ──┐
+       │               already replayed, raw       (one entry per record)        │
+       │               lines, flagged values                                     │
+       └──────── DLQLedger ◄── handled prefix ◄── ReplayMarks (checkpoint store) ◄┘
+
+*Select* reads the file's entries and keeps the target pipeline's replayable ones.
+*ReplaySource* emits them in the plane the pipeline's own source emits; its position is
+the number of entries emitted. The engine runs the pipeline as usual, but with two
+stand-ins in its delivery config: *ReplayMarks* as the checkpoint store — the engine saves
+a position only after the sinks and the DLQ flushed everything before it, so marking the
+entries before that position "replayed" at each save makes a replay idempotent even if it
+is killed — and *ReplayDLQ* as the DLQ, which turns a failure back into an update of the
+entry it came from (attempts + 1, latest error) instead of a new copy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from agora.config import DeliveryConfig
+from agora.errors import PipelineError
+from agora.planes import DataPlane, SourceDataPlaneSpec
+from agora.records import DEFAULT_MAX_VALUE_SIZE, Checkpoint, DLQRecord, json_restore, json_safe
+from agora.runtime.engine import Progress, run_pipeline
+from agora.runtime.plan import make_plan
+from agora.sinks.base import BaseSink
+from agora.sources.base import BaseSource
+from agora.stores.dlq_state import DLQEntry, DLQLedger, ReplayFailure, open_ledger
+
+__all__ = ["ReplayPlan", "ReplayReport", "run_replay", "select_entries"]
+
+# Rows per emitted batch when the pipeline's source emits batches. A replay is usually
+# small; this keeps one batch's memory modest while amortising per-batch costs (a worker
+# round trip for process-isolated middleware).
+REPLAY_BATCH_ROWS = 1024
+
+NOT_REPLAYABLE_RAW = "raw source input (stage source_record): not a row the chain accepts"
+NOT_REPLAYABLE_FLAGGED = "a value was stored in a flagged form (round_trippable: false)"
+
+
+@dataclass(frozen=True)
+class ReplayPlan:
+    """Which entries of a DLQ a replay re-sends, and why the others are left alone."""
+
+    pipeline_id: str
+    to_send: tuple[DLQEntry, ...]
+    already_replayed: int
+    other_stages: int
+    other_pipelines: dict[str, int]
+    not_replayable: dict[str, int]
+
+
+def select_entries(entries: Sequence[DLQEntry], *, pipeline_id: str, stage: str | None,
+                   include_replayed: bool) -> ReplayPlan:
+    """Split ``entries`` into what a replay of ``pipeline_id`` sends and what it skips."""
+    to_send: list[DLQEntry] = []
+    replayed = other_stage = 0
+    others: dict[str, int] = {}
+    unusable: dict[str, int] = {}
+    for entry in entries:
+        rec = entry.record
+        if rec.pipeline_id != pipeline_id:
+            others[rec.pipeline_id] = others.get(rec.pipeline_id, 0) + 1
+        elif stage is not None and rec.stage != stage:
+            other_stage += 1
+        elif entry.replayed and not include_replayed:
+            replayed += 1
+        elif rec.stage == "source_record":
+            unusable[NOT_REPLAYABLE_RAW] = unusable.get(NOT_REPLAYABLE_RAW, 0) + 1
+        elif not rec.round_trippable or rec.truncated:
+            unusable[NOT_REPLAYABLE_FLAGGED] = unusable.get(NOT_REPLAYABLE_FLAGGED, 0) + 1
+        else:
+            to_send.append(entry)
+    return ReplayPlan(pipeline_id, tuple(to_send), replayed, other_stage, others, unusable)
+
+
+@dataclass(frozen=True)
+class ReplayReport:
+    """The outcome of a replay (or, with ``dry_run``, what it would send). JSON-ready."""
+
+    dlq: str
+    pipeline_id: str
+    dry_run: bool
+    run_id: str | None
+    sent: int
+    handled: int
+    failed_again: int
+    already_replayed: int
+    other_stages: int
+    other_pipelines: dict[str, int]
+    not_replayable: dict[str, int]
+    records_written: int = 0
+    records_dropped: int = 0
+    would_send: tuple[dict[str, Any], ...] = ()
+    summary: dict[str, Any] | None = field(default=None, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        """True when every record re-sent was handled (nothing failed again)."""
+        return self.failed_again == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["would_send"] = list(self.would_send)
+        data["ok"] = self.ok
+        return data
+
+    def __str__(self) -> str:
+        lines = [f"replay of {self.dlq} into pipeline {self.pipeline_id!r}"
+                 + (" (dry run: nothing sent, nothing changed)" if self.dry_run else "")]
+        if self.dry_run:
+            lines.append(f"  would send {len(self.would_send)} record(s)")
+            lines += [f"    entry {w['entry_id']}: {w['stage']} {w['error_type']}"
+                      for w in self.would_send[:20]]
+            if len(self.would_send) > 20:
+                lines.append(f"    … and {len(self.would_send) - 20} more")
+        else:
+            lines.append(f"  sent {self.sent}, handled {self.handled} (written "
+                         f"{self.records_written}, dropped {self.records_dropped}), "
+                         f"failed again {self.failed_again}")
+        if self.failed_again:
+            lines.append(f"  {self.failed_again} record(s) failed again; they stay in the DLQ "
+                         f"with attempts + 1 and their latest error")
+        if self.already_replayed:
+            lines.append(f"  skipped {self.already_replayed} already replayed "
+                         f"(include them with --include-replayed)")
+        for reason, n in self.not_replayable.items():
+            lines.append(f"  cannot replay {n} record(s): {reason}; left in the DLQ")
+        for pid, n in self.other_pipelines.items():
+            lines.append(f"  skipped {n} record(s) of another pipeline {pid!r}")
+        if self.other_stages:
+            lines.append(f"  skipped {self.other_stages} record(s) of other stages")
+        return "\n".join(lines)
+
+
+def refuse_foreign(plan: ReplayPlan, dlq: str) -> None:
+    """A DLQ holding records of other pipelines only is a mistaken target, not an empty
+    replay: raise ``PipelineError`` naming the ids found and how to choose one."""
+    if plan.other_pipelines and not (
+        plan.to_send or plan.already_replayed or plan.other_stages or plan.not_replayable
+    ):
+        found = ", ".join(f"{pid!r} ({n})" for pid, n in sorted(plan.other_pipelines.items()))
+        example = next(iter(sorted(plan.other_pipelines))) if len(plan.other_pipelines) == 1 \
+            else "ID"
+        raise PipelineError(
+            f"DLQ {dlq} holds no record of pipeline {plan.pipeline_id!r}, only of {found}; "
+            f"is this the right DLQ and target? To replay another pipeline's records into "
+            f"this one, pass pipeline_id={example!r} (agora dlq replay --pipeline-id "
+            f"{example})", stage="replay")
+
+
+# -- the stand-ins the engine runs with ------------------------------------------------------
+
+
+class ReplaySource(BaseSource):
+    """Emits the selected records in ``plane``; its position is the count emitted."""
+
+    source_name = "dlq_replay"
+    supports_checkpoint = True
+
+    def __init__(self, rows: list[Any], plane: DataPlane) -> None:
+        self.rows = rows
+        self.plane = plane
+        self._emitted = 0
+
+    def data_plane_spec(self) -> SourceDataPlaneSpec:
+        return SourceDataPlaneSpec.for_plane(self.source_name, self.plane)
+
+    def current_checkpoint(self) -> int:
+        return self._emitted
+
+    async def stream(self) -> AsyncIterator[Any]:  # type: ignore[override]
+        for row in self.rows:
+            self._emitted += 1
+            yield row
+
+    async def stream_batches(self) -> AsyncIterator[Any]:  # type: ignore[override]
+        table = None
+        if self.plane is DataPlane.ARROW_BATCHES:
+            import pyarrow as pa
+
+            try:
+                table = pa.Table.from_pylist(self.rows)
+            except (TypeError, ValueError, pa.ArrowException) as exc:
+                raise PipelineError(
+                    f"replay: the dead-lettered records cannot form an Arrow table for this "
+                    f"pipeline's Arrow source plane ({type(exc).__name__}); replay them into "
+                    f"a row pipeline instead", stage="replay") from exc
+        for start in range(0, len(self.rows), REPLAY_BATCH_ROWS):
+            end = min(start + REPLAY_BATCH_ROWS, len(self.rows))
+            if table is not None:
+                batch: Any = table.slice(start, end - start).combine_chunks().to_batches()[0]
+            else:
+                batch = self.rows[start:end]
+            self._emitted = end
+            yield batch
+
+
+def _canonical(value: Any) -> str:
+    safe = json_safe(value)
+    if isinstance(safe, dict):  # an Arrow row gains None for keys other rows had
+        safe = {k: v for k, v in safe.items() if v is not None}
+    return json.dumps(safe, sort_keys=True)
+
+
+class ReplayMarks:
+    """The checkpoint store of a replay run: each save marks the entries it covers."""
+
+    def __init__(self, ledger: DLQLedger, entries: Sequence[DLQEntry], failed: set[int]) -> None:
+        self.ledger = ledger
+        self.entries = entries
+        self.failed = failed  # positions (indexes into entries) that failed again
+        self.saved = 0  # entries before this position are marked or recorded as failed
+        self.marked = 0
+
+    def load(self, key: str) -> None:
+        return None  # a replay is not a position in the original source
+
+    def save(self, key: str, checkpoint: Checkpoint) -> None:
+        end = int(checkpoint.value)
+        ids = [self.entries[i].entry_id for i in range(self.saved, end) if i not in self.failed]
+        self.ledger.mark_replayed(ids, checkpoint.run_id)
+        self.marked += len(ids)
+        self.saved = end
+
+
+@dataclass(frozen=True)
+class _ReplayFailure(DLQRecord):
+    """A failure record tagged with the positions of the entries it belongs to."""
+
+    positions: tuple[int, ...] = ()
+
+
+class ReplayDLQ(BaseSink):
+    """The DLQ of a replay run: updates the failing entries instead of adding records.
+
+    The runtime applies the redactor before handing records here (see ``tagging``): the
+    stored message is the redacted one. Durable at ``flush()``, like any DLQ.
+    """
+
+    sink_name = "dlq_replay"
+
+    def __init__(self, ledger: DLQLedger, entries: Sequence[DLQEntry], rows: Sequence[Any],
+                 marks: ReplayMarks, max_value_size: int) -> None:
+        self.ledger = ledger
+        self.entries = entries
+        self.rows = rows
+        self.marks = marks
+        self.max_value_size = max_value_size
+        self._pending: dict[int, ReplayFailure] = {}
+
+    def claim(self, rec: DLQRecord) -> tuple[int, ...]:
+        """Find the entries ``rec`` (unredacted) failed for; record a placeholder failure so
+        they are never marked replayed, even if the redactor then raises."""
+        failed = self.marks.failed
+        end = rec.checkpoint if isinstance(rec.checkpoint, int) else len(self.rows)
+        window = [i for i in range(min(end, len(self.rows)) - 1, self.marks.saved - 1, -1)
+                  if i not in failed]
+        found = next((i for i in window if self.rows[i] is rec.record), None)
+        if found is None:
+            wanted = _canonical(rec.record)
+            found = next((i for i in window if _canonical(self.rows[i]) == wanted), None)
+        # Unrecognisable (a custom Arrow middleware rewrote the row): every candidate is
+        # kept in the DLQ — a later replay may re-send a record twice, but never loses one.
+        positions = (found,) if found is not None else tuple(window)
+        for i in positions:
+            failed.add(i)
+            self._pending[i] = ReplayFailure(
+                self.entries[i].entry_id, rec.error_type,
+                "<message not recorded: the dlq_redactor failed>", rec.run_id)
+        return positions
+
+    def tagging(self, redactor: Callable[[DLQRecord], DLQRecord] | None
+                ) -> Callable[[DLQRecord], DLQRecord]:
+        """The redactor the replay run uses: claim first, then the user's redactor."""
+
+        def tag(rec: DLQRecord) -> DLQRecord:
+            positions = self.claim(rec)
+            out = rec if redactor is None else redactor(rec)
+            if not isinstance(out, DLQRecord):
+                return out  # the runtime reports the bad return value
+            values = {f.name: getattr(out, f.name) for f in dataclasses.fields(DLQRecord)}
+            return _ReplayFailure(**values, positions=positions)
+
+        return tag
+
+    async def write(self, record: Any) -> None:
+        await self.write_batch([record])
+
+    async def write_batch(self, records: Sequence[Any]) -> None:
+        self._check_usable("write")
+        for rec in records:
+            data = rec.to_dict(max_value_size=self.max_value_size)
+            for i in getattr(rec, "positions", ()):
+                self._pending[i] = ReplayFailure(self.entries[i].entry_id, data["error_type"],
+                                                 data["error_message"], data["run_id"])
+
+    async def flush(self) -> None:
+        self._check_usable("flush")
+        self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            self.ledger.record_failures(list(self._pending.values()))
+            self._pending.clear()
+
+    async def close(self) -> None:
+        try:
+            if self._pending:
+                self._flush()
+        finally:
+            await super().close()
+
+
+def replay_delivery(delivery: DeliveryConfig, dlq: ReplayDLQ, marks: ReplayMarks
+                    ) -> DeliveryConfig:
+    """The target's delivery config with the replay stand-ins in place."""
+    return dataclasses.replace(delivery, dlq=dlq, checkpoint=marks, checkpoint_key=None,
+                               dlq_redactor=dlq.tagging(delivery.dlq_redactor))
+
+
+def prepare_rows(entries: Sequence[DLQEntry]) -> list[Any]:
+    """The records to re-send, with lossless encodings (bytes) undone."""
+    return [json_restore(e.record.record) for e in entries]
+
+
+def describe(entry: DLQEntry) -> dict[str, Any]:
+    rec = entry.record
+    return {"entry_id": entry.entry_id, "stage": rec.stage, "attempts": entry.attempts,
+            "error_type": entry.last_error_type or rec.error_type,
+            "component": rec.middleware or rec.sink, "created_at": rec.created_at}
+
+
+async def run_replay(
+    *,
+    dlq: str | os.PathLike[str],
+    pipeline_id: str,
+    records_of: str | None = None,
+    source_plane: DataPlane,
+    middleware: list[Any],
+    writer: Any,
+    sinks: Sequence[BaseSink],
+    delivery: DeliveryConfig,
+    stage: str | None = None,
+    include_replayed: bool = False,
+    dry_run: bool = False,
+    progress: Callable[[Progress], None] | None = None,
+) -> ReplayReport:
+    """Replay the entries of ``dlq`` recorded for ``records_of`` (default ``pipeline_id``,
+    the id the run uses) into the chain and writer given (see the module doc).
+
+    Raises ``DLQError`` for a missing or unreadable DLQ, ``PipelineError`` when the DLQ
+    holds only other pipelines' records, and — like ``run()`` — the original exception of
+    a run that stops; what was handled before the last save stays marked.
+    """
+    name = os.fspath(dlq)
+    ledger = open_ledger(dlq, writable=not dry_run)
+    try:
+        plan = select_entries(ledger.entries(), pipeline_id=records_of or pipeline_id,
+                              stage=stage,
+                              include_replayed=include_replayed)
+        refuse_foreign(plan, name)
+        base = dict(dlq=name, pipeline_id=plan.pipeline_id, dry_run=dry_run,
+                    already_replayed=plan.already_replayed, other_stages=plan.other_stages,
+                    other_pipelines=plan.other_pipelines, not_replayable=plan.not_replayable)
+        if dry_run:
+            return ReplayReport(**base, run_id=None, sent=0, handled=0, failed_again=0,
+                                would_send=tuple(describe(e) for e in plan.to_send))
+        if not plan.to_send:
+            return ReplayReport(**base, run_id=None, sent=0, handled=0, failed_again=0)
+        rows = prepare_rows(plan.to_send)
+        source = ReplaySource(rows, source_plane)
+        marks = ReplayMarks(ledger, plan.to_send, set())
+        max_value_size = getattr(delivery.dlq, "max_value_size", DEFAULT_MAX_VALUE_SIZE)
+        replay_dlq = ReplayDLQ(ledger, plan.to_send, rows, marks, max_value_size)
+        config = replay_delivery(delivery, replay_dlq, marks)
+        run_plan = make_plan(pipeline_id=pipeline_id, source=source, middleware=middleware,
+                             writer=writer, max_records=None, batch_size=config.batch_size)
+        for sink in sinks:  # continue what earlier runs wrote, as on a resumed run
+            sink.resume_output()
+        summary = await run_pipeline(pipeline_id=pipeline_id, source=source,
+                                     middleware=middleware, writer=writer, plan=run_plan,
+                                     config=config, progress=progress)
+        failed = len(marks.failed)
+        return ReplayReport(**base, run_id=summary.run_id, sent=len(rows),
+                            handled=len(rows) - failed, failed_again=failed,
+                            records_written=summary.records_written,
+                            records_dropped=summary.records_dropped,
+                            summary=summary.to_dict())
+    finally:
+        ledger.close()
