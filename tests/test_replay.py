@@ -22,6 +22,7 @@ from agora import (
     IterableSource,
     JsonLinesSink,
     MapMiddleware,
+    MemorySink,
     ParquetSink,
     Pipeline,
     SQLiteCheckpointStore,
@@ -365,3 +366,39 @@ def test_read_dlq_accepts_a_version_1_file(tmp_path: Path) -> None:
     write_version_1_dlq(dlq, [{"id": 1}, {"id": 2}])
     assert [r.record for r in read_dlq(dlq)] == [{"id": 1}, {"id": 2}]
     assert schema_version(dlq) == 1
+
+
+class DiskFullOnFlush(MemorySink):
+    """Accepts writes; its ``fail_on``-th flush raises OSError (the replay run stops)."""
+
+    def __init__(self, fail_on: int) -> None:
+        super().__init__(name="flaky")
+        self.fail_on = fail_on
+        self.flushes = 0
+
+    async def flush(self) -> None:
+        self.flushes += 1
+        if self.flushes == self.fail_on:
+            raise OSError("No space left on device")
+        await super().flush()
+
+
+def test_replay_that_stops_keeps_what_it_handled_marked(tmp_path: Path, dlq_name: str,
+                                                        poison: set[int]) -> None:
+    poison.update(range(10))
+    asyncio.run(job(tmp_path, dlq_name).run())
+    assert len(entries(tmp_path / dlq_name)) == 10
+    poison.clear()
+
+    def target(sink: MemorySink) -> Any:
+        rows = [{"id": i} for i in range(10)]
+        return Pipeline(IterableSource(rows, name="orders"), id="orders").build(
+            sink, delivery=DeliveryConfig(checkpoint_every=2))
+
+    with pytest.raises(OSError, match="No space left"):
+        replay(target(DiskFullOnFlush(fail_on=3)), tmp_path / dlq_name)
+    assert [e.replayed for e in entries(tmp_path / dlq_name)] == [True] * 4 + [False] * 6
+    rest = MemorySink(name="rest")
+    report = replay(target(rest), tmp_path / dlq_name)
+    assert (report.sent, report.already_replayed) == (6, 4)
+    assert [r["id"] for r in rest.records] == [4, 5, 6, 7, 8, 9]
