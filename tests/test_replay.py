@@ -402,3 +402,32 @@ def test_replay_that_stops_keeps_what_it_handled_marked(tmp_path: Path, dlq_name
     report = replay(target(rest), tmp_path / dlq_name)
     assert (report.sent, report.already_replayed) == (6, 4)
     assert [r["id"] for r in rest.records] == [4, 5, 6, 7, 8, 9]
+
+
+def test_jsonl_replay_state_torn_tail_is_ignored_and_damage_is_reported(
+    tmp_path: Path, poison: set[int]
+) -> None:
+    dlq = tmp_path / "dlq.jsonl"
+    asyncio.run(job(tmp_path, "dlq.jsonl").run())
+    poison.clear()
+    replay(job(tmp_path, "dlq.jsonl"), dlq)
+    side = sidecar_path(dlq)
+    assert side.stat().st_mode & 0o777 == 0o600
+    good = side.read_bytes()
+    side.write_bytes(good + b'{"line": 1, "dig')  # a torn event from a crash
+    assert [e.replayed for e in entries(dlq)] == [True, True]
+    assert replay(job(tmp_path, "dlq.jsonl"), dlq).sent == 0  # and the tail is cut on append
+    side.write_bytes(b"not json\n" + good)
+    with pytest.raises(DLQError, match=r"dlq.jsonl.replay, line 1 is damaged.*move it aside"):
+        entries(dlq)
+
+
+def test_jsonl_replay_state_of_a_replaced_dlq_does_not_apply(tmp_path: Path,
+                                                             poison: set[int]) -> None:
+    dlq = tmp_path / "dlq.jsonl"
+    asyncio.run(job(tmp_path, "dlq.jsonl").run())
+    poison.clear()
+    replay(job(tmp_path, "dlq.jsonl"), dlq)
+    lines = dlq.read_bytes().splitlines(keepends=True)
+    dlq.write_bytes(lines[0].replace(b'"id": 3', b'"id": 33') + lines[1])  # line 1 changed
+    assert [e.replayed for e in entries(dlq)] == [False, True]
