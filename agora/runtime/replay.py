@@ -31,7 +31,13 @@ from typing import Any
 from agora.config import DeliveryConfig
 from agora.errors import PipelineError
 from agora.planes import DataPlane, SourceDataPlaneSpec
-from agora.records import DEFAULT_MAX_VALUE_SIZE, Checkpoint, DLQRecord, json_restore, json_safe
+from agora.records import (
+    DEFAULT_MAX_VALUE_SIZE,
+    Checkpoint,
+    DLQRecord,
+    json_restore,
+    json_safe,
+)
 from agora.runtime.engine import Progress, run_pipeline
 from agora.runtime.plan import make_plan
 from agora.sinks.base import BaseSink

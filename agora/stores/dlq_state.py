@@ -225,8 +225,7 @@ class _JsonLinesLedger(DLQLedger):
         self.writable = writable
         if not path.is_file():
             raise DLQError(f"DLQ file {path} does not exist")
-        self._digests: dict[int, str] = {}
-        self._attempts: dict[int, int] = {}
+        self._digests: dict[int, str] = {}  # line number → digest, from the last entries()
 
     def entries(self) -> list[DLQEntry]:
         lines: list[tuple[int, str, DLQRecord]] = []
@@ -251,9 +250,8 @@ class _JsonLinesLedger(DLQLedger):
         for lineno, digest, record in lines:
             self._digests[lineno] = digest
             events = state.get((lineno, digest), {})
-            self._attempts[lineno] = 1 + int(events.get("failures", 0))
             out.append(DLQEntry(
-                entry_id=lineno, record=record, attempts=self._attempts[lineno],
+                entry_id=lineno, record=record, attempts=1 + int(events.get("failures", 0)),
                 replayed_at=events.get("replayed_at"), replay_run_id=events.get("replay_run_id"),
                 last_error_type=events.get("last_error_type"),
                 last_error_message=events.get("last_error_message"),

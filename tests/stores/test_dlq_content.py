@@ -370,11 +370,14 @@ def test_own_error_messages_in_dlq_failure_logs_are_kept(caplog: pytest.LogCaptu
     def fail(row: dict[str, Any]) -> dict[str, Any]:
         raise ValueError("bad")
 
+    def not_a_record(rec: DLQRecord) -> Any:
+        return {"not": "a record"}
+
     bound = (Pipeline(IterableSource([{"id": 1}], name="ids"), id="p")
              .pipe(MapMiddleware(fail, name="m"))
              .build(MemorySink(name="out"), delivery=DeliveryConfig(
                  dlq=MemorySink(name="dlq"), failure_policy="log_and_continue",
-                 dlq_redactor=lambda rec: {"not": "a record"})))  # type: ignore[arg-type,return-value]
+                 dlq_redactor=not_a_record)))
     with caplog.at_level(logging.ERROR, logger="agora"):
         bound.run_sync()
     assert any("dlq_redactor must return a DLQRecord; got dict" in r.getMessage()
