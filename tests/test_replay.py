@@ -27,7 +27,7 @@ from agora import (
     Pipeline,
     SQLiteCheckpointStore,
 )
-from agora.errors import PipelineError
+from agora.errors import CheckpointError, PipelineError
 from agora.records import DLQRecord
 from agora.stores import DLQError, JsonLinesDLQSink, SQLiteDLQSink, read_dlq
 from agora.stores.dlq_state import open_ledger, sidecar_path
@@ -431,3 +431,21 @@ def test_jsonl_replay_state_of_a_replaced_dlq_does_not_apply(tmp_path: Path,
     lines = dlq.read_bytes().splitlines(keepends=True)
     dlq.write_bytes(lines[0].replace(b'"id": 3', b'"id": 33') + lines[1])  # line 1 changed
     assert [e.replayed for e in entries(dlq)] == [False, True]
+
+
+def test_replay_is_refused_while_a_run_of_the_pipeline_holds_its_key(
+    tmp_path: Path, dlq_name: str, poison: set[int]
+) -> None:
+    asyncio.run(job(tmp_path, dlq_name).run())
+    poison.clear()
+    before = output_ids(tmp_path)
+    other_run = SQLiteCheckpointStore(tmp_path / "ckpt.db")
+    other_run.claim("orders")  # e.g. the nightly run, in another process
+    try:
+        with pytest.raises(CheckpointError, match="in use"):
+            replay(job(tmp_path, dlq_name), tmp_path / dlq_name)
+    finally:
+        other_run.close()
+    assert output_ids(tmp_path) == before
+    assert not any(e.replayed for e in entries(tmp_path / dlq_name))
+    assert replay(job(tmp_path, dlq_name), tmp_path / dlq_name).sent == 2  # free again

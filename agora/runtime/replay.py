@@ -221,14 +221,37 @@ def _canonical(value: Any) -> str:
 
 
 class ReplayMarks:
-    """The checkpoint store of a replay run: each save marks the entries it covers."""
+    """The checkpoint store of a replay run: each save marks the entries it covers.
 
-    def __init__(self, ledger: DLQLedger, entries: Sequence[DLQEntry], failed: set[int]) -> None:
+    Claims go to the target's own checkpoint store (``fence``), so a replay and a run of
+    the same pipeline — which write the same outputs — never overlap, in any process.
+    """
+
+    def __init__(self, ledger: DLQLedger, entries: Sequence[DLQEntry], failed: set[int],
+                 fence: Any = None) -> None:
         self.ledger = ledger
         self.entries = entries
         self.failed = failed  # positions (indexes into entries) that failed again
+        self.fence = fence
         self.saved = 0  # entries before this position are marked or recorded as failed
         self.marked = 0
+
+    def _fence_call(self, method: str, *args: Any) -> None:
+        fn = getattr(self.fence, method, None)
+        if fn is not None:
+            fn(*args)
+
+    def open(self) -> None:
+        self._fence_call("open")
+
+    def claim(self, key: str) -> None:
+        self._fence_call("claim", key)
+
+    def release(self, key: str) -> None:
+        self._fence_call("release", key)
+
+    def close(self) -> None:
+        self._fence_call("close")
 
     def load(self, key: str) -> None:
         return None  # a replay is not a position in the original source
@@ -332,7 +355,7 @@ class ReplayDLQ(BaseSink):
 def replay_delivery(delivery: DeliveryConfig, dlq: ReplayDLQ, marks: ReplayMarks
                     ) -> DeliveryConfig:
     """The target's delivery config with the replay stand-ins in place."""
-    return dataclasses.replace(delivery, dlq=dlq, checkpoint=marks, checkpoint_key=None,
+    return dataclasses.replace(delivery, dlq=dlq, checkpoint=marks,
                                dlq_redactor=dlq.tagging(delivery.dlq_redactor))
 
 
@@ -387,7 +410,7 @@ async def run_replay(
             return ReplayReport(**base, run_id=None, sent=0, handled=0, failed_again=0)
         rows = prepare_rows(plan.to_send)
         source = ReplaySource(rows, source_plane)
-        marks = ReplayMarks(ledger, plan.to_send, set())
+        marks = ReplayMarks(ledger, plan.to_send, set(), fence=delivery.checkpoint)
         max_value_size = getattr(delivery.dlq, "max_value_size", DEFAULT_MAX_VALUE_SIZE)
         replay_dlq = ReplayDLQ(ledger, plan.to_send, rows, marks, max_value_size)
         config = replay_delivery(delivery, replay_dlq, marks)
