@@ -449,3 +449,65 @@ def test_replay_is_refused_while_a_run_of_the_pipeline_holds_its_key(
     assert output_ids(tmp_path) == before
     assert not any(e.replayed for e in entries(tmp_path / dlq_name))
     assert replay(job(tmp_path, dlq_name), tmp_path / dlq_name).sent == 2  # free again
+
+
+def seed_sink_failures(dlq: Path, ids: list[int], pid: str = "t") -> None:
+    async def seed() -> None:
+        sink = new_dlq(dlq)
+        await sink.open()
+        await sink.write_batch([
+            DLQRecord(pipeline_id=pid, run_id="r1", stage="sink_write", error_type="OSError",
+                      error_message="timeout", source="src", checkpoint=i,
+                      record={"id": i, "v": float(i)}, sink="flaky")
+            for i in ids
+        ])
+        await sink.close()
+
+    asyncio.run(seed())
+
+
+@pytest.mark.parametrize("plane", ["rows", "python_batches", "arrow_batches"])
+def test_a_failure_is_attributed_to_its_own_entry_on_every_plane(
+    tmp_path: Path, dlq_name: str, plane: str
+) -> None:
+    from agora import IterableBatchSource
+    from tests.runtime.doubles import FlakySink
+
+    dlq = tmp_path / dlq_name
+    seed_sink_failures(dlq, list(range(5)))
+    sources = {
+        "rows": lambda: IterableSource([], name="src"),
+        "python_batches": lambda: IterableBatchSource([], name="src"),
+        "arrow_batches": lambda: ArrowBatchSource(pa.table({"id": [0], "v": [0.0]}).slice(0, 0)),
+    }
+    sink = FlakySink(fail=lambda r: r["id"] == 3)
+    bound = Pipeline(sources[plane](), id="t").build(sink)
+    report = replay(bound, dlq)
+    assert (report.sent, report.failed_again) == (5, 1)
+    assert sorted(r["id"] for r in sink.rows) == [0, 1, 2, 4]
+    state = {e.record.record["id"]: (e.replayed, e.attempts) for e in entries(dlq)}
+    assert state == {0: (True, 1), 1: (True, 1), 2: (True, 1), 3: (False, 2), 4: (True, 1)}
+
+
+def test_an_untraceable_failure_keeps_its_whole_unit_pending(tmp_path: Path,
+                                                             dlq_name: str) -> None:
+    import pyarrow.compute as pc
+
+    from agora import ArrowMapMiddleware
+    from tests.runtime.doubles import FlakySink
+
+    dlq = tmp_path / dlq_name
+    seed_sink_failures(dlq, list(range(5)))
+
+    def drop_first_and_rescale(batch: Any) -> Any:  # drops a row: rows can't be traced
+        batch = batch.slice(1)
+        return batch.set_column(1, "v", pc.multiply(batch.column("v"), 10.0))
+
+    sink = FlakySink(fail=lambda r: r["id"] == 3)
+    bound = (Pipeline(ArrowBatchSource(pa.table({"id": [0], "v": [0.0]}).slice(0, 0)), id="t")
+             .pipe(ArrowMapMiddleware(drop_first_and_rescale, name="rescale"))
+             .build(sink))
+    report = replay(bound, dlq)
+    assert report.failed_again == 5  # never marks a record handled that may have failed
+    assert not any(e.replayed for e in entries(dlq))
+    assert all(e.attempts == 2 for e in entries(dlq))

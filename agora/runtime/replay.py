@@ -179,6 +179,12 @@ class ReplaySource(BaseSource):
         self.rows = rows
         self.plane = plane
         self._emitted = 0
+        self._batch_starts: dict[int, int] = {}  # position after a batch → its first row
+
+    def unit_start(self, end: int) -> int | None:
+        """Where the batch that ends at ``end`` began (None on the row lane, where the
+        runtime groups rows itself)."""
+        return self._batch_starts.get(end)
 
     def data_plane_spec(self) -> SourceDataPlaneSpec:
         return SourceDataPlaneSpec.for_plane(self.source_name, self.plane)
@@ -210,6 +216,7 @@ class ReplaySource(BaseSource):
             else:
                 batch = self.rows[start:end]
             self._emitted = end
+            self._batch_starts[end] = start
             yield batch
 
 
@@ -280,26 +287,38 @@ class ReplayDLQ(BaseSink):
 
     sink_name = "dlq_replay"
 
-    def __init__(self, ledger: DLQLedger, entries: Sequence[DLQEntry], rows: Sequence[Any],
+    def __init__(self, ledger: DLQLedger, entries: Sequence[DLQEntry], source: ReplaySource,
                  marks: ReplayMarks, max_value_size: int) -> None:
         self.ledger = ledger
         self.entries = entries
-        self.rows = rows
+        self.source = source
+        self.rows = source.rows
         self.marks = marks
         self.max_value_size = max_value_size
         self._pending: dict[int, ReplayFailure] = {}
+        self._canonical: dict[int, str] = {}
 
-    def claim(self, rec: DLQRecord) -> tuple[int, ...]:
+    def _canonical_row(self, i: int) -> str:
+        if i not in self._canonical:
+            self._canonical[i] = _canonical(self.rows[i])
+        return self._canonical[i]
+
+    def attribute(self, rec: DLQRecord) -> tuple[int, ...]:
         """Find the entries ``rec`` (unredacted) failed for; record a placeholder failure so
-        they are never marked replayed, even if the redactor then raises."""
+        they are never marked replayed, even if the redactor then raises.
+
+        Candidates are the entries of the failing unit not yet saved: the row object the
+        source emitted is matched by identity (rows, Python batches), else by content
+        (Arrow rows)."""
         failed = self.marks.failed
         end = rec.checkpoint if isinstance(rec.checkpoint, int) else len(self.rows)
-        window = [i for i in range(min(end, len(self.rows)) - 1, self.marks.saved - 1, -1)
-                  if i not in failed]
+        end = min(end, len(self.rows))
+        start = max(self.marks.saved, self.source.unit_start(end) or 0)
+        window = [i for i in range(end - 1, start - 1, -1) if i not in failed]
         found = next((i for i in window if self.rows[i] is rec.record), None)
         if found is None:
             wanted = _canonical(rec.record)
-            found = next((i for i in window if _canonical(self.rows[i]) == wanted), None)
+            found = next((i for i in window if self._canonical_row(i) == wanted), None)
         # Unrecognisable (a custom Arrow middleware rewrote the row): every candidate is
         # kept in the DLQ — a later replay may re-send a record twice, but never loses one.
         positions = (found,) if found is not None else tuple(window)
@@ -312,10 +331,10 @@ class ReplayDLQ(BaseSink):
 
     def tagging(self, redactor: Callable[[DLQRecord], DLQRecord] | None
                 ) -> Callable[[DLQRecord], DLQRecord]:
-        """The redactor the replay run uses: claim first, then the user's redactor."""
+        """The redactor the replay run uses: attribute first, then the user's redactor."""
 
         def tag(rec: DLQRecord) -> DLQRecord:
-            positions = self.claim(rec)
+            positions = self.attribute(rec)
             out = rec if redactor is None else redactor(rec)
             if not isinstance(out, DLQRecord):
                 return out  # the runtime reports the bad return value
@@ -412,7 +431,7 @@ async def run_replay(
         source = ReplaySource(rows, source_plane)
         marks = ReplayMarks(ledger, plan.to_send, set(), fence=delivery.checkpoint)
         max_value_size = getattr(delivery.dlq, "max_value_size", DEFAULT_MAX_VALUE_SIZE)
-        replay_dlq = ReplayDLQ(ledger, plan.to_send, rows, marks, max_value_size)
+        replay_dlq = ReplayDLQ(ledger, plan.to_send, source, marks, max_value_size)
         config = replay_delivery(delivery, replay_dlq, marks)
         run_plan = make_plan(pipeline_id=pipeline_id, source=source, middleware=middleware,
                              writer=writer, max_records=None, batch_size=config.batch_size)
