@@ -511,3 +511,20 @@ def test_an_untraceable_failure_keeps_its_whole_unit_pending(tmp_path: Path,
     assert report.failed_again == 5  # never marks a record handled that may have failed
     assert not any(e.replayed for e in entries(dlq))
     assert all(e.attempts == 2 for e in entries(dlq))
+
+
+def test_bytes_values_are_replayed_as_bytes(tmp_path: Path, dlq_name: str) -> None:
+    dlq = tmp_path / dlq_name
+
+    async def seed() -> None:
+        sink = new_dlq(dlq)
+        await sink.open()
+        await sink.write(DLQRecord(pipeline_id="b", run_id="r1", stage="middleware",
+                                   error_type="E", error_message="m", source="s", checkpoint=1,
+                                   record={"id": 1, "payload": b"\x00\xff\x10"}))
+        await sink.close()
+
+    asyncio.run(seed())
+    out = MemorySink(name="out")
+    report = replay(Pipeline(IterableSource([], name="s"), id="b").build(out), dlq)
+    assert report.ok and out.records == [{"id": 1, "payload": b"\x00\xff\x10"}]
