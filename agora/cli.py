@@ -177,50 +177,59 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 
     if not Path(args.path).exists():
         raise UsageError(f"no DLQ at {args.path}")
+    if args.action == "replay":
+        if not args.into:
+            raise UsageError("dlq replay needs --into MODULE:OBJECT (the pipeline to replay into)")
+        return _replay(args, load_target(args.into))
     records = list(read_dlq(args.path))
     if args.stage:
         records = [r for r in records if r.stage == args.stage]
-    if args.action == "list":
-        for rec in records[: args.limit] if args.limit else records:
-            if args.json:
-                print(rec.to_json())
-            else:
-                print(f"{rec.created_at}  {rec.stage:<16} {rec.error_type}: {rec.error_message[:100]}"
-                      f"  record={json.dumps(rec.to_dict()['record'])[:120]}")
-        if not args.json:
-            print(f"{len(records)} DLQ record(s)", file=sys.stderr)
-        return EXIT_OK
-    if not args.into:
-        raise UsageError("dlq replay needs --into MODULE:OBJECT (the pipeline to replay into)")
-    return _replay(records, load_target(args.into), args.json)
+    for rec in records[: args.limit] if args.limit else records:
+        if args.json:
+            print(rec.to_json())
+        else:
+            print(f"{rec.created_at}  {rec.stage:<16} {rec.error_type}: {rec.error_message[:100]}"
+                  f"  record={json.dumps(rec.to_dict()['record'])[:120]}")
+    if not args.json:
+        print(f"{len(records)} DLQ record(s)", file=sys.stderr)
+    return EXIT_OK
 
 
-def _replay(records: list[Any], bound: Any, as_json: bool) -> int:
-    """Re-send dead-lettered records through the target's chain and writer (no checkpoint:
-    a replay is not a position in the original source)."""
-    import dataclasses
+def _replay(args: argparse.Namespace, bound: Any) -> int:
+    """``agora dlq replay``: a thin caller of ``BoundPipeline.replay``. Exit 0 when every
+    record re-sent was handled, 1 when some failed again (or the replay run failed), 2 for
+    usage errors; with ``--json`` exactly one JSON document on stdout in every case."""
+    from agora.errors import PipelineError
+    from agora.stores import DLQError
 
-    import pyarrow as pa
+    def fail(code: int, kind: str, exc: BaseException) -> int:
+        message = f"{type(exc).__name__}: {exc}"
+        if args.json:
+            print(json.dumps({"ok": False, "dlq": args.path, "error": kind, "message": message,
+                              "exit_code": code}))
+        else:
+            print(f"agora: dlq replay {kind}: {message}", file=sys.stderr)
+        return code
 
-    from agora import ArrowBatchSource, IterableBatchSource, IterableSource, Pipeline
-
-    replayable = [r.record for r in records if r.stage != "source_record" and r.round_trippable]
-    skipped = len(records) - len(replayable)
-    if skipped:
-        print(f"agora: skipping {skipped} record(s) that cannot be replayed as rows "
-              f"(raw source lines or non-round-trippable values)", file=sys.stderr)
-    plane = bound.explain().middleware_input_plane or bound.explain().writer_input_plane
-    if plane == "arrow_batches":
-        source: Any = ArrowBatchSource(pa.Table.from_pylist(replayable), name="dlq_replay")
-    elif any(getattr(m, "process_isolated", False) for m in bound.middleware) or plane == "python_batches":
-        source = IterableBatchSource([replayable] if replayable else [], name="dlq_replay")
-    else:
-        source = IterableSource(replayable, name="dlq_replay")
-    delivery = dataclasses.replace(bound.delivery, checkpoint=None)
-    replay = Pipeline(source, id=f"{bound.pipeline_id}-dlq-replay").pipe(*bound.middleware)
-    target = replay.build(bound.writer, delivery=delivery) if not hasattr(bound.writer, "routes") \
-        else replay.route(bound.writer, delivery=delivery)
-    return _run_bound(target, None, as_json)
+    try:
+        report = asyncio.run(bound.replay(
+            args.path, stage=args.stage, pipeline_id=args.pipeline_id,
+            include_replayed=args.include_replayed, dry_run=args.dry_run,
+            progress=None if args.json else ProgressLine(sys.stderr),
+        ))
+    except KeyboardInterrupt:
+        print("\nagora: interrupted; what was handled before the last save stays marked as "
+              "replayed", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except PipelineError as exc:  # e.g. the DLQ holds only other pipelines' records
+        return fail(EXIT_USAGE, "refused", exc)
+    except DLQError as exc:
+        return fail(EXIT_FAILED, "cannot read the DLQ", exc)
+    except Exception as exc:  # the replay run's original exception
+        return fail(EXIT_FAILED, "run failed (records handled before it stopped stay marked)",
+                    exc)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report)
+    return EXIT_OK if report.ok else EXIT_FAILED
 
 
 def cmd_conformance(args: argparse.Namespace, rest: list[str]) -> int:
@@ -272,6 +281,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage", default=None, help="only records of this stage")
     p.add_argument("--limit", type=_non_negative, default=None)
     p.add_argument("--into", default=None, metavar="MODULE:OBJECT", help="replay target")
+    p.add_argument("--pipeline-id", default=None, metavar="ID",
+                   help="replay: records of this pipeline id (default: the target's id)")
+    p.add_argument("--include-replayed", action="store_true",
+                   help="replay: re-send records an earlier replay already handled")
+    p.add_argument("--dry-run", action="store_true",
+                   help="replay: list what would be sent; change nothing")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_dlq)
 

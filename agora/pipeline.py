@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -14,6 +15,7 @@ from agora.errors import PipelineError
 from agora.middleware.base import ArrowBatchMiddleware, BatchMiddleware, Middleware
 from agora.runtime.engine import Progress, run_pipeline
 from agora.runtime.plan import Plan, PipelineExplain, make_plan
+from agora.runtime.replay import ReplayReport, run_replay
 from agora.runtime.summary import PipelineRunSummary
 from agora.sinks.base import BaseSink
 from agora.sinks.fanout import SinkFanOut
@@ -141,6 +143,44 @@ class BoundPipeline:
                 pipeline_id=self.pipeline_id, source=source, middleware=self.middleware,
                 writer=self.writer, plan=plan, config=self.delivery, progress=progress,
                 on_summary=self._remember,
+            )
+        finally:
+            self._running.release()
+
+    async def replay(
+        self,
+        dlq: str | os.PathLike[str],
+        *,
+        stage: str | None = None,
+        pipeline_id: str | None = None,
+        include_replayed: bool = False,
+        dry_run: bool = False,
+        progress: Callable[[Progress], None] | None = None,
+    ) -> ReplayReport:
+        """Re-send the records dead-lettered in ``dlq`` through this pipeline's chain and
+        writer, and return a :class:`ReplayReport`.
+
+        Additive: sinks continue their existing output (as on a resumed run), never
+        truncate it. Idempotent: each record handled is marked in the DLQ file as the run
+        goes (at every checkpoint interval), and is not sent again unless
+        ``include_replayed``. A record that fails again updates its own DLQ entry
+        (attempts + 1, latest error); ``report.failed_again`` counts them. Only records of
+        ``pipeline_id`` (default: this pipeline's id) and, if given, of ``stage`` are sent;
+        raw source input and records with flagged values are reported, not sent.
+        ``dry_run`` reports what would be sent and changes nothing. Raises ``DLQError``
+        for an unreadable DLQ, ``PipelineError`` if it holds only other pipelines'
+        records, and the original exception of a run that stops.
+        """
+        if not self._running.acquire(blocking=False):
+            raise PipelineError(
+                f"pipeline {self.pipeline_id!r} is already running; a replay cannot overlap "
+                f"a run of the same BoundPipeline", stage="replay")
+        try:
+            return await run_replay(
+                dlq=dlq, pipeline_id=self.pipeline_id, records_of=pipeline_id,
+                source_plane=self.source.emitted_data_plane, middleware=self.middleware,
+                writer=self.writer, sinks=self.sinks, delivery=self.delivery, stage=stage,
+                include_replayed=include_replayed, dry_run=dry_run, progress=progress,
             )
         finally:
             self._running.release()

@@ -12,12 +12,17 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 __all__ = [
+    "DEFAULT_MAX_VALUE_SIZE",
     "Checkpoint",
     "DLQRecord",
     "DLQ_STAGES",
     "MalformedRecord",
     "WriteResult",
+    "dumps_json",
+    "json_restore",
     "json_safe",
+    "safe_repr",
+    "safe_text",
 ]
 
 
@@ -61,6 +66,11 @@ class Checkpoint:
 
 DLQ_STAGES = ("source_record", "middleware", "batch_middleware", "sink_write")
 
+# Cap on one string (characters) or bytes value (bytes) inside a DLQ record, and on its
+# error message. Large enough for any real field; small enough that a pathological value
+# (a 200 MB blob) is not copied whole into every DLQ write. DLQ sinks take it as a setting.
+DEFAULT_MAX_VALUE_SIZE = 1_000_000
+
 
 @dataclass(frozen=True)
 class DLQRecord:
@@ -68,9 +78,13 @@ class DLQRecord:
 
     ``record`` is the record as the source emitted it (for Arrow lanes: the row, as a dict,
     that entered the failing stage); ``processed_record`` is what reached the sink, for
-    ``stage="sink_write"``. ``to_dict()`` is always JSON-serialisable: values JSON cannot
-    hold are stored as a flagged fallback (``{"__agora_unserialisable__": true, "type": …,
-    "repr": …}``) and ``round_trippable`` is set to False — never dropped.
+    ``stage="sink_write"``.
+
+    Capture never fails because of content: ``to_dict()`` is always JSON-serialisable and
+    ``to_json()`` is always encodable as UTF-8. Values JSON cannot hold are stored in a
+    flagged form (see :func:`json_safe`) and ``round_trippable`` becomes False; a string or
+    bytes value longer than ``max_value_size`` (and an ``error_message`` longer than it) is
+    cut, flagged, and ``truncated`` becomes True — never dropped whole.
     """
 
     pipeline_id: str
@@ -88,6 +102,7 @@ class DLQRecord:
         default_factory=lambda: _dt.datetime.now(_dt.UTC).isoformat()
     )
     round_trippable: bool = True
+    truncated: bool = False
 
     def __post_init__(self) -> None:
         if self.stage not in DLQ_STAGES:
@@ -95,20 +110,35 @@ class DLQRecord:
 
     @classmethod
     def from_exception(cls, exc: BaseException, **fields: Any) -> DLQRecord:
-        return cls(error_type=type(exc).__name__, error_message=str(exc), **fields)
+        """Build a record from a failure; an exception whose ``str()`` raises still yields
+        one (its message then says so)."""
+        return cls(error_type=type(exc).__name__, error_message=safe_text(exc), **fields)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, *, max_value_size: int = DEFAULT_MAX_VALUE_SIZE) -> dict[str, Any]:
+        """Every field, JSON-ready: data fields through :func:`json_safe`, text fields as
+        ``str`` (``error_message`` cut to ``max_value_size`` characters)."""
         # Not dataclasses.asdict: it deep-copies, and a record holding a lock or a socket
         # cannot be copied — it must still be stored (flagged), never dropped.
         data = {f.name: getattr(self, f.name) for f in fields(self)}
-        flags = {"ok": True}
+        flags = {"ok": True, "truncated": False}
         for key in ("checkpoint", "record", "processed_record"):
-            data[key] = json_safe(data[key], flags)
-        data["round_trippable"] = self.round_trippable and flags["ok"]
+            data[key] = json_safe(data[key], flags, max_value_size=max_value_size)
+        for key in _TEXT_FIELDS:
+            if data[key] is not None or key not in ("middleware", "sink"):
+                data[key] = safe_text(data[key])
+        message = data["error_message"]
+        if len(message) > max_value_size:
+            data["error_message"] = (
+                f"{message[:max_value_size]}… [cut: {len(message):,} characters in all]"
+            )
+            flags["truncated"] = True
+        data["round_trippable"] = bool(self.round_trippable) and flags["ok"]
+        data["truncated"] = bool(self.truncated) or flags["truncated"]
         return data
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), ensure_ascii=False, allow_nan=False)
+    def to_json(self, *, max_value_size: int = DEFAULT_MAX_VALUE_SIZE) -> str:
+        """One JSON document, always encodable as UTF-8 (see :func:`dumps_json`)."""
+        return dumps_json(self.to_dict(max_value_size=max_value_size))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DLQRecord:
@@ -119,33 +149,149 @@ class DLQRecord:
         return replace(self, **changes)
 
 
-def json_safe(value: Any, flags: dict[str, bool] | None = None) -> Any:
-    """Return a JSON-encodable version of ``value``.
+_TEXT_FIELDS = ("pipeline_id", "run_id", "stage", "error_type", "error_message", "source",
+                "middleware", "sink", "created_at")
 
-    Lossless for JSON types; dates/decimals/bytes become tagged strings; anything else
-    becomes a flagged ``repr`` fallback and ``flags["ok"]`` is set to False.
+#: Flag keys of the stored forms, also recognised by :func:`json_restore`.
+UNSERIALISABLE = "__agora_unserialisable__"
+TRUNCATED = "__agora_truncated__"
+BYTES_B64 = "__agora_bytes_b64__"
+FLOAT = "__agora_float__"
+
+# Containers nested deeper than this are stored as a flagged repr: bounds the recursion
+# (a self-referencing list would otherwise never end) at a depth no real row reaches.
+MAX_DEPTH = 100
+
+# Python refuses to convert ints beyond ~4300 decimal digits to text; stay below that.
+_MAX_INT_BITS = 14_000
+
+
+def dumps_json(value: Any) -> str:
+    """``json.dumps`` whose result always encodes as UTF-8.
+
+    Readable non-ASCII text is kept as is; only when the text holds a lone surrogate
+    (``"\\ud800"``, which ``json.loads`` happily produces) is everything written as ASCII
+    escapes — lossless: reading it back yields the same string.
     """
-    if value is None or isinstance(value, (bool, int, str)):
+    text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value, ensure_ascii=True, allow_nan=False)
+    return text
+
+
+def safe_text(value: Any) -> str:
+    """``str(value)`` that never raises (a failing ``__str__`` is described instead)."""
+    if isinstance(value, str):
         return value
+    try:
+        text = str(value)
+    except Exception as exc:  # noqa: BLE001 - describing the value must not fail
+        return f"<{_type_name(value)}: str() raised {_type_name(exc)}>"
+    return text if isinstance(text, str) else _type_name(value)
+
+
+def safe_repr(value: Any, limit: int = 1000) -> str:
+    """``repr(value)``, cut to ``limit`` characters, that never raises."""
+    try:
+        text = repr(value)
+    except Exception as exc:  # noqa: BLE001 - describing the value must not fail
+        return f"<{_type_name(value)} object: repr() raised {_type_name(exc)}>"
+    if not isinstance(text, str):
+        return f"<{_type_name(value)} object>"
+    return text if len(text) <= limit else f"{text[:limit]}…"
+
+
+def _type_name(value: Any) -> str:
+    try:
+        return str(type(value).__qualname__)
+    except Exception:  # noqa: BLE001 - a metaclass may do anything
+        return "object"
+
+
+def json_safe(
+    value: Any,
+    flags: dict[str, bool] | None = None,
+    *,
+    max_value_size: int = DEFAULT_MAX_VALUE_SIZE,
+) -> Any:
+    """Return a JSON-encodable version of ``value``; never raises.
+
+    Lossless for JSON types (strings with lone surrogates included). Dates, times and
+    decimals become strings; bytes become ``{"__agora_bytes_b64__": …}`` (restored by
+    :func:`json_restore`). Everything else is stored in a flagged form and sets
+    ``flags["ok"] = False``: non-finite floats ``{"__agora_float__": "nan"}``; other values
+    (sets, objects, ints too long for text, containers nested deeper than ``MAX_DEPTH``)
+    ``{"__agora_unserialisable__": true, "type": …, "repr": …}``. A string longer than
+    ``max_value_size`` characters (bytes: bytes) becomes ``{"__agora_truncated__": true,
+    "type": …, "size": …, "head": …}`` and also sets ``flags["truncated"] = True``.
+    """
+    return _safe(value, flags if flags is not None else {}, max_value_size, 0)
+
+
+def _flag(flags: dict[str, bool], value: Any, note: str | None = None) -> dict[str, Any]:
+    flags["ok"] = False
+    return {UNSERIALISABLE: True, "type": _type_name(value), "repr": note or safe_repr(value)}
+
+
+def _safe(value: Any, flags: dict[str, bool], cap: int, depth: int) -> Any:
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        if value.bit_length() > _MAX_INT_BITS:
+            return _flag(flags, value, f"<int of {value.bit_length():,} bits>")
+        return int(value)
+    if isinstance(value, str):
+        if len(value) > cap:
+            flags["ok"] = False
+            flags["truncated"] = True
+            return {TRUNCATED: True, "type": "str", "size": len(value), "head": str(value[:cap])}
+        return str(value)
     if isinstance(value, float):
         if math.isfinite(value):
-            return value
-        if flags is not None:
-            flags["ok"] = False
-        return {"__agora_float__": repr(value)}
-    if isinstance(value, dict):
-        return {str(k): json_safe(v, flags) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v, flags) for v in value]
-    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
-        return value.isoformat()
-    if isinstance(value, decimal.Decimal):
-        return str(value)
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return {"__agora_bytes_b64__": base64.b64encode(bytes(value)).decode("ascii")}
-    if flags is not None:
+            return float(value)
         flags["ok"] = False
-    return {"__agora_unserialisable__": True, "type": type(value).__qualname__, "repr": repr(value)}
+        return {FLOAT: repr(float(value))}
+    if depth >= MAX_DEPTH:
+        return _flag(flags, value, f"<{_type_name(value)} nested deeper than {MAX_DEPTH}>")
+    try:
+        if isinstance(value, dict):
+            out: dict[str, Any] = {}
+            for k, v in value.items():
+                if not isinstance(k, str):
+                    flags["ok"] = False  # JSON keys are text: the key's type is lost
+                out[safe_text(k)] = _safe(v, flags, cap, depth + 1)
+            return out
+        if isinstance(value, (list, tuple)):
+            return [_safe(v, flags, cap, depth + 1) for v in value]
+        if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
+            return value.isoformat()
+        if isinstance(value, decimal.Decimal):
+            return str(value)
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            raw = bytes(value)
+            if len(raw) > cap:
+                flags["ok"] = False
+                flags["truncated"] = True
+                head = base64.b64encode(raw[:cap]).decode("ascii")
+                return {TRUNCATED: True, "type": "bytes", "size": len(raw), "head_b64": head}
+            return {BYTES_B64: base64.b64encode(raw).decode("ascii")}
+    except Exception as exc:  # noqa: BLE001 - e.g. a mapping whose items() raises
+        return _flag(flags, value, f"<{_type_name(value)}: reading it raised {_type_name(exc)}>")
+    return _flag(flags, value)
+
+
+def json_restore(value: Any) -> Any:
+    """Undo the lossless encodings of :func:`json_safe` (bytes) in a value read back from
+    a DLQ; flagged forms are left as they are (such records are not round-trippable)."""
+    if isinstance(value, dict):
+        if len(value) == 1 and isinstance(value.get(BYTES_B64), str):
+            return base64.b64decode(value[BYTES_B64])
+        return {k: json_restore(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_restore(v) for v in value]
+    return value
 
 
 @dataclass(frozen=True)

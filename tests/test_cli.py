@@ -144,7 +144,9 @@ def test_dlq_replay_resends_fixed_records(job, capsys, monkeypatch):
             return Pipeline(IterableSource([]), id="fixed").build(
                 JsonLinesSink(os.environ["JOB_DIR"] + "/replayed.jsonl"))
     '''))
-    assert main(["dlq", "replay", str(job / "dlq.db"), "--into", "cli_fixed_mod:pipeline", "--json"]) == 0
+    # the records belong to pipeline "job": replaying them into "fixed" is asked for explicitly
+    assert main(["dlq", "replay", str(job / "dlq.db"), "--into", "cli_fixed_mod:pipeline",
+                 "--pipeline-id", "job", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["records_written"] == 1
     assert json.loads((job / "replayed.jsonl").read_text()) == {"id": 3}
     assert main(["dlq", "replay", str(job / "dlq.db")]) == 2  # --into is required

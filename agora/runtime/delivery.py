@@ -14,8 +14,8 @@ from agora.config import (
     DLQFailurePolicy,
     FailurePolicy,
 )
-from agora.errors import CheckpointError
-from agora.records import Checkpoint, DLQRecord
+from agora.errors import AgoraError, CheckpointError, ContractError
+from agora.records import Checkpoint, DLQRecord, safe_text
 from agora.runtime.units import Failure, Unit
 
 __all__ = ["Committer", "RunStop"]
@@ -29,6 +29,16 @@ class RunStop(Exception):
     def __init__(self, error: BaseException) -> None:
         super().__init__(str(error))
         self.error = error
+
+
+def _value_free_detail(err: BaseException) -> str:
+    """The part of a DLQ failure's message that is safe to log: Agora's own messages and
+    OS errors name files and components, never record values; any other exception (a
+    redactor's, a third-party DLQ sink's, an encoder's) may quote the record, so only its
+    type is logged."""
+    if isinstance(err, (AgoraError, OSError)):
+        return f": {safe_text(err)}"
+    return " (message not logged: it may quote record values)"
 
 
 class Committer:
@@ -89,10 +99,13 @@ class Committer:
             raise RunStop(uncaptured[0].error)
         self.uncaptured_continued += len(uncaptured)
         first = uncaptured[0]
+        # With a DLQ configured, the records were meant for it (and its redactor): the
+        # message of a third-party exception may quote record values, so it is not logged.
+        detail = "" if self.dlq is not None else f": {first.error}"
         log.warning(
             "%d failure(s) not captured by a DLQ; continuing (failure_policy=log_and_continue); "
-            "first: %s at %s %r: %s",
-            len(uncaptured), type(first.error).__name__, first.stage, first.component, first.error,
+            "first: %s at %s %r%s",
+            len(uncaptured), type(first.error).__name__, first.stage, first.component, detail,
         )
 
     async def _offer_to_dlq(self, unit: Unit, failures: list[Failure]) -> list[Failure]:
@@ -118,8 +131,9 @@ class Committer:
                 if redactor is not None:
                     rec = redactor(rec)
                     if not isinstance(rec, DLQRecord):
-                        raise TypeError(
-                            f"dlq_redactor must return a DLQRecord; got {type(rec).__name__}"
+                        raise ContractError(
+                            f"dlq_redactor must return a DLQRecord; got {type(rec).__name__} "
+                            f"— return rec.with_fields(...) with the masked fields"
                         )
             except Exception as exc:
                 dlq_error = dlq_error or exc
@@ -151,8 +165,9 @@ class Committer:
             if self.config.dlq_failure_policy is DLQFailurePolicy.RAISE:
                 raise RunStop(err)
             log.error(
-                "DLQ %r failed to capture %d record(s) (dlq_failure_policy=log_only): %s: %s",
-                getattr(self.dlq, "sink_name", self.dlq), len(uncaptured), type(err).__name__, err,
+                "DLQ %r failed to capture %d record(s) (dlq_failure_policy=log_only): %s%s",
+                getattr(self.dlq, "sink_name", "dlq"), len(uncaptured), type(err).__name__,
+                _value_free_detail(err),
             )
         return uncaptured
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from agora.errors import AgoraError
-from agora.records import DLQRecord
+from agora.records import DEFAULT_MAX_VALUE_SIZE, DLQRecord, dumps_json
 from agora.sinks.base import BaseSink, SinkState
 from agora.stores._files import (
     SQLITE_HEADER,
@@ -41,6 +41,15 @@ def _require_record(sink: BaseSink, record: object) -> DLQRecord:
     return record
 
 
+def _check_max_value_size(sink: BaseSink, value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(
+            f"{type(sink).__name__}.max_value_size must be an integer >= 1 (characters of "
+            f"text, bytes of binary data); got {value!r}"
+        )
+    return value
+
+
 def _matches(record: DLQRecord, pipeline_id: str | None, stage: str | None) -> bool:
     return (pipeline_id is None or record.pipeline_id == pipeline_id) and (
         stage is None or record.stage == stage
@@ -49,12 +58,22 @@ def _matches(record: DLQRecord, pipeline_id: str | None, stage: str | None) -> b
 
 # -- SQLite ------------------------------------------------------------------------------
 
-_SCHEMA_VERSION = 1
+# Version 2 added the failure to the dedupe identity (new keys only: rows of version 1
+# keep theirs), the ``truncated`` flag and the replay columns; see _migrate().
+_SCHEMA_VERSION = 2
 _JSON_COLUMNS = ("checkpoint", "record", "processed_record")
 _COLUMNS = (
     "pipeline_id", "run_id", "stage", "error_type", "error_message", "source",
     "checkpoint", "record", "processed_record", "middleware", "sink", "created_at",
-    "round_trippable",
+    "round_trippable", "truncated",
+)
+# Columns added after version 1, with their definitions (ALTER TABLE ... ADD COLUMN).
+_ADDED_COLUMNS = (
+    ("truncated", "INTEGER NOT NULL DEFAULT 0"),  # a value was cut to the size cap
+    ("replayed_at", "TEXT"),  # when a replay last re-sent the record and it was handled
+    ("replay_run_id", "TEXT"),  # the run id of that replay
+    ("last_error_type", "TEXT"),  # the latest failure, when a replay failed it again
+    ("last_error_message", "TEXT"),
 )
 
 
@@ -70,11 +89,33 @@ def _init_schema(conn: sqlite3.Connection) -> None:
         " middleware TEXT, sink TEXT, created_at TEXT NOT NULL,"
         " round_trippable INTEGER NOT NULL,"
         " attempts INTEGER NOT NULL DEFAULT 1,"  # times this record was dead-lettered
-        " last_run_id TEXT, last_seen_at TEXT)"
+        " last_run_id TEXT, last_seen_at TEXT, "
+        + ", ".join(f"{name} {ddl}" for name, ddl in _ADDED_COLUMNS)
+        + ")"
     )
     conn.execute(
         "CREATE INDEX IF NOT EXISTS agora_dlq_pipeline_stage ON agora_dlq (pipeline_id, stage)"
     )
+
+
+def table_columns(conn: sqlite3.Connection) -> set[str]:
+    """The columns ``agora_dlq`` has in this file (a version-1 file lacks the newer ones)."""
+    return {row[1] for row in conn.execute("PRAGMA table_info(agora_dlq)")}
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring an open DLQ file to the current schema, in one transaction.
+
+    Only adds columns (existing rows keep every value; the new columns start empty), so a
+    crash mid-way leaves the file as it was. Idempotent; a concurrent opener that migrated
+    first leaves nothing to do.
+    """
+    with immediate_transaction(conn):
+        present = table_columns(conn)
+        for name, ddl in _ADDED_COLUMNS:
+            if name not in present:
+                conn.execute(f"ALTER TABLE agora_dlq ADD COLUMN {name} {ddl}")
+        write_meta(conn, "dlq", _SCHEMA_VERSION)
 
 
 _INSERT = (
@@ -83,6 +124,23 @@ _INSERT = (
     " ON CONFLICT(record_key) DO UPDATE SET attempts = attempts + 1,"
     " last_run_id = excluded.run_id, last_seen_at = excluded.created_at"
 )
+
+_TEXT_COLUMNS = ("pipeline_id", "run_id", "stage", "error_type", "error_message", "source",
+                 "middleware", "sink", "created_at")
+# What makes two rows the same failure (see SQLiteDLQSink, "Dedupe").
+_IDENTITY = ("pipeline_id", "source", "stage", "middleware", "sink", "checkpoint", "record",
+             "processed_record", "error_type", "error_message")
+
+
+def sqlite_text(text: str) -> str:
+    """``text`` as an SQLite TEXT value can hold it: a lone surrogate (not UTF-8) becomes
+    the six characters ``\\udXXX``; any other text is returned unchanged."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
 
 _DLQ_RECOVERY = (
     "Move it aside and point the DLQ at a new file; rows in the old file may still be "
@@ -102,14 +160,24 @@ class SQLiteDLQSink(BaseSink):
     buffered (a later flush or ``close()`` retries); so a DLQ write failure can surface at
     ``flush()`` — it then concerns every record written since the last successful flush.
 
+    Content never fails a write: every record is stored as ``DLQRecord.to_dict()`` makes it
+    (flagged fallbacks; string and bytes values, and the error message, cut to
+    ``max_value_size`` with ``truncated`` set). Text columns cannot hold a lone surrogate:
+    there it is kept as the six characters ``\\udXXX`` (JSON columns keep it exactly).
+
     Dedupe (on by default): each row gets a ``record_key`` — a hash of pipeline id, source,
-    stage, middleware/sink name, the record's checkpoint, the record and the processed
-    record, plus its occurrence number since ``open()`` — and an existing key is not inserted
-    again: its ``attempts`` is incremented instead. A run replayed after a crash from the
-    same checkpoint therefore re-creates the same keys and adds no duplicate rows. Records
-    holding values JSON cannot encode (their ``repr`` often contains an address), or whose
-    checkpoint differs in the replay, are not recognised: duplicates are then bounded by
-    the records replayed. ``dedupe=False`` inserts every write.
+    stage, middleware/sink name, the record's checkpoint, the record, the processed record
+    and the failure (error type and message, as stored: after the redactor), plus its
+    occurrence number since ``open()`` — and an existing key is not inserted again: its
+    ``attempts`` is incremented instead. A run re-run after a crash from the same
+    checkpoint therefore re-creates the same keys and adds no duplicate rows, while the
+    same record failing for a different reason gets a row of its own. Records holding
+    values JSON cannot encode (their ``repr`` often contains an address), or whose
+    checkpoint or message differs in the re-run, are not recognised: duplicates are then
+    bounded by the records re-run. ``dedupe=False`` inserts every write.
+
+    A file of schema version 1 is migrated when opened for writing (columns are added,
+    nothing is rewritten); readers accept both versions.
 
     The file is created owner-only (0600); the same fail-closed checks as the checkpoint
     store apply (raising :class:`DLQError`). Methods block for a local commit at most.
@@ -123,6 +191,7 @@ class SQLiteDLQSink(BaseSink):
         *,
         dedupe: bool = True,
         max_buffered: int = 1000,
+        max_value_size: int = DEFAULT_MAX_VALUE_SIZE,
         sink_name: str | None = None,
     ) -> None:
         if not isinstance(max_buffered, int) or max_buffered < 1:
@@ -131,6 +200,7 @@ class SQLiteDLQSink(BaseSink):
             )
         self.path = Path(path)
         self.dedupe = dedupe
+        self.max_value_size = _check_max_value_size(self, max_value_size)
         # Buffered rows are committed early once this many wait: bounds memory; an early
         # commit is only ever more durable, never less.
         self.max_buffered = max_buffered
@@ -158,28 +228,32 @@ class SQLiteDLQSink(BaseSink):
             recovery=_DLQ_RECOVERY,
             adopt_existing=True,
         )
+        try:
+            migrate(self._conn)
+        except sqlite3.Error as exc:
+            conn, self._conn = self._conn, None
+            conn.close()
+            raise DLQError(
+                f"DLQ sink {self.sink_name!r} cannot upgrade {self.path} to schema version "
+                f"{_SCHEMA_VERSION}: {exc} — check disk space and file locks, then retry"
+            ) from exc
         await super().open()
 
     def _row(self, record: DLQRecord) -> tuple[Any, ...]:
-        data = _require_record(self, record).to_dict()
+        data = _require_record(self, record).to_dict(max_value_size=self.max_value_size)
         for name in _JSON_COLUMNS:
-            data[name] = json.dumps(data[name], ensure_ascii=False, allow_nan=False)
-        for name in ("pipeline_id", "run_id", "stage", "error_type", "error_message",
-                     "source", "created_at"):
-            data[name] = str(data[name])
-        for name in ("middleware", "sink"):
-            data[name] = None if data[name] is None else str(data[name])
+            data[name] = dumps_json(data[name])
+        for name in _TEXT_COLUMNS:
+            if data[name] is not None:
+                data[name] = sqlite_text(data[name])
         data["round_trippable"] = 1 if data["round_trippable"] else 0
+        data["truncated"] = 1 if data["truncated"] else 0
         return (self._record_key(data), *(data[c] for c in _COLUMNS))
 
     def _record_key(self, data: dict[str, Any]) -> str | None:
         if not self.dedupe:
             return None
-        identity = json.dumps(
-            [data[c] for c in ("pipeline_id", "source", "stage", "middleware", "sink",
-                               "checkpoint", "record", "processed_record")],
-            ensure_ascii=False,
-        )
+        identity = dumps_json([data[c] for c in _IDENTITY])
         digest = hashlib.sha256(identity.encode("utf-8")).hexdigest()
         seen = self._occurrences.get(digest, 0)
         self._occurrences[digest] = seen + 1
@@ -262,23 +336,29 @@ def _iter_sqlite(path: Path, pipeline_id: str | None, stage: str | None) -> Iter
     if stage is not None:
         where.append("stage = ?")
         params.append(stage)
-    sql = f"SELECT id, {', '.join(_COLUMNS)} FROM agora_dlq"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY id"
     conn = sqlite3.connect(str(path), isolation_level=None)
     try:
+        columns = [c for c in _COLUMNS if c in table_columns(conn)]  # version 1 or 2
+        sql = f"SELECT id, {', '.join(columns)} FROM agora_dlq"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id"
         for row in conn.execute(sql, params):
-            data = dict(zip(_COLUMNS, row[1:], strict=True))
-            try:
-                for name in _JSON_COLUMNS:
-                    data[name] = json.loads(data[name])
-                data["round_trippable"] = bool(data["round_trippable"])
-                yield DLQRecord.from_dict(data)
-            except (TypeError, ValueError) as exc:
-                raise DLQError(f"DLQ file {path}: row id {row[0]} is damaged ({exc})") from exc
+            yield record_from_row(path, row[0], dict(zip(columns, row[1:], strict=True)))
     finally:
         conn.close()
+
+
+def record_from_row(path: Path, row_id: int, data: dict[str, Any]) -> DLQRecord:
+    """Decode one ``agora_dlq`` row (column name → value) into a ``DLQRecord``."""
+    try:
+        for name in _JSON_COLUMNS:
+            data[name] = json.loads(data[name])
+        data["round_trippable"] = bool(data["round_trippable"])
+        data["truncated"] = bool(data.get("truncated", 0))
+        return DLQRecord.from_dict(data)
+    except (TypeError, ValueError) as exc:
+        raise DLQError(f"DLQ file {path}: row id {row_id} is damaged ({exc})") from exc
 
 
 # -- JSON lines --------------------------------------------------------------------------
@@ -289,6 +369,10 @@ _LINE_PREFIX = b'{"pipeline_id":'
 
 class JsonLinesDLQSink(BaseSink):
     """Dead-letters ``DLQRecord``s as one ``DLQRecord.to_json()`` line each.
+
+    Content never fails a write: ``to_json`` stores flagged fallbacks, cuts string and bytes
+    values (and the error message) to ``max_value_size`` with ``truncated`` set, and writes
+    a lone surrogate as a ``\\udXXX`` JSON escape (lossless).
 
     The file is opened in append mode (an existing DLQ is never truncated) and created
     owner-only (0600). ``flush()`` flushes Python's buffer and ``fsync``s: after it returns
@@ -301,8 +385,15 @@ class JsonLinesDLQSink(BaseSink):
 
     sink_name = "jsonl_dlq"
 
-    def __init__(self, path: str | os.PathLike[str], *, sink_name: str | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        max_value_size: int = DEFAULT_MAX_VALUE_SIZE,
+        sink_name: str | None = None,
+    ) -> None:
         self.path = Path(path)
+        self.max_value_size = _check_max_value_size(self, max_value_size)
         if sink_name is not None:
             self.sink_name = sink_name
         self._file: Any = None
@@ -359,14 +450,17 @@ class JsonLinesDLQSink(BaseSink):
 
     async def write(self, record: Any) -> None:
         self._check_usable("write")
-        line = _require_record(self, record).to_json().encode("utf-8") + b"\n"
-        self._file.write(line)
+        self._file.write(self._line(record))
 
     async def write_batch(self, records: Sequence[Any]) -> None:
         self._check_usable("write")
-        lines = [_require_record(self, r).to_json().encode("utf-8") + b"\n" for r in records]
+        lines = [self._line(r) for r in records]  # all-or-nothing encoding
         self._file.write(b"".join(lines))
         return None
+
+    def _line(self, record: Any) -> bytes:
+        text = _require_record(self, record).to_json(max_value_size=self.max_value_size)
+        return text.encode("utf-8") + b"\n"
 
     async def flush(self) -> None:
         """Write buffered lines and fsync; durable when this returns."""

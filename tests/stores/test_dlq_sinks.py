@@ -275,9 +275,11 @@ def test_close_before_open_creates_nothing(dlq_path: Path) -> None:
 
 
 def test_failed_open_leaves_the_sink_unopened(tmp_path: Path) -> None:
-    for path in (tmp_path / "missing-dir" / "dlq.db", tmp_path / "missing-dir" / "dlq.jsonl"):
+    # Missing folders are created; a regular file where a folder should be cannot be.
+    (tmp_path / "a-file").write_text("x")
+    for path in (tmp_path / "a-file" / "sub" / "dlq.db", tmp_path / "a-file" / "sub" / "dlq.jsonl"):
         sink = new_sink(path)
-        with pytest.raises(DLQError, match="missing-dir"):
+        with pytest.raises(DLQError, match="a-file"):
             asyncio.run(sink.open())
         assert sink.state is SinkState.NEW
 
