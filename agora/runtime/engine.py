@@ -29,6 +29,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 from agora.config import DeliveryConfig
@@ -37,9 +38,10 @@ from agora.middleware.base import MiddlewareContext
 from agora.planes import DataPlane
 from agora.records import MalformedRecord
 from agora.runtime.delivery import Committer, RunStop
+from agora.runtime.interrupt import StopFlag, handle_signals
 from agora.runtime.plan import LANE_LINEAR, Plan
 from agora.runtime.stages import Stage
-from agora.runtime.summary import PipelineRunSummary, ResourceSampler
+from agora.runtime.summary import PipelineRunSummary, ResourceSampler, describe_error
 from agora.runtime.units import Failure, Unit
 from agora.runtime.writer import Writer
 from agora.sinks.router import SinkRouter
@@ -51,6 +53,14 @@ log = logging.getLogger("agora.engine")
 
 #: How often the progress callback fires. A display refresh, not a tunable of the run.
 PROGRESS_INTERVAL_S = 0.5
+#: How often the pump hands the event loop a turn when nothing it awaits suspends (all
+#: in-process, synchronous work). Cancellation of ``run()`` and other tasks are served at
+#: least this often; each turn costs microseconds, so 50 ms is far below 1% overhead.
+YIELD_INTERVAL_S = 0.05
+
+
+class _Abandoned(Exception):
+    """Internal: an in-flight unit was given up after a stop request."""
 
 
 class Progress:
@@ -77,8 +87,13 @@ async def _maybe_await(value: Any) -> Any:
 class _Run:
     def __init__(self, *, pipeline_id: str, source: BaseSource, middleware: list[Any],
                  writer: Any, plan: Plan, config: DeliveryConfig,
-                 progress: Callable[[Progress], None] | None) -> None:
+                 progress: Callable[[Progress], None] | None,
+                 stop: StopFlag | None = None, signals: bool = True) -> None:
         self.pipeline_id = pipeline_id
+        self.stop = stop or StopFlag()
+        self.signals = signals
+        self.left_early = False  # the source was not read to its end: interrupted
+        self.summary: PipelineRunSummary | None = None
         self.run_id = uuid.uuid4().hex[:12]
         self.source = source
         self.middleware = middleware
@@ -90,12 +105,13 @@ class _Run:
         self.progress = Progress()
         self._last_progress = 0.0
         self.consumed = self.written = self.dropped = self.errored = 0
+        self.partially_written = 0
         self.contexts = [
             MiddlewareContext(pipeline_id, self.run_id, mw.name, i)
             for i, mw in enumerate(middleware)
         ]
         linear = plan.lane == LANE_LINEAR
-        self.stages = [Stage(mw, ctx, per_record_batches=linear)
+        self.stages = [Stage(mw, ctx, per_record_batches=linear, stop=self.stop)
                        for mw, ctx in zip(middleware, self.contexts, strict=True)]
         proc = [i for i, st in enumerate(self.stages) if st.process_isolated]
         if proc:
@@ -118,27 +134,53 @@ class _Run:
 
     # -- lifecycle --------------------------------------------------------------------
     async def execute(self) -> PipelineRunSummary:
+        """Run once. Returns the summary; raises the run's original exception, or
+        ``KeyboardInterrupt`` / ``CancelledError`` after a stop — ``self.summary`` is set
+        whichever way the run ends."""
         started = time.perf_counter()
         state = {"store": False, "claimed": False, "mw": 0, "sinks": [], "dlq": False,
                  "source": False}
         primary: BaseException | None = None
-        with ResourceSampler() as sampler:
+        cleanup_error: BaseException | None = None
+        self.stop.bind(asyncio.get_running_loop())
+        self.stop.on_change(self._on_stop_request)
+        # The handlers stay in place through shutdown, so a first or second signal there
+        # cannot break a file close half-way.
+        guard = handle_signals(self.stop) if self.signals else nullcontext()
+        with ResourceSampler() as sampler, guard:
             try:
                 await self._start(state)
                 await self._pump()
-                await self.committer.save()  # clean end of stream: flush, then save
+                await self.committer.save()  # end of stream or stop: the handled prefix
             except BaseException as exc:
                 primary = exc
                 await self._cancel_pending()
             finally:
                 cleanup_error = await self._shutdown(state, primary)
+                error = primary.error if isinstance(primary, RunStop) else primary
+                self.summary = self._summary(started, sampler, error or cleanup_error)
         if primary is not None:
-            self.summary = self._summary(started, sampler)
             raise primary.error if isinstance(primary, RunStop) else primary
         if cleanup_error is not None:
             raise cleanup_error
-        self.summary = self._summary(started, sampler)
+        if self.left_early:
+            raise asyncio.CancelledError() if self.stop.reason == "cancelled" else KeyboardInterrupt()
         return self.summary
+
+    def _on_stop_request(self) -> None:
+        """On the run's loop after a stop request: bound the wait for in-flight units."""
+        if self.stop.forced:
+            self._abandon_in_flight()
+        else:
+            loop = asyncio.get_running_loop()
+            loop.call_at(loop.time() + max(0.0, self.stop.deadline - time.monotonic()),
+                         self._abandon_in_flight)
+
+    def _abandon_in_flight(self) -> None:
+        for unit in self.pending:
+            unit.abandoned = True
+            if unit.task is not None and not unit.task.done():
+                unit.task.cancel()
 
     async def _start(self, state: dict[str, Any]) -> None:
         store = self.config.checkpoint
@@ -213,56 +255,92 @@ class _Run:
         return None
 
     async def _cancel_pending(self) -> None:
-        tasks = [u.task for u in self.pending if u.task is not None and not u.task.done()]
-        for task in tasks:
-            task.cancel()
+        tasks = []
+        for unit in self.pending:
+            unit.abandoned = True
+            if unit.task is not None and not unit.task.done():
+                tasks.append(unit.task)
+                unit.task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         self.pending.clear()
 
     # -- the pump ---------------------------------------------------------------------
     async def _pump(self) -> None:
+        """Read the source to its end, or until a stop request; then commit what is in
+        flight (abandoning it once the stop says so). Returns normally after a stop,
+        with ``left_early`` set, so the handled prefix is still checkpointed."""
         source = self.source
         linear = self.plan.lane == LANE_LINEAR
         agen = source.stream() if linear else source.stream_batches()
-        seq = 0
+        stop = self.stop
+        yielded_at = time.monotonic()
         try:
-            if linear:
-                group: list[Any] = []
-                group_cp: Any = None  # source position after the group's last record
-                group_size = min(self.config.batch_size, self.config.max_buffer_size)
-                current_checkpoint = source.current_checkpoint
-                async for item in agen:
-                    if isinstance(item, MalformedRecord):
-                        if group:  # committed first, with its own position (not past the marker)
-                            await self._dispatch(self._row_unit(seq, group, group_cp))
+            try:
+                if linear:
+                    seq = 0
+                    group: list[Any] = []
+                    group_cp: Any = None  # source position after the group's last record
+                    group_size = min(self.config.batch_size, self.config.max_buffer_size)
+                    current_checkpoint = source.current_checkpoint
+                    while not stop.requested:  # checked before every pull
+                        try:
+                            item = await agen.__anext__()
+                        except StopAsyncIteration:
+                            break
+                        if isinstance(item, MalformedRecord):
+                            if group:  # committed first, with its own position (not past the marker)
+                                await self._dispatch(self._row_unit(seq, group, group_cp))
+                                seq += 1
+                                group = []
+                            await self._dispatch(self._malformed_unit(seq, item))
                             seq += 1
-                            group = []
-                        await self._dispatch(self._malformed_unit(seq, item))
-                        seq += 1
-                        continue
-                    group.append(item)
-                    group_cp = current_checkpoint()
-                    if len(group) >= group_size:
+                        else:
+                            group.append(item)
+                            group_cp = current_checkpoint()
+                            if len(group) >= group_size:
+                                await self._dispatch(self._row_unit(seq, group, group_cp))
+                                seq += 1
+                                group = []
+                        if time.monotonic() - yielded_at >= YIELD_INTERVAL_S:
+                            await asyncio.sleep(0)  # lets a cancel() of run() reach us
+                            yielded_at = time.monotonic()
+                    if group and not stop.requested:
                         await self._dispatch(self._row_unit(seq, group, group_cp))
+                    elif group:  # pulled but never started: re-read on resume
+                        self.consumed += len(group)
+                else:
+                    seq = 0
+                    while not stop.requested:
+                        try:
+                            item = await agen.__anext__()
+                        except StopAsyncIteration:
+                            break
+                        if isinstance(item, MalformedRecord):
+                            unit = self._malformed_unit(seq, item)
+                        else:
+                            unit = self._batch_unit(seq, item)
+                        await self._dispatch(unit)
                         seq += 1
-                        group = []
-                if group:
-                    await self._dispatch(self._row_unit(seq, group, group_cp))
-            else:
-                async for item in agen:
-                    if isinstance(item, MalformedRecord):
-                        unit = self._malformed_unit(seq, item)
-                    else:
-                        unit = self._batch_unit(seq, item)
-                    await self._dispatch(unit)
-                    seq += 1
-        finally:
-            aclose = getattr(agen, "aclose", None)
-            if aclose is not None:
-                await aclose()
-        while self.pending:
-            await self._commit(self.pending.popleft())
+                        if time.monotonic() - yielded_at >= YIELD_INTERVAL_S:
+                            await asyncio.sleep(0)
+                            yielded_at = time.monotonic()
+                if stop.requested:
+                    self.left_early = True
+                while self.pending:
+                    await self._commit(self.pending.popleft())
+            finally:
+                aclose = getattr(agen, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+        except _Abandoned:
+            self.left_early = True
+            await self._cancel_pending()
+        except asyncio.CancelledError:
+            # run() was cancelled: stop like a forced interrupt, keep the handled prefix.
+            stop.request("cancelled", force=True)
+            self.left_early = True
+            await self._cancel_pending()
 
     def _row_unit(self, seq: int, group: list[Any], checkpoint: Any) -> Unit:
         self.consumed += len(group)
@@ -296,6 +374,9 @@ class _Run:
         if unit.malformed is None:
             for stage in self.prefix:
                 await stage.apply(unit)
+            if unit.abandoned:  # a row stage saw the stop and gave the unit up
+                self.pending.append(unit)
+                raise _Abandoned
             if self.middle:
                 unit.task = asyncio.create_task(self._run_middle(unit))
         self.pending.append(unit)
@@ -313,16 +394,27 @@ class _Run:
     async def _commit(self, unit: Unit) -> None:
         self.in_flight_records -= unit.n_source
         if unit.task is not None:
-            await unit.task
+            try:
+                await unit.task
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if unit.abandoned and (task is None or not task.cancelling()):
+                    raise _Abandoned from None  # given up by the stop, not a cancel of run()
+                raise
             unit.task = None
         if unit.malformed is None:
             for stage in self.suffix:
                 await stage.apply(unit)
+            if unit.abandoned:
+                raise _Abandoned
             await self.writer.write(unit)
-        await self.committer.handle(unit)
+        # Counted before the committer decides: a record that stops a fail-closed run is
+        # still a record this run wrote or failed, and the summary must say so.
         self.written += unit.written
         self.dropped += unit.dropped
         self.errored += unit.errored
+        self.partially_written += unit.partially_written
+        await self.committer.handle(unit)
         if self.progress_cb is not None:
             now = time.perf_counter()
             if now - self._last_progress >= PROGRESS_INTERVAL_S:
@@ -337,7 +429,8 @@ class _Run:
         self.progress_cb(p)
 
     # -- summary ----------------------------------------------------------------------
-    def _summary(self, started: float, sampler: ResourceSampler) -> PipelineRunSummary:
+    def _summary(self, started: float, sampler: ResourceSampler,
+                 error: BaseException | None) -> PipelineRunSummary:
         if self.progress_cb is not None:
             self._report_progress(done=True)
         c = self.committer
@@ -355,6 +448,12 @@ class _Run:
         resources = sampler.figures()
         resources["workers_peak_rss_bytes"] = workers_peak
         explain = self.plan.explain
+        stopped = self.left_early or isinstance(error, (KeyboardInterrupt, asyncio.CancelledError))
+        interruption = None
+        if stopped:
+            reason = self.stop.reason or ("cancelled" if isinstance(error, asyncio.CancelledError)
+                                          else "KeyboardInterrupt")
+            interruption = {"reason": reason, "forced": self.stop.forced}
         runtime: dict[str, Any] = {
             "execution_lane": self.plan.lane,
             "source_plane": self.plan.source_plane.value,
@@ -368,13 +467,20 @@ class _Run:
             "dlq_failures": c.dlq_failures,
             "failures_continued_without_dlq": c.uncaptured_continued,
             "unrouted_records": self.writer.unrouted,
-            "per_sink": self.writer.per_sink,
+            "interruption": interruption,
             "process_batch": process_metrics,
             "sink_metrics": sink_metrics,
             "source_metrics": dict(getattr(self.source, "runtime_metrics", None) or {}),
             "resources": resources,
         }
         runtime.update(sink_metrics)  # e.g. csv_arrow_native_batch_count at top level
+        settled = self.written + self.dropped + self.errored
+        if stopped:
+            outcome = "interrupted"
+        elif error is not None:
+            outcome = "failed"
+        else:
+            outcome = "completed"
         return PipelineRunSummary(
             pipeline_id=self.pipeline_id,
             run_id=self.run_id,
@@ -386,6 +492,11 @@ class _Run:
             last_checkpoint=c.last_checkpoint,
             by_middleware={ctx.middleware_name: dict(ctx.metrics) for ctx in self.contexts},
             runtime=runtime,
+            outcome=outcome,
+            error=None if error is None or stopped else describe_error(error),
+            records_abandoned=max(0, self.consumed - settled),
+            records_partially_written=self.partially_written,
+            by_sink={name: dict(counts) for name, counts in self.writer.per_sink.items()},
         )
 
 
@@ -393,12 +504,15 @@ async def run_pipeline(*, pipeline_id: str, source: BaseSource, middleware: list
                        writer: Any, plan: Plan, config: DeliveryConfig,
                        progress: Callable[[Progress], None] | None = None,
                        on_summary: Callable[[PipelineRunSummary], None] | None = None,
+                       stop: StopFlag | None = None, signals: bool = True,
                        ) -> PipelineRunSummary:
+    """Run once (see the module docstring). ``on_summary`` receives the summary however
+    the run ends; ``stop`` lets a caller request a stop; ``signals=False`` leaves the
+    process's SIGINT/SIGTERM handlers alone."""
     run = _Run(pipeline_id=pipeline_id, source=source, middleware=middleware, writer=writer,
-               plan=plan, config=config, progress=progress)
+               plan=plan, config=config, progress=progress, stop=stop, signals=signals)
     try:
         return await run.execute()
     finally:
-        summary = getattr(run, "summary", None)
-        if summary is not None and on_summary is not None:
-            on_summary(summary)
+        if run.summary is not None and on_summary is not None:
+            on_summary(run.summary)
