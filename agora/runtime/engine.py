@@ -94,6 +94,7 @@ class _Run:
         self.signals = signals
         self.left_early = False  # the source was not read to its end: interrupted
         self.summary: PipelineRunSummary | None = None
+        self._stop_seen: set[str] = set()  # stop states already acted on (requested, forced)
         self.run_id = uuid.uuid4().hex[:12]
         self.source = source
         self.middleware = middleware
@@ -129,6 +130,7 @@ class _Run:
             sinks=self.sinks, checkpoint_supported=bool(source.supports_checkpoint),
         )
         self.pending: collections.deque[Unit] = collections.deque()
+        self.committing: Unit | None = None
         self.in_flight_records = 0
         self.resumed_from: Any = None
 
@@ -169,15 +171,32 @@ class _Run:
 
     def _on_stop_request(self) -> None:
         """On the run's loop after a stop request: bound the wait for in-flight units."""
-        if self.stop.forced:
+        stop = self.stop
+        state = "forced" if stop.forced else "requested"
+        if state in self._stop_seen:
+            return
+        first = not self._stop_seen
+        self._stop_seen.add(state)
+        if stop.reason != "cancelled":  # a person pressed Ctrl-C: tell them what happens next
+            if stop.forced:
+                log.warning("agora: %s — abandoning the work in flight and shutting down",
+                            stop.reason)
+            else:
+                log.warning("agora: %s — no more records are read; work in flight gets up to "
+                            "%.0fs to commit (send it again to abandon it)", stop.reason,
+                            stop.drain_s)
+        if stop.forced:
             self._abandon_in_flight()
-        else:
+        elif first:
             loop = asyncio.get_running_loop()
             loop.call_at(loop.time() + max(0.0, self.stop.deadline - time.monotonic()),
                          self._abandon_in_flight)
 
     def _abandon_in_flight(self) -> None:
-        for unit in self.pending:
+        units = list(self.pending)
+        if self.committing is not None:
+            units.append(self.committing)
+        for unit in units:
             unit.abandoned = True
             if unit.task is not None and not unit.task.done():
                 unit.task.cancel()
@@ -394,6 +413,7 @@ class _Run:
     async def _commit(self, unit: Unit) -> None:
         self.in_flight_records -= unit.n_source
         if unit.task is not None:
+            self.committing = unit  # out of ``pending`` but still in flight: abandonable
             try:
                 await unit.task
             except asyncio.CancelledError:
@@ -401,6 +421,8 @@ class _Run:
                 if unit.abandoned and (task is None or not task.cancelling()):
                     raise _Abandoned from None  # given up by the stop, not a cancel of run()
                 raise
+            finally:
+                self.committing = None
             unit.task = None
         if unit.malformed is None:
             for stage in self.suffix:
