@@ -264,7 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print the version and exit")
     parser.add_argument("-v", "--traceback", action="store_true",
                         help="show the Python traceback of an error")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help="what to do (agora COMMAND --help for its options)")
 
     p = sub.add_parser("run", parents=[common], help="run a pipeline to the end of its source",
                        description="Run a pipeline; resumes from its checkpoint if it has one.")
