@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import functools
 import logging
 import time
 import uuid
@@ -33,15 +32,17 @@ from contextlib import nullcontext
 from typing import Any
 
 from agora.config import DeliveryConfig
-from agora.errors import CheckpointError, SourceRecordError
+from agora.errors import SourceRecordError
 from agora.middleware.base import MiddlewareContext
 from agora.planes import DataPlane
 from agora.records import MalformedRecord
 from agora.runtime.delivery import Committer, RunStop
 from agora.runtime.interrupt import StopFlag, handle_signals
+from agora.runtime.lifecycle import Lifecycle
 from agora.runtime.plan import LANE_LINEAR, Plan
 from agora.runtime.stages import Stage
-from agora.runtime.summary import PipelineRunSummary, ResourceSampler, describe_error
+from agora.runtime.report import summarise
+from agora.runtime.summary import PipelineRunSummary, ResourceSampler
 from agora.runtime.units import Failure, Unit
 from agora.runtime.writer import Writer
 from agora.sinks.router import SinkRouter
@@ -76,12 +77,6 @@ class Progress:
     @property
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
-
-
-async def _maybe_await(value: Any) -> Any:
-    if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
-        return await value
-    return value
 
 
 class _Run:
@@ -132,7 +127,9 @@ class _Run:
         self.pending: collections.deque[Unit] = collections.deque()
         self.committing: Unit | None = None
         self.in_flight_records = 0
-        self.resumed_from: Any = None
+        self.lifecycle = Lifecycle(
+            source=source, middleware=middleware, contexts=self.contexts, sinks=self.sinks,
+            config=config, checkpoint_key=self.checkpoint_key, on_resume=self._resumed)
 
     # -- lifecycle --------------------------------------------------------------------
     async def execute(self) -> PipelineRunSummary:
@@ -140,8 +137,6 @@ class _Run:
         ``KeyboardInterrupt`` / ``CancelledError`` after a stop — ``self.summary`` is set
         whichever way the run ends."""
         started = time.perf_counter()
-        state = {"store": False, "claimed": False, "mw": 0, "sinks": [], "dlq": False,
-                 "source": False}
         primary: BaseException | None = None
         cleanup_error: BaseException | None = None
         self.stop.bind(asyncio.get_running_loop())
@@ -151,14 +146,14 @@ class _Run:
         guard = handle_signals(self.stop) if self.signals else nullcontext()
         with ResourceSampler() as sampler, guard:
             try:
-                await self._start(state)
+                await self.lifecycle.start()
                 await self._pump()
                 await self.committer.save()  # end of stream or stop: the handled prefix
             except BaseException as exc:
                 primary = exc
                 await self._cancel_pending()
             finally:
-                cleanup_error = await self._shutdown(state, primary)
+                cleanup_error = await self.lifecycle.stop(primary)
                 error = primary.error if isinstance(primary, RunStop) else primary
                 self.summary = self._summary(started, sampler, error or cleanup_error)
         if primary is not None:
@@ -168,6 +163,9 @@ class _Run:
         if self.left_early:
             raise asyncio.CancelledError() if self.stop.reason == "cancelled" else KeyboardInterrupt()
         return self.summary
+
+    def _resumed(self, checkpoint_value: Any) -> None:
+        self.committer.last_checkpoint = checkpoint_value
 
     def _on_stop_request(self) -> None:
         """On the run's loop after a stop request: bound the wait for in-flight units."""
@@ -200,78 +198,6 @@ class _Run:
             unit.abandoned = True
             if unit.task is not None and not unit.task.done():
                 unit.task.cancel()
-
-    async def _start(self, state: dict[str, Any]) -> None:
-        store = self.config.checkpoint
-        if store is not None:
-            opener = getattr(store, "open", None)
-            if opener is not None:
-                await _maybe_await(opener())
-            state["store"] = True
-            claim = getattr(store, "claim", None)
-            if claim is not None:  # one run per checkpoint key, in any process
-                claim(self.checkpoint_key)
-                state["claimed"] = True
-            checkpoint = store.load(self.checkpoint_key)
-            if checkpoint is not None and checkpoint.source != self.source.source_name:
-                raise CheckpointError(
-                    f"checkpoint {self.checkpoint_key!r} was saved by source "
-                    f"{checkpoint.source!r}, not {self.source.source_name!r}; refusing to resume "
-                    f"from a foreign checkpoint — use another checkpoint_key or reset it "
-                    f"(agora checkpoint reset)"
-                )
-            self.resumed_from = None if checkpoint is None else checkpoint.value
-            if checkpoint is not None:
-                for sink in self.sinks:  # continue, never restart, what earlier runs wrote
-                    sink.resume_output()
-            self.committer.last_checkpoint = self.resumed_from
-            await self.source.prepare_resume(checkpoint)
-        else:
-            await self.source.prepare_resume(None)
-        for mw, ctx in zip(self.middleware, self.contexts, strict=True):
-            await _maybe_await(mw.on_start(ctx))
-            state["mw"] += 1
-        for sink in self.sinks:
-            await sink.open()
-            state["sinks"].append(sink)
-        if self.config.dlq is not None:
-            await self.config.dlq.open()
-            state["dlq"] = True
-        state["source"] = True  # close() is valid even if open() fails half-way
-        await self.source.open()
-
-    async def _shutdown(self, state: dict[str, Any], primary: BaseException | None) -> BaseException | None:
-        """SPEC §7 order: source → middleware on_stop (reverse) → DLQ → writer → store.
-        Every step runs; the first error is returned only if there was no primary error."""
-        errors: list[BaseException] = []
-
-        async def step(what: str, fn: Callable[[], Any]) -> None:
-            try:
-                await _maybe_await(fn())
-            except BaseException as exc:  # noqa: BLE001 - cleanup must go on
-                errors.append(exc)
-                log.error("cleanup step %s failed: %s: %s", what, type(exc).__name__, exc)
-
-        if state["source"]:
-            await step("source close", self.source.close)
-        for i in reversed(range(state["mw"])):
-            mw, ctx = self.middleware[i], self.contexts[i]
-            await step(f"middleware {mw.name} on_stop", functools.partial(mw.on_stop, ctx))
-        if state["dlq"]:
-            await step("dlq close", self.config.dlq.close)
-        for sink in reversed(state["sinks"]):
-            await step(f"sink {sink.sink_name} close", sink.close)
-        if state["store"]:
-            store = self.config.checkpoint
-            release = getattr(store, "release", None)
-            if release is not None and state["claimed"]:
-                await step("checkpoint key release", functools.partial(release, self.checkpoint_key))
-            closer = getattr(store, "close", None)
-            if closer is not None:
-                await step("checkpoint store close", closer)
-        if primary is None and errors:
-            return errors[0]
-        return None
 
     async def _cancel_pending(self) -> None:
         tasks = []
@@ -455,71 +381,8 @@ class _Run:
                  error: BaseException | None) -> PipelineRunSummary:
         if self.progress_cb is not None:
             self._report_progress(done=True)
-        c = self.committer
-        process_metrics: dict[str, Any] = {}
-        workers_peak = 0  # the largest single worker's peak RSS, over every process stage
-        for mw in self.middleware:
-            if getattr(mw, "process_isolated", False) and hasattr(mw, "metrics"):
-                m = dict(mw.metrics())
-                process_metrics[mw.name] = m
-                workers_peak = max(workers_peak, int(m.get("worker_peak_rss_bytes", 0) or 0))
-        sink_metrics: dict[str, Any] = {}
-        for sink in self.sinks:
-            for key, value in (getattr(sink, "runtime_metrics", None) or {}).items():
-                sink_metrics[key] = sink_metrics.get(key, 0) + value
-        resources = sampler.figures()
-        resources["workers_peak_rss_bytes"] = workers_peak
-        explain = self.plan.explain
-        stopped = self.left_early or isinstance(error, (KeyboardInterrupt, asyncio.CancelledError))
-        interruption = None
-        if stopped:
-            reason = self.stop.reason or ("cancelled" if isinstance(error, asyncio.CancelledError)
-                                          else "KeyboardInterrupt")
-            interruption = {"reason": reason, "forced": self.stop.forced}
-        runtime: dict[str, Any] = {
-            "execution_lane": self.plan.lane,
-            "source_plane": self.plan.source_plane.value,
-            "writer_input_plane": self.plan.writer_plane.value,
-            "downgraded_sinks": [s.name for s in explain.sinks if s.downgraded],
-            "checkpoint_key": self.checkpoint_key,
-            "resumed_from": self.resumed_from,
-            "checkpoint_saves": c.checkpoint_saves,
-            "checkpoint_failures": c.checkpoint_failures,
-            "dlq_writes": c.dlq_writes,
-            "dlq_failures": c.dlq_failures,
-            "failures_continued_without_dlq": c.uncaptured_continued,
-            "unrouted_records": self.writer.unrouted,
-            "interruption": interruption,
-            "process_batch": process_metrics,
-            "sink_metrics": sink_metrics,
-            "source_metrics": dict(getattr(self.source, "runtime_metrics", None) or {}),
-            "resources": resources,
-        }
-        runtime.update(sink_metrics)  # e.g. csv_arrow_native_batch_count at top level
-        settled = self.written + self.dropped + self.errored
-        if stopped:
-            outcome = "interrupted"
-        elif error is not None:
-            outcome = "failed"
-        else:
-            outcome = "completed"
-        return PipelineRunSummary(
-            pipeline_id=self.pipeline_id,
-            run_id=self.run_id,
-            elapsed_seconds=round(time.perf_counter() - started, 6),
-            records_consumed=self.consumed,
-            records_written=self.written,
-            records_dropped=self.dropped,
-            records_errored=self.errored,
-            last_checkpoint=c.last_checkpoint,
-            by_middleware={ctx.middleware_name: dict(ctx.metrics) for ctx in self.contexts},
-            runtime=runtime,
-            outcome=outcome,
-            error=None if error is None or stopped else describe_error(error),
-            records_abandoned=max(0, self.consumed - settled),
-            records_partially_written=self.partially_written,
-            by_sink={name: dict(counts) for name, counts in self.writer.per_sink.items()},
-        )
+        return summarise(self, elapsed=time.perf_counter() - started,
+                         resources=sampler.figures(), error=error)
 
 
 async def run_pipeline(*, pipeline_id: str, source: BaseSource, middleware: list[Any],

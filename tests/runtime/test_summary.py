@@ -150,3 +150,30 @@ def test_plan_errors_still_raise_pipeline_error():
     with pytest.raises(PipelineError):
         bound.run_sync()
     assert bound.last_summary is None
+
+
+def test_a_stop_whose_final_flush_fails_is_reported_as_failed_not_interrupted():
+    import asyncio
+    import time
+
+    def slow(r):
+        time.sleep(0.0005)
+        return r
+
+    sink = FlakySink(fail_flush=True)
+    bound = Pipeline(RecordingSource([{"id": i} for i in range(100_000)]), id="ff").pipe(
+        MapMiddleware(slow)).build(sink, delivery=DeliveryConfig(
+            checkpoint=InMemoryCheckpointStore(), checkpoint_every=50_000))
+
+    async def main():
+        task = asyncio.create_task(bound.run())
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(OSError, match="flush failed"):  # the real problem, not the cancel
+            await task
+
+    asyncio.run(main())
+    s = bound.last_summary
+    assert s is not None and s.outcome == "failed" and s.error["type"] == "OSError"
+    assert s.runtime["interruption"]["reason"] == "cancelled"
+    assert s.last_checkpoint is None  # nothing is covered by a checkpoint it could not flush
