@@ -90,6 +90,7 @@ class _Run:
         self.left_early = False  # the source was not read to its end: interrupted
         self.summary: PipelineRunSummary | None = None
         self._stop_seen: set[str] = set()  # stop states already acted on (requested, forced)
+        self._drain_timer: asyncio.TimerHandle | None = None
         self.run_id = uuid.uuid4().hex[:12]
         self.source = source
         self.middleware = middleware
@@ -153,6 +154,8 @@ class _Run:
                 primary = exc
                 await self._cancel_pending()
             finally:
+                if self._drain_timer is not None:
+                    self._drain_timer.cancel()
                 cleanup_error = await self.lifecycle.stop(primary)
                 error = primary.error if isinstance(primary, RunStop) else primary
                 self.summary = self._summary(started, sampler, error or cleanup_error)
@@ -187,8 +190,8 @@ class _Run:
             self._abandon_in_flight()
         elif first:
             loop = asyncio.get_running_loop()
-            loop.call_at(loop.time() + max(0.0, self.stop.deadline - time.monotonic()),
-                         self._abandon_in_flight)
+            self._drain_timer = loop.call_at(
+                loop.time() + max(0.0, stop.deadline - time.monotonic()), self._abandon_in_flight)
 
     def _abandon_in_flight(self) -> None:
         units = list(self.pending)
@@ -220,6 +223,7 @@ class _Run:
         agen = source.stream() if linear else source.stream_batches()
         stop = self.stop
         yielded_at = time.monotonic()
+        exhausted = False  # the source said it has nothing more (as opposed to a stop)
         try:
             try:
                 if linear:
@@ -232,6 +236,7 @@ class _Run:
                         try:
                             item = await agen.__anext__()
                         except StopAsyncIteration:
+                            exhausted = True
                             break
                         if isinstance(item, MalformedRecord):
                             if group:  # committed first, with its own position (not past the marker)
@@ -250,9 +255,9 @@ class _Run:
                         if time.monotonic() - yielded_at >= YIELD_INTERVAL_S:
                             await asyncio.sleep(0)  # lets a cancel() of run() reach us
                             yielded_at = time.monotonic()
-                    if group and not stop.requested:
+                    if group and exhausted:
                         await self._dispatch(self._row_unit(seq, group, group_cp))
-                    elif group:  # pulled but never started: re-read on resume
+                    elif group:  # pulled but never started after a stop: re-read on resume
                         self.consumed += len(group)
                 else:
                     seq = 0
@@ -260,6 +265,7 @@ class _Run:
                         try:
                             item = await agen.__anext__()
                         except StopAsyncIteration:
+                            exhausted = True
                             break
                         if isinstance(item, MalformedRecord):
                             unit = self._malformed_unit(seq, item)
@@ -270,7 +276,7 @@ class _Run:
                         if time.monotonic() - yielded_at >= YIELD_INTERVAL_S:
                             await asyncio.sleep(0)
                             yielded_at = time.monotonic()
-                if stop.requested:
+                if not exhausted:
                     self.left_early = True
                 while self.pending:
                     await self._commit(self.pending.popleft())

@@ -231,3 +231,16 @@ def test_a_program_s_own_signal_handler_is_left_alone():
     finally:
         signal.signal(signal.SIGINT, previous)
     assert seen == [signal.SIGINT] and summary.outcome == "completed"
+
+
+def test_a_signal_as_the_source_ends_does_not_make_a_finished_run_interrupted():
+    class SignalAtTheEnd(RecordingSource):
+        async def _gen(self):
+            async for unit in super()._gen():
+                yield unit
+            signal.raise_signal(signal.SIGINT)  # lands while the source says "no more"
+
+    sink = MemorySink()
+    summary = Pipeline(SignalAtTheEnd([{"id": i} for i in range(10)])).build(sink).run_sync()
+    assert summary.outcome == "completed" and summary.runtime["interruption"] is None
+    assert len(sink.records) == 10
