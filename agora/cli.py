@@ -129,8 +129,15 @@ def _open_store(path: str) -> Any:
         store.list_keys()  # opens and checks it: a CSV or a DLQ file is refused here
     except (AgoraError, OSError) as exc:
         store.close()
-        raise UsageError(f"{path} is not an Agora checkpoint store: {exc}") from exc
+        raise UsageError(f"{path} is not an Agora checkpoint store ({_first_sentence(exc)}) — "
+                         f"pass the file given to SQLiteCheckpointStore") from exc
     return store
+
+
+def _first_sentence(exc: BaseException) -> str:
+    """What the store found wrong, without the recovery advice meant for a run (here the
+    user most likely pointed at the wrong file)."""
+    return str(exc).split(". ", 1)[0].rstrip(".")
 
 
 def cmd_checkpoint(args: argparse.Namespace, out: Console) -> int:
@@ -170,7 +177,8 @@ def cmd_dlq(args: argparse.Namespace, out: Console) -> int:
     try:
         records = list(read_dlq(args.path))
     except (AgoraError, OSError) as exc:
-        raise UsageError(f"{args.path} is not an Agora DLQ: {exc}") from exc
+        raise UsageError(f"{args.path} is not an Agora DLQ ({_first_sentence(exc)}) — pass the "
+                         f"file given to SQLiteDLQSink or JsonLinesDLQSink") from exc
     if args.stage:
         records = [r for r in records if r.stage == args.stage]
     if args.action == "list":
