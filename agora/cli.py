@@ -61,8 +61,9 @@ def _run_bound(bound: Any, max_records: int | None, out: Console | bool) -> int:
                         error_type=type(exc).__name__, summary=bound.last_summary, exc=exc)
     except Exception as exc:  # the run's original exception: report and exit 1
         hint = "" if out.show_traceback else " (--traceback shows where)"
-        return out.fail(f"run failed: {type(exc).__name__}: {exc}{hint}", exit_code=EXIT_FAILED,
-                        error_type=type(exc).__name__, summary=bound.last_summary, exc=exc)
+        return out.fail(f"run failed: {type(exc).__name__}: {exc}", exit_code=EXIT_FAILED,
+                        error_type=type(exc).__name__, summary=bound.last_summary, exc=exc,
+                        hint=hint)
     out.result(summary.to_dict(), summary)
     return EXIT_OK
 
@@ -364,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BROKEN_PIPE
     except Exception as exc:  # noqa: BLE001 - an unexpected error still gets one line
         hint = "" if out.show_traceback else " — rerun with --traceback and report it"
-        return out.fail(f"internal error: {type(exc).__name__}: {exc}{hint}",
+        return out.fail(f"internal error: {type(exc).__name__}: {exc}", hint=hint,
                         exit_code=EXIT_FAILED, error_type=type(exc).__name__, exc=exc)
 
 

@@ -79,11 +79,12 @@ class Console:
             print(text, file=self.stdout, flush=True)
 
     def fail(self, message: str, *, exit_code: int, error_type: str,
-             summary: Any = None, exc: BaseException | None = None) -> int:
+             summary: Any = None, exc: BaseException | None = None, hint: str = "") -> int:
         """Report a failure and return ``exit_code``: the partial ``summary`` (a
         ``PipelineRunSummary``) if there is one, one ``agora: message`` line on stderr,
         the traceback of ``exc`` with ``--traceback``, and with ``--json`` the error
-        document on stdout (unless the command already printed its document)."""
+        document on stdout (unless the command already printed its document). ``hint`` is
+        added to the stderr line only (it speaks to a person, not a script)."""
         if self.show_traceback and exc is not None:
             traceback.print_exception(exc, file=self.stderr)
         if self.as_json:
@@ -94,7 +95,7 @@ class Console:
                 })
         elif summary is not None:
             print(summary, file=self.stdout, flush=True)
-        print(f"agora: {message}", file=self.stderr, flush=True)
+        print(f"agora: {message}{hint}", file=self.stderr, flush=True)
         return exit_code
 
 

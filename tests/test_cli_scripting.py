@@ -249,3 +249,21 @@ def test_every_option_has_help_text_and_the_help_is_plain_text(capsys):
     for name in ("run", "explain", "demo", "checkpoint", "dlq"):
         assert main([name, "--help"]) == 0
         assert "--json" in capsys.readouterr().out
+
+
+def test_an_unexpected_error_is_one_line_exit_1_and_asks_for_a_report(monkeypatch, capsys):
+    import agora.cli as cli
+
+    def broken(args, out):
+        raise RuntimeError("unexpected state")
+
+    monkeypatch.setattr(cli, "cmd_explain", broken)
+    assert main(["explain", "any:target"]) == 1
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line == ("agora: internal error: RuntimeError: unexpected state — rerun with "
+                    "--traceback and report it")
+    assert main(["explain", "any:target", "--json"]) == 1
+    doc = _one_document(capsys.readouterr().out)
+    # the hint speaks to a person: it is on stderr, not in the document
+    assert doc["error"] == {"type": "RuntimeError", "exit_code": 1,
+                            "message": "internal error: RuntimeError: unexpected state"}
