@@ -1,134 +1,112 @@
-"""The ``agora`` command: run, explain, demo, checkpoint, dlq, conformance.
+"""The agora command: run, explain, demo, checkpoint, dlq, conformance — made for
+scripts as much as for people.
 
-Exit codes: 0 ok, 1 the run failed, 2 usage error, 130 interrupted.
+Exit codes: 0 ok, 1 the run failed, 2 usage error, 130 interrupted, 141 stdout closed
+early (a broken pipe). ``--json`` prints exactly one JSON document on stdout, failures
+included; human text then goes to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import json
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-__all__ = ["main"]
+from agora.console import (
+    EXIT_BROKEN_PIPE,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    Console,
+    ProgressLine,
+    UsageError,
+)
+from agora.targets import load_target
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+__all__ = ["ProgressLine", "load_target", "main"]
 
-
-class UsageError(Exception):
-    """Bad command-line input: reported on stderr with exit code 2."""
-
-
-def load_target(spec: str) -> Any:
-    """Resolve ``MODULE:OBJECT`` to a BoundPipeline (calling it if it is a factory)."""
-    from agora import BoundPipeline
-
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise UsageError(f"expected MODULE:OBJECT (e.g. jobs.orders:pipeline); got {spec!r}")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise UsageError(f"cannot import module {module_name!r}: {exc}") from exc
-    obj: Any = module
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise UsageError(f"module {module_name!r} has no attribute {attr!r}") from None
-    if not isinstance(obj, BoundPipeline) and callable(obj):
-        obj = obj()
-    if not isinstance(obj, BoundPipeline):
-        raise UsageError(
-            f"{spec} is a {type(obj).__name__}, not a BoundPipeline (or a factory returning "
-            f"one); build it with Pipeline(source).pipe(...).build(sink)"
-        )
-    return obj
+#: The ``stage`` values of dead-letter records (``agora dlq list --stage``).
+DLQ_STAGES = ("source_record", "middleware", "batch_middleware", "sink_write")
 
 
-class ProgressLine:
-    """A one-line live display on a TTY (stderr); silent otherwise or with NO_COLOR/CI set
-    only the final summary is printed."""
+def _run_bound(bound: Any, max_records: int | None, out: Console | bool) -> int:
+    """Run ``bound`` and report it on ``out`` (a bool means ``--json``): the summary and
+    exit 0; or the partial summary, one error line and exit 1 (130 when interrupted)."""
+    from agora import PipelineError
 
-    def __init__(self, stream: Any) -> None:
-        self.stream = stream
-        self.enabled = stream.isatty() and not os.environ.get("CI")
-
-    def __call__(self, p: Any) -> None:
-        if not self.enabled:
-            return
-        rate = p.consumed / p.elapsed if p.elapsed > 0 else 0.0
-        self.stream.write(
-            f"\r{p.elapsed:7.1f}s  {rate:>12,.0f} rec/s  consumed {p.consumed:,}  "
-            f"written {p.written:,}  errored {p.errored:,}  dropped {p.dropped:,}\x1b[K"
-        )
-        if p.done:
-            self.stream.write("\n")
-        self.stream.flush()
-
-
-def _print_summary(summary: Any, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(summary.to_dict(), indent=2))
-    else:
-        print(summary)
-
-
-def _run_bound(bound: Any, max_records: int | None, as_json: bool) -> int:
+    if not isinstance(out, Console):
+        out = Console(as_json=out)
     progress = ProgressLine(sys.stderr)
     try:
         summary = asyncio.run(bound.run(max_records, progress=progress))
-    except KeyboardInterrupt:
-        print("\nagora: interrupted; workers terminated, sinks flushed and closed", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except (KeyboardInterrupt, asyncio.CancelledError) as exc:
+        partial = bound.last_summary
+        stop = (partial.runtime.get("interruption") or {}) if partial is not None else {}
+        how = f"by {stop['reason']}" if stop.get("reason") else ""
+        return out.fail(
+            f"interrupted {how}; the checkpoint covers every record handled before the stop — "
+            f"run again to resume".replace("  ", " "),
+            exit_code=EXIT_INTERRUPTED, error_type="KeyboardInterrupt", summary=partial, exc=exc)
+    except PipelineError as exc:
+        if bound.last_summary is None:  # rejected at plan time: nothing was started
+            return out.fail(f"invalid pipeline: {exc}", exit_code=EXIT_USAGE,
+                            error_type=type(exc).__name__, exc=exc)
+        return out.fail(f"run failed: {type(exc).__name__}: {exc}", exit_code=EXIT_FAILED,
+                        error_type=type(exc).__name__, summary=bound.last_summary, exc=exc)
     except Exception as exc:  # the run's original exception: report and exit 1
-        print(f"agora: run failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        if bound.last_summary is not None:
-            print("partial summary (nothing after the last checkpoint is committed):", file=sys.stderr)
-            print(bound.last_summary if not as_json else json.dumps(bound.last_summary.to_dict()),
-                  file=sys.stderr)
-        return EXIT_FAILED
-    _print_summary(summary, as_json)
+        hint = "" if out.show_traceback else " (--traceback shows where)"
+        return out.fail(f"run failed: {type(exc).__name__}: {exc}", exit_code=EXIT_FAILED,
+                        error_type=type(exc).__name__, summary=bound.last_summary, exc=exc,
+                        hint=hint)
+    out.result(summary.to_dict(), summary)
     return EXIT_OK
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def cmd_run(args: argparse.Namespace, out: Console) -> int:
     bound = load_target(args.target)
-    return _run_bound(bound, args.max_records, args.json)
+    return _run_bound(bound, args.max_records, out)
 
 
-def cmd_explain(args: argparse.Namespace) -> int:
+def cmd_explain(args: argparse.Namespace, out: Console) -> int:
+    from agora import PipelineError
+
     bound = load_target(args.target)
-    explain = bound.explain(max_records=args.max_records)
-    print(json.dumps(explain.to_dict(), indent=2) if args.json else explain)
+    try:
+        explain = bound.explain(max_records=args.max_records)
+    except PipelineError as exc:
+        raise UsageError(f"invalid pipeline {args.target}: {exc}") from exc
+    out.result(explain.to_dict(), explain)
     return EXIT_OK
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def cmd_demo(args: argparse.Namespace, out: Console) -> int:
     from agora import demo
 
     directory = Path(args.dir).resolve() if args.dir else demo.demo_dir()
     started = time.perf_counter()
-    print(f"agora demo: generating {args.rows:,} order rows in {directory} ...", flush=True)
-    demo.prepare(directory, args.rows)
-    print(f"  generated in {time.perf_counter() - started:.1f}s\n", flush=True)
+    out.say(f"agora demo: generating {args.rows:,} order rows in {directory} ...")
+    try:
+        demo.prepare(directory, args.rows)
+    except OSError as exc:
+        raise UsageError(f"cannot prepare the demo directory {directory}: {exc} — pass a "
+                         f"writable --dir") from exc
+    out.say(f"  generated in {time.perf_counter() - started:.1f}s\n")
     bound = demo.pipeline(directory)
-    print(bound.explain(), "\n", flush=True)
-    code = _run_bound(bound, None, args.json)
-    if code == EXIT_OK and not args.json:
+    out.say(f"{bound.explain()}\n")
+    code = _run_bound(bound, None, out)
+    if code == EXIT_OK:
         prog = _prog()
-        print(f"\noutputs in {directory}: orders_enriched.csv, orders_enriched.parquet, "
-              f"checkpoints.db, dlq.db")
-        print(f"inspect: AGORA_DEMO_DIR={directory} {prog} explain agora.demo:pipeline")
-        print(f"         {prog} dlq list {directory / 'dlq.db'}")
-        print(f"         {prog} checkpoint show {directory / 'checkpoints.db'}")
+        out.say(f"\noutputs in {directory}: orders_enriched.csv, orders_enriched.parquet, "
+                f"checkpoints.db, dlq.db")
+        out.say(f"inspect: AGORA_DEMO_DIR={directory} {prog} explain agora.demo:pipeline")
+        out.say(f"         {prog} dlq list {directory / 'dlq.db'}")
+        out.say(f"         {prog} checkpoint show {directory / 'checkpoints.db'}")
     return code
 
 
@@ -142,37 +120,57 @@ def _prog() -> str:
 
 
 def _open_store(path: str) -> Any:
-    from agora import SQLiteCheckpointStore
+    from agora import AgoraError, SQLiteCheckpointStore
 
     if not Path(path).exists():
-        raise UsageError(f"no checkpoint store at {path}")
-    return SQLiteCheckpointStore(path, create=False)
+        raise UsageError(f"no checkpoint store at {path} — pass the file given to "
+                         f"SQLiteCheckpointStore")
+    store = SQLiteCheckpointStore(path, create=False)
+    try:
+        store.list_keys()  # opens and checks it: a CSV or a DLQ file is refused here
+    except (AgoraError, OSError) as exc:
+        store.close()
+        raise UsageError(f"{path} is not an Agora checkpoint store ({_first_sentence(exc)}) — "
+                         f"pass the file given to SQLiteCheckpointStore") from exc
+    return store
 
 
-def cmd_checkpoint(args: argparse.Namespace) -> int:
+def _first_sentence(exc: BaseException) -> str:
+    """What the store found wrong, without the recovery advice meant for a run (here the
+    user most likely pointed at the wrong file)."""
+    return str(exc).split(". ", 1)[0].rstrip(".")
+
+
+def cmd_checkpoint(args: argparse.Namespace, out: Console) -> int:
     path = args.store or args.store_option
     if not path:
         raise UsageError("checkpoint needs a store: agora checkpoint show STORE.db [--key K]")
     store = _open_store(path)
     try:
-        keys = [args.key] if args.key else store.list_keys()
+        keys = store.list_keys()
+        if args.key is not None and args.key not in keys:
+            listed = ", ".join(repr(k) for k in keys) if keys else "none — no run has saved one yet"
+            raise UsageError(f"no checkpoint key {args.key!r} in {path}; keys: {listed}")
         if args.action == "show":
-            out = {}
-            for key in keys:
+            shown: dict[str, Any] = {}
+            for key in [args.key] if args.key is not None else keys:
                 cp = store.load(key)
-                out[key] = None if cp is None else cp.to_dict()
-            print(json.dumps(out, indent=2))
+                shown[key] = None if cp is None else cp.to_dict()
+            lines = [f"{key}: {json.dumps(cp, default=str)}" for key, cp in shown.items()]
+            out.result(shown, "\n".join(lines) if lines else f"no checkpoints in {path}")
         else:
-            if not args.key:
+            if args.key is None:
                 raise UsageError("checkpoint reset needs --key (see: agora checkpoint show STORE)")
             removed = store.reset(args.key)
-            print(f"checkpoint {args.key!r} {'reset' if removed else 'was not set'}")
+            out.result({"key": args.key, "reset": bool(removed)},
+                       f"checkpoint {args.key!r} reset; the next run starts from the beginning")
     finally:
         store.close()
     return EXIT_OK
 
 
-def cmd_dlq(args: argparse.Namespace) -> int:
+def cmd_dlq(args: argparse.Namespace, out: Console) -> int:
+    from agora import AgoraError
     from agora.stores import read_dlq
 
     if not Path(args.path).exists():
@@ -180,55 +178,56 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     if args.action == "replay":
         if not args.into:
             raise UsageError("dlq replay needs --into MODULE:OBJECT (the pipeline to replay into)")
-        return _replay(args, load_target(args.into))
-    records = list(read_dlq(args.path))
+        return _replay(args, load_target(args.into), out)
+    try:
+        records = list(read_dlq(args.path))
+    except (AgoraError, OSError) as exc:
+        raise UsageError(f"{args.path} is not an Agora DLQ ({_first_sentence(exc)}) — pass the "
+                         f"file given to SQLiteDLQSink or JsonLinesDLQSink") from exc
     if args.stage:
         records = [r for r in records if r.stage == args.stage]
-    for rec in records[: args.limit] if args.limit else records:
-        if args.json:
-            print(rec.to_json())
-        else:
-            print(f"{rec.created_at}  {rec.stage:<16} {rec.error_type}: {rec.error_message[:100]}"
-                  f"  record={json.dumps(rec.to_dict()['record'])[:120]}")
-    if not args.json:
-        print(f"{len(records)} DLQ record(s)", file=sys.stderr)
+    shown = records[: args.limit] if args.limit is not None else records
+    if out.as_json:
+        out.document({"path": str(args.path), "count": len(records), "shown": len(shown),
+                      "records": [rec.to_dict() for rec in shown]})
+    else:
+        for rec in shown:
+            # backslashreplace: a lone surrogate kept in a JSON-lines DLQ cannot be encoded.
+            line = (f"{rec.created_at}  {rec.stage:<16} {rec.error_type}: "
+                    f"{rec.error_message[:100]}  record={json.dumps(rec.to_dict()['record'])[:120]}")
+            print(line.encode("utf-8", "backslashreplace").decode("utf-8"), file=out.stdout)
+        out.note(f"{len(records)} DLQ record(s)")
     return EXIT_OK
 
 
-def _replay(args: argparse.Namespace, bound: Any) -> int:
+def _replay(args: argparse.Namespace, bound: Any, out: Console) -> int:
     """``agora dlq replay``: a thin caller of ``BoundPipeline.replay``. Exit 0 when every
     record re-sent was handled, 1 when some failed again (or the replay run failed), 2 for
     usage errors; with ``--json`` exactly one JSON document on stdout in every case."""
     from agora.errors import PipelineError
     from agora.stores import DLQError
 
-    def fail(code: int, kind: str, exc: BaseException) -> int:
-        message = f"{type(exc).__name__}: {exc}"
-        if args.json:
-            print(json.dumps({"ok": False, "dlq": args.path, "error": kind, "message": message,
-                              "exit_code": code}))
-        else:
-            print(f"agora: dlq replay {kind}: {message}", file=sys.stderr)
-        return code
-
     try:
         report = asyncio.run(bound.replay(
             args.path, stage=args.stage, pipeline_id=args.pipeline_id,
             include_replayed=args.include_replayed, dry_run=args.dry_run,
-            progress=None if args.json else ProgressLine(sys.stderr),
+            progress=None if out.as_json else ProgressLine(sys.stderr),
         ))
-    except KeyboardInterrupt:
-        print("\nagora: interrupted; what was handled before the last save stays marked as "
-              "replayed", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:
+        return out.fail("dlq replay interrupted; what was handled before the last save stays "
+                        "marked as replayed", exit_code=EXIT_INTERRUPTED,
+                        error_type="KeyboardInterrupt", exc=exc)
     except PipelineError as exc:  # e.g. the DLQ holds only other pipelines' records
-        return fail(EXIT_USAGE, "refused", exc)
+        return out.fail(f"dlq replay refused: {exc}", exit_code=EXIT_USAGE,
+                        error_type=type(exc).__name__, exc=exc)
     except DLQError as exc:
-        return fail(EXIT_FAILED, "cannot read the DLQ", exc)
+        return out.fail(f"dlq replay cannot read the DLQ: {exc}", exit_code=EXIT_FAILED,
+                        error_type=type(exc).__name__, exc=exc)
     except Exception as exc:  # the replay run's original exception
-        return fail(EXIT_FAILED, "run failed (records handled before it stopped stay marked)",
-                    exc)
-    print(json.dumps(report.to_dict(), indent=2) if args.json else report)
+        return out.fail(f"dlq replay run failed (records handled before it stopped stay "
+                        f"marked): {type(exc).__name__}: {exc}", exit_code=EXIT_FAILED,
+                        error_type=type(exc).__name__, exc=exc)
+    out.result(report.to_dict(), report)
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
@@ -242,52 +241,99 @@ def cmd_conformance(args: argparse.Namespace, rest: list[str]) -> int:
     return int(conformance_main(rest))
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with usage mistakes raised (so ``--json`` can report them) not printed."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see: {self.prog} --help)")
+
+
+def _common_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true",
+                        help="print exactly one JSON document on stdout (failures included); "
+                             "human text goes to stderr")
+    common.add_argument("-v", "--traceback", action="store_true", default=argparse.SUPPRESS,
+                        help="show the Python traceback of an error")
+    return common
+
+
+EPILOG = """\
+exit codes: 0 ok, 1 the run failed, 2 usage error, 130 interrupted,
+141 stdout was closed early (e.g. piped into head)
+
+Ctrl-C (or SIGTERM) stops a run cleanly: reading stops at once, work in flight is
+committed within a few seconds, the checkpoint covers what was handled, and the next
+run resumes there. A second Ctrl-C abandons the work in flight at once."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     from agora import __version__
 
-    parser = argparse.ArgumentParser(prog="agora", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=f"agora {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = _common_options()
+    parser = _Parser(prog="agora", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+                     description="Agora: run and inspect batch data pipelines "
+                                 "(source -> middleware -> sinks).")
+    parser.add_argument("--version", action="version", version=f"agora {__version__}",
+                        help="print the version and exit")
+    parser.add_argument("-v", "--traceback", action="store_true",
+                        help="show the Python traceback of an error")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help="what to do (agora COMMAND --help for its options)")
 
-    p = sub.add_parser("run", help="run a pipeline (MODULE:OBJECT: a BoundPipeline or a factory)")
-    p.add_argument("target", metavar="MODULE:OBJECT")
-    p.add_argument("--max-records", type=_non_negative, default=None, metavar="N")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p = sub.add_parser("run", parents=[common], help="run a pipeline to the end of its source",
+                       description="Run a pipeline; resumes from its checkpoint if it has one.")
+    p.add_argument("target", metavar="MODULE:OBJECT",
+                   help="a BoundPipeline, or a function taking no arguments that returns one")
+    p.add_argument("--max-records", type=_non_negative, default=None, metavar="N",
+                   help="stop after N source records (the checkpoint covers them)")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("explain", help="show what a run would do, without running it")
-    p.add_argument("target", metavar="MODULE:OBJECT")
-    p.add_argument("--max-records", type=_non_negative, default=None, metavar="N")
-    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("explain", parents=[common], help="show what a run would do, without running it",
+                       description="Show the plan (lanes, planes, sinks); opens and reads nothing.")
+    p.add_argument("target", metavar="MODULE:OBJECT",
+                   help="a BoundPipeline, or a function taking no arguments that returns one")
+    p.add_argument("--max-records", type=_non_negative, default=None, metavar="N",
+                   help="explain a run limited to N source records")
     p.set_defaults(func=cmd_explain)
 
-    p = sub.add_parser("demo", help="generate a CSV and run the demo pipeline on it")
-    p.add_argument("--rows", type=_non_negative, default=1_000_000)
-    p.add_argument("--dir", default=None, help="working directory (default $AGORA_DEMO_DIR or ./agora-demo)")
-    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("demo", parents=[common], help="generate a CSV and run the demo pipeline on it",
+                       description="Generate an orders CSV and run the demo job on it.")
+    p.add_argument("--rows", type=_non_negative, default=1_000_000, metavar="N",
+                   help="order rows to generate (default 1,000,000)")
+    p.add_argument("--dir", default=None, metavar="DIR",
+                   help="working directory (default $AGORA_DEMO_DIR or ./agora-demo)")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("checkpoint", help="show or reset checkpoints in a SQLite store")
-    p.add_argument("action", choices=["show", "reset"])
-    p.add_argument("store", metavar="STORE.db", nargs="?", default=None)
+    p = sub.add_parser("checkpoint", parents=[common], help="show or reset checkpoints in a SQLite store",
+                       description="Show or reset the checkpoints of a SQLiteCheckpointStore.")
+    p.add_argument("action", choices=["show", "reset"],
+                   help="show: print checkpoints; reset: forget one (the next run starts over)")
+    p.add_argument("store", metavar="STORE.db", nargs="?", default=None,
+                   help="the checkpoint store file")
     p.add_argument("--store", dest="store_option", default=None, metavar="STORE.db",
                    help="the store (alternative to the positional argument)")
-    p.add_argument("--key", default=None, help="checkpoint key (default: all keys for show)")
+    p.add_argument("--key", default=None, metavar="KEY",
+                   help="checkpoint key (show: default all keys; reset: required)")
     p.set_defaults(func=cmd_checkpoint)
 
-    p = sub.add_parser("dlq", help="list or replay a DLQ (SQLite or JSON lines)")
-    p.add_argument("action", choices=["list", "replay"])
-    p.add_argument("path", metavar="DLQ")
-    p.add_argument("--stage", default=None, help="only records of this stage")
-    p.add_argument("--limit", type=_non_negative, default=None)
-    p.add_argument("--into", default=None, metavar="MODULE:OBJECT", help="replay target")
+    p = sub.add_parser("dlq", parents=[common], help="list or replay a DLQ (SQLite or JSON lines)",
+                       description="List or replay the records of a dead-letter queue.")
+    p.add_argument("action", choices=["list", "replay"],
+                   help="list: print the records; replay: re-send them into a pipeline")
+    p.add_argument("path", metavar="DLQ", help="the DLQ file (SQLite or JSON lines)")
+    p.add_argument("--stage", default=None, choices=DLQ_STAGES, metavar="STAGE",
+                   help=f"only records of this stage ({', '.join(DLQ_STAGES)})")
+    p.add_argument("--limit", type=_non_negative, default=None, metavar="N",
+                   help="list at most N records")
+    p.add_argument("--into", default=None, metavar="MODULE:OBJECT",
+                   help="replay target: the pipeline whose chain and sinks get the records")
     p.add_argument("--pipeline-id", default=None, metavar="ID",
                    help="replay: records of this pipeline id (default: the target's id)")
     p.add_argument("--include-replayed", action="store_true",
                    help="replay: re-send records an earlier replay already handled")
     p.add_argument("--dry-run", action="store_true",
                    help="replay: list what would be sent; change nothing")
-    p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_dlq)
 
     sub.add_parser("conformance", help="run the conformance suite (arguments go to pytest)",
@@ -306,21 +352,43 @@ def _non_negative(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``agora`` command; returns its exit code (see the module docstring)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["conformance"]:
         return cmd_conformance(argparse.Namespace(), argv[1:])
-    parser = build_parser()
+    # Known before parsing, so that even a usage error honours --json and --traceback.
+    out = Console(as_json="--json" in argv,
+                  show_traceback=any(a in ("-v", "--traceback") for a in argv))
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse: --help → 0, bad usage → 2
-        return int(exc.code or 0)
-    try:
-        return int(args.func(args))
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as exc:  # --help / --version
+            return int(exc.code or 0)
+        return int(args.func(args, out))
     except UsageError as exc:
-        print(f"agora: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+        return out.fail(str(exc), exit_code=EXIT_USAGE, error_type="UsageError",
+                        exc=exc.__cause__ or exc)
+    except KeyboardInterrupt as exc:
+        return out.fail("interrupted", exit_code=EXIT_INTERRUPTED, error_type="KeyboardInterrupt",
+                        exc=exc)
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+    except Exception as exc:  # noqa: BLE001 - an unexpected error still gets one line
+        hint = "" if out.show_traceback else " — rerun with --traceback and report it"
+        return out.fail(f"internal error: {type(exc).__name__}: {exc}", hint=hint,
+                        exit_code=EXIT_FAILED, error_type=type(exc).__name__, exc=exc)
+
+
+def _silence_stdout() -> None:
+    """The reader of stdout went away: point stdout at /dev/null so the interpreter's
+    final flush does not print a BrokenPipeError of its own."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (tests)
+        pass
 
 
 if __name__ == "__main__":

@@ -129,20 +129,30 @@ class BoundPipeline:
         return self._plan(self._source_for(max_records), max_records).explain
 
     async def run(self, max_records: int | None = None, *,
-                  progress: Callable[[Progress], None] | None = None) -> PipelineRunSummary:
-        """Run to the end of the source (or ``max_records``). Raises the original
-        exception of a failure; ``last_summary`` then holds the partial summary."""
-        source = self._source_for(max_records)
-        plan = self._plan(source, max_records)
+                  progress: Callable[[Progress], None] | None = None,
+                  handle_signals: bool = True) -> PipelineRunSummary:
+        """Run to the end of the source (or ``max_records``).
+
+        Raises the original exception of a failure. A first SIGINT/SIGTERM (when run on
+        the main thread and no handler of the program's own is installed) or a cancel of
+        the task stops reading at once, commits or abandons what is in flight within a
+        few seconds, checkpoints the handled prefix, shuts down cleanly and raises
+        ``KeyboardInterrupt`` (``CancelledError`` for a cancel); a second signal abandons
+        in-flight work at once. ``handle_signals=False`` leaves signal handlers alone.
+        However the run ends, ``last_summary`` is this run's summary (``None`` if the
+        run never started, e.g. an invalid plan)."""
         if not self._running.acquire(blocking=False):
             raise PipelineError(
                 f"pipeline {self.pipeline_id!r} is already running; runs of one BoundPipeline "
                 f"cannot overlap", stage="run")
         try:
+            self.last_summary = None
+            source = self._source_for(max_records)
+            plan = self._plan(source, max_records)
             return await run_pipeline(
                 pipeline_id=self.pipeline_id, source=source, middleware=self.middleware,
                 writer=self.writer, plan=plan, config=self.delivery, progress=progress,
-                on_summary=self._remember,
+                on_summary=self._remember, signals=handle_signals,
             )
         finally:
             self._running.release()

@@ -66,20 +66,25 @@ def test_explain_json(job, capsys):
 def test_checkpoint_show_and_reset(job, capsys):
     main(["run", "cli_job_mod:pipeline"])
     capsys.readouterr()
-    assert main(["checkpoint", "show", str(job / "ckpt.db")]) == 0
+    assert main(["checkpoint", "show", str(job / "ckpt.db"), "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["job"]["source"] == "ids"
-    assert main(["checkpoint", "reset", "--store", str(job / "ckpt.db"), "--key", "job"]) == 0
-    assert main(["checkpoint", "show", str(job / "ckpt.db"), "--key", "job"]) == 0
-    assert json.loads(capsys.readouterr().out.split("\n", 1)[1])["job"] is None
+    assert main(["checkpoint", "show", str(job / "ckpt.db")]) == 0
+    assert capsys.readouterr().out.startswith("job: {")
+    assert main(["checkpoint", "reset", "--store", str(job / "ckpt.db"), "--key", "job", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"key": "job", "reset": True}
+    # once reset, the key is gone: asking for it is an error that lists the keys left
+    assert main(["checkpoint", "show", str(job / "ckpt.db"), "--key", "job"]) == 2
+    assert "no checkpoint key 'job'" in capsys.readouterr().err
 
 
 def test_dlq_list(job, capsys):
     main(["run", "cli_job_mod:pipeline"])
     capsys.readouterr()
     assert main(["dlq", "list", str(job / "dlq.db"), "--json"]) == 0
-    [line] = capsys.readouterr().out.splitlines()
-    rec = json.loads(line)
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["count"] == listed["shown"] == 1
+    [rec] = listed["records"]
     assert rec["stage"] == "middleware" and rec["record"] == {"id": 3}
 
 
@@ -116,8 +121,9 @@ def test_demo_runs_end_to_end_and_leaves_inspectable_files(tmp_path, capsys, mon
     import pyarrow.parquet as pq
 
     assert main(["demo", "--rows", "3000", "--dir", str(tmp_path / "d"), "--json"]) == 0
-    out = capsys.readouterr().out
-    summary = json.loads(out[out.index("{\n"):])
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)  # one document; the human text went to stderr
+    assert "generating 3,000 order rows" in captured.err
     assert summary["records_written"] == 3000 and summary["records_errored"] == 2
     assert summary["runtime"]["dlq_writes"] == 2
     assert summary["runtime"]["process_batch"]["enrich"]["batches_ok"] >= 1

@@ -122,8 +122,8 @@ def test_foreign_pipeline_is_a_usage_error(job: Path, capsys, monkeypatch) -> No
         code = main(["dlq", "replay", str(job / "dlq.db"), "--into", "other_mod:pipeline",
                      "--json"])
         doc = json.loads(capsys.readouterr().out)
-        assert code == 2 and doc["exit_code"] == 2 and doc["ok"] is False
-        assert "--pipeline-id job" in doc["message"]
+        assert code == 2 and doc["error"]["exit_code"] == 2
+        assert "--pipeline-id job" in doc["error"]["message"]
         assert main(["dlq", "replay", str(job / "dlq.db"), "--into", "other_mod:pipeline"]) == 2
         err = capsys.readouterr().err
         assert "holds no record of pipeline 'other', only of 'job' (2)" in err
@@ -138,8 +138,9 @@ def test_damaged_dlq_exits_1_with_a_json_error(job: Path, capsys) -> None:
     bad.write_text('{"pipeline_id": "job"}\n')
     code = main(["dlq", "replay", str(bad), "--into", "replay_job_mod:pipeline", "--json"])
     doc = json.loads(capsys.readouterr().out)
-    assert code == 1 and doc["error"] == "cannot read the DLQ"
-    assert "bad.jsonl, line 1: not a DLQ record" in doc["message"]
+    assert code == 1 and doc["error"]["exit_code"] == 1
+    assert "cannot read the DLQ" in doc["error"]["message"]
+    assert "bad.jsonl, line 1: not a DLQ record" in doc["error"]["message"]
 
 
 def test_replay_without_into_is_a_usage_error(job: Path, capsys) -> None:

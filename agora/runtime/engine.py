@@ -24,21 +24,24 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import functools
 import logging
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 from agora.config import DeliveryConfig
-from agora.errors import CheckpointError, SourceRecordError
+from agora.errors import SourceRecordError
 from agora.middleware.base import MiddlewareContext
 from agora.planes import DataPlane
 from agora.records import MalformedRecord
 from agora.runtime.delivery import Committer, RunStop
+from agora.runtime.interrupt import StopFlag, handle_signals
+from agora.runtime.lifecycle import Lifecycle
 from agora.runtime.plan import LANE_LINEAR, Plan
 from agora.runtime.stages import Stage
+from agora.runtime.report import summarise
 from agora.runtime.summary import PipelineRunSummary, ResourceSampler
 from agora.runtime.units import Failure, Unit
 from agora.runtime.writer import Writer
@@ -51,6 +54,14 @@ log = logging.getLogger("agora.engine")
 
 #: How often the progress callback fires. A display refresh, not a tunable of the run.
 PROGRESS_INTERVAL_S = 0.5
+#: How often the pump hands the event loop a turn when nothing it awaits suspends (all
+#: in-process, synchronous work). Cancellation of ``run()`` and other tasks are served at
+#: least this often; each turn costs microseconds, so 50 ms is far below 1% overhead.
+YIELD_INTERVAL_S = 0.05
+
+
+class _Abandoned(Exception):
+    """Internal: an in-flight unit was given up after a stop request."""
 
 
 class Progress:
@@ -68,17 +79,18 @@ class Progress:
         return time.perf_counter() - self.started
 
 
-async def _maybe_await(value: Any) -> Any:
-    if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
-        return await value
-    return value
-
-
 class _Run:
     def __init__(self, *, pipeline_id: str, source: BaseSource, middleware: list[Any],
                  writer: Any, plan: Plan, config: DeliveryConfig,
-                 progress: Callable[[Progress], None] | None) -> None:
+                 progress: Callable[[Progress], None] | None,
+                 stop: StopFlag | None = None, signals: bool = True) -> None:
         self.pipeline_id = pipeline_id
+        self.stop = stop or StopFlag()
+        self.signals = signals
+        self.left_early = False  # the source was not read to its end: interrupted
+        self.summary: PipelineRunSummary | None = None
+        self._stop_seen: set[str] = set()  # stop states already acted on (requested, forced)
+        self._drain_timer: asyncio.TimerHandle | None = None
         self.run_id = uuid.uuid4().hex[:12]
         self.source = source
         self.middleware = middleware
@@ -90,12 +102,13 @@ class _Run:
         self.progress = Progress()
         self._last_progress = 0.0
         self.consumed = self.written = self.dropped = self.errored = 0
+        self.partially_written = 0
         self.contexts = [
             MiddlewareContext(pipeline_id, self.run_id, mw.name, i)
             for i, mw in enumerate(middleware)
         ]
         linear = plan.lane == LANE_LINEAR
-        self.stages = [Stage(mw, ctx, per_record_batches=linear)
+        self.stages = [Stage(mw, ctx, per_record_batches=linear, stop=self.stop)
                        for mw, ctx in zip(middleware, self.contexts, strict=True)]
         proc = [i for i, st in enumerate(self.stages) if st.process_isolated]
         if proc:
@@ -113,156 +126,172 @@ class _Run:
             sinks=self.sinks, checkpoint_supported=bool(source.supports_checkpoint),
         )
         self.pending: collections.deque[Unit] = collections.deque()
+        self.committing: Unit | None = None
         self.in_flight_records = 0
-        self.resumed_from: Any = None
+        self.lifecycle = Lifecycle(
+            source=source, middleware=middleware, contexts=self.contexts, sinks=self.sinks,
+            config=config, checkpoint_key=self.checkpoint_key, on_resume=self._resumed)
 
     # -- lifecycle --------------------------------------------------------------------
     async def execute(self) -> PipelineRunSummary:
+        """Run once. Returns the summary; raises the run's original exception, or
+        ``KeyboardInterrupt`` / ``CancelledError`` after a stop — ``self.summary`` is set
+        whichever way the run ends."""
         started = time.perf_counter()
-        state = {"store": False, "claimed": False, "mw": 0, "sinks": [], "dlq": False,
-                 "source": False}
         primary: BaseException | None = None
-        with ResourceSampler() as sampler:
+        cleanup_error: BaseException | None = None
+        self.stop.bind(asyncio.get_running_loop())
+        self.stop.on_change(self._on_stop_request)
+        # The handlers stay in place through shutdown, so a first or second signal there
+        # cannot break a file close half-way.
+        guard = handle_signals(self.stop) if self.signals else nullcontext()
+        with ResourceSampler() as sampler, guard:
             try:
-                await self._start(state)
+                await self.lifecycle.start()
                 await self._pump()
-                await self.committer.save()  # clean end of stream: flush, then save
+                await self.committer.save()  # end of stream or stop: the handled prefix
             except BaseException as exc:
                 primary = exc
                 await self._cancel_pending()
             finally:
-                cleanup_error = await self._shutdown(state, primary)
+                if self._drain_timer is not None:
+                    self._drain_timer.cancel()
+                cleanup_error = await self.lifecycle.stop(primary)
+                error = primary.error if isinstance(primary, RunStop) else primary
+                self.summary = self._summary(started, sampler, error or cleanup_error)
         if primary is not None:
-            self.summary = self._summary(started, sampler)
             raise primary.error if isinstance(primary, RunStop) else primary
         if cleanup_error is not None:
             raise cleanup_error
-        self.summary = self._summary(started, sampler)
+        if self.left_early:
+            raise asyncio.CancelledError() if self.stop.reason == "cancelled" else KeyboardInterrupt()
         return self.summary
 
-    async def _start(self, state: dict[str, Any]) -> None:
-        store = self.config.checkpoint
-        if store is not None:
-            opener = getattr(store, "open", None)
-            if opener is not None:
-                await _maybe_await(opener())
-            state["store"] = True
-            claim = getattr(store, "claim", None)
-            if claim is not None:  # one run per checkpoint key, in any process
-                claim(self.checkpoint_key)
-                state["claimed"] = True
-            checkpoint = store.load(self.checkpoint_key)
-            if checkpoint is not None and checkpoint.source != self.source.source_name:
-                raise CheckpointError(
-                    f"checkpoint {self.checkpoint_key!r} was saved by source "
-                    f"{checkpoint.source!r}, not {self.source.source_name!r}; refusing to resume "
-                    f"from a foreign checkpoint — use another checkpoint_key or reset it "
-                    f"(agora checkpoint reset)"
-                )
-            self.resumed_from = None if checkpoint is None else checkpoint.value
-            if checkpoint is not None:
-                for sink in self.sinks:  # continue, never restart, what earlier runs wrote
-                    sink.resume_output()
-            self.committer.last_checkpoint = self.resumed_from
-            await self.source.prepare_resume(checkpoint)
-        else:
-            await self.source.prepare_resume(None)
-        for mw, ctx in zip(self.middleware, self.contexts, strict=True):
-            await _maybe_await(mw.on_start(ctx))
-            state["mw"] += 1
-        for sink in self.sinks:
-            await sink.open()
-            state["sinks"].append(sink)
-        if self.config.dlq is not None:
-            await self.config.dlq.open()
-            state["dlq"] = True
-        state["source"] = True  # close() is valid even if open() fails half-way
-        await self.source.open()
+    def _resumed(self, checkpoint_value: Any) -> None:
+        self.committer.last_checkpoint = checkpoint_value
 
-    async def _shutdown(self, state: dict[str, Any], primary: BaseException | None) -> BaseException | None:
-        """SPEC §7 order: source → middleware on_stop (reverse) → DLQ → writer → store.
-        Every step runs; the first error is returned only if there was no primary error."""
-        errors: list[BaseException] = []
+    def _on_stop_request(self) -> None:
+        """On the run's loop after a stop request: bound the wait for in-flight units."""
+        stop = self.stop
+        state = "forced" if stop.forced else "requested"
+        if state in self._stop_seen:
+            return
+        first = not self._stop_seen
+        self._stop_seen.add(state)
+        if stop.reason != "cancelled":  # a person pressed Ctrl-C: tell them what happens next
+            if stop.forced:
+                log.warning("agora: %s — abandoning the work in flight and shutting down",
+                            stop.reason)
+            else:
+                log.warning("agora: %s — no more records are read; work in flight gets up to "
+                            "%.0fs to commit (send it again to abandon it)", stop.reason,
+                            stop.drain_s)
+        if stop.forced:
+            self._abandon_in_flight()
+        elif first:
+            loop = asyncio.get_running_loop()
+            self._drain_timer = loop.call_at(
+                loop.time() + max(0.0, stop.deadline - time.monotonic()), self._abandon_in_flight)
 
-        async def step(what: str, fn: Callable[[], Any]) -> None:
-            try:
-                await _maybe_await(fn())
-            except BaseException as exc:  # noqa: BLE001 - cleanup must go on
-                errors.append(exc)
-                log.error("cleanup step %s failed: %s: %s", what, type(exc).__name__, exc)
-
-        if state["source"]:
-            await step("source close", self.source.close)
-        for i in reversed(range(state["mw"])):
-            mw, ctx = self.middleware[i], self.contexts[i]
-            await step(f"middleware {mw.name} on_stop", functools.partial(mw.on_stop, ctx))
-        if state["dlq"]:
-            await step("dlq close", self.config.dlq.close)
-        for sink in reversed(state["sinks"]):
-            await step(f"sink {sink.sink_name} close", sink.close)
-        if state["store"]:
-            store = self.config.checkpoint
-            release = getattr(store, "release", None)
-            if release is not None and state["claimed"]:
-                await step("checkpoint key release", functools.partial(release, self.checkpoint_key))
-            closer = getattr(store, "close", None)
-            if closer is not None:
-                await step("checkpoint store close", closer)
-        if primary is None and errors:
-            return errors[0]
-        return None
+    def _abandon_in_flight(self) -> None:
+        units = list(self.pending)
+        if self.committing is not None:
+            units.append(self.committing)
+        for unit in units:
+            unit.abandoned = True
+            if unit.task is not None and not unit.task.done():
+                unit.task.cancel()
 
     async def _cancel_pending(self) -> None:
-        tasks = [u.task for u in self.pending if u.task is not None and not u.task.done()]
-        for task in tasks:
-            task.cancel()
+        tasks = []
+        for unit in self.pending:
+            unit.abandoned = True
+            if unit.task is not None and not unit.task.done():
+                tasks.append(unit.task)
+                unit.task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         self.pending.clear()
 
     # -- the pump ---------------------------------------------------------------------
     async def _pump(self) -> None:
+        """Read the source to its end, or until a stop request; then commit what is in
+        flight (abandoning it once the stop says so). Returns normally after a stop,
+        with ``left_early`` set, so the handled prefix is still checkpointed."""
         source = self.source
         linear = self.plan.lane == LANE_LINEAR
         agen = source.stream() if linear else source.stream_batches()
-        seq = 0
+        stop = self.stop
+        yielded_at = time.monotonic()
+        exhausted = False  # the source said it has nothing more (as opposed to a stop)
         try:
-            if linear:
-                group: list[Any] = []
-                group_cp: Any = None  # source position after the group's last record
-                group_size = min(self.config.batch_size, self.config.max_buffer_size)
-                current_checkpoint = source.current_checkpoint
-                async for item in agen:
-                    if isinstance(item, MalformedRecord):
-                        if group:  # committed first, with its own position (not past the marker)
-                            await self._dispatch(self._row_unit(seq, group, group_cp))
+            try:
+                if linear:
+                    seq = 0
+                    group: list[Any] = []
+                    group_cp: Any = None  # source position after the group's last record
+                    group_size = min(self.config.batch_size, self.config.max_buffer_size)
+                    current_checkpoint = source.current_checkpoint
+                    while not stop.requested:  # checked before every pull
+                        try:
+                            item = await agen.__anext__()
+                        except StopAsyncIteration:
+                            exhausted = True
+                            break
+                        if isinstance(item, MalformedRecord):
+                            if group:  # committed first, with its own position (not past the marker)
+                                await self._dispatch(self._row_unit(seq, group, group_cp))
+                                seq += 1
+                                group = []
+                            await self._dispatch(self._malformed_unit(seq, item))
                             seq += 1
-                            group = []
-                        await self._dispatch(self._malformed_unit(seq, item))
-                        seq += 1
-                        continue
-                    group.append(item)
-                    group_cp = current_checkpoint()
-                    if len(group) >= group_size:
+                        else:
+                            group.append(item)
+                            group_cp = current_checkpoint()
+                            if len(group) >= group_size:
+                                await self._dispatch(self._row_unit(seq, group, group_cp))
+                                seq += 1
+                                group = []
+                        if time.monotonic() - yielded_at >= YIELD_INTERVAL_S:
+                            await asyncio.sleep(0)  # lets a cancel() of run() reach us
+                            yielded_at = time.monotonic()
+                    if group and exhausted:
                         await self._dispatch(self._row_unit(seq, group, group_cp))
+                    elif group:  # pulled but never started after a stop: re-read on resume
+                        self.consumed += len(group)
+                else:
+                    seq = 0
+                    while not stop.requested:
+                        try:
+                            item = await agen.__anext__()
+                        except StopAsyncIteration:
+                            exhausted = True
+                            break
+                        if isinstance(item, MalformedRecord):
+                            unit = self._malformed_unit(seq, item)
+                        else:
+                            unit = self._batch_unit(seq, item)
+                        await self._dispatch(unit)
                         seq += 1
-                        group = []
-                if group:
-                    await self._dispatch(self._row_unit(seq, group, group_cp))
-            else:
-                async for item in agen:
-                    if isinstance(item, MalformedRecord):
-                        unit = self._malformed_unit(seq, item)
-                    else:
-                        unit = self._batch_unit(seq, item)
-                    await self._dispatch(unit)
-                    seq += 1
-        finally:
-            aclose = getattr(agen, "aclose", None)
-            if aclose is not None:
-                await aclose()
-        while self.pending:
-            await self._commit(self.pending.popleft())
+                        if time.monotonic() - yielded_at >= YIELD_INTERVAL_S:
+                            await asyncio.sleep(0)
+                            yielded_at = time.monotonic()
+                if not exhausted:
+                    self.left_early = True
+                while self.pending:
+                    await self._commit(self.pending.popleft())
+            finally:
+                aclose = getattr(agen, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+        except _Abandoned:
+            self.left_early = True
+            await self._cancel_pending()
+        except asyncio.CancelledError:
+            # run() was cancelled: stop like a forced interrupt, keep the handled prefix.
+            stop.request("cancelled", force=True)
+            self.left_early = True
+            await self._cancel_pending()
 
     def _row_unit(self, seq: int, group: list[Any], checkpoint: Any) -> Unit:
         self.consumed += len(group)
@@ -296,6 +325,9 @@ class _Run:
         if unit.malformed is None:
             for stage in self.prefix:
                 await stage.apply(unit)
+            if unit.abandoned:  # a row stage saw the stop and gave the unit up
+                self.pending.append(unit)
+                raise _Abandoned
             if self.middle:
                 unit.task = asyncio.create_task(self._run_middle(unit))
         self.pending.append(unit)
@@ -313,16 +345,30 @@ class _Run:
     async def _commit(self, unit: Unit) -> None:
         self.in_flight_records -= unit.n_source
         if unit.task is not None:
-            await unit.task
+            self.committing = unit  # out of ``pending`` but still in flight: abandonable
+            try:
+                await unit.task
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if unit.abandoned and (task is None or not task.cancelling()):
+                    raise _Abandoned from None  # given up by the stop, not a cancel of run()
+                raise
+            finally:
+                self.committing = None
             unit.task = None
         if unit.malformed is None:
             for stage in self.suffix:
                 await stage.apply(unit)
+            if unit.abandoned:
+                raise _Abandoned
             await self.writer.write(unit)
-        await self.committer.handle(unit)
+        # Counted before the committer decides: a record that stops a fail-closed run is
+        # still a record this run wrote or failed, and the summary must say so.
         self.written += unit.written
         self.dropped += unit.dropped
         self.errored += unit.errored
+        self.partially_written += unit.partially_written
+        await self.committer.handle(unit)
         if self.progress_cb is not None:
             now = time.perf_counter()
             if now - self._last_progress >= PROGRESS_INTERVAL_S:
@@ -337,68 +383,27 @@ class _Run:
         self.progress_cb(p)
 
     # -- summary ----------------------------------------------------------------------
-    def _summary(self, started: float, sampler: ResourceSampler) -> PipelineRunSummary:
+    def _summary(self, started: float, sampler: ResourceSampler,
+                 error: BaseException | None) -> PipelineRunSummary:
         if self.progress_cb is not None:
             self._report_progress(done=True)
-        c = self.committer
-        process_metrics: dict[str, Any] = {}
-        workers_peak = 0  # the largest single worker's peak RSS, over every process stage
-        for mw in self.middleware:
-            if getattr(mw, "process_isolated", False) and hasattr(mw, "metrics"):
-                m = dict(mw.metrics())
-                process_metrics[mw.name] = m
-                workers_peak = max(workers_peak, int(m.get("worker_peak_rss_bytes", 0) or 0))
-        sink_metrics: dict[str, Any] = {}
-        for sink in self.sinks:
-            for key, value in (getattr(sink, "runtime_metrics", None) or {}).items():
-                sink_metrics[key] = sink_metrics.get(key, 0) + value
-        resources = sampler.figures()
-        resources["workers_peak_rss_bytes"] = workers_peak
-        explain = self.plan.explain
-        runtime: dict[str, Any] = {
-            "execution_lane": self.plan.lane,
-            "source_plane": self.plan.source_plane.value,
-            "writer_input_plane": self.plan.writer_plane.value,
-            "downgraded_sinks": [s.name for s in explain.sinks if s.downgraded],
-            "checkpoint_key": self.checkpoint_key,
-            "resumed_from": self.resumed_from,
-            "checkpoint_saves": c.checkpoint_saves,
-            "checkpoint_failures": c.checkpoint_failures,
-            "dlq_writes": c.dlq_writes,
-            "dlq_failures": c.dlq_failures,
-            "failures_continued_without_dlq": c.uncaptured_continued,
-            "unrouted_records": self.writer.unrouted,
-            "per_sink": self.writer.per_sink,
-            "process_batch": process_metrics,
-            "sink_metrics": sink_metrics,
-            "source_metrics": dict(getattr(self.source, "runtime_metrics", None) or {}),
-            "resources": resources,
-        }
-        runtime.update(sink_metrics)  # e.g. csv_arrow_native_batch_count at top level
-        return PipelineRunSummary(
-            pipeline_id=self.pipeline_id,
-            run_id=self.run_id,
-            elapsed_seconds=round(time.perf_counter() - started, 6),
-            records_consumed=self.consumed,
-            records_written=self.written,
-            records_dropped=self.dropped,
-            records_errored=self.errored,
-            last_checkpoint=c.last_checkpoint,
-            by_middleware={ctx.middleware_name: dict(ctx.metrics) for ctx in self.contexts},
-            runtime=runtime,
-        )
+        return summarise(self, elapsed=time.perf_counter() - started,
+                         resources=sampler.figures(), error=error)
 
 
 async def run_pipeline(*, pipeline_id: str, source: BaseSource, middleware: list[Any],
                        writer: Any, plan: Plan, config: DeliveryConfig,
                        progress: Callable[[Progress], None] | None = None,
                        on_summary: Callable[[PipelineRunSummary], None] | None = None,
+                       stop: StopFlag | None = None, signals: bool = True,
                        ) -> PipelineRunSummary:
+    """Run once (see the module docstring). ``on_summary`` receives the summary however
+    the run ends; ``stop`` lets a caller request a stop; ``signals=False`` leaves the
+    process's SIGINT/SIGTERM handlers alone."""
     run = _Run(pipeline_id=pipeline_id, source=source, middleware=middleware, writer=writer,
-               plan=plan, config=config, progress=progress)
+               plan=plan, config=config, progress=progress, stop=stop, signals=signals)
     try:
         return await run.execute()
     finally:
-        summary = getattr(run, "summary", None)
-        if summary is not None and on_summary is not None:
-            on_summary(summary)
+        if run.summary is not None and on_summary is not None:
+            on_summary(run.summary)

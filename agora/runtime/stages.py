@@ -10,6 +10,7 @@ from typing import Any
 from agora.errors import ContractError
 from agora.middleware.base import MiddlewareContext, MiddlewareKind
 from agora.middleware.builtins import ArrowFilterMiddleware
+from agora.runtime.interrupt import StopFlag
 from agora.runtime.units import GONE, UNKNOWN_ROWS, Failure, Unit, source_rows_of
 
 __all__ = ["Stage"]
@@ -18,8 +19,12 @@ __all__ = ["Stage"]
 class Stage:
     """One middleware bound to its context and counters (``by_middleware[name]``)."""
 
-    def __init__(self, mw: Any, ctx: MiddlewareContext, *, per_record_batches: bool) -> None:
+    def __init__(self, mw: Any, ctx: MiddlewareContext, *, per_record_batches: bool,
+                 stop: StopFlag | None = None) -> None:
         self.mw = mw
+        # Checked before every record of the per-record loops: a signal handler sets it
+        # even while synchronous middleware keeps the event loop from running.
+        self.stop = stop or StopFlag()
         self.ctx = ctx
         self.name = mw.name
         self.kind = mw.kind
@@ -31,6 +36,8 @@ class Stage:
             self.counters.setdefault(key, 0)
 
     async def apply(self, unit: Unit) -> None:
+        if unit.abandoned:
+            return
         if self.kind == MiddlewareKind.ARROW:
             await self._apply_arrow(unit)
         elif self.kind == MiddlewareKind.ROW:
@@ -44,10 +51,13 @@ class Stage:
     async def _apply_rows(self, unit: Unit) -> None:
         values = unit.values
         assert values is not None
-        process, ctx, c = self.mw.process, self.ctx, self.counters
+        process, ctx, c, stop = self.mw.process, self.ctx, self.counters, self.stop
         for i, value in enumerate(values):
             if value is GONE:
                 continue
+            if stop.requested and stop.should_abandon():
+                unit.abandoned = True
+                return
             c["in"] += 1
             try:
                 out = process(value, ctx)
@@ -70,9 +80,13 @@ class Stage:
     async def _apply_batch_per_record(self, unit: Unit) -> None:
         values = unit.values
         assert values is not None
+        stop = self.stop
         for i, value in enumerate(values):
             if value is GONE:
                 continue
+            if stop.requested and stop.should_abandon():
+                unit.abandoned = True
+                return
             await self._run_python_batch(unit, [i], [value])
 
     async def _apply_batch(self, unit: Unit) -> None:

@@ -10,13 +10,39 @@ from typing import Any
 
 import psutil
 
-__all__ = ["PipelineRunSummary", "ResourceSampler"]
+__all__ = ["OUTCOMES", "PipelineRunSummary", "ResourceSampler", "describe_error"]
+
+#: How a run ended: read to the end of its source and committed everything (``completed``),
+#: stopped by an exception (``failed``), or stopped by a signal / cancellation before
+#: the end of its source (``interrupted``).
+OUTCOMES = ("completed", "failed", "interrupted")
+
+
+def describe_error(error: BaseException) -> dict[str, str]:
+    """The JSON-ready description of the exception a run stopped with."""
+    return {"type": type(error).__name__, "message": str(error)}
 
 
 @dataclass(frozen=True)
 class PipelineRunSummary:
-    """What one run did. ``runtime`` holds lane/plane facts, checkpoint and DLQ counters,
-    process-batch metrics, sink counters (e.g. CSV Arrow counters) and psutil figures."""
+    """What one run did, however it ended (``outcome``, and ``error`` for a failed run).
+
+    Every record consumed is accounted for exactly once::
+
+        records_consumed == records_written + records_dropped + records_errored
+                            + records_abandoned
+
+    ``records_written`` counts records written by at least one sink;
+    ``records_partially_written`` of those were also rejected by another sink of a
+    fan-out (each rejection is dead-lettered or handled by the failure policy).
+    ``records_errored`` counts records that failed everywhere they went — including the
+    record that stopped a fail-closed run. ``records_abandoned`` were read but not
+    committed when the run stopped early; the checkpoint does not cover them, so the next
+    run reads them again. ``by_sink[name]`` has each sink's ``written`` and ``failed``
+    counts, as ``by_middleware[name]`` has each middleware's. ``runtime`` holds lane/plane
+    facts, checkpoint and DLQ counters, the interruption (reason, forced), process-batch
+    metrics, sink counters (e.g. CSV Arrow counters) and psutil figures.
+    """
 
     pipeline_id: str
     run_id: str
@@ -28,6 +54,15 @@ class PipelineRunSummary:
     last_checkpoint: Any
     by_middleware: dict[str, dict[str, Any]] = field(default_factory=dict)
     runtime: dict[str, Any] = field(default_factory=dict)
+    outcome: str = "completed"
+    error: dict[str, str] | None = None
+    records_abandoned: int = 0
+    records_partially_written: int = 0
+    by_sink: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @property
+    def interrupted(self) -> bool:
+        return self.outcome == "interrupted"
 
     @property
     def records_per_second(self) -> float:
@@ -40,11 +75,24 @@ class PipelineRunSummary:
 
     def __str__(self) -> str:
         rt = self.runtime
+        counts = (f"  consumed {self.records_consumed:,}  written {self.records_written:,}  "
+                  f"dropped {self.records_dropped:,}  errored {self.records_errored:,}")
+        if self.records_partially_written:
+            counts += f"  (written but rejected by a sink {self.records_partially_written:,})"
+        if self.records_abandoned:
+            counts += f"  abandoned {self.records_abandoned:,} (re-read on resume)"
         lines = [
-            f"run {self.run_id} of pipeline {self.pipeline_id}: "
+            f"run {self.run_id} of pipeline {self.pipeline_id}: {self.outcome}, "
             f"{self.elapsed_seconds:.2f}s, {self.records_per_second:,.0f} records/s",
-            f"  consumed {self.records_consumed:,}  written {self.records_written:,}  "
-            f"dropped {self.records_dropped:,}  errored {self.records_errored:,}",
+            counts,
+        ]
+        if self.error is not None:
+            lines.append(f"  error: {self.error['type']}: {self.error['message']}")
+        stop = rt.get("interruption")
+        if stop:
+            lines.append(f"  interrupted by {stop.get('reason')}"
+                         f"{' (forced: in-flight work abandoned)' if stop.get('forced') else ''}")
+        lines += [
             f"  lane {rt.get('execution_lane')}  source plane {rt.get('source_plane')}  "
             f"writer input {rt.get('writer_input_plane')}",
         ]
@@ -76,6 +124,8 @@ class PipelineRunSummary:
                 f"  middleware {name}: in {m.get('in', 0):,} out {m.get('out', 0):,} "
                 f"dropped {m.get('dropped', 0):,} errored {m.get('errored', 0):,}"
             )
+        for name, m in self.by_sink.items():
+            lines.append(f"  sink {name}: written {m.get('written', 0):,} failed {m.get('failed', 0):,}")
         return "\n".join(lines)
 
 

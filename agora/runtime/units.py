@@ -71,5 +71,9 @@ class Unit:
     dropped: int = 0
     errored: int = 0
     written: int = 0
+    #: records written by at least one sink and rejected by another (counted in ``written``)
+    partially_written: int = 0
+    #: given up after a stop request: never committed, re-read on resume
+    abandoned: bool = False
     failures: list[Failure] = field(default_factory=list)
     task: asyncio.Task[None] | None = None

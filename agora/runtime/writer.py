@@ -54,6 +54,8 @@ class Writer:
 
         written = outcome.written_count()
         errored = outcome.errored_count() if outcome.failed else 0
+        if outcome.failed:
+            unit.partially_written += len(outcome.failed) - errored
         unrouted = n - written - errored  # only a router leaves a record neither written nor failed
         unit.written += written
         unit.errored += errored

@@ -33,7 +33,9 @@ def dlq_records(path: Path, tmp_path: Path) -> list[dict[str, object]]:
     """The DLQ as ``agora dlq list --json`` shows it."""
     listed = run_python(["-m", "agora", "dlq", "list", str(path), "--json"], cwd=tmp_path,
                         timeout_s=60).check()
-    return [json.loads(line) for line in listed.stdout.splitlines() if line.strip()]
+    document = json.loads(listed.stdout)  # exactly one JSON document
+    assert document["count"] == len(document["records"])
+    return document["records"]
 
 
 @pytest.mark.timeout(150)
