@@ -142,7 +142,8 @@ async def check_resume_in_fresh_process(ctx: SourceContext) -> None:
     except Exception as exc:
         raise NotVerifiable(
             f"the harness for {ctx.name} cannot be pickled for a fresh process ({exc}); define "
-            f"it at module level"
+            f"it at module level",
+            hook="a picklable (module-level) harness",
         ) from exc
     results = _run_child(ctx, payload)
     starts = [sum(len(u.rows) for u in full.units[: k + 1]) for k in picks]
