@@ -19,6 +19,8 @@ BUILTIN_SINKS = (
     "agora.CsvSink",
     "agora.JsonLinesSink",
     "agora.ParquetSink",
+    "agora.SQLiteDLQSink",
+    "agora.JsonLinesDLQSink",
 )
 BUILTIN_SOURCES = (
     "agora.IterableSource",
