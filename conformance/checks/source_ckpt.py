@@ -270,24 +270,33 @@ async def check_other_input_checkpoint_refused(ctx: SourceContext) -> None:
     the beginning and duplicate everything; both lose the guarantee. Raise
     ``CheckpointError`` instead (e.g. keep a fingerprint of the input in the checkpoint)."""
     ctx.require_seed_data()
-    other = ctx.seeded(ctx.rows(31, start=500), label="other-input")
     mine = ctx.seeded()
-    theirs = await read_source(ctx, other)
-    if not theirs.units:
-        raise AssertionError(f"{ctx.name}: read nothing from a seeded 31-record input")
-    picks = {"after its first unit": theirs.units[0].checkpoint}
-    if len(theirs.units) > 2:
-        picks["mid-stream"] = theirs.units[len(theirs.units) // 2].checkpoint
-    foreign_name = ctx.build(other).source_name
-    for where, value in picks.items():
-        src = ctx.build(mine)
-        if src.source_name != foreign_name:
-            continue  # different names: the runtime refuses the checkpoint before the source
-        problem = await _refuses(ctx, src, checkpoint_for(src, value))
-        assert problem is None, (
-            f"{ctx.name}: given a checkpoint taken {where} of another input ({value!r}), it "
-            f"{problem} — a checkpoint over another input must raise CheckpointError"
-        )
+    # Two other inputs: different data of another length, and a near-twin of this input
+    # (one id changed, same size and shape) whose positions all look valid here — only a
+    # source that knows which input a checkpoint belongs to can tell.
+    twin = ctx.rows(ctx.STANDARD_ROWS)
+    twin[0]["id"] = 9
+    others = {
+        "another input": ctx.seeded(ctx.rows(31, start=500), label="other-input"),
+        "a near-identical input": ctx.seeded(twin, label="twin-input"),
+    }
+    for label, other in others.items():
+        theirs = await read_source(ctx, other)
+        if not theirs.units:
+            raise AssertionError(f"{ctx.name}: read nothing from seeded data ({label})")
+        picks = {"after its first unit": theirs.units[0].checkpoint}
+        if len(theirs.units) > 2:
+            picks["mid-stream"] = theirs.units[len(theirs.units) // 2].checkpoint
+        foreign_name = ctx.build(other).source_name
+        for where, value in picks.items():
+            src = ctx.build(mine)
+            if src.source_name != foreign_name:
+                continue  # different names: the runtime refuses it before the source
+            problem = await _refuses(ctx, src, checkpoint_for(src, value))
+            assert problem is None, (
+                f"{ctx.name}: given a checkpoint taken {where} of {label} ({value!r}), it "
+                f"{problem} — a checkpoint over another input must raise CheckpointError"
+            )
 
 
 @source_check(
