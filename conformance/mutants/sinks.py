@@ -371,8 +371,9 @@ class DropsEverySecondWrite(SinkWithHardCodedHarness):
 
 
 class DropsEverySecondWriteOwnHarness(JsonFileSink):
-    """The same loss under a correct inherited harness (``self.target``): the subclass is
-    what gets built, and the integrity checks catch it."""
+    """Breaks "None means all written" like DropsEverySecondWrite, but under a correct
+    inherited harness (``self.target``): the subclass is what gets built, and the
+    integrity checks catch it."""
 
     _count = 0
 

@@ -71,7 +71,7 @@ def test_every_builtin_sink_and_source_is_conformant(tmp_path: Path, no_orphans:
         # Exactly the known gaps fail: a new failure, or a gap that closed, fails here.
         assert set(target["must_failures"]) == gaps, (name, target["must_failures"])
         assert target["verdict"] == (NON_CONFORMANT if gaps else CONFORMANT), name
-        assert target["counts"]["must_pass"] >= 4, name
+        assert target["counts"]["must_pass"] >= 3, name  # a DLQ sink has 4 checks
         assert target["checks_run"] == target["checks_total"], name
     # The terminal table ends each target with its verdict; the run ends with its score.
     assert "conformance: sink agora.CsvSink" in proc.stdout
