@@ -167,7 +167,8 @@ def render_summary(summary: TargetSummary, meta: dict[str, Any]) -> list[str]:
     verdict = summary.verdict
     failures = summary.failures
     if summary.partial:
-        lines.append(f"  partial run: {len(summary.checks)} of {summary.total} checks — no verdict")
+        ran = len(summary.checks)
+        lines.append(f"  partial run: {ran} of {summary.total} checks — no verdict")
         if failures:
             lines.append(f"  {len(failures)} failure(s) among the checks that ran:")
     elif failures:

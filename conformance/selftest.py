@@ -110,12 +110,13 @@ def run_mutants(level: str = "standard", seed: int | None = None) -> list[Mutant
                 workdir=Path(tmp) / f"{i:03d}-{mutant.name}",
                 profile=profile,
             )
+            first = outcome.reason.splitlines()[0] if outcome.reason else ""
             results.append(
                 MutantResult(
                     mutant.path,
                     mutant.caught_by,
                     outcome.status is Status.FAIL,
-                    f"{outcome.status.value}: {outcome.reason.splitlines()[0] if outcome.reason else ''}",
+                    f"{outcome.status.value}: {first}",
                 )
             )
     return results
@@ -147,14 +148,14 @@ def commands(level: str = "standard") -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the self-test (see the module docstring); returns the process exit code: 0 only
+    when every correct component is CONFORMANT and every mutant is caught."""
     args = list(sys.argv[1:] if argv is None else argv)
     if "--list" in args:
-        level = "standard"
-        if "--conformance-level" in args:
-            level = args[args.index("--conformance-level") + 1]
-        print("\n".join(commands(level)))
+        print("\n".join(commands(_option(args, "--conformance-level") or "standard")))
         return 0
     from conformance.__main__ import main as run
+    from conformance.mutants import REFERENCE_SINKS, REFERENCE_SOURCES
     from conformance.report import CONFORMANT
 
     with tempfile.TemporaryDirectory(prefix="conformance-selftest-") as tmp:
@@ -168,18 +169,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (OSError, ValueError):
             print("selftest: the suite produced no report; no score", file=sys.stderr)
             return code or 1
-    targets = document.get("targets", [])
-    wrong = [t for t in targets if t.get("verdict") != CONFORMANT]
-    level = _option(args, "--conformance-level") or "standard"
+    verdicts = {t["target"]: t for t in document.get("targets", [])}
+    correct = BUILTIN_SINKS + BUILTIN_SOURCES + REFERENCE_SINKS + REFERENCE_SOURCES
+    wrong = [name for name in correct if verdicts.get(name, {}).get("verdict") != CONFORMANT]
     seed = _option(args, "--conformance-seed")
-    mutants = run_mutants(level, int(seed) if seed else None)
-    for t in wrong:
-        print(f"selftest: not CONFORMANT: {t['target']} is {t['verdict']} "
-              f"({', '.join(t.get('must_failures', []))})")
+    mutants = run_mutants(
+        _option(args, "--conformance-level") or "standard", int(seed) if seed else None
+    )
+    for name in wrong:
+        found = verdicts.get(name)
+        why = (
+            f"{found['verdict']} ({', '.join(found.get('must_failures', []))})"
+            if found
+            else "not in the report"
+        )
+        print(f"selftest: expected CONFORMANT: {name} is {why}")
     for m in mutants:
         if not m.caught:
             print(f"selftest: mutant not caught: {m.path} by {m.caught_by} — {m.detail}")
-    print(score_line(mutants, len(wrong), len(targets)))
+    print(score_line(mutants, len(wrong), len(correct)))
     if wrong or not all(m.caught for m in mutants):
         return code or 1
     return code
