@@ -12,7 +12,12 @@ from typing import Any, ClassVar
 import pyarrow as pa
 
 from conformance._agora import BaseSink, DataPlane, WriteResult
-from conformance.mutants.reference import ArrowJsonFileSink, JsonFileSink, ReferenceSinkHarness
+from conformance.mutants.reference import (
+    ArrowJsonFileSink,
+    JsonFileSink,
+    ReferenceSinkHarness,
+    encode_line,
+)
 
 __all__ = [
     "ClaimsArrowWithoutImplementing",
@@ -320,24 +325,33 @@ class MisuseErrorNamesNoSink(JsonFileSink):
 
 
 class KeepsCallerList(JsonFileSink):
-    """Breaks "persisted data does not change with the caller's later mutation": keeps
-    the caller's list (and its dicts) and encodes them only at flush()."""
+    """Breaks "persisted data does not change with the caller's later mutation": it
+    validates records when they are written (results and order stay right) but keeps the
+    caller's list and dicts, and encodes them only at flush()."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._held: list[Sequence[Any]] = []
+        self._held: list[tuple[Sequence[Any], list[bool]]] = []
+
+    async def write(self, record: Any) -> None:
+        self._check_usable("write")
+        encode_line(record)  # refuses a bad record now, as the reference does
+        self._held.append(([record], [True]))
 
     async def write_batch(self, records: Sequence[Any]) -> list[WriteResult] | None:
         self._check_usable("write_batch")
-        self._held.append(records)  # a reference, not a copy
-        return None
+        _, results = self.encode_all(records)
+        ok = [True] * len(records) if results is None else [r.written for r in results]
+        self._held.append((records, ok))  # a reference to the caller's list, not a copy
+        return results
 
     async def flush(self) -> None:
         self._check_usable("flush")
         held, self._held = self._held, []
-        for records in held:
-            lines, _ = self.encode_all(records)
-            self._buffer.extend(lines)
+        for records, ok in held:
+            for record, good in zip(records, ok, strict=False):
+                if good:
+                    self._buffer.append(encode_line(record))
         await super().flush()
 
 

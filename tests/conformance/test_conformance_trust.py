@@ -347,3 +347,21 @@ def test_run_accepts_classes_and_explains_what_it_cannot_import() -> None:
         run(sinks=DeepCopyMemorySink)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="dotted path"):
         dotted_name(42, "sink")
+
+
+def test_agora_conformance_help_is_the_suites_own(capsys: pytest.CaptureFixture[str]) -> None:
+    import agora.cli
+
+    assert agora.cli.main(["conformance", "--help"]) == 0
+    assert capsys.readouterr().out == HELP
+
+
+def test_the_python_api_refuses_a_harness_that_builds_another_class() -> None:
+    from conformance import SinkConformance
+    from conformance.mutants.sinks import HardCodedParentHarness
+
+    class TestSub(SinkConformance):
+        harness = HardCodedParentHarness(DropsEverySecondWriteOwnHarness)
+
+    with pytest.raises(pytest.UsageError, match="built a conformance.mutants.reference"):
+        TestSub().conformance_targets(config=None)  # type: ignore[arg-type]
