@@ -20,6 +20,7 @@ from conformance.targets import Target
 
 __all__ = [
     "ResolutionError",
+    "WrongClassError",
     "default_harness",
     "import_object",
     "make_harness",
@@ -30,6 +31,10 @@ __all__ = [
 
 class ResolutionError(Exception):
     """A target, factory or harness could not be resolved; the message says what to do."""
+
+
+class WrongClassError(ResolutionError):
+    """The harness builds something other than the named target (the message names both)."""
 
 
 def _advice(kind: str) -> str:
@@ -172,7 +177,7 @@ def validate_target(target: Target) -> Target:
             try:
                 check_built(target, component)
             except HarnessMismatch as exc:
-                raise ResolutionError(str(exc)) from None
+                raise WrongClassError(str(exc)) from None
             finally:
                 close = getattr(component, "close", None)
                 if close is not None:
@@ -278,7 +283,10 @@ def resolve_targets(
                 )
     except ResolutionError as exc:
         where = f"cannot use {current}: " if current else ""
-        raise ResolutionError(f"conformance: {where}{exc}. {_advice(kind)}.") from None
+        # The generic advice is about finding a way to build the component; a harness that
+        # builds the wrong class needs only its own message.
+        advice = "" if isinstance(exc, WrongClassError) else f". {_advice(kind)}."
+        raise ResolutionError(f"conformance: {where}{exc}{advice}") from None
     return targets
 
 

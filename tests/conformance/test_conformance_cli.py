@@ -171,6 +171,11 @@ def test_a_subset_run_gives_no_verdict(tmp_path: Path, no_orphans: None) -> None
         (["--sink", "cf_user_mod.NeedsPath"], "NeedsPath() needs constructor arguments (path)"),
         (["--source", "agora:MemorySink"], "does not subclass agora.BaseSource"),
         (["--sink", "agora.MemorySink", "-k", "no-check-matches-this"], "no checks were collected"),
+        (
+            ["--sink", "conformance.mutants.sinks.DropsEverySecondWrite"],
+            "built a conformance.mutants.reference.JsonFileSink, not a "
+            "conformance.mutants.sinks.DropsEverySecondWrite",
+        ),
     ],
 )
 def test_usage_errors_are_one_clear_message(
