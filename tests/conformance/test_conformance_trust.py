@@ -18,6 +18,7 @@ import pytest
 import agora
 from conformance.__main__ import HELP
 from conformance.__main__ import main as conformance_main
+from conformance._agora import CheckpointError
 from conformance.catalogue import Status, get_check
 from conformance.checks._context import SinkContext
 from conformance.checks._sink_ops import ExplodingRecord
@@ -27,12 +28,14 @@ from conformance.mutants import MUTANTS
 from conformance.mutants.reference import (
     DeepCopyMemorySink,
     JsonFileSink,
+    JsonFileSource,
     ReferenceSinkHarness,
+    ReferenceSourceHarness,
 )
 from conformance.mutants.sinks import DropsEverySecondWriteOwnHarness
 from conformance.programmatic import dotted_name, run
 from conformance.report import PARTIAL, ReportCollector, render_summary
-from conformance.resolve import ResolutionError, make_harness, resolve_targets
+from conformance.resolve import ResolutionError, make_harness, resolve_targets, validate_target
 from conformance.runner import Outcome, run_check
 from conformance.selftest import run_mutants, score_line
 from conformance.targets import Target
@@ -365,3 +368,64 @@ def test_the_python_api_refuses_a_harness_that_builds_another_class() -> None:
 
     with pytest.raises(pytest.UsageError, match="built a conformance.mutants.reference"):
         TestSub().conformance_targets(config=None)  # type: ignore[arg-type]
+
+
+class _WrongErrorSource(JsonFileSource):
+    """Refuses a foreign checkpoint, but with the wrong exception type."""
+
+    def position_from(self, value: Any) -> int:
+        try:
+            return super().position_from(value)
+        except CheckpointError as exc:
+            raise ValueError(str(exc)) from None
+
+
+def test_refusing_a_foreign_checkpoint_with_another_error_type_fails(tmp_path: Path) -> None:
+    target = Target(
+        "source", "w", ReferenceSourceHarness(_WrongErrorSource), "t", _WrongErrorSource
+    )
+    outcome = _run("SRC-CKPT-07", target, tmp_path)
+    assert outcome.status is Status.FAIL
+    assert "raised ValueError" in outcome.reason and "agora.CheckpointError" in outcome.reason
+
+
+def test_a_harness_that_cannot_build_is_left_to_the_checks(tmp_path: Path) -> None:
+    class Broken(ReferenceSinkHarness):
+        def build(self, ns: Namespace) -> Any:
+            raise OSError("backend down")
+
+    target = validate_target(Target("sink", "b", Broken(JsonFileSink), "t", JsonFileSink))
+    outcome = _run("SNK-LIFE-01", target, tmp_path)
+    assert outcome.status is Status.FAIL and "backend down" in outcome.reason
+
+
+def test_selftest_fails_on_a_missed_mutant_or_a_missing_report(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    import json
+
+    import conformance.__main__ as entry
+    import conformance.selftest as selftest
+    from conformance.mutants import REFERENCE_SINKS, REFERENCE_SOURCES
+
+    correct = (
+        selftest.BUILTIN_SINKS + selftest.BUILTIN_SOURCES + REFERENCE_SINKS + REFERENCE_SOURCES
+    )
+    report = tmp_path / "r.json"
+
+    def fake_suite(args: list[str]) -> int:
+        targets = [{"target": name, "verdict": "CONFORMANT"} for name in correct]
+        report.write_text(json.dumps({"targets": targets}), encoding="utf-8")
+        return 0
+
+    monkeypatch.setattr(entry, "main", fake_suite)
+    missed = selftest.MutantResult("m.Mutant", "SNK-LIFE-01", False, "pass: ")
+    monkeypatch.setattr(selftest, "run_mutants", lambda level, seed: [missed])
+    assert selftest.main(["--conformance-report", str(report)]) == 1
+    out = capsys.readouterr().out
+    assert "mutant not caught: m.Mutant by SNK-LIFE-01" in out
+    assert f"0/1 mutants caught, 0 false failures on {len(correct)} correct components" in out
+
+    monkeypatch.setattr(entry, "main", lambda args: 0)  # a run that wrote no report
+    assert selftest.main(["--conformance-report", str(tmp_path / "none.json")]) == 1
+    assert "produced no report; no score" in capsys.readouterr().err
