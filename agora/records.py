@@ -230,9 +230,20 @@ def json_safe(
     return _safe(value, flags if flags is not None else {}, max_value_size, 0)
 
 
+#: Characters of a flagged value's ``repr`` kept in the DLQ: enough to recognise the value,
+#: bounded so one odd object cannot bloat the DLQ (a longer repr is cut and flagged).
+MAX_REPR = 1000
+
+
 def _flag(flags: dict[str, bool], value: Any, note: str | None = None) -> dict[str, Any]:
     flags["ok"] = False
-    return {UNSERIALISABLE: True, "type": _type_name(value), "repr": note or safe_repr(value)}
+    text = note or safe_repr(value, MAX_REPR + 1)
+    fallback: dict[str, Any] = {UNSERIALISABLE: True, "type": _type_name(value), "repr": text}
+    if len(text) > MAX_REPR:
+        fallback["repr"] = text[:MAX_REPR]
+        fallback["truncated"] = True
+        flags["truncated"] = True
+    return fallback
 
 
 def _safe(value: Any, flags: dict[str, bool], cap: int, depth: int) -> Any:

@@ -20,12 +20,15 @@ independent read-back (or seeding, for sources)::
         harness = MyHarness
 
 Module map: ``catalogue`` (Check, levels, statuses, registration), ``checks/`` (the
-checks, one module per group), ``harness`` (SinkHarness, SourceHarness, Namespace),
-``builtin_harnesses`` (Agora's built-ins), ``resolve`` (command-line targets), ``runner``
+checks, one module per group), ``harness`` (SinkHarness, DLQSinkHarness, SourceHarness,
+Namespace),
+``builtin_harnesses`` / ``dlq_harnesses`` (Agora's built-ins), ``resolve`` (command-line
+targets, and the check that a harness builds its target), ``runner``
 (one check → one outcome), ``api`` (the pytest driver classes), ``plugin`` (options,
 collection, summary), ``report`` (verdict, table, JSON), ``strategies`` (Hypothesis
 strategies for Arrow data), ``mutants/`` (broken components that prove the checks),
-``selftest`` (every built-in). The suite imports Agora only through its public facade.
+``selftest`` (every built-in and reference, every mutant: the mutation score). The
+suite imports Agora only through its public facade.
 
 PYTEST_DONT_REWRITE: checks raise their own precise AssertionErrors; no rewriting needed.
 """
@@ -37,6 +40,7 @@ from typing import Any
 
 __all__ = [
     "Check",
+    "DLQSinkHarness",
     "Level",
     "Namespace",
     "NotVerifiable",
@@ -66,6 +70,7 @@ _LAZY = {
     "all_checks": "conformance.catalogue",
     "get_check": "conformance.catalogue",
     "Namespace": "conformance.harness",
+    "DLQSinkHarness": "conformance.harness",
     "SinkHarness": "conformance.harness",
     "SourceHarness": "conformance.harness",
     "Outcome": "conformance.runner",

@@ -10,13 +10,31 @@ from typing import Any, ClassVar
 
 import pytest
 
-from conformance.catalogue import Check, Level, Status, all_checks
+from conformance.catalogue import Check, Level, Status, checks_for
 from conformance.levels import Profile
-from conformance.resolve import ResolutionError, default_harness, make_harness, resolve_targets
+from conformance.resolve import (
+    ResolutionError,
+    default_harness,
+    make_harness,
+    resolve_targets,
+    validate_target,
+)
 from conformance.runner import run_check
 from conformance.targets import Target
 
-__all__ = ["Case", "SinkConformance", "SourceConformance", "profile_for", "run_case"]
+__all__ = [
+    "Case",
+    "SinkConformance",
+    "SourceConformance",
+    "profile_for",
+    "run_case",
+    "target_checks",
+]
+
+
+def target_checks(target: Target) -> list[Check]:
+    """Every check that applies to ``target`` (a DLQ sink gets the DLQ group only)."""
+    return checks_for(target.kind, dlq=bool(getattr(target.harness, "dlq", False)))
 
 _PROFILE_KEY = pytest.StashKey[Profile]()
 
@@ -73,6 +91,7 @@ def run_case(
     outcome = run_check(case.check, case.target, workdir=tmp_path, profile=profile)
     target = {
         **case.target.to_dict(),
+        "checks_total": len(target_checks(case.target)),
         "level": profile.level,
         "seed": profile.seed,
         "derandomize": profile.derandomize,
@@ -141,18 +160,18 @@ class _ConformanceSuite:
                     f"set `harness = MyHarness`, `{self.kind} = My{self.kind.capitalize()}` or "
                     f"`factory = make_{self.kind}` on the class"
                 )
+            cls = component if isinstance(component, type) else getattr(harness, "target", None)
+            cls = cls if isinstance(cls, type) else None
+            name = f"{cls.__module__}.{cls.__qualname__}" if cls is not None else label
+            target = Target(self.kind, name, harness, f"Python API ({label})", cls)
+            return [validate_target(target)]
         except ResolutionError as exc:
             raise pytest.UsageError(f"conformance: {label}: {exc}") from None
-        cls = component if isinstance(component, type) else getattr(harness, "target", None)
-        cls = cls if isinstance(cls, type) else None
-        name = f"{cls.__module__}.{cls.__qualname__}" if cls is not None else label
-        return [Target(self.kind, name, harness, f"Python API ({label})", cls)]
 
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
         if "conformance_case" not in metafunc.fixturenames:
             return
         targets = self.conformance_targets(metafunc.config)
-        checks = all_checks(self.kind)
         several = len(targets) > 1
         params = [
             pytest.param(
@@ -160,7 +179,7 @@ class _ConformanceSuite:
                 id=f"{t.short}:{c.id}" if several else c.id,
             )
             for t in targets
-            for c in checks
+            for c in target_checks(t)
         ]
         metafunc.parametrize("conformance_case", params)
 

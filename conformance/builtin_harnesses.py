@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 import agora
 from conformance.data import ALL_FEATURES
+from conformance.dlq_harnesses import JsonLinesDLQSinkHarness, SQLiteDLQSinkHarness
 from conformance.harness import Namespace, SinkHarness, SourceHarness
 from conformance.media import ARROW_CSV_NULLS, json_row, text_row, to_text
 
@@ -230,10 +231,12 @@ class ParquetSinkHarness(SinkHarness):
 
 
 class IterableSourceHarness(SourceHarness):
-    """``IterableSource`` over the seeded rows (kept in the namespace state)."""
+    """``IterableSource`` over the seeded rows (kept in the namespace state). An in-memory
+    iterable has no identity to put in a checkpoint, so ``input_identity`` is False."""
 
     target: Any = agora.IterableSource
     features = ALL_FEATURES
+    input_identity = False
 
     def seed_data(self, ns: Namespace, rows: list[dict[str, Any]]) -> None:
         ns.state["rows"] = [dict(r) for r in rows]
@@ -380,6 +383,8 @@ _REGISTRY: dict[type, type[SinkHarness] | type[SourceHarness]] = {
         JsonLinesSourceHarness,
         ArrowJsonLinesSourceHarness,
         ParquetSourceHarness,
+        SQLiteDLQSinkHarness,
+        JsonLinesDLQSinkHarness,
     )
 }
 

@@ -19,6 +19,7 @@ __all__ = [
     "Status",
     "Unsupported",
     "all_checks",
+    "checks_for",
     "get_check",
     "sink_check",
     "source_check",
@@ -50,7 +51,15 @@ class Unsupported(Exception):
 
 
 class NotVerifiable(Exception):
-    """Raised inside a check: the harness cannot supply what the check needs to verify."""
+    """Raised inside a check: the harness cannot supply what the check needs to verify.
+
+    ``hook`` names the exact harness method that is missing (``read_back``,
+    ``invalid_record``, ``seed_data``, …), so the report can say what to add.
+    """
+
+    def __init__(self, message: str, *, hook: str | None = None) -> None:
+        super().__init__(message)
+        self.hook = hook
 
 
 #: Every capability a check may require, and where it comes from.
@@ -62,15 +71,18 @@ CAPABILITIES: dict[str, str] = {
     "ordered": "the harness says the sink's medium keeps write order",
     "readable-before-close": "the harness can read back an open sink after flush()",
     "rejects-records": "the sink refuses some records (harness: accepts_any_record is False)",
+    "dlq": "the sink stores agora.DLQRecords (its harness is a DLQSinkHarness)",
     # sources
     "checkpoint": "the source declares supports_checkpoint = True",
     "no-checkpoint": "the source declares supports_checkpoint = False",
     "arrow": "the source emits arrow_batches",
     "python-batches": "the source emits python_batches",
     "rows": "the source emits python_rows",
+    "input-identity": "the harness says each source reads an input it can tell apart from "
+    "another (a file, a table) — not an anonymous in-memory iterable",
 }
 
-SINK_GROUPS = ("DECL", "LIFE", "WRITE", "PLANE", "DLV", "PBT")
+SINK_GROUPS = ("DECL", "LIFE", "WRITE", "PLANE", "DLV", "PBT", "DLQ")
 SOURCE_GROUPS = ("DECL", "OUT", "LIFE", "CKPT", "LIMIT", "RUN", "PBT")
 
 _ID = re.compile(r"^(SNK|SRC)-([A-Z]+)-(\d{2})$")
@@ -201,6 +213,16 @@ def all_checks(kind: str | None = None) -> list[Check]:
         return (check.kind, groups.index(check.group), check.id)
 
     return sorted((c for c in _REGISTRY.values() if kind is None or c.kind == kind), key=key)
+
+
+def checks_for(kind: str, *, dlq: bool = False) -> list[Check]:
+    """The checks that apply to one target: a DLQ sink (it stores ``DLQRecord``s, not rows)
+    gets the DLQ group only; every other sink gets every group but DLQ; a source gets the
+    source checks. This is the full set a verdict needs (see ``report``)."""
+    checks = all_checks(kind)
+    if kind != "sink":
+        return checks
+    return [c for c in checks if (c.group == "DLQ") == dlq]
 
 
 def get_check(check_id: str) -> Check:

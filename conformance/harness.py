@@ -12,6 +12,7 @@ from typing import Any
 from conformance.data import BASIC_FEATURES, canonical_row
 
 __all__ = [
+    "DLQSinkHarness",
     "Namespace",
     "SinkHarness",
     "SourceHarness",
@@ -146,6 +147,8 @@ class SinkHarness(_HarnessBase):
     readable_before_close: bool = True
     persists: bool = True
     accepts_any_record: bool = False
+    #: True for a dead-letter sink (it stores ``agora.DLQRecord``s): see DLQSinkHarness.
+    dlq: bool = False
 
     def read_back(self, ns: Namespace) -> Sequence[Mapping[str, Any]]:
         raise NotImplementedError
@@ -176,8 +179,16 @@ class SourceHarness(_HarnessBase):
       the source with itself.
     * ``canonical_row(row)`` — comparison form (e.g. a CSV source yields text).
 
+    Declaration: ``input_identity`` (default True) — sources built for two namespaces read
+    inputs the source can tell apart (files, tables), so a checkpoint taken over one input
+    must be refused by a source over another. False only for anonymous in-memory inputs
+    (a Python iterable has nothing to recognise it by); the other-input check is then
+    UNSUPPORTED, never passed.
+
     A harness must be picklable (a module-level class) for the fresh-process resume check.
     """
+
+    input_identity: bool = True
 
     def seed_data(self, ns: Namespace, rows: list[dict[str, Any]]) -> None:
         raise NotImplementedError
@@ -185,3 +196,30 @@ class SourceHarness(_HarnessBase):
     @property
     def has_seed_data(self) -> bool:
         return type(self).seed_data is not SourceHarness.seed_data
+
+
+class DLQSinkHarness(SinkHarness):
+    """How the suite builds and inspects a dead-letter sink (one that stores
+    ``agora.DLQRecord``s). Only the DLQ check group runs against it.
+
+    * ``build(ns)`` — a fresh, unopened DLQ sink storing under ``ns.path``.
+    * ``read_back(ns)`` — every stored record as the JSON-ready dict
+      ``DLQRecord.to_dict()`` gives, in stored order, read **without the sink's code**
+      (``sqlite3``, ``json``). Without it the durability checks are NOT-VERIFIABLE.
+    * ``files(ns)`` — the files the sink's medium consists of (default: every file under
+      ``ns.path``); the owner-only check inspects their permissions. Return ``[]`` for a
+      medium that is not a file.
+    """
+
+    dlq = True
+    accepts_any_record = True
+
+    def read_back(self, ns: Namespace) -> Sequence[Mapping[str, Any]]:
+        raise NotImplementedError
+
+    @property
+    def has_read_back(self) -> bool:
+        return type(self).read_back is not DLQSinkHarness.read_back
+
+    def files(self, ns: Namespace) -> list[Path]:
+        return sorted(p for p in ns.path.rglob("*") if p.is_file())

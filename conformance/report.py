@@ -18,6 +18,7 @@ __all__ = [
     "CONFORMANT",
     "CONFORMANT_BLACK_BOX",
     "NON_CONFORMANT",
+    "PARTIAL",
     "REPORT_VERSION",
     "ReportCollector",
     "TargetSummary",
@@ -30,6 +31,9 @@ REPORT_VERSION = 1
 CONFORMANT = "CONFORMANT"
 CONFORMANT_BLACK_BOX = "CONFORMANT (black-box)"
 NON_CONFORMANT = "NON-CONFORMANT"
+#: A run that did not execute every check applicable to the target (``-k``, ``--deselect``,
+#: ``-x``, a marker subset): it states what it found and gives no verdict.
+PARTIAL = "NO VERDICT (partial run)"
 _COLUMNS = ("must_pass", "must_fail", "should_pass", "should_fail", "unsupported", "not_verifiable")
 
 
@@ -74,7 +78,28 @@ class TargetSummary:
         ]
 
     @property
+    def total(self) -> int:
+        """How many checks apply to the target (every one must run for a verdict)."""
+        return int(self.target.get("checks_total") or len(self.checks))
+
+    @property
+    def partial(self) -> bool:
+        return len(self.checks) < self.total
+
+    @property
+    def missing_hooks(self) -> dict[str, int]:
+        """Harness hooks whose absence made checks NOT-VERIFIABLE, with how many each."""
+        hooks: dict[str, int] = {}
+        for c in self.checks:
+            if c["status"] == Status.NOT_VERIFIABLE.value:
+                hook = c.get("missing_hook") or "unknown hook"
+                hooks[hook] = hooks.get(hook, 0) + 1
+        return hooks
+
+    @property
     def verdict(self) -> str:
+        if self.partial:
+            return PARTIAL
         if self.failures:
             return NON_CONFORMANT
         if any(c["status"] == Status.NOT_VERIFIABLE.value for c in self.checks):
@@ -85,6 +110,9 @@ class TargetSummary:
         return {
             **self.target,
             "verdict": self.verdict,
+            "checks_run": len(self.checks),
+            "checks_total": self.total,
+            "missing_hooks": self.missing_hooks,
             "counts": self.counts(),
             "groups": {g: self.counts(g) for g in self.groups},
             "must_failures": [c["id"] for c in self.failures],
@@ -138,16 +166,24 @@ def render_summary(summary: TargetSummary, meta: dict[str, Any]) -> list[str]:
         )
     verdict = summary.verdict
     failures = summary.failures
-    if failures:
+    if summary.partial:
+        ran = len(summary.checks)
+        lines.append(f"  partial run: {ran} of {summary.total} checks — no verdict")
+        if failures:
+            lines.append(f"  {len(failures)} failure(s) among the checks that ran:")
+    elif failures:
         lines.append(f"  verdict: {verdict} — {len(failures)} failure(s):")
+    if failures:
         for c in failures[:5]:
             lines.append(f"    {c['id']} ({c['level']}) {c['title']}: {_first_line(c['reason'])}")
         if len(failures) > 5:
             lines.append(f"    … and {len(failures) - 5} more (see the JSON report)")
-    else:
-        nv = summary.counts()["not_verifiable"]
-        note = f" — {nv} check(s) not verifiable without a read-back/seed hook" if nv else ""
-        lines.append(f"  verdict: {verdict}{note}")
+    elif not summary.partial:
+        lines.append(f"  verdict: {verdict}")
+    hooks = summary.missing_hooks
+    if hooks:
+        named = ", ".join(f"{hook} ({n})" for hook, n in hooks.items())
+        lines.append(f"  not verifiable: the harness lacks {named}")
     should = [
         c
         for c in summary.checks
@@ -162,6 +198,8 @@ def overall_verdict(summaries: Iterable[TargetSummary]) -> str:
     verdicts = [s.verdict for s in summaries]
     if not verdicts:
         return "NO CHECKS RUN"
+    if PARTIAL in verdicts:
+        return PARTIAL
     if NON_CONFORMANT in verdicts:
         return NON_CONFORMANT
     return CONFORMANT_BLACK_BOX if CONFORMANT_BLACK_BOX in verdicts else CONFORMANT

@@ -3,21 +3,38 @@ into conformance targets — once, with one clear error saying what was tried an
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import copy
 import importlib
 import inspect
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from conformance._agora import BaseSink, BaseSource
 from conformance.builtin_harnesses import builtin_harness_for
-from conformance.harness import SinkHarness, SourceHarness, factory_arity
+from conformance.harness import Namespace, SinkHarness, SourceHarness, factory_arity
 from conformance.targets import Target
 
-__all__ = ["ResolutionError", "default_harness", "import_object", "make_harness", "resolve_targets"]
+__all__ = [
+    "ResolutionError",
+    "WrongClassError",
+    "default_harness",
+    "import_object",
+    "make_harness",
+    "resolve_targets",
+    "validate_target",
+]
 
 
 class ResolutionError(Exception):
     """A target, factory or harness could not be resolved; the message says what to do."""
+
+
+class WrongClassError(ResolutionError):
+    """The harness builds something other than the named target (the message names both)."""
 
 
 def _advice(kind: str) -> str:
@@ -106,7 +123,13 @@ def make_harness(kind: str, value: Any, target: type | None = None, *, label: st
     """A harness instance from a harness class, instance or zero-argument callable."""
     hbase = _harness_base(kind)
     if isinstance(value, hbase):
-        if target is not None and value.target is None:
+        if target is not None and (
+            value.target is None
+            or (isinstance(value.target, type) and _strict_subclass(target, value.target))
+        ):
+            # A harness inherited by a subclass checks the subclass: a copy, so the parent's
+            # harness instance keeps its own target.
+            value = copy.copy(value)
             value.target = target
         return value
     if isinstance(value, type) and issubclass(value, hbase):
@@ -123,6 +146,52 @@ def make_harness(kind: str, value: Any, target: type | None = None, *, label: st
         f"{label or value!r} is not a {hbase.__name__} (subclass, instance, or a callable "
         f"returning one)"
     )
+
+
+def _strict_subclass(cls: type, parent: type) -> bool:
+    return isinstance(cls, type) and cls is not parent and issubclass(cls, parent)
+
+
+def validate_target(target: Target) -> Target:
+    """Build one component through ``target``'s harness (in a throw-away folder, as the
+    working directory) and check that it is an instance of the named class.
+
+    Raises ResolutionError naming both classes otherwise — e.g. a subclass inheriting its
+    parent's ``__conformance_harness__`` whose ``build()`` hard-codes the parent: every
+    check would silently test the parent. A harness that cannot build at all is left to
+    the checks, which report it per check.
+    """
+    from conformance.checks._context import HarnessMismatch, check_built, expected_class
+    from conformance.runner import working_directory
+
+    if expected_class(target) is None:
+        return target
+    with tempfile.TemporaryDirectory(prefix="conformance-resolve-") as tmp:
+        ns = Namespace(name="cf_resolve", path=Path(tmp) / "resolve")
+        ns.path.mkdir()
+        with working_directory(Path(tmp)):
+            try:
+                component = target.harness.build(ns)
+            except Exception:
+                return target
+            try:
+                check_built(target, component)
+            except HarnessMismatch as exc:
+                raise WrongClassError(str(exc)) from None
+            finally:
+                close = getattr(component, "close", None)
+                if close is not None:
+                    with contextlib.suppress(BaseException):
+                        result = close()
+                        if inspect.isawaitable(result):
+                            asyncio.run(_bounded(result))
+                with contextlib.suppress(Exception):
+                    target.harness.cleanup(ns)
+    return target
+
+
+async def _bounded(awaitable: Any) -> None:
+    await asyncio.wait_for(awaitable, timeout=10)
 
 
 def default_harness(kind: str, cls: type, spec: str) -> Any:
@@ -191,7 +260,7 @@ def resolve_targets(
             else:
                 harness = default_harness(kind, cls, spec)
                 origin = f"--{kind} (command line)"
-            targets.append(Target(kind, spec, harness, origin, cls))
+            targets.append(validate_target(Target(kind, spec, harness, origin, cls)))
         if not classes:
             for spec in factories:
                 current = f"--{kind}-factory {spec}"
@@ -208,11 +277,16 @@ def resolve_targets(
                 harness = make_harness(kind, import_object(spec), None, label=spec)
                 found = harness.target if isinstance(harness.target, type) else None
                 targets.append(
-                    Target(kind, spec, harness, f"--{kind}-harness (command line)", found)
+                    validate_target(
+                        Target(kind, spec, harness, f"--{kind}-harness (command line)", found)
+                    )
                 )
     except ResolutionError as exc:
         where = f"cannot use {current}: " if current else ""
-        raise ResolutionError(f"conformance: {where}{exc}. {_advice(kind)}.") from None
+        # The generic advice is about finding a way to build the component; a harness that
+        # builds the wrong class needs only its own message.
+        advice = "" if isinstance(exc, WrongClassError) else f". {_advice(kind)}."
+        raise ResolutionError(f"conformance: {where}{exc}{advice}") from None
     return targets
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from conformance.checks import (  # noqa: F401 - imported to register the checks
     sink_decl,
     sink_delivery,
+    sink_dlq,
     sink_life,
     sink_pbt,
     sink_plane,

@@ -21,7 +21,56 @@ from conformance.harness import Namespace, SinkHarness, SourceHarness
 from conformance.levels import Profile
 from conformance.targets import Target
 
-__all__ = ["SinkContext", "SourceContext", "open_files_under"]
+__all__ = [
+    "HarnessMismatch",
+    "ProbeRecord",
+    "SinkContext",
+    "SourceContext",
+    "open_files_under",
+    "safe_repr",
+]
+
+
+class HarnessMismatch(Exception):
+    """The harness built something other than the component under test: every result it
+    produced would describe the wrong class, so the check cannot run (a usage error)."""
+
+
+class ProbeRecord:
+    """Base of the records the suite itself injects to provoke failures (e.g. a record that
+    explodes when read). The suite's own comparisons never evaluate one: a probe a sink
+    accepted is compared by its type alone — a check must not fail on its own probe."""
+
+
+def safe_repr(value: Any, limit: int = 200) -> str:
+    """``repr(value)`` that never raises and stays short (opaque records may be hostile)."""
+    try:
+        text = repr(value)
+    except Exception as exc:  # a record whose repr raises is still a record
+        text = f"<{type(value).__qualname__} (repr raised {type(exc).__name__})>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def expected_class(target: Target) -> type | None:
+    """The class every component built for ``target`` must be an instance of, if known."""
+    for candidate in (target.component_class, getattr(target.harness, "target", None)):
+        if isinstance(candidate, type):
+            return candidate
+    return None
+
+
+def check_built(target: Target, component: Any) -> None:
+    """Raise HarnessMismatch unless ``component`` is an instance of the named target."""
+    cls = expected_class(target)
+    if cls is not None and not isinstance(component, cls):
+        built = type(component)
+        raise HarnessMismatch(
+            f"the harness {target.harness.describe()} built a {built.__module__}."
+            f"{built.__qualname__}, not a {cls.__module__}.{cls.__qualname__} (the target "
+            f"{target.label}); every result would describe the wrong class — build "
+            f"`self.target(...)` in the harness (a harness inherited by a subclass then "
+            f"builds the subclass)"
+        )
 
 
 #: How long a file may stay open after close() returns. pyarrow's streaming readers close
@@ -74,10 +123,23 @@ class _Context:
         """A fresh component for ``ns`` from the harness, tracked for clean-up."""
         component = self.target.harness.build(ns)
         ns.components.append(component)
+        check_built(self.target, component)
         return component
 
     def canon(self, rows: Sequence[Any]) -> list[Hashable]:
-        return [self.target.harness.canonical_row(row) for row in rows]
+        """Comparison forms of ``rows``. A probe record the suite injected is never
+        evaluated (it compares by type), and a record the harness cannot canonicalise is
+        compared by type and repr — the suite's own diff must not fail on what a sink was
+        allowed to accept."""
+        return [self._canon_one(row) for row in rows]
+
+    def _canon_one(self, row: Any) -> Hashable:
+        if isinstance(row, ProbeRecord):
+            return ("<conformance probe>", type(row).__qualname__)
+        try:
+            return self.target.harness.canonical_row(row)
+        except Exception:
+            return ("<opaque record>", type(row).__qualname__, safe_repr(row))
 
     @contextlib.contextmanager
     def scope(self) -> Iterator[None]:
@@ -166,6 +228,8 @@ class SinkContext(_Context):
             caps.add("ordered")
         if not h.accepts_any_record:
             caps.add("rejects-records")
+        if h.dlq:
+            caps.add("dlq")
         return frozenset(caps)
 
     @property
@@ -181,7 +245,8 @@ class SinkContext(_Context):
         if not self.harness.has_read_back:
             raise NotVerifiable(
                 f"no independent read-back for {self.name}: supply a SinkHarness with "
-                f"read_back(ns) (--sink-harness pkg.mod:MyHarness) to verify what it persisted"
+                f"read_back(ns) (--sink-harness pkg.mod:MyHarness) to verify what it persisted",
+                hook="read_back()",
             )
         return self.canon(list(self.harness.read_back(ns)))
 
@@ -192,7 +257,8 @@ class SinkContext(_Context):
         if record is None:
             raise NotVerifiable(
                 f"the harness gives no invalid_record() for {self.name}, so per-record "
-                f"failure reporting cannot be exercised"
+                f"failure reporting cannot be exercised",
+                hook="invalid_record()",
             )
         return record
 
@@ -222,7 +288,8 @@ class SourceContext(_Context):
         if not self.harness.has_seed_data:
             raise NotVerifiable(
                 f"the harness cannot seed data for {self.name} (no seed_data(ns, rows)), so "
-                f"what it emits cannot be compared with known input"
+                f"what it emits cannot be compared with known input",
+                hook="seed_data()",
             )
 
     def probe(self) -> Any:
@@ -248,4 +315,6 @@ class SourceContext(_Context):
                 caps.add("python-batches")
             elif plane is DataPlane.PYTHON_ROWS:
                 caps.add("rows")
+        if self.harness.input_identity:
+            caps.add("input-identity")
         return frozenset(caps)

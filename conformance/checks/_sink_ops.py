@@ -8,7 +8,7 @@ from collections.abc import Hashable, Iterator, Mapping, Sequence
 from typing import Any
 
 from conformance._agora import WriteResult
-from conformance.checks._context import SinkContext
+from conformance.checks._context import ProbeRecord, SinkContext
 from conformance.data import describe_multiset_diff, describe_sequence_diff
 from conformance.harness import Namespace
 
@@ -27,7 +27,7 @@ class InjectedFault(RuntimeError):
     """Raised on purpose by the conformance suite's fault injectors."""
 
 
-class ExplodingRecord(Mapping[str, Any]):
+class ExplodingRecord(ProbeRecord, Mapping[str, Any]):
     """A record that raises :class:`InjectedFault` on any access to its contents, so that
     any sink's ``write`` fails from the inside, whatever medium it writes to."""
 

@@ -3,6 +3,7 @@ implies flush, no phantom output, misuse errors, and no leaked resources after f
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -28,6 +29,7 @@ __all__ = [
     "check_misuse_after_close",
     "check_misuse_before_open",
     "check_no_phantom_output",
+    "check_acknowledged_writes_persist_in_any_state",
     "check_resume_continues_output",
 ]
 
@@ -289,3 +291,73 @@ async def check_resume_continues_output(ctx: SinkContext) -> None:
     await resumed.close()
     if ctx.can_read_back:
         assert_persisted(ctx, ns, rows, "after a fresh sink was resumed with resume_output()")
+
+
+async def _acknowledged(
+    ctx: SinkContext, what: str, call: Callable[[], Awaitable[Any]], records: list[Any]
+) -> tuple[list[Any], str | None]:
+    """Call a write in a misuse state: (the records it acknowledged, a description).
+
+    Raising acknowledges nothing. Returning None from ``write()`` or ``write_batch()``
+    acknowledges every record; a result list acknowledges those marked written.
+    """
+    try:
+        returned = await call()
+    except Exception:
+        return [], None
+    if isinstance(returned, list) and len(returned) == len(records):
+        kept = [r for r, res in zip(records, returned, strict=True) if getattr(res, "written", 0)]
+    else:
+        kept = list(records)
+    return kept, (f"{what} returned without error" if kept else None)
+
+
+@sink_check(
+    "SNK-LIFE-13",
+    "a write that returns without error is persisted, in any lifecycle state",
+    requires=("persists",),
+)
+async def check_acknowledged_writes_persist_in_any_state(ctx: SinkContext) -> None:
+    """SPEC §4 and §11: a write that returns without error (or reports ``written=True``)
+    is an acknowledgement, and an acknowledged record that is never persisted is lost data
+    — whatever the lifecycle state. Before ``open()`` and after ``close()`` a sink should
+    raise (SNK-LIFE-02/03); if it accepts instead, what it accepted must be persisted."""
+    rows = ctx.rows(10)
+    ns = ctx.namespace("ackstate")
+    sink = ctx.build(ns)
+    acknowledged: list[Any] = []
+    notes: list[str] = []
+    for what, call, records in (
+        ("write() before open()", lambda: sink.write(rows[0]), rows[:1]),
+        ("write_batch() before open()", lambda: sink.write_batch(rows[1:3]), rows[1:3]),
+    ):
+        kept, note = await _acknowledged(ctx, what, call, records)
+        acknowledged += kept
+        notes += [note] if note else []
+    await sink.open()
+    await write_all(ctx, sink, rows[3:6], [2])
+    acknowledged += rows[3:6]
+    await sink.close()
+    for what, call, records in (
+        ("write() after close()", lambda: sink.write(rows[6]), rows[6:7]),
+        ("write_batch() after close()", lambda: sink.write_batch(rows[7:10]), rows[7:10]),
+    ):
+        kept, note = await _acknowledged(ctx, what, call, records)
+        acknowledged += kept
+        notes += [note] if note else []
+    # A sink that accepted late writes gets every chance to persist them: flush and close
+    # again (both must be harmless on a closed sink anyway).
+    for finish in (sink.flush, sink.close):
+        try:
+            await finish()
+        except Exception:
+            pass
+    if not notes and not ctx.can_read_back:
+        return  # every out-of-state write raised; writes while open are the other checks'
+    actual = ctx.read_back(ns)
+    missing = Counter(ctx.canon(acknowledged)) - Counter(actual)
+    assert not missing, (
+        f"{ctx.name}: {sum(missing.values())} acknowledged record(s) were never persisted "
+        f"(e.g. {list(missing)[:2]}); {'; '.join(notes) or 'writes while open'} — a write "
+        f"that returns without error must persist its records, or raise (naming the sink)"
+    )

@@ -12,9 +12,9 @@ import sys
 from typing import Any
 
 from conformance._agora import Checkpoint, CheckpointError, DataPlane
-from conformance.catalogue import Level, NotVerifiable, source_check
+from conformance.catalogue import NotVerifiable, source_check
 from conformance.checks._context import SourceContext
-from conformance.checks._source_io import read_source, rows_of
+from conformance.checks._source_io import checkpoint_for, read_source, rows_of
 from conformance.data import describe_sequence_diff
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "check_foreign_checkpoint_refused",
     "check_initial_checkpoint_resumes_fully",
     "check_no_observer_effect",
+    "check_other_input_checkpoint_refused",
     "check_resume_every_checkpoint",
     "check_resume_in_fresh_process",
     "check_uncheckpointable_refuses_checkpoint",
@@ -142,7 +143,8 @@ async def check_resume_in_fresh_process(ctx: SourceContext) -> None:
     except Exception as exc:
         raise NotVerifiable(
             f"the harness for {ctx.name} cannot be pickled for a fresh process ({exc}); define "
-            f"it at module level"
+            f"it at module level",
+            hook="a picklable (module-level) harness",
         ) from exc
     results = _run_child(ctx, payload)
     starts = [sum(len(u.rows) for u in full.units[: k + 1]) for k in picks]
@@ -208,36 +210,93 @@ async def check_no_observer_effect(ctx: SourceContext) -> None:
     assert diff is None, f"{ctx.name}: reading with checkpoints observed changed the stream: {diff}"
 
 
+async def _refuses(ctx: SourceContext, src: Any, checkpoint: Checkpoint) -> str | None:
+    """Hand ``checkpoint`` to ``src`` and read one unit: None if it raised CheckpointError
+    (at prepare_resume, open or the first read), else what it did instead."""
+    emitted = 0
+    try:
+        await src.prepare_resume(checkpoint)
+        await src.open()
+        stream = src.stream() if ctx.plane() is DataPlane.PYTHON_ROWS else src.stream_batches()
+        async for item in stream:
+            emitted += len(rows_of(item))
+            break
+    except CheckpointError:
+        return None
+    except Exception as exc:
+        return (
+            f"raised {type(exc).__name__}: {exc}; raise agora.CheckpointError so the runtime "
+            f"reports it as a checkpoint problem (fail-closed)"
+        )
+    finally:
+        await src.close()
+    return f"accepted it and read on ({emitted} record(s) in its first unit)"
+
+
 @source_check(
     "SRC-CKPT-07",
     "a foreign checkpoint is refused with CheckpointError",
-    level=Level.SHOULD,
     requires=("checkpoint",),
 )
 async def check_foreign_checkpoint_refused(ctx: SourceContext) -> None:
-    """SPEC §7: a corrupt or foreign checkpoint is a ``CheckpointError`` at start
-    (fail-closed) — never a silent restart from scratch or a guess."""
+    """SPEC §7 and §11: a corrupt or foreign checkpoint — a value this source never
+    writes, as another kind of source or another pipeline would store — is a
+    ``CheckpointError`` at start (fail-closed), never a silent restart from scratch or a
+    guess. (A checkpoint stored under another source name never reaches the source: the
+    runtime refuses it.)"""
     ns = ctx.seeded()
-    src = ctx.build(ns)
-    foreign = Checkpoint(
-        "conformance", "conformance", src.source_name, {"conformance-foreign": [1, "x"]}
+    foreigners = (
+        {"conformance-foreign": [1, "x"]},
+        "conformance-foreign-token",
+        [{"offset": 3}],
     )
-    try:
-        await src.prepare_resume(foreign)
-        await src.open()
-        stream = src.stream() if ctx.plane() is DataPlane.PYTHON_ROWS else src.stream_batches()
-        async for _ in stream:
-            break
-    except CheckpointError:
-        return
-    except Exception as exc:
-        raise AssertionError(
-            f"{ctx.name}: a foreign checkpoint raised {type(exc).__name__}: {exc}; raise "
-            f"agora.CheckpointError so the runtime reports it as a checkpoint problem"
-        ) from exc
-    finally:
-        await src.close()
-    raise AssertionError(f"{ctx.name} accepted a foreign checkpoint value and read on")
+    for value in foreigners:
+        src = ctx.build(ns)
+        problem = await _refuses(
+            ctx, src, Checkpoint("conformance", "conformance", src.source_name, value)
+        )
+        assert problem is None, f"{ctx.name}: given the foreign checkpoint {value!r}, it {problem}"
+
+
+@source_check(
+    "SRC-CKPT-10",
+    "a checkpoint taken over another input is refused with CheckpointError",
+    requires=("checkpoint", "input-identity"),
+)
+async def check_other_input_checkpoint_refused(ctx: SourceContext) -> None:
+    """SPEC §3 and §11: a source refuses a foreign checkpoint — including one taken by the
+    same kind of source over another input (another file, another table) under the same
+    source name. Resuming it would skip records of this input, or quietly restart from
+    the beginning and duplicate everything; both lose the guarantee. Raise
+    ``CheckpointError`` instead (e.g. keep a fingerprint of the input in the checkpoint)."""
+    ctx.require_seed_data()
+    mine = ctx.seeded()
+    # Two other inputs: different data of another length, and a near-twin of this input
+    # (one id changed, same size and shape) whose positions all look valid here — only a
+    # source that knows which input a checkpoint belongs to can tell.
+    twin = ctx.rows(ctx.STANDARD_ROWS)
+    twin[0]["id"] = 9
+    others = {
+        "another input": ctx.seeded(ctx.rows(31, start=500), label="other-input"),
+        "a near-identical input": ctx.seeded(twin, label="twin-input"),
+    }
+    for label, other in others.items():
+        theirs = await read_source(ctx, other)
+        if not theirs.units:
+            raise AssertionError(f"{ctx.name}: read nothing from seeded data ({label})")
+        picks = {"after its first unit": theirs.units[0].checkpoint}
+        if len(theirs.units) > 2:
+            picks["mid-stream"] = theirs.units[len(theirs.units) // 2].checkpoint
+        foreign_name = ctx.build(other).source_name
+        for where, value in picks.items():
+            src = ctx.build(mine)
+            if src.source_name != foreign_name:
+                continue  # different names: the runtime refuses it before the source
+            problem = await _refuses(ctx, src, checkpoint_for(src, value))
+            assert problem is None, (
+                f"{ctx.name}: given a checkpoint taken {where} of {label} ({value!r}), it "
+                f"{problem} — a checkpoint over another input must raise CheckpointError"
+            )
 
 
 @source_check(

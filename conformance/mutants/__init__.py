@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from conformance.catalogue import Level
 
-__all__ = ["MUTANTS", "Mutant", "REFERENCE_SINKS", "REFERENCE_SOURCES"]
+__all__ = ["AT_RESOLUTION", "MUTANTS", "Mutant", "REFERENCE_SINKS", "REFERENCE_SOURCES"]
 
 
 @dataclass(frozen=True)
@@ -38,13 +38,22 @@ def _sink(name: str, rule: str, caught_by: str, level: Level = Level.MUST) -> Mu
     return Mutant(f"conformance.mutants.sinks.{name}", "sink", rule, caught_by, level)
 
 
+def _dlq(name: str, rule: str, caught_by: str) -> Mutant:
+    return Mutant(f"conformance.mutants.dlq.{name}", "sink", rule, caught_by)
+
+
 def _source(name: str, rule: str, caught_by: str) -> Mutant:
     return Mutant(f"conformance.mutants.sources.{name}", "source", rule, caught_by)
 
 
+#: ``caught_by`` of a mutant the suite refuses before any check runs (a usage error).
+AT_RESOLUTION = "resolution"
+
 REFERENCE_SINKS = (
     "conformance.mutants.reference.JsonFileSink",
     "conformance.mutants.reference.ArrowJsonFileSink",
+    "conformance.mutants.reference.DeepCopyMemorySink",
+    "conformance.mutants.reference_dlq.JsonFileDLQSink",
 )
 REFERENCE_SOURCES = (
     "conformance.mutants.reference.JsonFileSource",
@@ -80,7 +89,36 @@ MUTANTS: tuple[Mutant, ...] = (
     _sink("ReturnsValueFromWrite", "write() returns None or raises", "SNK-WRITE-01"),
     _sink("LeaksFileOnFailure", "a failed write leaks no resource", "SNK-LIFE-09"),
     _sink("TruncatesOnReopen", "a resumed or reopened sink continues its output", "SNK-LIFE-12"),
-    _sink("WriteAfterCloseAccepted", "misuse after close() raises", "SNK-LIFE-03", Level.SHOULD),
+    _sink(
+        "WriteAfterCloseAccepted",
+        "a write that returns without error is persisted (after close())",
+        "SNK-LIFE-13",
+    ),
+    _sink(
+        "AcceptsWritesBeforeOpen",
+        "a write that returns without error is persisted (before open())",
+        "SNK-LIFE-13",
+    ),
+    _sink("MisuseErrorNamesNoSink", "misuse errors name the sink", "SNK-LIFE-03", Level.SHOULD),
+    _sink(
+        "KeepsCallerList",
+        "what the caller changes after a write returns does not change what is persisted",
+        "SNK-WRITE-09",
+    ),
+    _sink(
+        "DropsEverySecondWrite",
+        "the harness builds the named target (not the parent it inherited from)",
+        AT_RESOLUTION,
+    ),
+    _sink(
+        "DropsEverySecondWriteOwnHarness",
+        "None means every record was written (under an inherited harness)",
+        "SNK-WRITE-07",
+    ),
+    _dlq("DLQFlushKeepsBuffer", "captured records are durable after flush()", "SNK-DLQ-01"),
+    _dlq("DLQRefusesUnserialisable", "capture never fails on content", "SNK-DLQ-02"),
+    _dlq("DLQWorldReadable", "DLQ files are owner-only", "SNK-DLQ-03"),
+    _dlq("DLQAcceptsBeforeOpen", "an acknowledged capture persists", "SNK-DLQ-04"),
     _source("ResumeRereadsBatch", "resume is exact (no repeat)", "SRC-CKPT-02"),
     _source("IgnoresCheckpoint", "resume is exact (no restart from scratch)", "SRC-CKPT-02"),
     _source(
@@ -107,5 +145,11 @@ MUTANTS: tuple[Mutant, ...] = (
     _source("EmptyInputCrashes", "empty input is valid", "SRC-LIFE-05"),
     _source(
         "AcceptsCheckpointWithoutSupport", "a source without checkpoints refuses one", "SRC-CKPT-08"
+    ),
+    _source(
+        "RestartsOnForeignCheckpoint", "a foreign checkpoint is refused", "SRC-CKPT-07"
+    ),
+    _source(
+        "RestartsOnOtherInput", "a checkpoint over another input is refused", "SRC-CKPT-10"
     ),
 )

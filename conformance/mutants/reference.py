@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
+import hashlib
 import json
 import math
 from collections.abc import AsyncIterator, Hashable, Mapping, Sequence
@@ -21,7 +23,7 @@ from conformance._agora import (
     SourceDataPlaneSpec,
     WriteResult,
 )
-from conformance.data import BASIC_FEATURES
+from conformance.data import ALL_FEATURES, BASIC_FEATURES
 from conformance.harness import Namespace, SinkHarness, SourceHarness
 from conformance.media import json_row
 
@@ -29,6 +31,8 @@ __all__ = [
     "ArrowJsonFileSink",
     "ArrowJsonFileSource",
     "BatchJsonFileSource",
+    "DeepCopyMemorySink",
+    "DeepCopyMemorySinkHarness",
     "JsonFileSink",
     "JsonFileSource",
     "NoCheckpointJsonFileSource",
@@ -180,7 +184,8 @@ class ReferenceSinkHarness(SinkHarness):
 
 
 class JsonFileSource(BaseSource):
-    """Row reference source over a JSON-lines file; checkpoint ``{"line": n}``."""
+    """Row reference source over a JSON-lines file; checkpoint ``{"line": n, "input":
+    fingerprint}`` (a checkpoint over another file is refused)."""
 
     __conformance_harness__ = "conformance.mutants.reference:ReferenceSourceHarness"
     supports_checkpoint = True
@@ -201,14 +206,33 @@ class JsonFileSource(BaseSource):
         if checkpoint is not None:
             self._pos = self.position_from(checkpoint.value)
 
+    def fingerprint(self) -> str:
+        """Identity of the input: a digest of the file's bytes. A checkpoint carries it, so
+        one taken over another file is refused instead of resumed at a meaningless line."""
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            data = b""
+        return hashlib.sha256(data).hexdigest()[:16]
+
+    def checkpoint_at(self, line: int) -> dict[str, Any]:
+        """The checkpoint naming the position after ``line`` records of this input."""
+        return {"line": line, "input": self.fingerprint()}
+
     def position_from(self, value: Any) -> int:
         if (
             not isinstance(value, dict)
-            or set(value) != {"line"}
+            or set(value) != {"line", "input"}
             or not isinstance(value["line"], int)
         ):
             raise CheckpointError(
                 f"source {self.source_name!r}: not one of its checkpoints: {value!r}"
+            )
+        if value["input"] != self.fingerprint():
+            raise CheckpointError(
+                f"source {self.source_name!r}: the checkpoint was taken over another input "
+                f"(fingerprint {value['input']!r}, {self.path} has {self.fingerprint()!r}); "
+                f"reset the checkpoint to read this input from the start"
             )
         return int(value["line"])
 
@@ -221,10 +245,10 @@ class JsonFileSource(BaseSource):
             self._fh = None
 
     def current_checkpoint(self) -> Any:
-        return {"line": self._pos}
+        return self.checkpoint_at(self._pos)
 
     def checkpoint_within_last_batch(self, rows: int) -> Any:
-        return {"line": self._last_start + rows}
+        return self.checkpoint_at(self._last_start + rows)
 
     def lines(self) -> list[Any]:
         """Remaining records from the current position (reads the whole file once)."""
@@ -301,3 +325,39 @@ class ReferenceSourceHarness(SourceHarness):
 
     def canonical_row(self, row: Any) -> Hashable:
         return json_row(row)
+
+
+class DeepCopyMemorySink(BaseSink):
+    """Rows-only in-memory reference sink: ``write()`` only (the base ``write_batch``
+    calls it per record), each record stored as a deep copy, exactly as given — no
+    encoding, no validation, so it accepts records a file sink would refuse (even the
+    suite's own exploding probe). Its ``records`` list is the medium."""
+
+    __conformance_harness__ = "conformance.mutants.reference:DeepCopyMemorySinkHarness"
+    sink_name = "deepcopy_memory"
+
+    def __init__(self) -> None:
+        self.records: list[Any] = []
+
+    async def open(self) -> None:
+        await super().open()
+
+    async def write(self, record: Any) -> None:
+        self._check_usable("write")
+        self.records.append(copy.deepcopy(record))
+
+
+class DeepCopyMemorySinkHarness(SinkHarness):
+    """Reads back the ``records`` of every sink built for the namespace, in order."""
+
+    features = ALL_FEATURES
+    accepts_any_record = True
+
+    def build(self, ns: Namespace) -> Any:
+        return self.target()
+
+    def build_append(self, ns: Namespace) -> Any:
+        return self.target()
+
+    def read_back(self, ns: Namespace) -> list[Any]:
+        return [r for sink in ns.components if isinstance(sink, self.target) for r in sink.records]

@@ -12,7 +12,12 @@ from typing import Any, ClassVar
 import pyarrow as pa
 
 from conformance._agora import BaseSink, DataPlane, WriteResult
-from conformance.mutants.reference import ArrowJsonFileSink, JsonFileSink
+from conformance.mutants.reference import (
+    ArrowJsonFileSink,
+    JsonFileSink,
+    ReferenceSinkHarness,
+    encode_line,
+)
 
 __all__ = [
     "ClaimsArrowWithoutImplementing",
@@ -36,6 +41,13 @@ __all__ = [
     "TruncatesOnReopen",
     "WriteAfterCloseAccepted",
     "WrongFailureIndex",
+    "AcceptsWritesBeforeOpen",
+    "DropsEverySecondWrite",
+    "DropsEverySecondWriteOwnHarness",
+    "HardCodedParentHarness",
+    "KeepsCallerList",
+    "MisuseErrorNamesNoSink",
+    "SinkWithHardCodedHarness",
 ]
 
 
@@ -267,8 +279,8 @@ class TruncatesOnReopen(JsonFileSink):
 
 
 class WriteAfterCloseAccepted(JsonFileSink):
-    """Breaks only a SHOULD (lifecycle misuse raises): writes after close() are silently
-    dropped instead of raising. Every MUST holds."""
+    """Breaks "a write that returns without error is persisted": writes after close() return
+    None (acknowledged) and are silently dropped."""
 
     async def write(self, record: Any) -> None:
         if self.state.value == "closed":
@@ -284,3 +296,104 @@ class WriteAfterCloseAccepted(JsonFileSink):
         if self.state.value == "closed":
             return None
         await super().flush()
+
+
+class AcceptsWritesBeforeOpen(JsonFileSink):
+    """Breaks "a write that returns without error is persisted": writes before open()
+    return None and are dropped (open() starts the output over)."""
+
+    async def write(self, record: Any) -> None:
+        if self.state.value == "new":
+            return None
+        await super().write(record)
+
+    async def write_batch(self, records: Sequence[Any]) -> list[WriteResult] | None:
+        if self.state.value == "new":
+            return None
+        return await super().write_batch(records)
+
+
+class MisuseErrorNamesNoSink(JsonFileSink):
+    """Breaks only a SHOULD (lifecycle misuse raises an error naming the sink): after
+    close() writes raise a bare RuntimeError. Every MUST holds — nothing is acknowledged
+    and lost."""
+
+    def _check_usable(self, op: str) -> None:
+        if self.state.value == "closed":
+            raise RuntimeError("closed")
+        super()._check_usable(op)
+
+
+class KeepsCallerList(JsonFileSink):
+    """Breaks "persisted data does not change with the caller's later mutation": it
+    validates records when they are written (results and order stay right) but keeps the
+    caller's list and dicts, and encodes them only at flush()."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._held: list[tuple[Sequence[Any], list[bool]]] = []
+
+    async def write(self, record: Any) -> None:
+        self._check_usable("write")
+        encode_line(record)  # refuses a bad record now, as the reference does
+        self._held.append(([record], [True]))
+
+    async def write_batch(self, records: Sequence[Any]) -> list[WriteResult] | None:
+        self._check_usable("write_batch")
+        _, results = self.encode_all(records)
+        ok = [True] * len(records) if results is None else [r.written for r in results]
+        self._held.append((records, ok))  # a reference to the caller's list, not a copy
+        return results
+
+    async def flush(self) -> None:
+        self._check_usable("flush")
+        held, self._held = self._held, []
+        for records, ok in held:
+            for record, good in zip(records, ok, strict=False):
+                if good:
+                    self._buffer.append(encode_line(record))
+        await super().flush()
+
+
+class HardCodedParentHarness(ReferenceSinkHarness):
+    """A harness that ignores ``self.target`` and always builds the parent class — the
+    pattern that made a subclass get the parent's verdict."""
+
+    def build(self, ns: Any) -> Any:
+        return JsonFileSink(self.path(ns))
+
+
+class SinkWithHardCodedHarness(JsonFileSink):
+    """A correct sink whose harness hard-codes its class (harmless for itself)."""
+
+    __conformance_harness__ = "conformance.mutants.sinks:HardCodedParentHarness"
+
+
+class DropsEverySecondWrite(SinkWithHardCodedHarness):
+    """Breaks "None means all written" — every second write() is dropped — and inherits a
+    harness that builds the parent: the suite must refuse to test the parent in its
+    place (a usage error naming both classes)."""
+
+    _count = 0
+
+    async def write(self, record: Any) -> None:
+        self._count += 1
+        if self._count % 2 == 0:
+            self._check_usable("write")
+            return None
+        await super().write(record)
+
+
+class DropsEverySecondWriteOwnHarness(JsonFileSink):
+    """Breaks "None means all written" like DropsEverySecondWrite, but under a correct
+    inherited harness (``self.target``): the subclass is what gets built, and the
+    integrity checks catch it."""
+
+    _count = 0
+
+    async def write(self, record: Any) -> None:
+        self._count += 1
+        if self._count % 2 == 0:
+            self._check_usable("write")
+            return None
+        await super().write(record)

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 
-from conformance._agora import Checkpoint, DataPlane
+from conformance._agora import Checkpoint, CheckpointError, DataPlane
 from conformance.mutants.reference import (
     BATCH,
     ArrowJsonFileSource,
@@ -32,6 +32,8 @@ __all__ = [
     "ObserverEffect",
     "ProcessLocalCheckpoint",
     "RelativeCheckpointAfterResume",
+    "RestartsOnForeignCheckpoint",
+    "RestartsOnOtherInput",
     "ResumeRereadsBatch",
     "ReusesBatchList",
     "SchemaDrift",
@@ -58,14 +60,14 @@ class CheckpointSkipsRecord(JsonFileSource):
     one record further, so a resume loses a record."""
 
     def current_checkpoint(self) -> Any:
-        return {"line": self._pos + 1}
+        return self.checkpoint_at(self._pos + 1)
 
 
 class CheckpointNotJson(JsonFileSource):
     """Breaks "checkpoints are JSON values": the checkpoint holds a set."""
 
     def current_checkpoint(self) -> Any:
-        return {"line": self._pos, "seen": {self._pos}}
+        return {**self.checkpoint_at(self._pos), "seen": {self._pos}}
 
 
 class FinalCheckpointRereads(JsonFileSource):
@@ -92,7 +94,7 @@ class RelativeCheckpointAfterResume(JsonFileSource):
         return self._resumed_at
 
     def current_checkpoint(self) -> Any:
-        return {"line": self._pos - self._resumed_at}
+        return self.checkpoint_at(self._pos - self._resumed_at)
 
 
 _TOKENS: dict[str, int] = {}
@@ -131,7 +133,7 @@ class ObserverEffect(JsonFileSource):
     def current_checkpoint(self) -> Any:
         if self._pos:
             self._skip = getattr(self, "_skip", 0) + 1
-        return {"line": self._pos}
+        return self.checkpoint_at(self._pos)
 
 
 class DeclaresArrowEmitsLists(BatchJsonFileSource):
@@ -181,7 +183,7 @@ class IgnoresTrim(ArrowJsonFileSource):
     it always points after the whole batch."""
 
     def checkpoint_within_last_batch(self, rows: int) -> Any:
-        return {"line": self._pos}
+        return self.checkpoint_at(self._pos)
 
 
 class CloseNotIdempotent(JsonFileSource):
@@ -225,3 +227,27 @@ class AcceptsCheckpointWithoutSupport(JsonFileSource):
 
     async def prepare_resume(self, checkpoint: Checkpoint | None) -> None:
         return None
+
+
+class RestartsOnForeignCheckpoint(JsonFileSource):
+    """Breaks "a foreign checkpoint is refused": a checkpoint value it did not write makes
+    it quietly start over from the first record instead of raising CheckpointError."""
+
+    def position_from(self, value: Any) -> int:
+        try:
+            return super().position_from(value)
+        except CheckpointError:
+            return 0
+
+
+class RestartsOnOtherInput(JsonFileSource):
+    """Breaks "a checkpoint over another input is refused": it recognises its own
+    checkpoint format but, when the input fingerprint differs (another file), quietly
+    restarts from the beginning."""
+
+    def position_from(self, value: Any) -> int:
+        if isinstance(value, dict) and value.get("input") != self.fingerprint():
+            value = {**value, "input": self.fingerprint()}
+            super().position_from(value)  # the shape is still validated
+            return 0
+        return super().position_from(value)
