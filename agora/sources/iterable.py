@@ -55,7 +55,7 @@ class _IteratingSource(BuiltinSource):
         data = self._input
         if not isinstance(data, Iterable):
             data = data()
-            if not isinstance(data, Iterable):
+            if not self._is_data(data):
                 raise TypeError(
                     f"source {self.source_name!r}: the input factory returned a "
                     f"{type(data).__name__}; it must return an iterable"
@@ -71,6 +71,9 @@ class _IteratingSource(BuiltinSource):
                 )
             self._one_shot_read = True
         return data
+
+    def _is_data(self, value: Any) -> bool:
+        return isinstance(value, Iterable)
 
     def _open(self) -> None:
         self._iterator = iter(self._fresh_input())
@@ -259,6 +262,9 @@ class ArrowBatchSource(_IteratingSource):
         self._iterator = None
         self._row = 0
         self._last_start: int | None = None
+
+    def _is_data(self, value: Any) -> bool:
+        return isinstance(value, (pa.Table, pa.RecordBatch, Iterable))
 
     def current_checkpoint(self) -> dict[str, int]:
         return {"row": self._row}
