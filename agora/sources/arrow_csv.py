@@ -112,7 +112,6 @@ class ArrowCsvSource(BuiltinSource):
         self._parse_options.invalid_row_handler = self._on_invalid_row
         self._convert_options = convert_options
         self._memory_pool = memory_pool
-        self._stats = {"blocks": 0, "rows": 0, "malformed": 0, "rescanned_rows": 0}
         self._reset()
 
     def _reset(self) -> None:
@@ -128,6 +127,7 @@ class ArrowCsvSource(BuiltinSource):
         self._pending: list[MalformedRecord] = []
         self._invalid: Any = None  # first invalid row under "fail"
         self._last_start = 0
+        self._stats = {"blocks": 0, "rows": 0, "malformed": 0, "rescanned_rows": 0}
 
     # -- checkpointing ----------------------------------------------------------------
     def _input(self) -> dict[str, Any]:
