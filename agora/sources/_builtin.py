@@ -16,6 +16,7 @@ from agora.records import Checkpoint
 from agora.sources.base import BaseSource
 
 __all__ = [
+    "START_OVER",
     "BuiltinSource",
     "OnMalformed",
     "SourceState",
@@ -27,7 +28,6 @@ __all__ = [
     "missing_file_error",
     "parse_on_malformed",
     "positive_int_or_none",
-    "START_OVER",
 ]
 
 #: How to start over when a checkpoint cannot be trusted; every such error ends with it.
@@ -45,7 +45,7 @@ class OnMalformed(StrEnum):
 
 
 class SourceState(StrEnum):
-    """``NEW`` (ready: fresh or re-prepared) → ``OPEN`` → ``CLOSED`` → (``prepare_resume``) ``NEW``."""
+    """``NEW`` (fresh or re-prepared) → ``OPEN`` → ``CLOSED`` → ``prepare_resume`` → ``NEW``."""
 
     NEW = "new"
     OPEN = "open"

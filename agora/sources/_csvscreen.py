@@ -1,5 +1,4 @@
-"""The screen between a CSV file and pyarrow's CSV reader: it passes whole lines through,
-fingerprints every byte, and swaps each line pyarrow must not see for a marker row."""
+"""The line screen between a CSV file and pyarrow's CSV reader (``CsvScreen``)."""
 
 from __future__ import annotations
 

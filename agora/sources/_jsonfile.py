@@ -1,5 +1,4 @@
-"""What the two JSON-lines sources share: the open file, its fingerprint, and the checks
-every line passes before a parser sees it."""
+"""What both JSON-lines sources share: the open, fingerprinted file and the line checks."""
 
 from __future__ import annotations
 

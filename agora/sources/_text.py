@@ -1,5 +1,4 @@
-"""Limits and guards shared by the sources that parse text: record size, JSON nesting
-depth, BOMs, and capping what a malformed record carries to the DLQ."""
+"""Limits and guards of the text sources: record size, JSON depth, BOMs, raw-payload cap."""
 
 from __future__ import annotations
 

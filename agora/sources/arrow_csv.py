@@ -1,5 +1,4 @@
-"""``ArrowCsvSource``: Arrow record batches from a CSV file, streamed by ``pyarrow.csv``
-through a screen that keeps bad lines away from the parser."""
+"""``ArrowCsvSource``: Arrow batches from a CSV file, streamed by ``pyarrow.csv`` via a screen."""
 
 from __future__ import annotations
 

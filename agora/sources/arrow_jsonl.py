@@ -1,5 +1,4 @@
-"""``ArrowJsonLinesSource``: Arrow batches from a JSON-lines file, parsed by ``pyarrow.json``
-in newline-aligned blocks that are screened line by line first."""
+"""``ArrowJsonLinesSource``: Arrow batches from screened JSON-lines blocks via ``pyarrow.json``."""
 
 from __future__ import annotations
 
@@ -158,6 +157,8 @@ class ArrowJsonLinesSource(JsonFileSource):
             pos, line = 0, 0
             while self._schema is None and pos < self._byte:
                 block = self._read_block(None, line + 1, self._identity.consumed - pos)
+                if not block.length:
+                    break  # (cannot happen after the prefix check; never loop forever)
                 self._parse(block.text, line + 1)
                 pos += block.length
                 line += block.lines
@@ -293,7 +294,9 @@ class ArrowJsonLinesSource(JsonFileSource):
         self._require_open("stream_batches")
         identity = self._identity
         # The first block of a resume ends where the first run's read of it ended.
-        limit = identity.consumed - self._byte if identity and identity.consumed > self._byte else None
+        limit = None
+        if identity is not None and identity.consumed > self._byte:
+            limit = identity.consumed - self._byte
         while True:
             block = self._read_block(self._hash, self._line + 1, limit)
             limit = None

@@ -1,5 +1,4 @@
-"""Input identity: what a file source's checkpoint records about the bytes it consumed,
-and the check that refuses to resume over a changed or replaced file."""
+"""Input identity: the fingerprint a file checkpoint carries, and the resume-time check."""
 
 from __future__ import annotations
 

@@ -138,7 +138,8 @@ def test_arrow_jsonl_blocks_hold_whole_lines(write) -> None:
     units, checkpoints = drain_with_checkpoints(ArrowJsonLinesSource(path, block_size=20))
     assert rows_of(units) == RECORDS
     assert len(units) == len(RECORDS)  # every line is longer than a block
-    assert positions(checkpoints)[-1] == {"byte": len(GOOD.encode()), "line": 6, "row": 0, "malformed": 0}
+    end = {"byte": len(GOOD.encode()), "line": 6, "row": 0, "malformed": 0}
+    assert positions(checkpoints)[-1] == end
 
 
 @pytest.mark.parametrize("block_size", [1, 16, 40, 1 << 20])
