@@ -25,6 +25,7 @@ from agora.sources._text import (
     DEFAULT_MAX_DEPTH,
     DEFAULT_MAX_RECORD_BYTES,
     UTF8_BOM,
+    deep_line_candidates,
     read_line,
 )
 from agora.sources.identity import PrefixHash
@@ -209,14 +210,23 @@ class ArrowJsonLinesSource(JsonFileSource):
             except UnicodeDecodeError:
                 pass
         long_lines = len(data) > self.max_record_bytes or cut_line is not None
-        deep = data.count(b"[") + data.count(b"{") > self.max_depth
+        deep = deep_line_candidates(data, self.max_depth)
         bom = start == 0 and data.startswith(UTF8_BOM)
         if not (need_utf8 or long_lines or deep or bom):
             return block  # the usual case: nothing on any line to screen out
         parts = data.split(b"\n")
-        for i, line in enumerate(parts):
-            if i == 0:
-                line = parts[0] = self._strip_bom(line, start)
+        check = set(deep)
+        if bom:
+            parts[0] = self._strip_bom(parts[0], start)
+            check.add(0)
+        if long_lines:
+            check.update(i for i, line in enumerate(parts) if len(line) > self.max_record_bytes)
+            if cut_line is not None:
+                check.add(cut_line[0])
+        if need_utf8:
+            check.update(i for i, line in enumerate(parts) if not line.isascii())
+        for i in sorted(check):
+            line = parts[i]
             total = cut_line[1] if cut_line is not None and cut_line[0] == i else len(line)
             problem = line_problem(line, total, self.max_record_bytes, self.max_depth)
             if problem is None and need_utf8:

@@ -60,6 +60,9 @@ class _Read:
     raw_total: int = 0
 
 
+_SLOW: Any = object()  # the fast path saw something it leaves to _read_record
+
+
 def duplicate_names(names: list[str]) -> list[str]:
     return [name for name, n in Counter(names).items() if n > 1]
 
@@ -131,9 +134,11 @@ class CsvSource(BuiltinSource):
         self._header: list[str] | None = None
         self._batch_ends: list[_Pos] = []  # end of each row of the last batch
         self._batch_start: _Pos = (0, 0)
-        self._batch_hash: PrefixHash | None = None  # the hash at _batch_start
+        self._batch_hash = PrefixHash()  # the hash at _batch_start
+        self._boundary_hash = PrefixHash()  # the hash after the last emitted unit
+        self._final: dict[str, Any] | None = None  # the fingerprint at _pos, kept at close
         self._parts: list[bytes] = []  # physical lines of the record being read
-        self._sizes: list[int] = []  # their lengths in the file
+        self._cut = 0  # bytes of an over-long last part that were skipped, not kept
         self._record_bytes = 0
         self._decode_error: str | None = None
         self._eof = False
@@ -147,23 +152,50 @@ class CsvSource(BuiltinSource):
         return self._checkpoint_at(pos)
 
     def _checkpoint_at(self, pos: _Pos) -> dict[str, Any]:
-        hasher = self._hash
-        if pos[1] < hasher.consumed:  # inside the last batch: continue from its start
-            assert self._batch_hash is not None and self._batch_hash.consumed <= pos[1]
-            hasher = self._batch_hash.copy()
-        self._hash_to(hasher, pos[1])
-        return {"line": pos[0], "byte": pos[1], "input": hasher.identity()}
+        if pos[1] == self._hash.consumed:  # the usual case: right after the last record
+            identity = self._hash.identity()
+        elif self._final is not None and pos == self._pos:
+            identity = self._final
+        else:
+            identity = self._hasher_at(pos[1]).identity()
+        return {"line": pos[0], "byte": pos[1], "input": identity}
 
-    def _hash_to(self, hasher: PrefixHash, byte: int) -> None:
+    def _hasher_at(self, byte: int) -> PrefixHash:
+        """A running hash of the file's first ``byte`` bytes (a copy, or ``self._hash``).
+
+        ``self._hash`` follows the records as they are read; a position before it (inside
+        the last batch) starts from the hash at that batch's start."""
+        if byte >= self._hash.consumed:
+            self._pread_into(self._hash, byte)
+            return self._hash
+        hasher = self._batch_hash.copy()
+        assert hasher.consumed <= byte, "a checkpoint position before the last batch"
+        self._pread_into(hasher, byte)
+        return hasher
+
+    def _pread_into(self, hasher: PrefixHash, byte: int) -> None:
         """Advance ``hasher`` over the file up to ``byte`` (reads without moving the reader)."""
-        if hasher.consumed >= byte or self._fh is None:
+        if hasher.consumed >= byte:
             return
+        assert self._fh is not None, "the source is closed"
         fd = self._fh.fileno()
         while hasher.consumed < byte:
             chunk = os.pread(fd, min(1 << 20, byte - hasher.consumed), hasher.consumed)
             if not chunk:
                 break
             hasher.update(chunk)
+
+    def _commit(self, start: int, end: int, parts: list[bytes]) -> None:
+        """The reader moved past a record occupying bytes ``start``..``end``: hash it, from
+        memory when its bytes are all there (the usual case), else from the file."""
+        hasher = self._hash
+        if hasher.consumed >= end:
+            return  # re-read (the header on a resume): already covered
+        if hasher.consumed == start and sum(map(len, parts)) == end - start:
+            for part in parts:
+                hasher.update(part)
+        else:
+            self._pread_into(hasher, end)
 
     def _apply_checkpoint(self, value: Any) -> None:
         expected = '{"line": <int >= 0>, "byte": <int >= 0>, "input": {...}}'
@@ -193,7 +225,7 @@ class CsvSource(BuiltinSource):
     def _close(self) -> None:
         if self._fh is not None:
             # A checkpoint asked for after close() still needs the fingerprint.
-            self._hash_to(self._hash, self._pos[1])
+            self._final = self._hasher_at(self._pos[1]).identity()
             self._fh.close()
             self._fh = None
 
@@ -219,7 +251,7 @@ class CsvSource(BuiltinSource):
             self._read = resumed
             self._new_reader()
         self._batch_start = self._pos
-        self._hash_to(self._hash, self._pos[1])
+        self._boundary_hash = self._hasher_at(self._pos[1]).copy()
 
     def _read_header(self) -> None:
         first = self._read_record()
@@ -244,10 +276,12 @@ class CsvSource(BuiltinSource):
             )
         self._header = first.row
         self._read = first.end
+        self._commit(first.start[1], first.end[1], self._parts)
 
     # -- reading ----------------------------------------------------------------------
     def _new_reader(self) -> None:
         self._eof = False
+        self._at_file_start = self._read[1] == 0
         self._reader = csv.reader(self._lines(), **self._fmtparams)
 
     def _lines(self) -> Iterator[str]:
@@ -255,82 +289,116 @@ class CsvSource(BuiltinSource):
 
         ``csv.reader`` pulls exactly the lines of one record per ``next()``; a record that
         outgrows ``max_record_bytes`` stops it (``_RecordTooLong``) with at most the limit
-        held in memory.
+        held in memory (the rest of an over-long line is skipped and counted in ``_cut``).
         """
         fh = self._fh
         assert fh is not None
+        parts, encoding, limit = self._parts, self.encoding, self.max_record_bytes
         while True:
-            budget = self.max_record_bytes - self._record_bytes
-            raw, total, _ = read_line(fh, max(budget, 0))
-            if not total:
+            budget = limit - self._record_bytes
+            raw = fh.readline(budget + 1)
+            if not raw:
                 self._eof = True
                 return
-            if not self._parts and self._read[1] == 0 and self._bom:
-                raw = raw.removeprefix(self._bom)  # a BOM is not part of the first name
-            self._parts.append(raw)
-            self._sizes.append(total)
-            self._record_bytes += total
-            if self._record_bytes > self.max_record_bytes:
+            parts.append(raw)
+            self._record_bytes += len(raw)
+            if self._record_bytes > limit:
+                if not raw.endswith(b"\n"):
+                    self._cut = read_line(fh, 0)[1]  # skip (and count) the rest of the line
                 raise _RecordTooLong
+            text = raw
+            if self._at_file_start and self._bom:
+                text = raw.removeprefix(self._bom)  # a BOM is not part of the first name
+            self._at_file_start = False
             try:
-                yield raw.decode(self.encoding)
+                yield text.decode(encoding)
             except UnicodeDecodeError as exc:
-                self._decode_error = f"cannot decode line as {self.encoding}: {exc.reason}"
-                yield raw.decode(self.encoding, errors="replace")
+                self._decode_error = f"cannot decode line as {encoding}: {exc.reason}"
+                yield text.decode(encoding, errors="replace")
 
     def _read_record(self) -> _Read:
-        """The next non-blank record from ``self._read`` (``row`` None at end of file)."""
+        """The next non-blank record from ``self._read`` (``row`` None at end of file);
+        the slow path for anything but a well-formed one-line record."""
         while True:
             start = self._read
-            self._parts.clear()
-            self._sizes.clear()
-            self._record_bytes = 0
+            parts = self._parts
+            parts.clear()
+            self._record_bytes = self._cut = 0
             self._decode_error = None
             reason: str | None = None
             try:
                 row = next(self._reader, None)
             except _RecordTooLong:
                 row, reason = [], f"record is longer than max_record_bytes={self.max_record_bytes}"
-                if len(self._parts) == 1:  # one over-long line, read to its end: skip it
+                if len(parts) == 1:  # one over-long line, read to its end: skip it
                     self._new_reader()
-                    end = (start[0] + 1, start[1] + self._record_bytes)
-                    return _Read([], start, end, reason, self._parts[0], self._record_bytes)
+                    total = len(parts[0]) + self._cut
+                    end = (start[0] + 1, start[1] + total)
+                    return _Read([], start, end, reason, parts[0], total)
                 reason += " (a quoted field that never closes?)"
             except csv.Error as exc:
                 row, reason = [], f"CSV syntax error: {exc}"
             else:
                 reason = self._decode_error
-                if self._eof and row is not None and self._parts:
+                if self._eof and row is not None and parts:
                     reason = "unterminated quoted field (the file ends inside it)"
-            parts, sizes = list(self._parts), list(self._sizes)
             if row is None:
                 return _Read(None, start, start)
             if reason is not None and len(parts) > 1:
                 # Only the line where the record began is malformed: go on right after it,
                 # so a stray quote cannot swallow the records that follow.
-                end = (start[0] + 1, start[1] + sizes[0])
+                first = parts[0]
+                del parts[1:]
+                end = (start[0] + 1, start[1] + len(first))
                 self._fh.seek(end[1])  # type: ignore[union-attr]
                 self._new_reader()
-                return _Read([], start, end, reason, parts[0], sizes[0])
-            end = (start[0] + len(parts), start[1] + sum(sizes))
+                return _Read([], start, end, reason, first, len(first))
+            size = sum(map(len, parts))
+            end = (start[0] + len(parts), start[1] + size)
             if not row and reason is None:
-                self._read = end  # a blank line
+                self._read = end  # a blank line (hashed with the next record)
                 continue
-            return _Read(row, start, end, reason, b"".join(parts), end[1] - start[1])
+            return _Read(row, start, end, reason, b"".join(parts), size)
 
     def _records(self) -> Iterator[tuple[Any, _Pos]]:
         """(record or MalformedRecord, position after it) for each data record."""
         header = self._header
         if header is None:
             return
+        width, parts, commit = len(header), self._parts, self._commit
         while True:
+            reader = self._reader
+            # Fast path: a well-formed record on one line, nothing unusual about it.
+            start = self._read
+            parts.clear()
+            self._record_bytes = self._cut = 0
+            self._decode_error = None
+            try:
+                row = next(reader, None)
+            except (_RecordTooLong, csv.Error):
+                row = _SLOW
+            if (
+                row is not None and row is not _SLOW and len(parts) == 1
+                and len(row) == width and self._decode_error is None and not self._eof
+            ):
+                line = parts[0]
+                end = (start[0] + 1, start[1] + len(line))
+                self._read = end
+                commit(start[1], end[1], parts)
+                yield dict(zip(header, row, strict=True)), end
+                continue
+            # Anything else: re-read the record on the slow path, which explains it.
+            self._fh.seek(start[1])  # type: ignore[union-attr]
+            self._read = start
+            self._new_reader()
             rec = self._read_record()
             if rec.row is None:
                 return
             self._read = rec.end
+            commit(rec.start[1], rec.end[1], parts)
             reason = rec.reason
-            if reason is None and len(rec.row) != len(header):
-                reason = f"expected {len(header)} fields (the header's), got {len(rec.row)}"
+            if reason is None and len(rec.row) != width:
+                reason = f"expected {width} fields (the header's), got {len(rec.row)}"
             if reason is None:
                 yield dict(zip(header, rec.row, strict=True)), rec.end
                 continue
@@ -369,6 +437,7 @@ class CsvSource(BuiltinSource):
                     batch, ends = [], []
                 self._pos = end
                 self._batch_ends = []
+                self._boundary_hash = self._hasher_at(end[1]).copy()
                 yield item
                 continue
             batch.append(item)
@@ -383,7 +452,7 @@ class CsvSource(BuiltinSource):
 
     def _emit_batch(self, ends: list[_Pos]) -> None:
         self._batch_start = self._pos
-        self._hash_to(self._hash, self._pos[1])
-        self._batch_hash = self._hash.copy()
+        self._batch_hash = self._boundary_hash
         self._batch_ends = ends
         self._pos = ends[-1]
+        self._boundary_hash = self._hasher_at(self._pos[1]).copy()

@@ -65,19 +65,27 @@ class JsonLinesSource(JsonFileSource):
         self._require_open("stream")
         fh = self._fh
         assert fh is not None
+        limit, depth, update = self.max_record_bytes, self.max_depth, self._hash.update
         while True:
             start = self._byte
-            line, total, ended = read_line(fh, self.max_record_bytes + 1, self._hash.update)
-            if not total:
+            line = fh.readline(limit + 1)  # the record (at most the limit) and its "\n"
+            if not line:
                 return
+            update(line)
+            total = len(line)
+            if total > limit and not line.endswith(b"\n"):
+                total += read_line(fh, 0, update)[1]  # over-long: skip (and hash) the rest
             self._line += 1
             self._byte += total
-            line = self._strip_bom(line, start)
-            length = total - ended  # the record without its line end
-            if length <= self.max_record_bytes and not line.strip():
+            length = total - line.endswith(b"\n")  # the record without its line end
+            if start == 0:
+                line = self._strip_bom(line, start)
+            if length <= limit and not line.strip():
                 continue
-            problem = line_problem(line, length, self.max_record_bytes, self.max_depth)
+            problem = None
+            if length > limit or line.count(b"[") + line.count(b"{") > depth:
+                problem = line_problem(line, length, limit, depth)
             obj = None
             if problem is None:
                 obj, problem = parse_json_object(line)
-            yield obj if problem is None else self._bad_line(self._line, line, total, problem)
+            yield obj if problem is None else self._bad_line(self._line, line, length, problem)
