@@ -88,11 +88,11 @@ class _IteratingSource(BuiltinSource):
 
 
 class IterableSource(_IteratingSource):
-    """Rows from an iterable of dicts (``python_rows``).
+    """Rows from an iterable of dicts, or a callable returning one (``python_rows``).
 
     Checkpoint: the number of records emitted (an int). A resume skips that many items of
-    the iterable it is given, so resuming needs a *re-iterable* input (a list, or a fresh
-    iterator over the same data passed to the new instance); an input shorter than the
+    the iterable it is given, so resuming needs a *re-iterable* input (a list, a factory,
+    or a fresh iterator over the same data passed to the new instance); an input shorter than the
     checkpoint raises ``CheckpointError``. Items must be mappings (a ``MalformedRecord``
     passes through and counts as a unit). Items are pulled one at a time, so the runtime's
     ``max_records`` never pulls one too many.
