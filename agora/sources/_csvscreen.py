@@ -7,7 +7,7 @@ import secrets
 from dataclasses import dataclass
 from typing import IO
 
-from agora.sources._text import UTF8_BOM, read_line
+from agora.sources._text import RAW_CAP, UTF8_BOM, read_line
 from agora.sources.identity import PrefixHash
 
 __all__ = ["CsvScreen", "ScreenedLine"]
@@ -54,6 +54,7 @@ class CsvScreen(io.RawIOBase):
         header_line: int | None,
         min_fields: int,
         hasher: PrefixHash,
+        check_utf8: bool = True,
     ) -> None:
         super().__init__()
         self._fh = fh
@@ -63,13 +64,15 @@ class CsvScreen(io.RawIOBase):
         self._header_line = header_line  # 1-based line holding the header, or None
         self._min_fields = min_fields
         self.hasher = hasher
+        self._check_utf8 = check_utf8  # off when pyarrow transcodes another encoding
         self._token = b"agora-screened-" + secrets.token_hex(8).encode() + b"-"
         self._marker_width: int | None = None
         self._buffer = b""  # screened bytes not yet handed to pyarrow: _buffer[_offset:]
         self._offset = 0
         self._line = 0  # lines passed on so far
         self._at_start = True
-        self.screened: list[ScreenedLine] = []
+        self.screened: dict[int, ScreenedLine] = {}  # until pyarrow reports their markers
+        self._count = 0
         self.fatal: str | None = None
 
     def readable(self) -> bool:
@@ -88,13 +91,15 @@ class CsvScreen(io.RawIOBase):
             filled += n
         return filled
 
-    def lookup(self, text: str) -> ScreenedLine | None:
-        """The screened line a marker row stands for (None for an ordinary row)."""
+    def lookup(self, text: str, *, forget: bool = False) -> ScreenedLine | None:
+        """The screened line a marker row stands for (None for an ordinary row);
+        ``forget`` drops it once its malformed record is made."""
         token = self._token.decode()
         at = text.find(token)
         if at < 0:
             return None
-        return self.screened[int(text[at + len(token):].strip())]
+        index = int(text[at + len(token):].strip())
+        return self.screened.pop(index) if forget else self.screened[index]
 
     # -- screening --------------------------------------------------------------------
     def _next_chunk(self) -> bytes:
@@ -116,7 +121,7 @@ class CsvScreen(io.RawIOBase):
         first = self._line + 1
         self._line += data.count(b"\n") + (not data.endswith(b"\n"))
         header_here = self._header_line is not None and first <= self._header_line <= self._line
-        need_utf8 = not data.isascii()
+        need_utf8 = self._check_utf8 and not data.isascii()
         if need_utf8:
             try:
                 data.decode("utf-8")
@@ -141,8 +146,10 @@ class CsvScreen(io.RawIOBase):
                     return b""
                 continue
             if problem is not None:
-                self.screened.append(ScreenedLine(number, line, total, problem))
-                lines[i] = self._marker(len(self.screened) - 1)
+                # Only what the DLQ record will carry is kept (see RAW_CAP).
+                self.screened[self._count] = ScreenedLine(number, line[:RAW_CAP], total, problem)
+                lines[i] = self._marker(self._count)
+                self._count += 1
             elif self._marker_width is None and line.strip():
                 self._marker_width = line.count(self._delimiter) + 2
         return b"\n".join(lines)

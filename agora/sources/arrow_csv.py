@@ -194,6 +194,7 @@ class ArrowCsvSource(BuiltinSource):
                 header_line=header,
                 min_fields=len(ro.column_names) + 1,
                 hasher=PrefixHash(),
+                check_utf8=ro.encoding.lower().replace("-", "") == "utf8",
             )
             self._reader = self._call(
                 lambda: pa_csv.open_csv(
@@ -243,12 +244,12 @@ class ArrowCsvSource(BuiltinSource):
         if self._skip_malformed:
             self._skip_malformed -= 1
             return "skip"
-        self._pending.append(self._malformed_of(row))
+        self._pending.append(self._malformed_of(row, forget=True))
         return "skip"
 
-    def _malformed_of(self, row: Any) -> MalformedRecord:
+    def _malformed_of(self, row: Any, *, forget: bool = False) -> MalformedRecord:
         assert self._screen is not None
-        screened = self._screen.lookup(row.text)
+        screened = self._screen.lookup(row.text, forget=forget)
         if screened is not None:
             return malformed(screened.raw, screened.total, screened.reason,
                              f"{self.path}:{screened.line}")

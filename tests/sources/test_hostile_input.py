@@ -306,3 +306,17 @@ def test_an_unreadable_parquet_file_is_an_error_naming_the_path(tmp_path, conten
     path.write_bytes(content)
     with pytest.raises(SourceRecordError, match=rf"{path}: not a readable Parquet file"):
         drain(ParquetSource(path))
+
+
+def test_arrow_csv_in_a_declared_other_encoding_is_not_screened_as_utf8(tmp_path) -> None:
+    import pyarrow.csv as pa_csv
+
+    path = write(tmp_path, b"a,b\n1,caf\xe9\n2,ok\n")
+    src = ArrowCsvSource(path, read_options=pa_csv.ReadOptions(encoding="latin-1"))
+    assert rows_of_units(drain(src)) == [{"a": 1, "b": "café"}, {"a": 2, "b": "ok"}]
+
+
+def rows_of_units(units: list[Any]) -> list[dict[str, Any]]:
+    good, bad = split_kinds(units)
+    assert bad == []
+    return [dict(r) for r in good]
