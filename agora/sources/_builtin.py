@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from enum import StrEnum
 from typing import Any
 
@@ -169,7 +170,8 @@ class BuiltinSource(BaseSource):
         self._reset()
         self._state = SourceState.NEW
         if checkpoint is not None:
-            self._apply_checkpoint(checkpoint.value)
+            with self._naming_the_file():
+                self._apply_checkpoint(checkpoint.value)
 
     async def open(self) -> None:
         if self._state is not SourceState.NEW:
@@ -178,7 +180,8 @@ class BuiltinSource(BaseSource):
                 f"prepare_resume(None or a checkpoint) to read it again (the runtime does "
                 f"this at the start of every run)"
             )
-        self._open()
+        with self._naming_the_file():
+            self._open()
         self._state = SourceState.OPEN
 
     async def close(self) -> None:
@@ -187,6 +190,17 @@ class BuiltinSource(BaseSource):
             self._close()
         else:
             self._state = SourceState.CLOSED
+
+    @contextmanager
+    def _naming_the_file(self) -> Iterator[None]:
+        """Checkpoint errors of a file source name its file (the name may not say it)."""
+        try:
+            yield
+        except CheckpointError as exc:
+            path = getattr(self, "path", None)
+            if path is None or path in str(exc):
+                raise
+            raise CheckpointError(f"{exc} (input file: {path!r})") from exc.__cause__
 
     def _require_open(self, method: str) -> None:
         if self._state is not SourceState.OPEN:

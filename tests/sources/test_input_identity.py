@@ -219,3 +219,16 @@ def test_a_replaced_daily_file_stops_the_next_run_before_anything_is_read(tmp_pa
     path.write_bytes(csv_text([1, 2, 3, 4, 5]))  # back to the original, appended
     assert bound.run_sync().records_consumed == 2
     assert [r["a"] for r in sink.records] == ["1", "2", "3", "4", "5"]
+
+
+@pytest.mark.parametrize("kind", [*TEXT_KINDS, "parquet"])
+def test_every_checkpoint_error_of_a_file_source_names_the_file(tmp_path: Path, kind) -> None:
+    path = tmp_path / "named.txt"
+    path.write_bytes(b"a\n1\n")
+    if kind == "parquet":
+        pq.write_table(pa.table({"a": [1]}), path)
+    make = ParquetSource if kind == "parquet" else TEXT_KINDS[kind][0]
+    for value in (7, {"row": "x", "input": {}}, [1]):  # shapes no source writes
+        with pytest.raises(CheckpointError, match="named.txt") as info:
+            drain(make(path), value, resume=True)
+        assert str(path) in str(info.value)
