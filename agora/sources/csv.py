@@ -240,7 +240,7 @@ class CsvSource(BuiltinSource):
             fh.seek(0)
         self._new_reader()
         self._read_header()
-        if resumed is None:
+        if resumed is None or resumed == (0, 0):  # nothing consumed yet (an empty file)
             self._pos = self._read
         elif resumed[1] < self._read[1] or resumed[0] < self._read[0]:
             raise bad_checkpoint(

@@ -320,3 +320,10 @@ def rows_of_units(units: list[Any]) -> list[dict[str, Any]]:
     good, bad = split_kinds(units)
     assert bad == []
     return [dict(r) for r in good]
+
+
+def test_arrow_jsonl_over_deep_line_under_fail_names_file_and_line(tmp_path) -> None:
+    deep = b'{"a": ' + b"[" * 2000 + b"]" * 2000 + b"}"  # deep, yet safe for pyarrow itself
+    path = write(tmp_path, b'{"a": 1}\n' + deep + b"\n")
+    with pytest.raises(SourceRecordError, match=rf"{path}:2: JSON nested deeper than max_depth"):
+        drain(ArrowJsonLinesSource(path))

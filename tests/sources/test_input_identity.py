@@ -232,3 +232,19 @@ def test_every_checkpoint_error_of_a_file_source_names_the_file(tmp_path: Path, 
         with pytest.raises(CheckpointError, match="named.txt") as info:
             drain(make(path), value, resume=True)
         assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("kind", list(TEXT_KINDS))
+def test_an_empty_file_that_gets_records_later_is_read_in_full_on_resume(
+    tmp_path: Path, kind: str
+) -> None:
+    path = tmp_path / "daily.txt"
+    path.write_bytes(b"")
+    make, render = TEXT_KINDS[kind]
+    units, checkpoints = drain_with_checkpoints(make(path))
+    assert units == []
+    src = make(path)
+    drain(src)
+    empty_end = src.current_checkpoint()
+    path.write_bytes(render([1, 2, 3]))
+    assert values(drain(make(path), empty_end, resume=True)) == [1, 2, 3]
