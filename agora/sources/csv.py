@@ -32,7 +32,7 @@ from agora.sources._text import (
 )
 from agora.sources.arrow_csv import ArrowCsvSource
 from agora.sources.identity import (
-    PrefixHash,
+    FollowingHash,
     TextIdentity,
     parse_text_identity,
     split_identity,
@@ -128,15 +128,12 @@ class CsvSource(BuiltinSource):
     def _reset(self) -> None:
         self._fh: IO[bytes] | None = None
         self._identity: TextIdentity | None = None
-        self._hash = PrefixHash()  # runs lazily up to the positions checkpoints name
+        self._hash = FollowingHash()
         self._pos: _Pos = (0, 0)  # checkpoint: after the last emitted unit
         self._read: _Pos = (0, 0)  # where the reader stands (after the last record)
         self._header: list[str] | None = None
         self._batch_ends: list[_Pos] = []  # end of each row of the last batch
         self._batch_start: _Pos = (0, 0)
-        self._batch_hash = PrefixHash()  # the hash at _batch_start
-        self._boundary_hash = PrefixHash()  # the hash after the last emitted unit
-        self._final: dict[str, Any] | None = None  # the fingerprint at _pos, kept at close
         self._parts: list[bytes] = []  # physical lines of the record being read
         self._cut = 0  # bytes of an over-long last part that were skipped, not kept
         self._record_bytes = 0
@@ -152,50 +149,7 @@ class CsvSource(BuiltinSource):
         return self._checkpoint_at(pos)
 
     def _checkpoint_at(self, pos: _Pos) -> dict[str, Any]:
-        if pos[1] == self._hash.consumed:  # the usual case: right after the last record
-            identity = self._hash.identity()
-        elif self._final is not None and pos == self._pos:
-            identity = self._final
-        else:
-            identity = self._hasher_at(pos[1]).identity()
-        return {"line": pos[0], "byte": pos[1], "input": identity}
-
-    def _hasher_at(self, byte: int) -> PrefixHash:
-        """A running hash of the file's first ``byte`` bytes (a copy, or ``self._hash``).
-
-        ``self._hash`` follows the records as they are read; a position before it (inside
-        the last batch) starts from the hash at that batch's start."""
-        if byte >= self._hash.consumed:
-            self._pread_into(self._hash, byte)
-            return self._hash
-        hasher = self._batch_hash.copy()
-        assert hasher.consumed <= byte, "a checkpoint position before the last batch"
-        self._pread_into(hasher, byte)
-        return hasher
-
-    def _pread_into(self, hasher: PrefixHash, byte: int) -> None:
-        """Advance ``hasher`` over the file up to ``byte`` (reads without moving the reader)."""
-        if hasher.consumed >= byte:
-            return
-        assert self._fh is not None, "the source is closed"
-        fd = self._fh.fileno()
-        while hasher.consumed < byte:
-            chunk = os.pread(fd, min(1 << 20, byte - hasher.consumed), hasher.consumed)
-            if not chunk:
-                break
-            hasher.update(chunk)
-
-    def _commit(self, start: int, end: int, parts: list[bytes]) -> None:
-        """The reader moved past a record occupying bytes ``start``..``end``: hash it, from
-        memory when its bytes are all there (the usual case), else from the file."""
-        hasher = self._hash
-        if hasher.consumed >= end:
-            return  # re-read (the header on a resume): already covered
-        if hasher.consumed == start and sum(map(len, parts)) == end - start:
-            for part in parts:
-                hasher.update(part)
-        else:
-            self._pread_into(hasher, end)
+        return {"line": pos[0], "byte": pos[1], "input": self._hash.identity_at(pos[1])}
 
     def _apply_checkpoint(self, value: Any) -> None:
         expected = '{"line": <int >= 0>, "byte": <int >= 0>, "input": {...}}'
@@ -225,7 +179,7 @@ class CsvSource(BuiltinSource):
     def _close(self) -> None:
         if self._fh is not None:
             # A checkpoint asked for after close() still needs the fingerprint.
-            self._final = self._hasher_at(self._pos[1]).identity()
+            self._hash.close(self._pos[1])
             self._fh.close()
             self._fh = None
 
@@ -234,10 +188,11 @@ class CsvSource(BuiltinSource):
         assert fh is not None
         resumed = self._pos if self._identity is not None else None
         if self._identity is not None:
-            self._hash = verify_text_prefix(
+            self._hash = FollowingHash(verify_text_prefix(
                 self.source_name, self.path, fh, self._identity, self._identity.consumed
-            )
+            ))
             fh.seek(0)
+        self._hash.attach(fh.fileno())
         self._new_reader()
         self._read_header()
         if resumed is None or resumed == (0, 0):  # nothing consumed yet (an empty file)
@@ -251,7 +206,7 @@ class CsvSource(BuiltinSource):
             self._read = resumed
             self._new_reader()
         self._batch_start = self._pos
-        self._boundary_hash = self._hasher_at(self._pos[1]).copy()
+        self._hash.mark_unit_end(self._pos[1], batch=False)
 
     def _read_header(self) -> None:
         first = self._read_record()
@@ -276,7 +231,7 @@ class CsvSource(BuiltinSource):
             )
         self._header = first.row
         self._read = first.end
-        self._commit(first.start[1], first.end[1], self._parts)
+        self._hash.commit(first.start[1], first.end[1], self._parts)
 
     # -- reading ----------------------------------------------------------------------
     def _new_reader(self) -> None:
@@ -365,7 +320,7 @@ class CsvSource(BuiltinSource):
         header = self._header
         if header is None:
             return
-        width, parts, commit = len(header), self._parts, self._commit
+        width, parts, commit = len(header), self._parts, self._hash.commit
         while True:
             reader = self._reader
             # Fast path: a well-formed record on one line, nothing unusual about it.
@@ -437,7 +392,7 @@ class CsvSource(BuiltinSource):
                     batch, ends = [], []
                 self._pos = end
                 self._batch_ends = []
-                self._boundary_hash = self._hasher_at(end[1]).copy()
+                self._hash.mark_unit_end(end[1], batch=False)
                 yield item
                 continue
             batch.append(item)
@@ -452,7 +407,6 @@ class CsvSource(BuiltinSource):
 
     def _emit_batch(self, ends: list[_Pos]) -> None:
         self._batch_start = self._pos
-        self._batch_hash = self._boundary_hash
         self._batch_ends = ends
         self._pos = ends[-1]
-        self._boundary_hash = self._hasher_at(self._pos[1]).copy()
+        self._hash.mark_unit_end(self._pos[1], batch=True)

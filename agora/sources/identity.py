@@ -189,3 +189,73 @@ def verify_parquet(
             f"was taken — the file was replaced or rewritten. Restore the original file, or "
             f"{START_OVER}"
         )
+
+
+class FollowingHash:
+    """The fingerprint of a file that is read by position, for checkpoints at any of them.
+
+    ``current`` follows the records as they are read (``commit``: from memory when their
+    bytes are all there, else from the file with ``pread``, which never moves the reader).
+    ``at(byte)`` gives the hash of the first ``byte`` bytes: ``current`` itself, or — for a
+    position inside the last batch — a copy started from the hash at that batch's start.
+    """
+
+    __slots__ = ("_fd", "batch", "boundary", "current", "final")
+
+    def __init__(self, current: PrefixHash | None = None) -> None:
+        self.current = current if current is not None else PrefixHash()
+        self.batch = self.current.copy()  # the hash at the start of the last batch
+        self.boundary = self.current.copy()  # the hash after the last emitted unit
+        self.final: dict[str, Any] | None = None  # kept when the file is closed
+        self._fd: int | None = None
+
+    def attach(self, fd: int | None) -> None:
+        self._fd = fd
+
+    def identity_at(self, byte: int) -> dict[str, Any]:
+        if byte == self.current.consumed:  # the usual case: right after the last record
+            return self.current.identity()
+        if self.final is not None and byte == self.final["consumed"]:
+            return self.final
+        return self.at(byte).identity()
+
+    def at(self, byte: int) -> PrefixHash:
+        if byte >= self.current.consumed:
+            self._pread_into(self.current, byte)
+            return self.current
+        hasher = self.batch.copy()
+        assert hasher.consumed <= byte, "a checkpoint position before the last batch"
+        self._pread_into(hasher, byte)
+        return hasher
+
+    def commit(self, start: int, end: int, parts: list[bytes]) -> None:
+        """The reader moved past a record occupying bytes ``start``..``end``."""
+        hasher = self.current
+        if hasher.consumed >= end:
+            return  # re-read (the header on a resume): already covered
+        if hasher.consumed == start and sum(map(len, parts)) == end - start:
+            for part in parts:
+                hasher.update(part)
+        else:
+            self._pread_into(hasher, end)
+
+    def mark_unit_end(self, byte: int, *, batch: bool) -> None:
+        """A unit ending at ``byte`` was emitted (a batch, or a single record)."""
+        if batch:
+            self.batch = self.boundary
+        self.boundary = self.at(byte).copy()
+
+    def close(self, byte: int) -> None:
+        """Keep the fingerprint at ``byte`` (the last position) for after the file closes."""
+        self.final = self.at(byte).identity()
+        self._fd = None
+
+    def _pread_into(self, hasher: PrefixHash, byte: int) -> None:
+        if hasher.consumed >= byte:
+            return
+        assert self._fd is not None, "the file is closed"
+        while hasher.consumed < byte:
+            chunk = os.pread(self._fd, min(VERIFY_CHUNK, byte - hasher.consumed), hasher.consumed)
+            if not chunk:
+                break
+            hasher.update(chunk)
