@@ -28,6 +28,30 @@ class ScreenedLine:
     reason: str
 
 
+def ends_in_quotes(line: bytes, delimiter: bytes, quote: bytes) -> bool:
+    """Whether ``line`` ends inside a quoted field, lexed as pyarrow (and ``csv``) do: a
+    quote opens a field only at its start, a doubled quote inside one is a literal quote,
+    and a quote in the middle of an unquoted field is just a character."""
+    i, n = 0, len(line)
+    while i < n:
+        if line.startswith(quote, i):  # a quoted field: find its closing quote
+            i += 1
+            while True:
+                j = line.find(quote, i)
+                if j < 0:
+                    return True
+                if line.startswith(quote, j + 1):
+                    i = j + 2  # a doubled quote stands for one
+                    continue
+                i = j + 1
+                break
+        k = line.find(delimiter, i)
+        if k < 0:
+            return False
+        i = k + 1
+    return False
+
+
 class CsvScreen(io.RawIOBase):
     """A read-only stream over ``fh`` for ``pyarrow.csv.open_csv``.
 
@@ -162,7 +186,9 @@ class CsvScreen(io.RawIOBase):
                 line.decode("utf-8")
             except UnicodeDecodeError as exc:
                 return f"not UTF-8: {exc.reason} at byte {exc.start}"
-        if self._quote is not None and line.count(self._quote) % 2:
+        quote = self._quote
+        # An odd count is cheap to spot; only then is the line lexed to be sure.
+        if quote and line.count(quote) % 2 and ends_in_quotes(line, self._delimiter, quote):
             return "unterminated quoted field (a quote opens but does not close on its line)"
         return None
 

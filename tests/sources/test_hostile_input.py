@@ -327,3 +327,12 @@ def test_arrow_jsonl_over_deep_line_under_fail_names_file_and_line(tmp_path) -> 
     path = write(tmp_path, b'{"a": 1}\n' + deep + b"\n")
     with pytest.raises(SourceRecordError, match=rf"{path}:2: JSON nested deeper than max_depth"):
         drain(ArrowJsonLinesSource(path))
+
+
+@pytest.mark.parametrize("kind", list(CSV_SOURCES))
+def test_a_quote_inside_an_unquoted_field_is_data_on_both_csv_sources(tmp_path, kind) -> None:
+    path = write(tmp_path, b'a,b\n1,5" pipe\n2,"x, ""y"""\n3,ok\n')
+    good, bad = read(CSV_SOURCES[kind], path)
+    assert bad == []
+    assert as_str(good) == [{"a": "1", "b": '5" pipe'}, {"a": "2", "b": 'x, "y"'},
+                            {"a": "3", "b": "ok"}]
