@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import IO, Any
 
 from agora.errors import SourceRecordError
@@ -45,7 +46,16 @@ def parse_json_object(line: bytes) -> tuple[dict[str, Any] | None, str | None]:
         return None, "JSON nested too deeply for the parser"
     if not isinstance(value, dict):
         return None, f"expected a JSON object, got a JSON {type(value).__name__}"
+    if b"\\u" in line and _SURROGATE_ESCAPE.search(line):
+        # json accepts an unpaired surrogate escape; no sink can store the result as text.
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            return None, "a \\u escape stands for an unpaired surrogate (not valid Unicode)"
     return value, None
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def line_problem(line: bytes, total: int, max_record_bytes: int, max_depth: int) -> str | None:

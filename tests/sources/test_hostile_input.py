@@ -336,3 +336,11 @@ def test_a_quote_inside_an_unquoted_field_is_data_on_both_csv_sources(tmp_path, 
     assert bad == []
     assert as_str(good) == [{"a": "1", "b": '5" pipe'}, {"a": "2", "b": 'x, "y"'},
                             {"a": "3", "b": "ok"}]
+
+
+@pytest.mark.parametrize("kind", list(JSON_SOURCES))
+def test_an_unpaired_surrogate_escape_is_malformed_and_a_pair_is_read(tmp_path, kind) -> None:
+    path = write(tmp_path, b'{"s": "ok"}\n{"s": "a\\ud800b"}\n{"s": "\\ud83d\\ude00"}\n')
+    good, bad = read(JSON_SOURCES[kind], path)
+    assert good == [{"s": "ok"}, {"s": "\U0001f600"}]
+    assert [m.location for m in bad] == [f"{path}:2"]
