@@ -12,9 +12,11 @@ from agora.errors import CheckpointError
 from agora.sources._builtin import START_OVER, bad_checkpoint
 
 __all__ = [
+    "FollowingHash",
     "PrefixHash",
     "TextIdentity",
     "parquet_identity",
+    "parse_text_identity",
     "split_identity",
     "verify_parquet",
     "verify_text_prefix",
