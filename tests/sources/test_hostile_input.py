@@ -344,3 +344,15 @@ def test_an_unpaired_surrogate_escape_is_malformed_and_a_pair_is_read(tmp_path, 
     good, bad = read(JSON_SOURCES[kind], path)
     assert good == [{"s": "ok"}, {"s": "\U0001f600"}]
     assert [m.location for m in bad] == [f"{path}:2"]
+
+
+@pytest.mark.parametrize("kind", [*CSV_SOURCES, *JSON_SOURCES])
+def test_the_default_record_limit_caps_a_huge_line(tmp_path, kind) -> None:
+    from agora.sources._text import DEFAULT_MAX_RECORD_BYTES
+
+    make = {**CSV_SOURCES, **JSON_SOURCES}[kind]
+    path, _ = long_line_file(tmp_path, kind, DEFAULT_MAX_RECORD_BYTES + (1 << 20))
+    good, bad = read(make, path)
+    assert len(good) == 2 and len(bad) == 1
+    assert f"max_record_bytes={DEFAULT_MAX_RECORD_BYTES}" in bad[0].reason
+    assert len(bad[0].raw) < RAW_CAP + 100
