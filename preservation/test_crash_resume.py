@@ -7,6 +7,7 @@ exactly the poison records, sink and DLQ are disjoint, and the loop was not vacu
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import random
 import signal
@@ -40,11 +41,13 @@ def _stored_checkpoint(workdir: Path) -> object:
 
 
 def _end_position(workdir: Path, lane: str, spec: dict) -> object:
+    data = (workdir / "input.csv").read_bytes()
+    # At the end the source has consumed the whole input, and its fingerprint says so.
+    consumed = {"input": {"consumed": len(data), "sha256": hashlib.sha256(data).hexdigest()}}
     if lane in ("rows", "batches"):
-        size = (workdir / "input.csv").stat().st_size
-        return {"line": N + 1, "byte": size}
+        return {"line": N + 1, "byte": len(data), **consumed}
     malformed = len(spec["malformed"])
-    return {"row": N - malformed, "malformed": malformed}
+    return {"row": N - malformed, "malformed": malformed, **consumed}
 
 
 def _check_loop(workdir: Path, lane: str, spec: dict, loop: CrashLoop, final: dict) -> None:

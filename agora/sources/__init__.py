@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from agora.sources._builtin import OnMalformed
 from agora.sources.base import BaseSource, LimitedSource
 from agora.sources.csv import ArrowCsvSource, CsvSource
 from agora.sources.iterable import (
     ArrowBatchSource,
     IterableBatchSource,
     IterableSource,
-    OnMalformed,
 )
 from agora.sources.jsonl import ArrowJsonLinesSource, JsonLinesSource
 from agora.sources.parquet import ParquetSource

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import IO, Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from agora.errors import CheckpointError
+from agora.errors import CheckpointError, SourceRecordError
 from agora.planes import DataPlane
-from agora.sources.iterable import (
+from agora.sources._builtin import (
     BuiltinSource,
     checkpoint_fields,
     compact_slice,
@@ -18,6 +19,7 @@ from agora.sources.iterable import (
     missing_file_error,
     positive_int_or_none,
 )
+from agora.sources.identity import parquet_identity, split_identity, verify_parquet
 
 __all__ = ["ParquetSource"]
 
@@ -34,8 +36,13 @@ class ParquetSource(BuiltinSource):
     top-level columns (unknown names are rejected at ``open()`` — pyarrow would silently
     return none). Checkpoint: ``{"row": n}``, rows emitted; resume skips whole row groups
     using the file metadata and slices the first batch, so it reads nothing before the
-    row group holding row ``n``. A checkpoint past the end of the file is a
-    ``CheckpointError``.
+    row group holding row ``n``.
+
+    The checkpoint also carries the file's identity, ``"input": {"size": …,
+    "footer_sha256": …}`` (its size and a hash of its footer: schema, row-group offsets,
+    sizes and statistics). A resume over a file whose size or footer differ — rewritten,
+    replaced, appended to — is a ``CheckpointError``; so is a checkpoint past the end. An
+    empty, truncated or non-Parquet file is a ``SourceRecordError`` naming the path.
     """
 
     plane = DataPlane.ARROW_BATCHES
@@ -57,25 +64,57 @@ class ParquetSource(BuiltinSource):
                 f"string {columns!r} — did you mean [{columns!r}]?"
             )
         self.columns = list(columns) if columns is not None else None
+        self._reset()
+
+    def _reset(self) -> None:
+        self._fh: IO[bytes] | None = None
         self._file: pq.ParquetFile | None = None
         self._row = 0
         self._last_start: int | None = None
+        self._input: dict[str, Any] | None = None  # identity of the open file
+        self._recorded: Any = None  # identity the resumed checkpoint recorded
+        self._value: Any = None
 
-    def current_checkpoint(self) -> dict[str, int]:
-        return {"row": self._row}
+    def current_checkpoint(self) -> dict[str, Any] | None:
+        if self._input is None:
+            return None  # not opened yet: the file's identity is not known
+        return {"row": self._row, "input": self._input}
 
-    def checkpoint_within_last_batch(self, rows: int) -> dict[str, int]:
+    def checkpoint_within_last_batch(self, rows: int) -> dict[str, Any]:
         assert self._last_start is not None, "no batch emitted yet"
-        return {"row": self._last_start + rows}
+        return {"row": self._last_start + rows, "input": self._input}
 
     def _apply_checkpoint(self, value: Any) -> None:
-        self._row = checkpoint_fields(self.source_name, value, ("row",))["row"]
+        fields, self._recorded = split_identity(
+            self.source_name, self.path, value, '{"row": <int >= 0>, "input": {...}}'
+        )
+        self._row = checkpoint_fields(self.source_name, fields, ("row",))["row"]
+        self._value = value
 
     def _open(self) -> None:
-        if not os.path.exists(self.path):
-            raise missing_file_error(self.source_name, self.path)
-        self._file = pq.ParquetFile(self.path)
         try:
+            self._fh = open(self.path, "rb")  # noqa: SIM115 — closed in _close()
+        except FileNotFoundError:
+            raise missing_file_error(self.source_name, self.path) from None
+        try:
+            # Identity and data come from the same open file, so a file swapped in
+            # between cannot pass the check and then be read.
+            self._input = parquet_identity(self.source_name, self.path, self._fh)
+            if self._value is not None:
+                verify_parquet(self.source_name, self.path, self._value, self._recorded,
+                               self._input)
+            self._fh.seek(0)
+            try:
+                self._file = pq.ParquetFile(self._fh)
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise SourceRecordError(
+                    self.source_name,
+                    self.path,
+                    f"not a readable Parquet file ({self._input['size']} bytes): {exc} — "
+                    f"check the path, or re-create the file (an empty or truncated file is "
+                    f"often a writer that did not finish)",
+                    hint=False,
+                ) from exc
             self._check()
         except BaseException:
             self._close()
@@ -103,6 +142,9 @@ class ParquetSource(BuiltinSource):
         if self._file is not None:
             self._file.close()
             self._file = None
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
 
     async def stream_batches(self) -> AsyncIterator[Any]:  # type: ignore[override]
         self._require_open("stream_batches")
@@ -119,9 +161,7 @@ class ParquetSource(BuiltinSource):
             skip = self._row - group_start
             # One row group at a time, so batch boundaries depend only on the group, and a
             # resumed run cuts the same batches as the first run did.
-            for batch in pf.iter_batches(
-                batch_size=self.batch_size, row_groups=[group], columns=self.columns
-            ):
+            for batch in self._group_batches(pf, group):
                 if skip >= batch.num_rows:
                     skip -= batch.num_rows
                     continue
@@ -132,3 +172,22 @@ class ParquetSource(BuiltinSource):
                 self._row += batch.num_rows
                 yield batch
             group_start = group_end
+
+    def _group_batches(self, pf: pq.ParquetFile, group: int) -> Iterator[pa.RecordBatch]:
+        """Batches of one row group; a corrupt group is an error naming the file and group."""
+        batches = pf.iter_batches(
+            batch_size=self.batch_size, row_groups=[group], columns=self.columns
+        )
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise SourceRecordError(
+                    self.source_name,
+                    f"{self.path} (row group {group})",
+                    f"cannot decode the row group: {exc} — the file is corrupt; re-create it",
+                    hint=False,
+                ) from exc
+            yield batch

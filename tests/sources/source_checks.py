@@ -144,3 +144,39 @@ def drain_limited(inner: BaseSource, limit: int) -> tuple[list[Any], Any]:
 
 def is_malformed(unit: Any) -> bool:
     return isinstance(unit, MalformedRecord)
+
+
+def fingerprint(path: Any, consumed: int) -> dict[str, Any]:
+    """The ``"input"`` field a text source records after consuming ``consumed`` bytes."""
+    import hashlib
+    from pathlib import Path
+
+    data = Path(path).read_bytes()[:consumed]
+    return {"consumed": consumed, "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def at(path: Any, value: dict[str, Any], consumed: int | None = None) -> dict[str, Any]:
+    """``value`` with the fingerprint of the file's first ``consumed`` bytes (default: the
+    value's ``"byte"``), as the source would have written it."""
+    n = value.get("byte", 0) if consumed is None else consumed
+    return {**value, "input": fingerprint(path, n)}
+
+
+def positions(checkpoints: list[Any]) -> list[Any]:
+    """Checkpoints without their ``"input"`` fingerprint (for position assertions)."""
+    return [{k: v for k, v in cp.items() if k != "input"} for cp in checkpoints]
+
+
+def parquet_at(path: Any, row: int) -> dict[str, Any]:
+    """A ``ParquetSource`` checkpoint after ``row`` rows of the file as it is now."""
+    from agora.sources import ParquetSource
+
+    async def identity() -> Any:
+        src = ParquetSource(path)
+        await src.open()
+        try:
+            return src.current_checkpoint()["input"]
+        finally:
+            await src.close()
+
+    return {"row": row, "input": asyncio.run(identity())}

@@ -16,6 +16,8 @@ from agora.planes import DataPlane
 from agora.records import MalformedRecord
 from agora.sources import ArrowCsvSource, CsvSource
 from tests.sources.source_checks import (
+    at,
+    positions,
     assert_resume_exact,
     drain,
     drain_with_checkpoints,
@@ -56,7 +58,7 @@ def test_csv_rows_are_string_dicts_keyed_by_header(write) -> None:
 
 def test_csv_checkpoints_are_line_and_byte_after_each_record(write) -> None:
     _, checkpoints = drain_with_checkpoints(CsvSource(write("a\nx\n\ny\n")))
-    assert checkpoints == [{"line": 2, "byte": 4}, {"line": 4, "byte": 7}]
+    assert positions(checkpoints) == [{"line": 2, "byte": 4}, {"line": 4, "byte": 7}]
 
 
 def test_csv_quoted_newlines_and_crlf_are_one_record(write) -> None:
@@ -107,7 +109,7 @@ def test_csv_malformed_dlq_emits_markers_in_place(write) -> None:
     )
     assert bad[1][1].raw == "4,d,extra"
     assert bad[1][1].location == f"{path}:5"
-    assert checkpoints[1] == {"line": 3, "byte": 14}
+    assert positions(checkpoints)[1] == {"line": 3, "byte": 14}
     good = [u["id"] for u in units if not isinstance(u, MalformedRecord)]
     assert good == ["1", "3", "5", "6"]
 
@@ -132,8 +134,8 @@ def test_csv_batch_checkpoint_within_last_batch_is_exact(write) -> None:
         return result
 
     before, within = asyncio.run(go())
-    assert before == {"line": 1, "byte": 2}
-    assert within == {"line": 3, "byte": 6}
+    assert before == at(path, {"line": 1, "byte": 2})
+    assert within == at(path, {"line": 3, "byte": 6})
     assert drain(CsvSource(path, batch_size=3), within, resume=True) == [[{"a": "3"}, {"a": "4"}]]
 
 
@@ -215,8 +217,11 @@ def test_csv_bad_constructor_arguments(write) -> None:
     [7, {"line": 1}, {"line": 1, "byte": -2}, {"line": "1", "byte": 8}, [1, 8]],
 )
 def test_csv_checkpoint_of_the_wrong_shape_is_refused(write, value) -> None:
+    path = write(GOOD)
+    if isinstance(value, dict):
+        value = at(path, value, 0)
     with pytest.raises(CheckpointError, match=r"'csv:data.csv'.*expected \{\"line\""):
-        drain(CsvSource(write(GOOD)), value, resume=True)
+        drain(CsvSource(path), value, resume=True)
 
 
 @pytest.mark.parametrize(
@@ -225,8 +230,9 @@ def test_csv_checkpoint_of_the_wrong_shape_is_refused(write, value) -> None:
      {"line": 4, "byte": 0}],
 )
 def test_csv_checkpoint_that_does_not_fit_the_file_is_refused(write, value) -> None:
-    with pytest.raises(CheckpointError, match="the file changed"):
-        drain(CsvSource(write(GOOD)), value, resume=True)
+    path = write(GOOD)
+    with pytest.raises(CheckpointError, match="cannot resume over|after the header"):
+        drain(CsvSource(path), at(path, value), resume=True)
 
 
 def test_csv_missing_file_fails_at_open_naming_source_and_path(tmp_path: Path) -> None:
@@ -286,7 +292,7 @@ def test_arrow_csv_malformed_record_carries_line_and_reason(write) -> None:
     )
     assert units[1].location == f"{path}:5"
     # One block: both markers come before its batch; the checkpoint counts both kinds.
-    assert checkpoints == [
+    assert positions(checkpoints) == [
         {"row": 0, "malformed": 1},
         {"row": 0, "malformed": 2},
         {"row": 4, "malformed": 2},
@@ -349,22 +355,25 @@ def test_arrow_csv_all_rows_malformed_emits_only_markers(write) -> None:
 def test_arrow_csv_checkpoint_past_the_file_is_refused(write) -> None:
     path = write(GOOD)
     with pytest.raises(CheckpointError, match="has fewer"):
-        drain(ArrowCsvSource(path), {"row": 4, "malformed": 0}, resume=True)
+        drain(ArrowCsvSource(path), at(path, {"row": 4, "malformed": 0}), resume=True)
     empty = write("", "empty.csv")
     with pytest.raises(CheckpointError, match="has fewer"):
-        drain(ArrowCsvSource(empty), {"row": 1, "malformed": 0}, resume=True)
+        drain(ArrowCsvSource(empty), at(empty, {"row": 1, "malformed": 0}), resume=True)
 
 
 @pytest.mark.parametrize("value", [3, {"row": 3}, {"row": 1, "malformed": True}])
 def test_arrow_csv_checkpoint_of_the_wrong_shape_is_refused(write, value) -> None:
+    path = write(GOOD)
+    if isinstance(value, dict):
+        value = at(path, value)
     with pytest.raises(CheckpointError, match=r'expected \{"row": <int >= 0>, "malformed"'):
-        drain(ArrowCsvSource(write(GOOD)), value, resume=True)
+        drain(ArrowCsvSource(path), value, resume=True)
 
 
 def test_arrow_csv_stats_count_blocks_rows_and_rescans(write) -> None:
     path = write(MIXED)
     src = ArrowCsvSource(path, on_malformed="dlq")
-    drain(src, {"row": 2, "malformed": 1}, resume=True)
+    drain(src, at(path, {"row": 2, "malformed": 1}, 0), resume=True)
     assert src.stats == {"blocks": 1, "rows": 2, "malformed": 1, "rescanned_rows": 2}
 
 

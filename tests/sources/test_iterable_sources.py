@@ -148,7 +148,7 @@ def test_open_twice_and_reopen_after_close_are_lifecycle_errors() -> None:
             await src.close()
 
     for close_first in (False, True):
-        with pytest.raises(LifecycleError, match="opened once"):
+        with pytest.raises(LifecycleError, match=r"already (open|closed); call prepare_resume"):
             asyncio.run(go(close_first))
 
 

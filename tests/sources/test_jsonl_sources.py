@@ -14,6 +14,8 @@ from agora.planes import DataPlane
 from agora.records import MalformedRecord
 from agora.sources import ArrowJsonLinesSource, JsonLinesSource
 from tests.sources.source_checks import (
+    at,
+    positions,
     assert_resume_exact,
     drain,
     drain_with_checkpoints,
@@ -56,7 +58,7 @@ def test_jsonl_rows_are_the_objects(write) -> None:
 
 def test_jsonl_checkpoints_are_line_and_byte(write) -> None:
     _, checkpoints = drain_with_checkpoints(JsonLinesSource(write('{"a":1}\n\n{"a":2}\n')))
-    assert checkpoints == [{"line": 1, "byte": 8}, {"line": 3, "byte": 17}]
+    assert positions(checkpoints) == [{"line": 1, "byte": 8}, {"line": 3, "byte": 17}]
 
 
 @pytest.mark.parametrize("text", [GOOD, MIXED, '{"a": 1}\r\n{"a": 2}', ""])
@@ -99,14 +101,18 @@ def test_jsonl_undecodable_line_is_malformed(write) -> None:
     [{"line": 1, "byte": 5}, {"line": 1, "byte": 9999}],
 )
 def test_jsonl_checkpoint_that_does_not_fit_the_file_is_refused(write, value) -> None:
-    with pytest.raises(CheckpointError, match="the file changed"):
-        drain(JsonLinesSource(write(GOOD)), value, resume=True)
+    path = write(GOOD)
+    with pytest.raises(CheckpointError, match="cannot resume over"):
+        drain(JsonLinesSource(path), at(path, value), resume=True)
 
 
 @pytest.mark.parametrize("value", [None, 3, {"byte": 3}, {"line": 0, "byte": 1.0}])
 def test_jsonl_checkpoint_of_the_wrong_shape_is_refused(write, value) -> None:
+    path = write(GOOD)
+    if isinstance(value, dict):
+        value = at(path, value, 0)
     with pytest.raises(CheckpointError, match=r"'jsonl:data.jsonl'.*expected"):
-        drain(JsonLinesSource(write(GOOD)), value, resume=True)
+        drain(JsonLinesSource(path), value, resume=True)
 
 
 def test_jsonl_missing_file_fails_at_open(tmp_path: Path) -> None:
@@ -132,7 +138,8 @@ def test_arrow_jsonl_blocks_hold_whole_lines(write) -> None:
     units, checkpoints = drain_with_checkpoints(ArrowJsonLinesSource(path, block_size=20))
     assert rows_of(units) == RECORDS
     assert len(units) == len(RECORDS)  # every line is longer than a block
-    assert checkpoints[-1] == {"byte": len(GOOD.encode()), "line": 6, "row": 0, "malformed": 0}
+    end = {"byte": len(GOOD.encode()), "line": 6, "row": 0, "malformed": 0}
+    assert positions(checkpoints)[-1] == end
 
 
 @pytest.mark.parametrize("block_size", [1, 16, 40, 1 << 20])
@@ -231,21 +238,24 @@ def test_arrow_jsonl_checkpoint_past_the_file_is_refused(write) -> None:
     with pytest.raises(CheckpointError, match="past the end"):
         drain(
             ArrowJsonLinesSource(path),
-            {"byte": end, "line": 6, "row": 1, "malformed": 0},
+            at(path, {"byte": end, "line": 6, "row": 1, "malformed": 0}),
             resume=True,
         )
-    with pytest.raises(CheckpointError, match="the file changed"):
+    with pytest.raises(CheckpointError, match="cannot resume over"):
         drain(
             ArrowJsonLinesSource(path),
-            {"byte": 3, "line": 0, "row": 0, "malformed": 0},
+            at(path, {"byte": 3, "line": 0, "row": 0, "malformed": 0}),
             resume=True,
         )
 
 
 @pytest.mark.parametrize("value", [{"byte": 0, "line": 0}, {"byte": 0, "line": 0, "row": 0}, 0])
 def test_arrow_jsonl_checkpoint_of_the_wrong_shape_is_refused(write, value) -> None:
+    path = write(GOOD)
+    if isinstance(value, dict):
+        value = at(path, value)
     with pytest.raises(CheckpointError, match=r'expected \{"byte": <int >= 0>'):
-        drain(ArrowJsonLinesSource(write(GOOD)), value, resume=True)
+        drain(ArrowJsonLinesSource(path), value, resume=True)
 
 
 def test_arrow_jsonl_missing_file_and_bad_arguments(tmp_path: Path) -> None:

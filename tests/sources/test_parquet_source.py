@@ -13,7 +13,13 @@ import pytest
 from agora.errors import CheckpointError
 from agora.planes import DataPlane
 from agora.sources import ParquetSource
-from tests.sources.source_checks import assert_resume_exact, drain, drain_with_checkpoints
+from tests.sources.source_checks import (
+    assert_resume_exact,
+    drain,
+    drain_with_checkpoints,
+    parquet_at,
+    positions,
+)
 
 TABLE = pa.table({"id": list(range(10)), "name": [f"名{i}" for i in range(10)]})
 
@@ -31,7 +37,7 @@ def test_parquet_emits_compact_batches_within_row_groups(parquet: Path) -> None:
     assert src.emitted_data_plane is DataPlane.ARROW_BATCHES
     units, checkpoints = drain_with_checkpoints(src)
     assert [b.num_rows for b in units] == [3, 1, 3, 1, 2]
-    assert checkpoints[-1] == {"row": 10}
+    assert positions(checkpoints)[-1] == {"row": 10}
     assert pa.Table.from_batches(units).equals(TABLE)
 
 
@@ -42,7 +48,7 @@ def test_parquet_resume_is_exact_at_every_boundary(parquet: Path, batch_size: in
 
 
 def test_parquet_resume_inside_a_group_slices_compactly(parquet: Path) -> None:
-    units = drain(ParquetSource(parquet, batch_size=4), {"row": 5}, resume=True)
+    units = drain(ParquetSource(parquet, batch_size=4), parquet_at(parquet, 5), resume=True)
     assert [b.num_rows for b in units] == [3, 2]
     assert units[0].column(0).offset == 0
     assert units[0].column("id").to_pylist() == [5, 6, 7]
@@ -59,7 +65,7 @@ def test_parquet_resume_does_not_read_skipped_row_groups(
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(pq.ParquetFile, "iter_batches", spy)
-    drain(ParquetSource(parquet), {"row": 8}, resume=True)
+    drain(ParquetSource(parquet), parquet_at(parquet, 8), resume=True)
     assert asked == [[2]]
 
 
@@ -81,12 +87,14 @@ def test_parquet_empty_file_emits_nothing(tmp_path: Path) -> None:
 
 def test_parquet_checkpoint_past_the_file_is_refused(parquet: Path) -> None:
     with pytest.raises(CheckpointError, match="after row 11 but .* has 10 rows"):
-        drain(ParquetSource(parquet), {"row": 11}, resume=True)
-    assert drain(ParquetSource(parquet), {"row": 10}, resume=True) == []
+        drain(ParquetSource(parquet), parquet_at(parquet, 11), resume=True)
+    assert drain(ParquetSource(parquet), parquet_at(parquet, 10), resume=True) == []
 
 
 @pytest.mark.parametrize("value", [10, {"rows": 1}, {"row": -1}, {"row": None}])
 def test_parquet_checkpoint_of_the_wrong_shape_is_refused(parquet: Path, value) -> None:
+    if isinstance(value, dict):
+        value = {**value, "input": parquet_at(parquet, 0)["input"]}
     with pytest.raises(CheckpointError, match=r"'parquet:data.parquet'.*expected \{\"row\""):
         drain(ParquetSource(parquet), value, resume=True)
 
@@ -103,7 +111,7 @@ def test_parquet_checkpoint_within_last_batch(parquet: Path) -> None:
         await src.close()
         return within
 
-    assert asyncio.run(go()) == {"row": 4}
+    assert asyncio.run(go()) == parquet_at(parquet, 4)
 
 
 def test_parquet_missing_file_and_bad_arguments(tmp_path: Path) -> None:

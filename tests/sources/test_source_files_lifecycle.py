@@ -90,6 +90,11 @@ def test_a_failed_open_leaves_no_file_open(file_factories, kind) -> None:
 
     async def go() -> None:
         src = file_factories[kind]()
+        # A fingerprint that cannot match: the file is "not the one the checkpoint saw".
+        bad["input"] = (
+            {"size": 1, "footer_sha256": "0" * 64} if kind == "parquet"
+            else {"consumed": 3, "sha256": "0" * 64}
+        )
         await src.prepare_resume(checkpoint_for(src, bad))
         with pytest.raises(CheckpointError):
             await src.open()
@@ -126,4 +131,7 @@ def test_arrow_csv_memory_stays_far_below_the_file_size(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert size > 10_000_000
     assert pool.max_memory() < size / 8, f"Arrow peak {pool.max_memory()} for a {size} B file"
-    assert python_peak < size / 50, f"Python peak {python_peak} for a {size} B file"
+    # The file reaches pyarrow through the source's line screen (a Python stream), whose
+    # blocks pyarrow's read-ahead keeps as Python bytes: a few dozen blocks, whatever the
+    # file size.
+    assert python_peak < 48 * src.block_size, f"Python peak {python_peak} for a {size} B file"

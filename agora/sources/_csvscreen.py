@@ -1,0 +1,212 @@
+"""The line screen between a CSV file and pyarrow's CSV reader (``CsvScreen``)."""
+
+from __future__ import annotations
+
+import io
+import secrets
+from dataclasses import dataclass
+from typing import IO
+
+from agora.sources._text import RAW_CAP, UTF8_BOM, read_line
+from agora.sources.identity import PrefixHash
+
+__all__ = ["CsvScreen", "ScreenedLine"]
+
+#: Bytes screened at a time (then extended to a whole line). Independent of pyarrow's
+#: block size: small enough that the Python side holds little, big enough that the
+#: per-chunk overhead vanishes next to parsing.
+SCREEN_CHUNK = 64 << 10
+
+
+@dataclass(frozen=True)
+class ScreenedLine:
+    """A line kept from pyarrow: where it was, its (capped) bytes, length, and why."""
+
+    line: int
+    raw: bytes
+    total: int
+    reason: str
+
+
+def ends_in_quotes(line: bytes, delimiter: bytes, quote: bytes) -> bool:
+    """Whether ``line`` ends inside a quoted field, lexed as pyarrow (and ``csv``) do: a
+    quote opens a field only at its start, a doubled quote inside one is a literal quote,
+    and a quote in the middle of an unquoted field is just a character."""
+    i, n = 0, len(line)
+    while i < n:
+        if line.startswith(quote, i):  # a quoted field: find its closing quote
+            i += 1
+            while True:
+                j = line.find(quote, i)
+                if j < 0:
+                    return True
+                if line.startswith(quote, j + 1):
+                    i = j + 2  # a doubled quote stands for one
+                    continue
+                i = j + 1
+                break
+        k = line.find(delimiter, i)
+        if k < 0:
+            return False
+        i = k + 1
+    return False
+
+
+class CsvScreen(io.RawIOBase):
+    """A read-only stream over ``fh`` for ``pyarrow.csv.open_csv``.
+
+    Lines are screened before pyarrow reads them: longer than ``max_record_bytes``, not
+    UTF-8 (pyarrow would turn the whole column into ``binary``), or — when quoted fields
+    may not span lines — holding an odd number of quote characters (an unterminated quote
+    would swallow the rest of the file). Each such line is replaced by a *marker row*: the
+    delimiter repeated more times than the table has columns plus a per-stream token and
+    the screened line's index. pyarrow reports it to the invalid-row handler like any row
+    with the wrong column count, in file order with every other malformed row, and
+    ``lookup`` turns it back into the screened line. Line numbers are unchanged.
+
+    Problems with the header line itself are not screened but recorded in ``fatal``; the
+    stream then ends, and the source raises it after pyarrow returns.
+    """
+
+    def __init__(
+        self,
+        fh: IO[bytes],
+        *,
+        max_record_bytes: int,
+        delimiter: bytes,
+        quote: bytes | None,
+        header_line: int | None,
+        min_fields: int,
+        hasher: PrefixHash,
+        check_utf8: bool = True,
+    ) -> None:
+        super().__init__()
+        self._fh = fh
+        self._max = max_record_bytes
+        self._delimiter = delimiter
+        self._quote = quote
+        self._header_line = header_line  # 1-based line holding the header, or None
+        self._min_fields = min_fields
+        self.hasher = hasher
+        self._check_utf8 = check_utf8  # off when pyarrow transcodes another encoding
+        self._token = b"agora-screened-" + secrets.token_hex(8).encode() + b"-"
+        self._marker_width: int | None = None
+        self._buffer = b""  # screened bytes not yet handed to pyarrow: _buffer[_offset:]
+        self._offset = 0
+        self._line = 0  # lines passed on so far
+        self._at_start = True
+        self.screened: dict[int, ScreenedLine] = {}  # until pyarrow reports their markers
+        self._count = 0
+        self.fatal: str | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target: memoryview) -> int:  # type: ignore[override]
+        filled = 0
+        while filled < len(target) and self.fatal is None:
+            if self._offset == len(self._buffer):
+                self._buffer, self._offset = self._next_chunk(), 0
+                if not self._buffer:
+                    break
+            n = min(len(target) - filled, len(self._buffer) - self._offset)
+            target[filled:filled + n] = memoryview(self._buffer)[self._offset:self._offset + n]
+            self._offset += n
+            filled += n
+        return filled
+
+    def lookup(self, text: str, *, forget: bool = False) -> ScreenedLine | None:
+        """The screened line a marker row stands for (None for an ordinary row);
+        ``forget`` drops it once its malformed record is made."""
+        token = self._token.decode()
+        at = text.find(token)
+        if at < 0:
+            return None
+        index = int(text[at + len(token):].strip())
+        return self.screened.pop(index) if forget else self.screened[index]
+
+    # -- screening --------------------------------------------------------------------
+    def _next_chunk(self) -> bytes:
+        data = self._fh.read(SCREEN_CHUNK)
+        if not data:
+            return b""
+        self.hasher.update(data)
+        cut_line: tuple[int, int] | None = None
+        if not data.endswith(b"\n"):
+            head, total, ended = read_line(self._fh, self._max, self.hasher.update)
+            if len(head) < total:
+                cut_line = (data.count(b"\n"), len(data) - (data.rfind(b"\n") + 1) + total)
+            data += head
+            if len(head) < total and ended:
+                data += b"\n"  # the skipped tail held the line end
+        return self._screen(data, cut_line)
+
+    def _screen(self, data: bytes, cut_line: tuple[int, int] | None) -> bytes:
+        first = self._line + 1
+        self._line += data.count(b"\n") + (not data.endswith(b"\n"))
+        header_here = self._header_line is not None and first <= self._header_line <= self._line
+        need_utf8 = self._check_utf8 and not data.isascii()
+        if need_utf8:
+            try:
+                data.decode("utf-8")
+                need_utf8 = False
+            except UnicodeDecodeError:
+                pass
+        quotes = self._quote is not None and self._quote in data
+        long_lines = len(data) > self._max or cut_line is not None
+        unsized = self._marker_width is None and self._header_line is None
+        if not (need_utf8 or quotes or long_lines or header_here or unsized):
+            return data
+        lines = data.split(b"\n")
+        for i, line in enumerate(lines):
+            number = first + i
+            if i == len(lines) - 1 and not line:
+                break  # after the final line end
+            total = cut_line[1] if cut_line is not None and cut_line[0] == i else len(line)
+            problem = self._problem(line, total, need_utf8, number)
+            if number == self._header_line:
+                self._check_header(line, problem)
+                if self.fatal is not None:
+                    return b""
+                continue
+            if problem is not None:
+                # Only what the DLQ record will carry is kept (see RAW_CAP).
+                self.screened[self._count] = ScreenedLine(number, line[:RAW_CAP], total, problem)
+                lines[i] = self._marker(self._count)
+                self._count += 1
+            elif self._marker_width is None and line.strip():
+                self._marker_width = line.count(self._delimiter) + 2
+        return b"\n".join(lines)
+
+    def _problem(self, line: bytes, total: int, need_utf8: bool, number: int) -> str | None:
+        if total > self._max:
+            return f"line is {total} bytes, longer than max_record_bytes={self._max}"
+        if need_utf8:
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return f"not UTF-8: {exc.reason} at byte {exc.start}"
+        quote = self._quote
+        # An odd count is cheap to spot; only then is the line lexed to be sure.
+        if quote and line.count(quote) % 2 and ends_in_quotes(line, self._delimiter, quote):
+            return "unterminated quoted field (a quote opens but does not close on its line)"
+        return None
+
+    def _check_header(self, line: bytes, problem: str | None) -> None:
+        body = line.rstrip(b"\r")
+        if b"\r" in body:
+            problem = (
+                "the header line holds a bare carriage return — the file seems to use "
+                "CR-only line endings, which are not supported; convert them to LF (or CRLF)"
+            )
+        if problem is not None:
+            self.fatal = f"cannot read the header: {problem}"
+            return
+        if self._marker_width is None:
+            self._marker_width = body.removeprefix(UTF8_BOM).count(self._delimiter) + 2
+
+    def _marker(self, index: int) -> bytes:
+        # More fields than the table has columns, so pyarrow rejects the row as a
+        # wrong-column-count row and hands it to the invalid-row handler in order.
+        width = max(self._marker_width or 0, self._min_fields)
+        return self._delimiter * width + self._token + str(index).encode()

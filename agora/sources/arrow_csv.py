@@ -1,0 +1,353 @@
+"""``ArrowCsvSource``: Arrow batches from a CSV file, streamed by ``pyarrow.csv`` via a screen."""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from typing import IO, Any
+
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+
+from agora.errors import CheckpointError, SourceRecordError
+from agora.planes import DataPlane
+from agora.records import MalformedRecord
+from agora.sources._builtin import (
+    BuiltinSource,
+    OnMalformed,
+    bad_checkpoint,
+    compact_slice,
+    count_field,
+    file_source_name,
+    missing_file_error,
+    parse_on_malformed,
+    positive_int_or_none,
+)
+from agora.sources._csvscreen import CsvScreen
+from agora.sources._text import DEFAULT_MAX_RECORD_BYTES, malformed, record_bytes_setting
+from agora.sources.identity import (
+    PrefixHash,
+    TextIdentity,
+    parse_text_identity,
+    split_identity,
+    verify_text_prefix,
+)
+
+__all__ = ["ArrowCsvSource"]
+
+#: pyarrow's own default block size. A block is parsed and converted at once, so it bounds
+#: the reader's memory (a few times the block) and sets the rows per batch (block / row size).
+DEFAULT_BLOCK_SIZE = 1 << 20
+
+
+class ArrowCsvSource(BuiltinSource):
+    """Arrow record batches from a CSV file, streamed with ``pyarrow.csv.open_csv``.
+
+    Memory is bounded by the block size, not the file size. ``block_size`` (bytes) sets the
+    parse unit; ``batch_size`` (rows, optional) caps the rows per emitted batch by slicing
+    bigger blocks. ``read_options`` / ``parse_options`` / ``convert_options`` /
+    ``memory_pool`` pass through to pyarrow, except that reading is forced single-threaded
+    (malformed rows are then reported in file order, which exact resume and the DLQ
+    location need) and empty lines are always skipped.
+
+    Malformed rows: a wrong column count, and lines screened out before pyarrow parses
+    them — longer than ``max_record_bytes``, not UTF-8 (so one bad value never turns a
+    column into ``binary``), or with an unterminated quote (when ``newlines_in_values`` is
+    off, the default, and no ``escape_char`` is set). ``"fail"`` raises ``SourceRecordError``
+    naming the file, line and reason; ``"dlq"`` drops the row from its batch and emits a
+    ``MalformedRecord`` for it no later than just before that batch. (pyarrow parses a
+    block ahead, so a marker may also come a batch earlier; which one can vary between
+    runs, and the checkpoint does not depend on it.) A value that does not convert to its
+    column's type (inferred from the first block) is always fatal — pass
+    ``convert_options=ConvertOptions(column_types=...)`` to read such columns as strings.
+    A header that cannot be read (duplicate names, not UTF-8, CR-only line endings) is a
+    ``SourceRecordError`` at ``open()`` whatever the policy. A UTF-8 BOM is ignored.
+
+    Checkpoint: ``{"row": good rows emitted, "malformed": malformed rows emitted, "input":
+    {"consumed": bytes read, "sha256": …}}``. Both kinds are emitted in file order, so a
+    resume re-scans the file from the top and skips that many of each; its cost is a
+    re-parse of the part already read. The resume first verifies that the file still
+    starts with the bytes consumed (appending is fine; a replaced or edited file is a
+    ``CheckpointError``).
+    """
+
+    plane = DataPlane.ARROW_BATCHES
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        block_size: int | None = None,
+        batch_size: int | None = None,
+        on_malformed: OnMalformed | str = "fail",
+        read_options: pa_csv.ReadOptions | None = None,
+        parse_options: pa_csv.ParseOptions | None = None,
+        convert_options: pa_csv.ConvertOptions | None = None,
+        memory_pool: pa.MemoryPool | None = None,
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(file_source_name("arrow_csv", path, name))
+        self.path = os.fspath(path)
+        self.on_malformed = parse_on_malformed(self.source_name, on_malformed)
+        self.batch_size = positive_int_or_none(self.source_name, "batch_size", batch_size)
+        self.max_record_bytes = record_bytes_setting(self.source_name, max_record_bytes)
+        block_size = positive_int_or_none(self.source_name, "block_size", block_size)
+        self._read_options = copy.copy(read_options) if read_options else pa_csv.ReadOptions()
+        self._read_options.use_threads = False
+        if block_size is not None or read_options is None:
+            self._read_options.block_size = block_size or DEFAULT_BLOCK_SIZE
+        self.block_size = self._read_options.block_size
+        self._parse_options = copy.copy(parse_options) if parse_options else pa_csv.ParseOptions()
+        if self._parse_options.invalid_row_handler is not None:
+            raise ValueError(
+                f"source {self.source_name!r}: parse_options.invalid_row_handler is managed "
+                f"by the source; use on_malformed='fail' or 'dlq' instead"
+            )
+        # Screened lines become marker rows; empty lines must stay skipped (as by default).
+        self._parse_options.ignore_empty_lines = True
+        self._parse_options.invalid_row_handler = self._on_invalid_row
+        self._convert_options = convert_options
+        self._memory_pool = memory_pool
+        self._reset()
+
+    def _reset(self) -> None:
+        self._fh: IO[bytes] | None = None
+        self._screen: CsvScreen | None = None
+        self._identity: TextIdentity | None = None
+        self._reader: Any = None
+        self._rows = 0  # good rows emitted (or skipped on resume)
+        self._malformed = 0  # malformed rows emitted (or skipped on resume)
+        self._skip_rows = 0
+        self._skip_malformed = 0
+        self._scanned = 0  # data rows parsed so far, good or bad (for error locations)
+        self._pending: list[MalformedRecord] = []
+        self._invalid: Any = None  # first invalid row under "fail"
+        self._last_start = 0
+        self._stats = {"blocks": 0, "rows": 0, "malformed": 0, "rescanned_rows": 0}
+
+    # -- checkpointing ----------------------------------------------------------------
+    def _input(self) -> dict[str, Any]:
+        return (self._screen.hasher if self._screen is not None else PrefixHash()).identity()
+
+    def current_checkpoint(self) -> dict[str, Any]:
+        return {"row": self._rows, "malformed": self._malformed, "input": self._input()}
+
+    def checkpoint_within_last_batch(self, rows: int) -> dict[str, Any]:
+        return {"row": self._last_start + rows, "malformed": self._malformed,
+                "input": self._input()}
+
+    def _apply_checkpoint(self, value: Any) -> None:
+        expected = '{"row": <int >= 0>, "malformed": <int >= 0>, "input": {...}}'
+        fields, raw = split_identity(self.source_name, self.path, value, expected)
+        self._identity = parse_text_identity(self.source_name, value, raw)
+        if set(fields) != {"row", "malformed"}:
+            raise bad_checkpoint(self.source_name, value, expected)
+        self._rows = self._skip_rows = count_field(self.source_name, value, expected, fields["row"])
+        self._malformed = self._skip_malformed = count_field(
+            self.source_name, value, expected, fields["malformed"]
+        )
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters for the run summary: blocks parsed, rows and malformed rows emitted,
+        rows re-parsed to reach the resume point."""
+        return dict(self._stats)
+
+    @property
+    def runtime_metrics(self) -> dict[str, int | float]:
+        return {f"arrow_csv_{key}": value for key, value in self._stats.items()}
+
+    # -- lifecycle --------------------------------------------------------------------
+    def _open(self) -> None:
+        try:
+            self._fh = open(self.path, "rb")  # noqa: SIM115 — closed in _close()
+        except FileNotFoundError:
+            raise missing_file_error(self.source_name, self.path) from None
+        try:
+            self._open_reader()
+        except BaseException:
+            self._close()
+            raise
+
+    def _open_reader(self) -> None:
+        fh = self._fh
+        assert fh is not None
+        if self._identity is not None:
+            verify_text_prefix(self.source_name, self.path, fh, self._identity, 0)
+        if os.fstat(fh.fileno()).st_size == 0:
+            self._reader = None  # pyarrow rejects an empty file; we read it as no rows
+        else:
+            ro, po = self._read_options, self._parse_options
+            header = None if ro.column_names or ro.autogenerate_column_names else ro.skip_rows + 1
+            self._screen = CsvScreen(
+                fh,
+                max_record_bytes=self.max_record_bytes,
+                delimiter=po.delimiter.encode(),
+                quote=(
+                    po.quote_char.encode()
+                    if po.quote_char and not po.newlines_in_values and not po.escape_char
+                    else None
+                ),
+                header_line=header,
+                min_fields=len(ro.column_names) + 1,
+                hasher=PrefixHash(),
+                check_utf8=ro.encoding.lower().replace("-", "") == "utf8",
+            )
+            self._reader = self._call(
+                lambda: pa_csv.open_csv(
+                    self._screen,
+                    read_options=self._read_options,
+                    parse_options=self._parse_options,
+                    convert_options=self._convert_options,
+                    memory_pool=self._memory_pool,
+                ),
+                opening=True,
+            )
+            if self._reader is not None:
+                self._check_names(header)
+        if self._reader is None and (self._skip_rows or self._skip_malformed):
+            raise self._past_end()
+
+    def _check_names(self, header: int | None) -> None:
+        names = self._reader.schema.names
+        dups = [name for name, n in Counter(names).items() if n > 1]
+        if dups:
+            where = f"{self.path}:{header}" if header else self.path
+            raise SourceRecordError(
+                self.source_name,
+                where,
+                f"cannot read the header: it repeats the column name(s) {dups}; each column "
+                f"needs its own name — rename the columns in the file (or in read_options)",
+                hint=False,
+            )
+
+    def _close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    # -- reading ----------------------------------------------------------------------
+    def _on_invalid_row(self, row: Any) -> str:
+        # Called by pyarrow, in file order (single-threaded reading). Must not raise:
+        # pyarrow would only print the exception.
+        self._scanned += 1
+        if self.on_malformed is OnMalformed.FAIL:
+            if self._invalid is None:
+                self._invalid = row
+            return "error"
+        if self._skip_malformed:
+            self._skip_malformed -= 1
+            return "skip"
+        self._pending.append(self._malformed_of(row, forget=True))
+        return "skip"
+
+    def _malformed_of(self, row: Any, *, forget: bool = False) -> MalformedRecord:
+        assert self._screen is not None
+        screened = self._screen.lookup(row.text, forget=forget)
+        if screened is not None:
+            return malformed(screened.raw, screened.total, screened.reason,
+                             f"{self.path}:{screened.line}")
+        line = row.number if row.number is not None else f"data row {self._scanned}"
+        text = row.text.encode("utf-8", errors="replace")
+        return malformed(
+            text,
+            len(text),
+            f"expected {row.expected_columns} columns, got {row.actual_columns}",
+            f"{self.path}:{line}",
+        )
+
+    def _call(self, fn: Any, *, opening: bool = False) -> Any:
+        """Run a pyarrow read, turning its parse errors into ``SourceRecordError``."""
+        try:
+            result = fn()
+        except pa.ArrowInvalid as exc:
+            self._raise_fatal(exc)
+            if opening and "Empty CSV file" in str(exc):
+                return None  # blank lines only: no header, no rows
+            if self._invalid is not None:
+                assert self._screen is not None
+                row = self._invalid
+                record = self._malformed_of(row)
+                reason = record.reason
+                if self._screen.lookup(row.text) is None:
+                    reason += f": {row.text!r:.200}"
+                raise SourceRecordError(self.source_name, record.location, reason) from exc
+            raise SourceRecordError(
+                self.source_name,
+                f"{self.path} (in the block after data row {self._scanned})",
+                f"{exc} — values that do not fit the column type inferred from the first "
+                f"block cannot be dead-lettered; set convert_options column_types",
+                hint=False,
+            ) from exc
+        self._raise_fatal(None)
+        return result
+
+    def _raise_fatal(self, exc: BaseException | None) -> None:
+        if self._screen is not None and self._screen.fatal is not None:
+            where = f"{self.path}:{(self._read_options.skip_rows or 0) + 1}"
+            raise SourceRecordError(
+                self.source_name, where, self._screen.fatal, hint=False
+            ) from exc
+
+    async def stream_batches(self) -> AsyncIterator[Any]:  # type: ignore[override]
+        self._require_open("stream_batches")
+        while self._reader is not None:
+            batch = self._call(self._next_batch)
+            if batch is _EOF:
+                break
+            for record in self._drain():
+                yield record
+            for piece in self._pieces(batch):
+                self._last_start = self._rows
+                self._rows += piece.num_rows
+                self._stats["rows"] += piece.num_rows
+                yield piece
+        for record in self._drain():
+            yield record
+        if self._skip_rows or self._skip_malformed:
+            raise self._past_end()
+
+    def _next_batch(self) -> Any:
+        try:
+            return self._reader.read_next_batch()
+        except StopIteration:
+            return _EOF
+
+    def _drain(self) -> Iterator[MalformedRecord]:
+        while self._pending:
+            record = self._pending.pop(0)
+            self._malformed += 1
+            self._stats["malformed"] += 1
+            yield record
+
+    def _pieces(self, batch: pa.RecordBatch) -> Iterator[pa.RecordBatch]:
+        self._stats["blocks"] += 1
+        self._scanned += batch.num_rows
+        start = 0
+        if self._skip_rows:
+            start = min(self._skip_rows, batch.num_rows)
+            self._skip_rows -= start
+            self._stats["rescanned_rows"] += start
+        if self.batch_size is None:
+            if start < batch.num_rows:
+                yield compact_slice(batch, start)
+            return
+        # Capped batches are zero-copy views of the block's batch.
+        for offset in range(start, batch.num_rows, self.batch_size):
+            yield batch.slice(offset, self.batch_size)
+
+    def _past_end(self) -> CheckpointError:
+        return CheckpointError(
+            f"source {self.source_name!r}: the checkpoint is after {self._rows} rows and "
+            f"{self._malformed} malformed rows, but {self.path!r} has fewer; the file changed "
+            f"since the checkpoint was taken — reset the checkpoint or restore the file"
+        )
+
+
+_EOF = object()
