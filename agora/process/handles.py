@@ -15,7 +15,7 @@ from multiprocessing.connection import Connection
 from collections.abc import Sequence
 from typing import Any
 
-from agora.process.transport import Slot
+from agora.process.shm import Slot
 from agora.process.worker import EXIT_MEMORY_ERROR
 
 __all__ = [
@@ -67,6 +67,9 @@ class PoolMetrics:
     peak_in_flight: int = 0
     transport_bytes_in: int = 0
     transport_bytes_out: int = 0
+    #: batches / results that crossed over the pipe because shared memory could not hold them
+    shm_fallbacks_in: int = 0
+    shm_fallbacks_out: int = 0
     rss_peak_by_pid: dict[int, int] = field(default_factory=dict)
     cpu_by_pid: dict[int, float] = field(default_factory=dict)
 
@@ -83,6 +86,8 @@ class PoolMetrics:
             "peak_in_flight": self.peak_in_flight,
             "transport_bytes_in": self.transport_bytes_in,
             "transport_bytes_out": self.transport_bytes_out,
+            "shm_fallbacks_in": self.shm_fallbacks_in,
+            "shm_fallbacks_out": self.shm_fallbacks_out,
             "worker_peak_rss_bytes": max(self.rss_peak_by_pid.values(), default=0),
             "worker_peak_rss_by_pid": {str(p): v for p, v in self.rss_peak_by_pid.items()},
             "worker_cpu_seconds": round(sum(self.cpu_by_pid.values()), 6),

@@ -15,9 +15,12 @@
 **Ticket** — one submitted batch. It keeps its payload until it is resolved, so a batch
 caught in a worker death can be re-run. Resolved exactly once; later news is ignored.
 
-**Worker** — one process, its pipe and its two shared-memory slots (``transport.py``). It
+**Worker** — one process, its pipe and its two shared-memory slots (``shm.py``). It
 belongs to one generation and serves one ticket at a time, so a reply names its batch
 unambiguously (it also carries the dispatch ``seq``, checked against the slot header).
+When a slot's space cannot be reserved (``/dev/shm`` full or too small), that batch — or
+that result, on the worker's side — crosses over the pipe instead; the pool counts these
+fallbacks (``shm_fallbacks_in``/``_out``) and logs the first one with the fix.
 
 **Generation** — the workers started together. A timeout or a worker death retires the
 whole generation: its process groups are SIGKILLed (grandchildren included), its pipes
@@ -39,6 +42,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import logging
 import time
 import weakref
 from collections import deque
@@ -59,8 +64,15 @@ from agora.process.handles import (
     kill_group,
     mp_context,
 )
-from agora.process.transport import Slot, SlotTooSmall, Transport, grown_capacity
-from agora.process.transport import sweep_stale_slots
+from agora.process.shm import (
+    ShmFull,
+    Slot,
+    SlotTooSmall,
+    grown_capacity,
+    shm_dir,
+    sweep_stale_slots,
+)
+from agora.process.transport import Transport
 from agora.process.worker import (
     EXIT_MEMORY_ERROR,
     OK,
@@ -70,9 +82,12 @@ from agora.process.worker import (
     OP_OK,
     OP_READY,
     OP_RUN,
+    OP_RUN_INLINE,
     OP_SLOTS,
     RUN,
     STOP,
+    VIA_PIPE_SHM_FULL,
+    VIA_PIPE_TOO_BIG,
     WorkerSpec,
     decode_message,
     encode_message,
@@ -87,6 +102,8 @@ __all__ = [
     "WorkerPool",
     "WorkerStartupError",
 ]
+
+log = logging.getLogger("agora.process")
 
 #: How long on_start waits for the first generation to report ready.
 STARTUP_TIMEOUT_S = 60.0
@@ -134,6 +151,8 @@ class WorkerPool:
         self._closed = False
         self._starting: asyncio.Future[None] | None = None
         self._slot_capacity = [0, 0]  # input, output: grows to the largest batch seen
+        self._shm_dir = ""  # resolved by start(): $AGORA_SHM_DIR or /dev/shm
+        self._warned_shm = False
         self._sampler: asyncio.TimerHandle | None = None
         self._psutil: dict[int, psutil.Process] = {}
         self._registry = Registry()
@@ -147,10 +166,20 @@ class WorkerPool:
         Raises :class:`WorkerStartupError` if a worker cannot load ``fn`` or dies first.
         """
         self._loop = asyncio.get_running_loop()
-        sweep_stale_slots()
+        try:
+            self._shm_dir = shm_dir()
+        except ValueError as exc:
+            raise WorkerStartupError(f"process middleware {self.name!r}: {exc}") from None
+        sweep_stale_slots(self._shm_dir)
         self._starting = self._loop.create_future()
         try:
-            self._open_generation()
+            try:
+                self._open_generation()
+            except ShmFull as exc:
+                raise WorkerStartupError(
+                    f"process middleware {self.name!r}: cannot create the workers' "
+                    f"shared-memory slots: {exc}"
+                ) from None
             await asyncio.wait_for(asyncio.shield(self._starting), STARTUP_TIMEOUT_S)
         except TimeoutError:
             self.kill_now()
@@ -266,9 +295,10 @@ class WorkerPool:
 
     def _spawn(self, index: int) -> WorkerHandle:
         assert self._loop is not None
-        in_slot = Slot(self._slot_capacity[0])
-        out_slot = Slot(self._slot_capacity[1])
-        self._registry.slots.update((in_slot, out_slot))
+        in_slot = Slot(self._slot_capacity[0], self._shm_dir)
+        self._registry.slots.add(in_slot)
+        out_slot = Slot(self._slot_capacity[1], self._shm_dir)
+        self._registry.slots.add(out_slot)
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
         spec = WorkerSpec(
             lane=self.transport.lane,
@@ -336,7 +366,9 @@ class WorkerPool:
             try:
                 self._open_generation()
             except Exception as exc:  # noqa: BLE001 - a pool that cannot restart is broken
-                self._break(f"could not start a new worker generation: {exc!r}")
+                self._break(
+                    f"could not start a new worker generation ({type(exc).__name__}: {exc})"
+                )
         self.metrics.recycle_seconds += time.perf_counter() - started
         self._reap()
 
@@ -388,19 +420,26 @@ class WorkerPool:
 
     def _dispatch(self, worker: WorkerHandle, ticket: Ticket) -> None:
         assert self._loop is not None
+        inline: Any = None
         try:
             try:
-                nbytes = self.transport.write_input(worker.in_slot, ticket.payload)
-            except SlotTooSmall as exc:
-                self._grow(worker, 0, exc.required)
-                nbytes = self.transport.write_input(worker.in_slot, ticket.payload)
+                try:
+                    nbytes = self.transport.write_input(worker.in_slot, ticket.payload)
+                except SlotTooSmall as exc:
+                    self._grow(worker, 0, exc.required)
+                    nbytes = self.transport.write_input(worker.in_slot, ticket.payload)
+            except ShmFull as exc:
+                inline = self.transport.inline_input(ticket.payload)
+                nbytes = inline.size if hasattr(inline, "size") else len(inline)
+                self._note_fallback(exc, "in", ticket.batch_index)
         except Exception as exc:  # noqa: BLE001 - the batch cannot be encoded: its failure
             self._fail(ticket, f"the batch could not be written for the worker: {exc!r}")
             return
         self._seq += 1
         ticket.seq, ticket.worker, ticket.generation = self._seq, worker, worker.generation
         worker.ticket = ticket
-        worker.in_slot.write_header(ticket.seq, nbytes)
+        if inline is None:
+            worker.in_slot.write_header(ticket.seq, nbytes)
         self.metrics.transport_bytes_in += nbytes
         # A dead worker's pipe raises here; its death is processed from the sentinel, and
         # this ticket is then re-run like any batch in flight on it.
@@ -416,16 +455,41 @@ class WorkerPool:
                     )
                 )
                 worker.slots_dirty = False
-            worker.conn.send_bytes(RUN.pack(OP_RUN, ticket.seq, nbytes))
+            if inline is None:
+                worker.conn.send_bytes(RUN.pack(OP_RUN, ticket.seq, nbytes))
+            else:
+                # The worker is idle and blocked reading its pipe, so this returns as
+                # fast as the kernel copies the bytes.
+                worker.conn.send_bytes(RUN.pack(OP_RUN_INLINE, ticket.seq, nbytes))
+                worker.conn.send_bytes(inline)
         if self.timeout_s is not None:
             ticket.timer = self._loop.call_later(
                 self.timeout_s, self._on_timeout, ticket, ticket.seq
             )
 
+    def _note_fallback(self, exc: ShmFull, direction: str, batch_index: int) -> None:
+        """Count a batch (``in``) or result (``out``) that took the pipe because shared
+        memory could not hold it; the first one of a pool is logged with the fix."""
+        if direction == "in":
+            self.metrics.shm_fallbacks_in += 1
+        else:
+            self.metrics.shm_fallbacks_out += 1
+        if not self._warned_shm:
+            self._warned_shm = True
+            log.warning(
+                "process middleware %r: batch %d %s over the worker's pipe: %s. The run "
+                "goes on (slower); the summary counts these as shm_fallbacks_in/_out.",
+                self.name,
+                batch_index,
+                "was sent" if direction == "in" else "came back",
+                exc,
+            )
+
     def _grow(self, worker: WorkerHandle, which: int, required: int) -> None:
-        """Replace a worker's input (0) or output (1) slot with a bigger one."""
+        """Replace a worker's input (0) or output (1) slot with a bigger one. Raises
+        :class:`ShmFull` (and keeps the old slot) when even the new header has no room."""
         old = worker.in_slot if which == 0 else worker.out_slot
-        new = Slot(grown_capacity(required))
+        new = Slot(grown_capacity(required), self._shm_dir)
         self._registry.slots.add(new)
         if which == 0:
             worker.in_slot = new
@@ -454,8 +518,8 @@ class WorkerPool:
     def _on_message(self, worker: WorkerHandle, message: bytes, data: bytes | None) -> None:
         op = message[0]
         if op == OP_OK:
-            _, seq, nbytes, _inline = OK.unpack(message)
-            self._on_ok(worker, seq, nbytes, data)
+            _, seq, nbytes, via = OK.unpack(message)
+            self._on_ok(worker, seq, nbytes, via, data)
         elif op == OP_ERR:
             seq, kind, summary, detail = decode_message(message)
             self._on_error(worker, seq, kind, summary, detail)
@@ -471,7 +535,9 @@ class WorkerPool:
             (text,) = decode_message(message)
             self._on_init_error(worker, text)
 
-    def _on_ok(self, worker: WorkerHandle, seq: int, nbytes: int, data: bytes | None) -> None:
+    def _on_ok(
+        self, worker: WorkerHandle, seq: int, nbytes: int, via: int, data: bytes | None
+    ) -> None:
         ticket = worker.ticket
         if ticket is None or ticket.seq != seq:
             return  # not the dispatch this worker is serving: never commit it
@@ -484,8 +550,14 @@ class WorkerPool:
                     raise RuntimeError("result slot header does not match the reply")
                 result = self.transport.read_output(worker.out_slot, nbytes)
             else:
-                self._grow(worker, 1, len(data))
                 result = self.transport.read_inline(data)
+                if via == VIA_PIPE_SHM_FULL:
+                    self._note_fallback(
+                        ShmFull(self._shm_dir, nbytes, errno.ENOSPC), "out", ticket.batch_index
+                    )
+                elif via == VIA_PIPE_TOO_BIG:
+                    with contextlib.suppress(ShmFull):  # then the next one comes inline too
+                        self._grow(worker, 1, len(data))
         except Exception as exc:  # noqa: BLE001
             self._fail(ticket, f"the result could not be read back: {exc!r}")
             return
