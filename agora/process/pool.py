@@ -486,10 +486,16 @@ class WorkerPool:
             )
 
     def _grow(self, worker: WorkerHandle, which: int, required: int) -> None:
-        """Replace a worker's input (0) or output (1) slot with a bigger one. Raises
-        :class:`ShmFull` (and keeps the old slot) when even the new header has no room."""
+        """Replace a worker's input (0) or output (1) slot with a bigger one, its first
+        ``required`` payload bytes already reserved. Raises :class:`ShmFull` (and keeps
+        the old slot) when shared memory cannot hold them."""
         old = worker.in_slot if which == 0 else worker.out_slot
         new = Slot(grown_capacity(required), self._shm_dir)
+        try:
+            new.reserve(required)
+        except ShmFull:
+            new.release()
+            raise
         self._registry.slots.add(new)
         if which == 0:
             worker.in_slot = new
@@ -551,13 +557,16 @@ class WorkerPool:
                 result = self.transport.read_output(worker.out_slot, nbytes)
             else:
                 result = self.transport.read_inline(data)
+                full: ShmFull | None = None
                 if via == VIA_PIPE_SHM_FULL:
-                    self._note_fallback(
-                        ShmFull(self._shm_dir, nbytes, errno.ENOSPC), "out", ticket.batch_index
-                    )
+                    full = ShmFull(self._shm_dir, nbytes, errno.ENOSPC)
                 elif via == VIA_PIPE_TOO_BIG:
-                    with contextlib.suppress(ShmFull):  # then the next one comes inline too
+                    try:
                         self._grow(worker, 1, len(data))
+                    except ShmFull as exc:  # a bigger slot could not be held either
+                        full = exc
+                if full is not None:
+                    self._note_fallback(full, "out", ticket.batch_index)
         except Exception as exc:  # noqa: BLE001
             self._fail(ticket, f"the result could not be read back: {exc!r}")
             return
