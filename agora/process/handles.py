@@ -27,13 +27,18 @@ __all__ = [
     "Ticket",
     "WorkerHandle",
     "describe_exit",
+    "forkserver_pid",
+    "forkserver_preload",
     "kill_group",
     "mp_context",
 ]
 
 #: Modules every worker has imported before it is forked, so a new worker (and a new
 #: generation after a recycle) is ready in milliseconds instead of re-importing pyarrow.
-PRELOAD = ["pyarrow", "pyarrow.ipc", "ctypes", "agora.process.worker"]
+#: ``forkserver_hook`` comes first so that it also captures a later module's failure.
+PRELOAD = [
+    "agora.process.forkserver_hook", "pyarrow", "pyarrow.ipc", "ctypes", "agora.process.worker",
+]
 
 
 class PoolState(StrEnum):
@@ -166,21 +171,38 @@ def describe_exit(exitcode: int | None, note: str) -> str:
     return f"worker died (exited with code {exitcode})"
 
 
-def mp_context(extra_preload: Sequence[str] = ()) -> multiprocessing.context.BaseContext:
+def mp_context(
+    extra_preload: Sequence[str] = (), *, drop: Sequence[str] = ()
+) -> multiprocessing.context.BaseContext:
     """forkserver with pyarrow preloaded where available (never plain fork from a
     threaded process), spawn elsewhere.
 
     ``extra_preload`` (the module defining ``fn``) joins the preload list, so workers of
     every generation start with it imported instead of importing it on first use — which
     would add its import time to every pool recycle. Modules the application already
-    asked the forkserver to preload are kept. The list only takes effect when the
-    forkserver starts (it serves the whole process afterwards).
+    asked the forkserver to preload are kept, except those in ``drop`` (used to retry
+    without a module whose import killed the forkserver). The list only takes effect
+    when the forkserver starts (it serves the whole process afterwards).
     """
     if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
-        server = getattr(multiprocessing.forkserver, "_forkserver", None)
-        current = list(getattr(server, "_preload_modules", None) or [])
-        wanted = [m for m in (*current, *PRELOAD, *extra_preload) if m and m != "__main__"]
+        current = list(forkserver_preload())
+        wanted = [
+            m for m in (*PRELOAD, *current, *extra_preload)
+            if m and m != "__main__" and m not in drop
+        ]
         ctx.set_forkserver_preload(list(dict.fromkeys(wanted)))
         return ctx
     return multiprocessing.get_context("spawn")
+
+
+def forkserver_preload() -> list[str]:
+    server = getattr(multiprocessing.forkserver, "_forkserver", None)
+    return list(getattr(server, "_preload_modules", None) or [])
+
+
+def forkserver_pid() -> int | None:
+    """The pid of this process's forkserver, if one was started."""
+    server = getattr(multiprocessing.forkserver, "_forkserver", None)
+    pid = getattr(server, "_forkserver_pid", None)
+    return pid if isinstance(pid, int) else None

@@ -135,6 +135,10 @@ class _ProcessLane:
             timeout_s=self.timeout_s,
             max_pool_recycles=self.max_pool_recycles,
             preload=[getattr(self.fn, "__module__", None) or ""],
+            fn_label=(
+                getattr(self.fn, "__module__", None) or "?",
+                getattr(self.fn, "__qualname__", None) or type(self.fn).__name__,
+            ),
         )
         self._pool = pool
         try:

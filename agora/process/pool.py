@@ -61,6 +61,7 @@ from agora.process.handles import (
     Ticket,
     WorkerHandle,
     describe_exit,
+    forkserver_pid,
     kill_group,
     mp_context,
 )
@@ -71,6 +72,13 @@ from agora.process.shm import (
     grown_capacity,
     shm_dir,
     sweep_stale_slots,
+)
+from agora.process.startup import (
+    explain_death,
+    explain_load_error,
+    importing_main,
+    last_line,
+    take_report,
 )
 from agora.process.transport import Transport
 from agora.process.worker import (
@@ -128,7 +136,9 @@ class WorkerPool:
         timeout_s: float | None,
         max_pool_recycles: int,
         preload: Sequence[str] = (),
+        fn_label: tuple[str, str] = ("", "fn"),
     ) -> None:
+        """``fn_label`` is ``(module, qualname)`` of ``fn``, for start-up messages."""
         self.name = name
         self.transport = transport
         self.fn_bytes = fn_bytes
@@ -138,7 +148,9 @@ class WorkerPool:
         self.metrics = PoolMetrics()
         self.generation = 0
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._ctx: Any = mp_context(preload)
+        self._preload = [m for m in preload if m and m != "__main__"]
+        self._fn_label = fn_label
+        self._ctx: Any = mp_context(self._preload)
         self._workers: list[WorkerHandle] = []
         self._graveyard: list[WorkerHandle] = []
         self._queue: deque[Ticket] = deque()
@@ -166,6 +178,14 @@ class WorkerPool:
         Raises :class:`WorkerStartupError` if a worker cannot load ``fn`` or dies first.
         """
         self._loop = asyncio.get_running_loop()
+        if importing_main():
+            # This process is a worker re-running the main script: starting processes
+            # here can only fail (and must not recurse); say why, loudly, in its report.
+            raise WorkerStartupError(
+                f"process middleware {self.name!r} was started while a worker process was "
+                f"importing the main script; guard the code that runs the pipeline with "
+                f'`if __name__ == "__main__":`'
+            )
         try:
             self._shm_dir = shm_dir()
         except ValueError as exc:
@@ -174,7 +194,7 @@ class WorkerPool:
         self._starting = self._loop.create_future()
         try:
             try:
-                self._open_generation()
+                self._open_first_generation()
             except ShmFull as exc:
                 raise WorkerStartupError(
                     f"process middleware {self.name!r}: cannot create the workers' "
@@ -287,6 +307,27 @@ class WorkerPool:
 
     # ------------------------------------------------------------------ generations
 
+    def _open_first_generation(self) -> None:
+        """Open generation 1. If the forkserver died while preloading ``fn``'s module
+        (the module raises when imported in a fresh process), retry once without
+        preloading it: the workers then import it themselves and report why it fails."""
+        try:
+            self._open_generation()
+        except (EOFError, ConnectionError) as exc:
+            report = take_report(forkserver_pid())
+            for worker in self._workers:
+                self._retire(worker)
+            self._workers, self.generation = [], 0
+            if not self._preload:
+                raise WorkerStartupError(
+                    f"process middleware {self.name!r}: the forkserver that starts workers "
+                    f"failed ({last_line(report) or f'{type(exc).__name__}: {exc}'})"
+                ) from None
+            _await_forkserver_exit()
+            self._ctx = mp_context(drop=self._preload)
+            self._preload = []
+            self._open_generation()
+
     def _open_generation(self) -> None:
         self.generation += 1
         self._workers = []
@@ -344,6 +385,8 @@ class WorkerPool:
     def _reap(self) -> None:
         for worker in list(self._graveyard):
             if worker.process.exitcode is not None:
+                if not worker.ready:
+                    take_report(worker.pid)  # a start-up report nobody asked for
                 worker.process.close()
                 self._graveyard.remove(worker)
 
@@ -538,8 +581,8 @@ class WorkerPool:
         elif op == OP_MEMORY:
             worker.note = describe_exit(EXIT_MEMORY_ERROR, "")
         elif op == OP_INIT_ERROR:
-            (text,) = decode_message(message)
-            self._on_init_error(worker, text)
+            stage, summary, detail = decode_message(message)
+            self._on_init_error(worker, stage, summary, detail)
 
     def _on_ok(
         self, worker: WorkerHandle, seq: int, nbytes: int, via: int, data: bytes | None
@@ -594,15 +637,17 @@ class WorkerPool:
         }.get(kind, summary)
         self._fail(ticket, cause, remote_traceback=detail)
 
-    def _on_init_error(self, worker: WorkerHandle, text: str) -> None:
-        reason = (
-            f"a worker could not load fn ({text}); fn must be importable in a fresh "
-            "process — define it at module top level in an importable module"
-        )
-        if self._starting is not None and not self._starting.done():
-            self._starting.set_exception(
-                WorkerStartupError(f"process middleware {self.name!r}: {reason}")
+    def _on_init_error(self, worker: WorkerHandle, stage: str, summary: str, detail: str) -> None:
+        if stage == "fn":
+            reason = "a worker could not load fn: " + explain_load_error(
+                self._fn_label[1], self._fn_label[0], summary
             )
+        else:
+            reason = f"a worker could not map its shared-memory slots ({summary})"
+        if self._starting is not None and not self._starting.done():
+            error = WorkerStartupError(f"process middleware {self.name!r}: {reason}")
+            error.__cause__ = RemoteTraceback(detail)
+            self._starting.set_exception(error)
             return
         self._break(reason)
 
@@ -632,11 +677,17 @@ class WorkerPool:
             return  # stop() asked it to exit
         self.metrics.worker_deaths += 1
         cause = describe_exit(worker.process.exitcode, worker.note)
+        report = take_report(worker.pid) if not worker.ready else ""
         if self._starting is not None and not self._starting.done():
-            self._starting.set_exception(
-                WorkerStartupError(f"process middleware {self.name!r}: a starting {cause}")
+            error = WorkerStartupError(
+                f"process middleware {self.name!r}: {explain_death(cause, report)}"
             )
+            if report:
+                error.__cause__ = RemoteTraceback(report)
+            self._starting.set_exception(error)
             return
+        if report:
+            cause = f"{cause} before it was ready ({last_line(report)})"
         # Batches whose submitter gave up (cancelled) are not worth a re-run.
         running = [
             w.ticket for w in self._workers if w.ticket is not None and not w.ticket.future.done()
@@ -755,3 +806,17 @@ class WorkerPool:
             self.metrics.cpu_by_pid[worker.pid] = cpu.user + cpu.system
         if reschedule and not self._closed and self._loop is not None:
             self._sampler = self._loop.call_later(SAMPLE_INTERVAL_S, self._sample)
+
+
+def _await_forkserver_exit(limit_s: float = 2.0) -> None:
+    """Wait (briefly) until a forkserver that hung up has really exited, so that the
+    next process start launches a new one instead of talking to the dying one."""
+    pid = forkserver_pid()
+    deadline = time.monotonic() + limit_s
+    while pid is not None and time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return
+        except psutil.NoSuchProcess:
+            return
+        time.sleep(0.01)

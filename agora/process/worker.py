@@ -18,7 +18,8 @@ Protocol (first byte of every message is the opcode)::
                                              could not hold it (VIA_PIPE_SHM_FULL)
                      ERR(seq, kind, ...)     fn raised / bad result / codec failure
                      MEMORY(seq)             fn raised MemoryError; the worker now exits
-                     INIT_ERROR(text)        fn could not be unpickled; the worker exits
+                     INIT_ERROR(stage, ...)  fn could not be unpickled, or the slots not
+                                             mapped; the worker exits
 
 Isolation: the worker starts its own session (so killing its process group also kills
 anything ``fn`` spawned), ignores SIGINT (Ctrl-C is the main process's business), and
@@ -111,12 +112,17 @@ def decode_message(data: bytes) -> tuple[Any, ...]:
 def worker_main(conn: Connection, spec: WorkerSpec) -> None:
     """Entry point of a worker process (the pool's ``Process`` target)."""
     _isolate(conn)
+    stage = "fn"
     try:
         fn = pickle.loads(spec.fn_bytes)
-    except BaseException as exc:  # noqa: BLE001 - any failure to load fn is reported
-        conn.send_bytes(encode_message(OP_INIT_ERROR, f"{type(exc).__name__}: {exc}"))
+        stage = "slots"
+        slots = _Slots(spec)
+    except BaseException as exc:  # noqa: BLE001 - any start-up failure is reported
+        detail = "".join(traceback.format_exception(exc))
+        conn.send_bytes(
+            encode_message(OP_INIT_ERROR, stage, f"{type(exc).__name__}: {exc}", detail)
+        )
         return
-    slots = _Slots(spec)
     conn.send_bytes(READY.pack(OP_READY, os.getpid()))
     while True:
         try:
