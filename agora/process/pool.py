@@ -44,6 +44,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import os
 import time
 import weakref
 from collections import deque
@@ -78,6 +79,7 @@ from agora.process.startup import (
     explain_load_error,
     importing_main,
     last_line,
+    sweep_stale_reports,
     take_report,
 )
 from agora.process.transport import Transport
@@ -191,6 +193,7 @@ class WorkerPool:
         except ValueError as exc:
             raise WorkerStartupError(f"process middleware {self.name!r}: {exc}") from None
         sweep_stale_slots(self._shm_dir)
+        sweep_stale_reports()
         self._starting = self._loop.create_future()
         try:
             try:
@@ -314,16 +317,16 @@ class WorkerPool:
         try:
             self._open_generation()
         except (EOFError, ConnectionError) as exc:
-            report = take_report(forkserver_pid())
             for worker in self._workers:
                 self._retire(worker)
             self._workers, self.generation = [], 0
+            _await_forkserver_exit()
+            report = take_report(forkserver_pid())  # complete now that it has exited
             if not self._preload:
                 raise WorkerStartupError(
                     f"process middleware {self.name!r}: the forkserver that starts workers "
                     f"failed ({last_line(report) or f'{type(exc).__name__}: {exc}'})"
                 ) from None
-            _await_forkserver_exit()
             self._ctx = mp_context(drop=self._preload)
             self._preload = []
             self._open_generation()
@@ -373,6 +376,8 @@ class WorkerPool:
         with contextlib.suppress(ValueError, OSError):
             self._loop.remove_reader(worker.process.sentinel)
         kill_group(worker.pid)
+        if not worker.ready:
+            take_report(worker.pid)  # it may have died starting; nobody will ask now
         self._registry.pids.discard(worker.pid)
         worker.conn.close()
         for slot in (worker.in_slot, worker.out_slot):
@@ -809,14 +814,15 @@ class WorkerPool:
 
 
 def _await_forkserver_exit(limit_s: float = 2.0) -> None:
-    """Wait (briefly) until a forkserver that hung up has really exited, so that the
-    next process start launches a new one instead of talking to the dying one."""
+    """Wait (briefly) until a forkserver that hung up can be reaped, so that the next
+    process start launches a new one instead of talking to the dying one. It is not
+    reaped here (``WNOWAIT``): multiprocessing reaps it and then starts the new one."""
     pid = forkserver_pid()
     deadline = time.monotonic() + limit_s
     while pid is not None and time.monotonic() < deadline:
         try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
                 return
-        except psutil.NoSuchProcess:
+        except ChildProcessError:
             return
         time.sleep(0.01)

@@ -38,6 +38,7 @@ __all__ = [
     "importing_main",
     "last_line",
     "report_path",
+    "sweep_stale_reports",
     "take_report",
     "write_report",
 ]
@@ -73,6 +74,33 @@ def take_report(pid: int | None) -> str:
     with contextlib.suppress(OSError):
         os.unlink(path)
     return text
+
+
+def sweep_stale_reports() -> int:
+    """Remove reports of processes that are gone (left when a driver was killed before
+    it read them); return how many."""
+    removed = 0
+    directory = tempfile.gettempdir()
+    for name in os.listdir(directory):
+        if not (name.startswith(_REPORT_PREFIX) and name.endswith(".txt")):
+            continue
+        pid_text = name[len(_REPORT_PREFIX) : -len(".txt")]
+        if not pid_text.isdigit() or _alive(int(pid_text)):
+            continue
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(directory, name))
+            removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def last_line(text: str) -> str:
