@@ -82,7 +82,7 @@ from agora.process.startup import (
     sweep_stale_reports,
     take_report,
 )
-from agora.process.transport import Transport
+from agora.process.transport import Transport, recv_raw, send_raw
 from agora.process.worker import (
     EXIT_MEMORY_ERROR,
     OK,
@@ -98,6 +98,7 @@ from agora.process.worker import (
     STOP,
     VIA_PIPE_SHM_FULL,
     VIA_PIPE_TOO_BIG,
+    VIA_SLOT,
     WorkerSpec,
     decode_message,
     encode_message,
@@ -509,7 +510,7 @@ class WorkerPool:
                 # The worker is idle and blocked reading its pipe, so this returns as
                 # fast as the kernel copies the bytes.
                 worker.conn.send_bytes(RUN.pack(OP_RUN_INLINE, ticket.seq, nbytes))
-                worker.conn.send_bytes(inline)
+                send_raw(worker.conn, inline)
         if self.timeout_s is not None:
             ticket.timer = self._loop.call_later(
                 self.timeout_s, self._on_timeout, ticket, ticket.seq
@@ -561,15 +562,18 @@ class WorkerPool:
             return
         try:
             message = worker.conn.recv_bytes()
-            inline = message[0] == OP_OK and OK.unpack(message)[3]
-            data = worker.conn.recv_bytes() if inline else None
+            data = None
+            if message[0] == OP_OK:
+                _, _seq, nbytes, via = OK.unpack(message)
+                if via != VIA_SLOT:  # the result follows on the pipe: read it all now
+                    data = recv_raw(worker.conn, nbytes)
         except (EOFError, OSError):
             self._on_pipe_closed(worker)
         else:
             self._on_message(worker, message, data)
         self._pump()
 
-    def _on_message(self, worker: WorkerHandle, message: bytes, data: bytes | None) -> None:
+    def _on_message(self, worker: WorkerHandle, message: bytes, data: Any) -> None:
         op = message[0]
         if op == OP_OK:
             _, seq, nbytes, via = OK.unpack(message)
@@ -590,7 +594,7 @@ class WorkerPool:
             self._on_init_error(worker, stage, summary, detail)
 
     def _on_ok(
-        self, worker: WorkerHandle, seq: int, nbytes: int, via: int, data: bytes | None
+        self, worker: WorkerHandle, seq: int, nbytes: int, via: int, data: Any
     ) -> None:
         ticket = worker.ticket
         if ticket is None or ticket.seq != seq:
@@ -610,7 +614,7 @@ class WorkerPool:
                     full = ShmFull(self._shm_dir, nbytes, errno.ENOSPC)
                 elif via == VIA_PIPE_TOO_BIG:
                     try:
-                        self._grow(worker, 1, len(data))
+                        self._grow(worker, 1, nbytes)
                     except ShmFull as exc:  # a bigger slot could not be held either
                         full = exc
                 if full is not None:

@@ -17,7 +17,9 @@ pickled: pickling a slice ships its whole parent buffer).
 
 from __future__ import annotations
 
+import os
 import pickle
+from multiprocessing.connection import Connection
 from typing import Any
 
 import pyarrow as pa
@@ -37,6 +39,8 @@ __all__ = [
     "encode_rows",
     "put_arrow",
     "put_rows",
+    "recv_raw",
+    "send_raw",
     "serialize_arrow",
     "write_arrow_into",
 ]
@@ -137,10 +141,35 @@ def put_arrow(slot: MappedSlot, batch: pa.RecordBatch) -> int:
     return write_arrow_into(slot.view[HEADER_SIZE : HEADER_SIZE + nbytes], batch)
 
 
+def send_raw(conn: Connection, data: Any) -> None:
+    """Write ``data`` to ``conn``'s descriptor as is, right after a framed message that
+    announced its size. The receiver reads it with :func:`recv_raw` straight into one
+    buffer — framing it as a message would copy it in and out of a growing buffer."""
+    view = memoryview(data).cast("B")
+    fd = conn.fileno()
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def recv_raw(conn: Connection, nbytes: int) -> pa.Buffer:
+    """Read exactly ``nbytes`` sent by :func:`send_raw` into a fresh buffer the caller
+    owns. Raises ``EOFError`` when the other side hangs up first."""
+    buffer = pa.allocate_buffer(nbytes)
+    view = memoryview(buffer)
+    fd = conn.fileno()
+    done = 0
+    while done < nbytes:
+        got = os.readv(fd, [view[done:]])
+        if got == 0:
+            raise EOFError(f"the pipe closed after {done} of {nbytes} bytes")
+        done += got
+    return buffer
+
+
 def decode_inline(lane: str, data: Any) -> Any:
     """Decode a batch or result that crossed over the pipe (bytes the caller owns)."""
     if lane == "arrow":
-        return decode_arrow(pa.py_buffer(data))
+        return decode_arrow(data if isinstance(data, pa.Buffer) else pa.py_buffer(data))
     return decode_rows(data)
 
 

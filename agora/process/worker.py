@@ -50,6 +50,8 @@ from agora.process.transport import (
     encode_rows,
     put_arrow,
     put_rows,
+    recv_raw,
+    send_raw,
     serialize_arrow,
 )
 
@@ -136,7 +138,7 @@ def worker_main(conn: Connection, spec: WorkerSpec) -> None:
         elif op == OP_RUN_INLINE:
             _, seq, nbytes = RUN.unpack(message)
             try:
-                data = conn.recv_bytes()
+                data = recv_raw(conn, nbytes)
             except (EOFError, OSError):
                 return
             _run_one(conn, slots, spec.lane, fn, seq, nbytes, data)
@@ -164,7 +166,7 @@ class _Slots:
 
 def _run_one(
     conn: Connection, slots: _Slots, lane: str, fn: Any, seq: int, nbytes: int,
-    inline: bytes | None,
+    inline: pa.Buffer | None,
 ) -> None:
     try:
         if inline is not None:
@@ -239,7 +241,7 @@ def _send_result(conn: Connection, out: MappedSlot, lane: str, seq: int, result:
             data = serialize_arrow(result)
         size = data.size if isinstance(data, pa.Buffer) else len(data)
         conn.send_bytes(OK.pack(OP_OK, seq, size, via))
-        conn.send_bytes(data)
+        send_raw(conn, data)
         return
     # Header last: only a fully written payload ever carries this dispatch's seq.
     out.write_header(seq, nbytes)

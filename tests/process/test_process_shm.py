@@ -15,7 +15,7 @@ from agora.errors import WorkerStartupError
 from agora.process import ArrowProcessBatchMiddleware, ProcessBatchMiddleware
 from agora.process import shm
 from agora.process.shm import HEADER_SIZE, MappedSlot, ShmFull, Slot, leftover_slot_paths
-from agora.process.transport import encode_rows, put_arrow, put_rows
+from agora.process.transport import encode_rows, put_arrow, put_rows, recv_raw
 from agora.process.worker import OK, VIA_PIPE_SHM_FULL, VIA_SLOT, _send_result
 from tests.process import faults
 from tests.process.helpers import rows, run, started
@@ -142,11 +142,11 @@ def test_a_worker_that_cannot_reserve_sends_its_result_over_the_pipe(monkeypatch
         _send_result(writer, fresh, lane, 8, result)
         _op, seq, nbytes, via = OK.unpack(reader.recv_bytes())
         assert (seq, via) == (8, VIA_PIPE_SHM_FULL)
-        data = reader.recv_bytes()
-        assert len(data) == nbytes
+        data = recv_raw(reader, nbytes)  # the result follows right after the OK message
+        assert data.size == nbytes
         assert slot.read_header()[0] == 7  # the slot was not touched
         if lane == "rows":
-            assert data == encode_rows(result)
+            assert data.to_pybytes() == encode_rows(result)
         else:
             assert pa.ipc.open_stream(data).read_next_batch().equals(result)
         fresh.close()
