@@ -9,6 +9,7 @@ import multiprocessing
 import multiprocessing.forkserver
 import os
 import signal
+import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 from multiprocessing.connection import Connection
@@ -26,6 +27,7 @@ __all__ = [
     "Registry",
     "Ticket",
     "WorkerHandle",
+    "await_forkserver_exit",
     "describe_exit",
     "forkserver_pid",
     "forkserver_preload",
@@ -206,3 +208,18 @@ def forkserver_pid() -> int | None:
     server = getattr(multiprocessing.forkserver, "_forkserver", None)
     pid = getattr(server, "_forkserver_pid", None)
     return pid if isinstance(pid, int) else None
+
+
+def await_forkserver_exit(limit_s: float = 2.0) -> None:
+    """Wait (briefly) until a forkserver that hung up can be reaped, so that the next
+    process start launches a new one instead of talking to the dying one. It is not
+    reaped here (``WNOWAIT``): multiprocessing reaps it and then starts the new one."""
+    pid = forkserver_pid()
+    deadline = time.monotonic() + limit_s
+    while pid is not None and time.monotonic() < deadline:
+        try:
+            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                return
+        except ChildProcessError:
+            return
+        time.sleep(0.01)

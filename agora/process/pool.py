@@ -44,7 +44,6 @@ import asyncio
 import contextlib
 import errno
 import logging
-import os
 import time
 import weakref
 from collections import deque
@@ -61,6 +60,7 @@ from agora.process.handles import (
     RemoteTraceback,
     Ticket,
     WorkerHandle,
+    await_forkserver_exit,
     describe_exit,
     forkserver_pid,
     kill_group,
@@ -321,7 +321,7 @@ class WorkerPool:
             for worker in self._workers:
                 self._retire(worker)
             self._workers, self.generation = [], 0
-            _await_forkserver_exit()
+            await_forkserver_exit()
             report = take_report(forkserver_pid())  # complete now that it has exited
             if not self._preload:
                 raise WorkerStartupError(
@@ -815,18 +815,3 @@ class WorkerPool:
             self.metrics.cpu_by_pid[worker.pid] = cpu.user + cpu.system
         if reschedule and not self._closed and self._loop is not None:
             self._sampler = self._loop.call_later(SAMPLE_INTERVAL_S, self._sample)
-
-
-def _await_forkserver_exit(limit_s: float = 2.0) -> None:
-    """Wait (briefly) until a forkserver that hung up can be reaped, so that the next
-    process start launches a new one instead of talking to the dying one. It is not
-    reaped here (``WNOWAIT``): multiprocessing reaps it and then starts the new one."""
-    pid = forkserver_pid()
-    deadline = time.monotonic() + limit_s
-    while pid is not None and time.monotonic() < deadline:
-        try:
-            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
-                return
-        except ChildProcessError:
-            return
-        time.sleep(0.01)

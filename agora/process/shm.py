@@ -102,7 +102,8 @@ def describe_space(directory: str) -> str:
         st = os.statvfs(directory)
     except OSError:
         return repr(directory)
-    return f"{directory!r} ({_mib(st.f_frsize * st.f_blocks)}, {_mib(st.f_frsize * st.f_bavail)} free)"
+    size, free = st.f_frsize * st.f_blocks, st.f_frsize * st.f_bavail
+    return f"{directory!r} ({_mib(size)}, {_mib(free)} free)"
 
 
 class ShmFull(Exception):

@@ -23,7 +23,9 @@ from tests.process.helpers import rows, run, started
 pytestmark = pytest.mark.timeout(60)
 
 
-def refuse_payload_reservations(monkeypatch: pytest.MonkeyPatch, above: int = HEADER_SIZE) -> list[int]:
+def refuse_payload_reservations(
+    monkeypatch: pytest.MonkeyPatch, above: int = HEADER_SIZE
+) -> list[int]:
     """Make this process's reservations of more than ``above`` bytes fail like a full
     /dev/shm (a slot's header still fits); returns the list of refused lengths."""
     refused: list[int] = []
