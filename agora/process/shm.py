@@ -134,13 +134,17 @@ def reserve(fd: int, offset: int, length: int, directory: str) -> None:
     if length <= 0:
         return
     fallocate = getattr(os, "posix_fallocate", None)
-    if fallocate is not None:
+    while fallocate is not None:
         try:
-            fallocate(fd, offset, length)  # Python retries EINTR itself
+            fallocate(fd, offset, length)
             return
+        except InterruptedError:
+            continue  # Python retries EINTR itself; a wrapper that does not gets a retry
         except OSError as exc:
-            if exc.errno not in _UNSUPPORTED:
-                raise ShmFull(directory, length, exc.errno or errno.ENOSPC) from None
+            if exc.errno in _UNSUPPORTED:
+                break
+            # ENOSPC, or anything else that leaves the range unbacked: never write it.
+            raise ShmFull(directory, length, exc.errno or errno.ENOSPC) from None
     _zero_fill(fd, offset, length, directory)
 
 

@@ -88,6 +88,25 @@ def test_without_posix_fallocate_space_is_reserved_by_writing_zeros(monkeypatch)
         slot.release()
 
 
+def test_an_interrupted_reservation_is_retried(monkeypatch):
+    real = os.posix_fallocate
+    calls: list[int] = []
+
+    def interrupted_once(fd: int, offset: int, length: int) -> None:
+        calls.append(length)
+        if len(calls) == 1:
+            raise InterruptedError(errno.EINTR, "Interrupted system call")
+        real(fd, offset, length)
+
+    slot = Slot(0)
+    try:
+        monkeypatch.setattr(os, "posix_fallocate", interrupted_once)
+        put_rows(slot, b"q" * 9000)
+        assert calls == [9000, 9000] and slot.reserved == HEADER_SIZE + 9000
+    finally:
+        slot.release()
+
+
 def test_zero_filling_that_finds_no_room_raises_shm_full(monkeypatch):
     def unsupported(fd: int, offset: int, length: int) -> None:
         raise OSError(errno.ENOSYS, "no fallocate")
