@@ -479,7 +479,7 @@ class WorkerPool:
                     nbytes = self.transport.write_input(worker.in_slot, ticket.payload)
             except ShmFull as exc:
                 inline = self.transport.inline_input(ticket.payload)
-                nbytes = inline.size if hasattr(inline, "size") else len(inline)
+                nbytes = memoryview(inline).nbytes
                 self._note_fallback(exc, "in", ticket.batch_index)
         except Exception as exc:  # noqa: BLE001 - the batch cannot be encoded: its failure
             self._fail(ticket, f"the batch could not be written for the worker: {exc!r}")

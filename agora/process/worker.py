@@ -1,19 +1,20 @@
 """The worker process: runs the user's ``fn`` on batches handed over by the pool.
 
 A worker serves one batch at a time. The pipe carries small control messages (below);
-batch data travels through the worker's two shared-memory slots (``transport.py``). The
+batch data travels through the worker's two shared-memory slots (``shm.py``), or right
+after its message on the pipe when shared memory cannot hold it (``transport.py``). The
 worker runs only ``fn``: it never sees checkpoints, the DLQ or sinks.
 
 Protocol (first byte of every message is the opcode)::
 
     main -> worker   RUN(seq, nbytes)        input is in the input slot
-                     RUN_INLINE(seq, nbytes) input follows as the next message (shared
+                     RUN_INLINE(seq, nbytes) input follows as nbytes raw bytes (shared
                                              memory could not hold it)
                      SLOTS(paths, sizes)     the main process replaced a slot (it grew)
                      STOP                    exit cleanly
     worker -> main   READY(pid)              fn unpickled, slots mapped
                      OK(seq, nbytes, via)    result is in the output slot (VIA_SLOT), or
-                                             follows as the next message because it did
+                                             follows as nbytes raw bytes because it did
                                              not fit (VIA_PIPE_TOO_BIG) or shared memory
                                              could not hold it (VIA_PIPE_SHM_FULL)
                      ERR(seq, kind, ...)     fn raised / bad result / codec failure
@@ -239,7 +240,7 @@ def _send_result(conn: Connection, out: MappedSlot, lane: str, seq: int, result:
         via = VIA_PIPE_SHM_FULL if isinstance(exc, ShmFull) else VIA_PIPE_TOO_BIG
         if data is None:
             data = serialize_arrow(result)
-        size = data.size if isinstance(data, pa.Buffer) else len(data)
+        size = memoryview(data).nbytes
         conn.send_bytes(OK.pack(OP_OK, seq, size, via))
         send_raw(conn, data)
         return
