@@ -11,7 +11,7 @@ from multiprocessing import Pipe
 import pyarrow as pa
 import pytest
 
-from agora.errors import WorkerStartupError
+from agora.errors import ProcessPoolBrokenError, WorkerStartupError
 from agora.process import ArrowProcessBatchMiddleware, ProcessBatchMiddleware
 from agora.process import shm
 from agora.process.shm import HEADER_SIZE, MappedSlot, ShmFull, Slot, leftover_slot_paths
@@ -253,5 +253,50 @@ def test_a_bad_agora_shm_dir_fails_start_naming_the_variable(no_orphans, monkeyp
         with pytest.raises(WorkerStartupError, match=r"'clean': AGORA_SHM_DIR must name"):
             async with started(mw):
                 pass
+
+    run(main)
+
+
+def test_a_new_generation_without_room_for_slots_breaks_the_pool_with_the_fix(
+    no_orphans, monkeypatch
+):
+    mw = ProcessBatchMiddleware(faults.sigkill_self_on_poison, max_workers=1, name="enrich")
+
+    async def main():
+        async with started(mw):
+            assert await mw.submit(0, rows(0)) is not None
+            refuse_payload_reservations(monkeypatch, above=0)  # /dev/shm is full from now on
+            # The worker dies; the fresh generation cannot even create its slots.
+            with pytest.raises(ProcessPoolBrokenError) as info:
+                await mw.submit(1, rows(1, poison=True))
+            message = str(info.value)
+            assert "could not start a new worker generation" in message
+            assert "--shm-size" in message and "AGORA_SHM_DIR" in message
+            with pytest.raises(ProcessPoolBrokenError):  # later batches fail fast
+                await mw.submit(2, rows(2))
+        assert mw.metrics()["pool_state"] == "broken"
+
+    run(main)
+
+
+def test_a_worker_that_cannot_map_its_slots_fails_start_naming_them(no_orphans, monkeypatch):
+    from agora.process import pool as pool_module
+
+    real_spec = pool_module.WorkerSpec
+
+    def spec_with_a_vanished_input_slot(**fields: object) -> object:
+        fields["in_path"] = str(fields["in_path"]) + "-gone"
+        return real_spec(**fields)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pool_module, "WorkerSpec", spec_with_a_vanished_input_slot)
+    mw = ProcessBatchMiddleware(faults.double_values, max_workers=1, name="enrich")
+
+    async def main():
+        with pytest.raises(WorkerStartupError) as info:
+            async with started(mw):
+                pass
+        message = str(info.value)
+        assert "'enrich': a worker could not map its shared-memory slots" in message
+        assert "FileNotFoundError" in message
 
     run(main)
