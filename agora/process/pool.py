@@ -339,27 +339,40 @@ class WorkerPool:
             self._workers.append(self._spawn(index))  # started ones retirable
 
     def _spawn(self, index: int) -> WorkerHandle:
+        """Start one worker with fresh slots. On failure (no room for the slots, the
+        forkserver gone) nothing of it is left: its slots are released, its pipe closed."""
         assert self._loop is not None
-        in_slot = Slot(self._slot_capacity[0], self._shm_dir)
-        self._registry.slots.add(in_slot)
-        out_slot = Slot(self._slot_capacity[1], self._shm_dir)
-        self._registry.slots.add(out_slot)
-        parent_conn, child_conn = self._ctx.Pipe(duplex=True)
-        spec = WorkerSpec(
-            lane=self.transport.lane,
-            fn_bytes=self.fn_bytes,
-            in_path=in_slot.path,
-            in_capacity=in_slot.capacity,
-            out_path=out_slot.path,
-            out_capacity=out_slot.capacity,
-        )
-        process = self._ctx.Process(
-            target=worker_main,
-            args=(child_conn, spec),
-            name=f"agora-{self.name}-g{self.generation}-w{index}",
-            daemon=True,
-        )
-        process.start()
+        slots: list[Slot] = []
+        conns: list[Any] = []
+        try:
+            for which in (0, 1):
+                slots.append(Slot(self._slot_capacity[which], self._shm_dir))
+                self._registry.slots.add(slots[-1])
+            in_slot, out_slot = slots
+            parent_conn, child_conn = self._ctx.Pipe(duplex=True)
+            conns += [parent_conn, child_conn]
+            spec = WorkerSpec(
+                lane=self.transport.lane,
+                fn_bytes=self.fn_bytes,
+                in_path=in_slot.path,
+                in_capacity=in_slot.capacity,
+                out_path=out_slot.path,
+                out_capacity=out_slot.capacity,
+            )
+            process = self._ctx.Process(
+                target=worker_main,
+                args=(child_conn, spec),
+                name=f"agora-{self.name}-g{self.generation}-w{index}",
+                daemon=True,
+            )
+            process.start()
+        except BaseException:
+            for slot in slots:
+                slot.release()
+                self._registry.slots.discard(slot)
+            for conn in conns:
+                conn.close()
+            raise
         child_conn.close()
         worker = WorkerHandle(self.generation, process, parent_conn, in_slot, out_slot, process.pid)
         self._registry.pids.add(worker.pid)

@@ -47,7 +47,8 @@ class Outcome:
     returncode: int
     stdout: str
     stderr: str
-    left: list[str]
+    left: list[str]  # processes that outlived the job
+    slots_left: list[str]  # files left in the job's shared-memory directory
 
 
 def run_job(tmp_path: Path, files: dict[str, str], command: list[str]) -> Outcome:
@@ -56,13 +57,21 @@ def run_job(tmp_path: Path, files: dict[str, str], command: list[str]) -> Outcom
         (tmp_path / name).write_text(textwrap.dedent(text))
     (tmp_path / "agora_driver.py").write_text(DRIVER)
     report = tmp_path / "reaper.json"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), str(tmp_path)])}
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([os.getcwd(), str(tmp_path)]),
+        "AGORA_SHM_DIR": str(shm),
+    }
     done = subprocess.run(
         [sys.executable, "-m", "tests.process.reaper", str(report), "--", *command],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=110,
     )
     data = json.loads(report.read_text())
-    return Outcome(data["returncode"], done.stdout, done.stderr, data["left"])
+    return Outcome(
+        data["returncode"], done.stdout, done.stderr, data["left"], sorted(os.listdir(shm))
+    )
 
 
 def assert_one_clear_failure(outcome: Outcome, *needles: str) -> str:
@@ -77,7 +86,7 @@ def assert_one_clear_failure(outcome: Outcome, *needles: str) -> str:
     # never one per worker, never multiprocessing's "Process agora-…" banner.
     assert outcome.stderr.count("Traceback (most recent call last)") <= 2, outcome.stderr
     assert "Process agora-" not in outcome.stderr
-    assert outcome.left == []
+    assert outcome.left == [] and outcome.slots_left == []
     return final
 
 
@@ -217,7 +226,7 @@ def test_a_healthy_guarded_script_runs_and_leaves_nothing(tmp_path):
     outcome = run_job(tmp_path, {"job.py": script}, [sys.executable, "job.py"])
     assert outcome.returncode == 0, outcome.stderr
     assert "result [{'a': 2}]" in outcome.stdout
-    assert outcome.stderr == "" and outcome.left == []
+    assert outcome.stderr == "" and outcome.left == [] and outcome.slots_left == []
 
 
 # ------------------------------------------------------------------ the pieces, in process
