@@ -56,7 +56,9 @@ def report_path(pid: int) -> str:
 
 
 def write_report(pid: int, text: str) -> None:
-    fd = os.open(report_path(pid), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # Owner-only, and never through a symlink someone planted in the shared temp dir.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(report_path(pid), flags, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as out:
         out.write(text)
 
@@ -67,10 +69,13 @@ def take_report(pid: int | None) -> str:
         return ""
     path = report_path(pid)
     try:
-        with open(path, encoding="utf-8", errors="replace") as report:
-            text = report.read()
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except OSError:
         return ""
+    with os.fdopen(fd, encoding="utf-8", errors="replace") as report:
+        if os.fstat(fd).st_uid != os.getuid():
+            return ""  # not written by one of our processes: neither trusted nor removed
+        text = report.read()
     with contextlib.suppress(OSError):
         os.unlink(path)
     return text

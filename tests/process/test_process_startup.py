@@ -259,3 +259,41 @@ def test_an_unexplained_load_error_still_names_the_module_and_the_fix():
     message = explain_load_error("fn", "pkg.steps", "ValueError: bad config")
     assert "'pkg.steps'" in message and "ValueError: bad config" in message
     assert "import cleanly in a new interpreter" in message
+
+
+def test_a_report_planted_by_another_user_is_neither_trusted_nor_removed():
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create a file owned by another user")
+    pid = 2**22 + 17  # above any pid this machine hands out by default
+    path = report_path(pid)
+    with open(path, "w") as planted:
+        planted.write("Traceback...\nEvilError: trust me\n")
+    try:
+        os.chown(path, 65534, 65534)
+        assert take_report(pid) == ""
+        assert os.path.exists(path)
+    finally:
+        os.unlink(path)
+
+
+def test_a_report_is_never_written_through_a_planted_symlink(tmp_path, monkeypatch):
+    import multiprocessing
+
+    pid = 2**22 + 18
+    target = tmp_path / "victim"
+    target.write_text("precious")
+    os.symlink(target, report_path(pid))
+    try:
+        seen: list[str] = []
+        hook = capture_excepthook(lambda t, e, tb: seen.append(str(e)))
+        monkeypatch.setattr(multiprocessing.current_process(), "name", "agora-enrich-g1-w0")
+        monkeypatch.setattr(os, "getpid", lambda: pid)
+        try:
+            raise ValueError("boom")
+        except ValueError as exc:
+            hook(ValueError, exc, exc.__traceback__)
+        monkeypatch.undo()
+        assert target.read_text() == "precious"
+        assert seen == ["boom"]  # it could not write the report: printed as usual instead
+    finally:
+        os.unlink(report_path(pid))
