@@ -1,8 +1,11 @@
 """Process-isolated batch middleware: a managed worker pool with recovery semantics.
 
 ``middleware.py`` holds the two public classes, ``pool.py`` the worker generations
-(dispatch, timeouts, deaths; read its diagram first), ``transport.py`` the shared-memory
-slots and codecs, ``worker.py`` the worker process.
+(dispatch, timeouts, deaths; read its diagram first), ``handles.py`` its records,
+``shm.py`` the shared-memory slots (and the reservation that keeps a small ``/dev/shm``
+from killing anyone with SIGBUS), ``transport.py`` the codecs and the pipe fallback,
+``worker.py`` the worker process, ``startup.py`` and ``forkserver_hook.py`` the
+diagnosis of workers that fail to start.
 """
 
 from __future__ import annotations

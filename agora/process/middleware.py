@@ -135,6 +135,10 @@ class _ProcessLane:
             timeout_s=self.timeout_s,
             max_pool_recycles=self.max_pool_recycles,
             preload=[getattr(self.fn, "__module__", None) or ""],
+            fn_label=(
+                getattr(self.fn, "__module__", None) or "?",
+                getattr(self.fn, "__qualname__", None) or type(self.fn).__name__,
+            ),
         )
         self._pool = pool
         try:
@@ -225,7 +229,7 @@ class ProcessBatchMiddleware(_ProcessLane, BatchMiddleware):
     ``fn`` must be a picklable (module-level) sync function returning one result per
     input record, in order (None drops a record). Records and results are pickled.
     A batch that raises, times out, kills its worker, returns the wrong length or cannot
-    be pickled fails with :class:`~agora.errors.ProcessBatchError` (see SPEC §6).
+    be pickled fails with :class:`~agora.errors.ProcessBatchError` (docs/process-lanes.md).
     """
 
     process_isolated = True
@@ -283,8 +287,9 @@ class ArrowProcessBatchMiddleware(_ProcessLane, ArrowBatchMiddleware):
     be preserved.
 
     The batch crosses the process boundary as Arrow IPC written into a shared-memory
-    slot (one memcpy each way, never a pickle). The batch ``fn`` receives is a read-only
-    view of that slot, valid during the call: copy it if ``fn`` keeps it.
+    slot (one memcpy each way, never a pickle), or over the worker's pipe when
+    ``/dev/shm`` cannot hold it. The batch ``fn`` receives is a read-only view, valid
+    during the call: copy it if ``fn`` keeps it.
     """
 
     process_isolated = True

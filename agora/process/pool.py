@@ -15,9 +15,12 @@
 **Ticket** — one submitted batch. It keeps its payload until it is resolved, so a batch
 caught in a worker death can be re-run. Resolved exactly once; later news is ignored.
 
-**Worker** — one process, its pipe and its two shared-memory slots (``transport.py``). It
+**Worker** — one process, its pipe and its two shared-memory slots (``shm.py``). It
 belongs to one generation and serves one ticket at a time, so a reply names its batch
 unambiguously (it also carries the dispatch ``seq``, checked against the slot header).
+When a slot's space cannot be reserved (``/dev/shm`` full or too small), that batch — or
+that result, on the worker's side — crosses over the pipe instead; the pool counts these
+fallbacks (``shm_fallbacks_in``/``_out``) and logs the first one with the fix.
 
 **Generation** — the workers started together. A timeout or a worker death retires the
 whole generation: its process groups are SIGKILLed (grandchildren included), its pipes
@@ -39,6 +42,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import logging
 import time
 import weakref
 from collections import deque
@@ -55,12 +60,29 @@ from agora.process.handles import (
     RemoteTraceback,
     Ticket,
     WorkerHandle,
+    await_forkserver_exit,
     describe_exit,
+    forkserver_pid,
     kill_group,
     mp_context,
 )
-from agora.process.transport import Slot, SlotTooSmall, Transport, grown_capacity
-from agora.process.transport import sweep_stale_slots
+from agora.process.shm import (
+    ShmFull,
+    Slot,
+    SlotTooSmall,
+    grown_capacity,
+    shm_dir,
+    sweep_stale_slots,
+)
+from agora.process.startup import (
+    explain_death,
+    explain_load_error,
+    importing_main,
+    last_line,
+    sweep_stale_reports,
+    take_report,
+)
+from agora.process.transport import Transport, recv_raw, send_raw
 from agora.process.worker import (
     EXIT_MEMORY_ERROR,
     OK,
@@ -70,9 +92,13 @@ from agora.process.worker import (
     OP_OK,
     OP_READY,
     OP_RUN,
+    OP_RUN_INLINE,
     OP_SLOTS,
     RUN,
     STOP,
+    VIA_PIPE_SHM_FULL,
+    VIA_PIPE_TOO_BIG,
+    VIA_SLOT,
     WorkerSpec,
     decode_message,
     encode_message,
@@ -87,6 +113,8 @@ __all__ = [
     "WorkerPool",
     "WorkerStartupError",
 ]
+
+log = logging.getLogger("agora.process")
 
 #: How long on_start waits for the first generation to report ready.
 STARTUP_TIMEOUT_S = 60.0
@@ -111,7 +139,9 @@ class WorkerPool:
         timeout_s: float | None,
         max_pool_recycles: int,
         preload: Sequence[str] = (),
+        fn_label: tuple[str, str] = ("", "fn"),
     ) -> None:
+        """``fn_label`` is ``(module, qualname)`` of ``fn``, for start-up messages."""
         self.name = name
         self.transport = transport
         self.fn_bytes = fn_bytes
@@ -121,7 +151,9 @@ class WorkerPool:
         self.metrics = PoolMetrics()
         self.generation = 0
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._ctx: Any = mp_context(preload)
+        self._preload = [m for m in preload if m and m != "__main__"]
+        self._fn_label = fn_label
+        self._ctx: Any = mp_context(self._preload)
         self._workers: list[WorkerHandle] = []
         self._graveyard: list[WorkerHandle] = []
         self._queue: deque[Ticket] = deque()
@@ -134,6 +166,8 @@ class WorkerPool:
         self._closed = False
         self._starting: asyncio.Future[None] | None = None
         self._slot_capacity = [0, 0]  # input, output: grows to the largest batch seen
+        self._shm_dir = ""  # resolved by start(): $AGORA_SHM_DIR or /dev/shm
+        self._warned_shm = False
         self._sampler: asyncio.TimerHandle | None = None
         self._psutil: dict[int, psutil.Process] = {}
         self._registry = Registry()
@@ -147,10 +181,29 @@ class WorkerPool:
         Raises :class:`WorkerStartupError` if a worker cannot load ``fn`` or dies first.
         """
         self._loop = asyncio.get_running_loop()
-        sweep_stale_slots()
+        if importing_main():
+            # This process is a worker re-running the main script: starting processes
+            # here can only fail (and must not recurse); say why, loudly, in its report.
+            raise WorkerStartupError(
+                f"process middleware {self.name!r} was started while a worker process was "
+                f"importing the main script; guard the code that runs the pipeline with "
+                f'`if __name__ == "__main__":`'
+            )
+        try:
+            self._shm_dir = shm_dir()
+        except ValueError as exc:
+            raise WorkerStartupError(f"process middleware {self.name!r}: {exc}") from None
+        sweep_stale_slots(self._shm_dir)
+        sweep_stale_reports()
         self._starting = self._loop.create_future()
         try:
-            self._open_generation()
+            try:
+                self._open_first_generation()
+            except ShmFull as exc:
+                raise WorkerStartupError(
+                    f"process middleware {self.name!r}: cannot create the workers' "
+                    f"shared-memory slots: {exc}"
+                ) from None
             await asyncio.wait_for(asyncio.shield(self._starting), STARTUP_TIMEOUT_S)
         except TimeoutError:
             self.kill_now()
@@ -258,6 +311,27 @@ class WorkerPool:
 
     # ------------------------------------------------------------------ generations
 
+    def _open_first_generation(self) -> None:
+        """Open generation 1. If the forkserver died while preloading ``fn``'s module
+        (the module raises when imported in a fresh process), retry once without
+        preloading it: the workers then import it themselves and report why it fails."""
+        try:
+            self._open_generation()
+        except (EOFError, ConnectionError) as exc:
+            for worker in self._workers:
+                self._retire(worker)
+            self._workers, self.generation = [], 0
+            await_forkserver_exit()
+            report = take_report(forkserver_pid())  # complete now that it has exited
+            if not self._preload:
+                raise WorkerStartupError(
+                    f"process middleware {self.name!r}: the forkserver that starts workers "
+                    f"failed ({last_line(report) or f'{type(exc).__name__}: {exc}'})"
+                ) from None
+            self._ctx = mp_context(drop=self._preload)
+            self._preload = []
+            self._open_generation()
+
     def _open_generation(self) -> None:
         self.generation += 1
         self._workers = []
@@ -265,26 +339,40 @@ class WorkerPool:
             self._workers.append(self._spawn(index))  # started ones retirable
 
     def _spawn(self, index: int) -> WorkerHandle:
+        """Start one worker with fresh slots. On failure (no room for the slots, the
+        forkserver gone) nothing of it is left: its slots are released, its pipe closed."""
         assert self._loop is not None
-        in_slot = Slot(self._slot_capacity[0])
-        out_slot = Slot(self._slot_capacity[1])
-        self._registry.slots.update((in_slot, out_slot))
-        parent_conn, child_conn = self._ctx.Pipe(duplex=True)
-        spec = WorkerSpec(
-            lane=self.transport.lane,
-            fn_bytes=self.fn_bytes,
-            in_path=in_slot.path,
-            in_capacity=in_slot.capacity,
-            out_path=out_slot.path,
-            out_capacity=out_slot.capacity,
-        )
-        process = self._ctx.Process(
-            target=worker_main,
-            args=(child_conn, spec),
-            name=f"agora-{self.name}-g{self.generation}-w{index}",
-            daemon=True,
-        )
-        process.start()
+        slots: list[Slot] = []
+        conns: list[Any] = []
+        try:
+            for which in (0, 1):
+                slots.append(Slot(self._slot_capacity[which], self._shm_dir))
+                self._registry.slots.add(slots[-1])
+            in_slot, out_slot = slots
+            parent_conn, child_conn = self._ctx.Pipe(duplex=True)
+            conns += [parent_conn, child_conn]
+            spec = WorkerSpec(
+                lane=self.transport.lane,
+                fn_bytes=self.fn_bytes,
+                in_path=in_slot.path,
+                in_capacity=in_slot.capacity,
+                out_path=out_slot.path,
+                out_capacity=out_slot.capacity,
+            )
+            process = self._ctx.Process(
+                target=worker_main,
+                args=(child_conn, spec),
+                name=f"agora-{self.name}-g{self.generation}-w{index}",
+                daemon=True,
+            )
+            process.start()
+        except BaseException:
+            for slot in slots:
+                slot.release()
+                self._registry.slots.discard(slot)
+            for conn in conns:
+                conn.close()
+            raise
         child_conn.close()
         worker = WorkerHandle(self.generation, process, parent_conn, in_slot, out_slot, process.pid)
         self._registry.pids.add(worker.pid)
@@ -302,6 +390,8 @@ class WorkerPool:
         with contextlib.suppress(ValueError, OSError):
             self._loop.remove_reader(worker.process.sentinel)
         kill_group(worker.pid)
+        if not worker.ready:
+            take_report(worker.pid)  # it may have died starting; nobody will ask now
         self._registry.pids.discard(worker.pid)
         worker.conn.close()
         for slot in (worker.in_slot, worker.out_slot):
@@ -314,6 +404,8 @@ class WorkerPool:
     def _reap(self) -> None:
         for worker in list(self._graveyard):
             if worker.process.exitcode is not None:
+                if not worker.ready:
+                    take_report(worker.pid)  # a start-up report nobody asked for
                 worker.process.close()
                 self._graveyard.remove(worker)
 
@@ -336,7 +428,9 @@ class WorkerPool:
             try:
                 self._open_generation()
             except Exception as exc:  # noqa: BLE001 - a pool that cannot restart is broken
-                self._break(f"could not start a new worker generation: {exc!r}")
+                self._break(
+                    f"could not start a new worker generation ({type(exc).__name__}: {exc})"
+                )
         self.metrics.recycle_seconds += time.perf_counter() - started
         self._reap()
 
@@ -388,19 +482,26 @@ class WorkerPool:
 
     def _dispatch(self, worker: WorkerHandle, ticket: Ticket) -> None:
         assert self._loop is not None
+        inline: Any = None
         try:
             try:
-                nbytes = self.transport.write_input(worker.in_slot, ticket.payload)
-            except SlotTooSmall as exc:
-                self._grow(worker, 0, exc.required)
-                nbytes = self.transport.write_input(worker.in_slot, ticket.payload)
+                try:
+                    nbytes = self.transport.write_input(worker.in_slot, ticket.payload)
+                except SlotTooSmall as exc:
+                    self._grow(worker, 0, exc.required)
+                    nbytes = self.transport.write_input(worker.in_slot, ticket.payload)
+            except ShmFull as exc:
+                inline = self.transport.inline_input(ticket.payload)
+                nbytes = memoryview(inline).nbytes
+                self._note_fallback(exc, "in", ticket.batch_index)
         except Exception as exc:  # noqa: BLE001 - the batch cannot be encoded: its failure
             self._fail(ticket, f"the batch could not be written for the worker: {exc!r}")
             return
         self._seq += 1
         ticket.seq, ticket.worker, ticket.generation = self._seq, worker, worker.generation
         worker.ticket = ticket
-        worker.in_slot.write_header(ticket.seq, nbytes)
+        if inline is None:
+            worker.in_slot.write_header(ticket.seq, nbytes)
         self.metrics.transport_bytes_in += nbytes
         # A dead worker's pipe raises here; its death is processed from the sentinel, and
         # this ticket is then re-run like any batch in flight on it.
@@ -416,16 +517,47 @@ class WorkerPool:
                     )
                 )
                 worker.slots_dirty = False
-            worker.conn.send_bytes(RUN.pack(OP_RUN, ticket.seq, nbytes))
+            if inline is None:
+                worker.conn.send_bytes(RUN.pack(OP_RUN, ticket.seq, nbytes))
+            else:
+                # The worker is idle and blocked reading its pipe, so this returns as
+                # fast as the kernel copies the bytes.
+                worker.conn.send_bytes(RUN.pack(OP_RUN_INLINE, ticket.seq, nbytes))
+                send_raw(worker.conn, inline)
         if self.timeout_s is not None:
             ticket.timer = self._loop.call_later(
                 self.timeout_s, self._on_timeout, ticket, ticket.seq
             )
 
+    def _note_fallback(self, exc: ShmFull, direction: str, batch_index: int) -> None:
+        """Count a batch (``in``) or result (``out``) that took the pipe because shared
+        memory could not hold it; the first one of a pool is logged with the fix."""
+        if direction == "in":
+            self.metrics.shm_fallbacks_in += 1
+        else:
+            self.metrics.shm_fallbacks_out += 1
+        if not self._warned_shm:
+            self._warned_shm = True
+            log.warning(
+                "process middleware %r: batch %d %s over the worker's pipe: %s. The run "
+                "goes on (slower); the summary counts these as shm_fallbacks_in/_out.",
+                self.name,
+                batch_index,
+                "was sent" if direction == "in" else "came back",
+                exc,
+            )
+
     def _grow(self, worker: WorkerHandle, which: int, required: int) -> None:
-        """Replace a worker's input (0) or output (1) slot with a bigger one."""
+        """Replace a worker's input (0) or output (1) slot with a bigger one, its first
+        ``required`` payload bytes already reserved. Raises :class:`ShmFull` (and keeps
+        the old slot) when shared memory cannot hold them."""
         old = worker.in_slot if which == 0 else worker.out_slot
-        new = Slot(grown_capacity(required))
+        new = Slot(grown_capacity(required), self._shm_dir)
+        try:
+            new.reserve(required)
+        except ShmFull:
+            new.release()
+            raise
         self._registry.slots.add(new)
         if which == 0:
             worker.in_slot = new
@@ -443,19 +575,22 @@ class WorkerPool:
             return
         try:
             message = worker.conn.recv_bytes()
-            inline = message[0] == OP_OK and OK.unpack(message)[3]
-            data = worker.conn.recv_bytes() if inline else None
+            data = None
+            if message[0] == OP_OK:
+                _, _seq, nbytes, via = OK.unpack(message)
+                if via != VIA_SLOT:  # the result follows on the pipe: read it all now
+                    data = recv_raw(worker.conn, nbytes)
         except (EOFError, OSError):
             self._on_pipe_closed(worker)
         else:
             self._on_message(worker, message, data)
         self._pump()
 
-    def _on_message(self, worker: WorkerHandle, message: bytes, data: bytes | None) -> None:
+    def _on_message(self, worker: WorkerHandle, message: bytes, data: Any) -> None:
         op = message[0]
         if op == OP_OK:
-            _, seq, nbytes, _inline = OK.unpack(message)
-            self._on_ok(worker, seq, nbytes, data)
+            _, seq, nbytes, via = OK.unpack(message)
+            self._on_ok(worker, seq, nbytes, via, data)
         elif op == OP_ERR:
             seq, kind, summary, detail = decode_message(message)
             self._on_error(worker, seq, kind, summary, detail)
@@ -468,10 +603,12 @@ class WorkerPool:
         elif op == OP_MEMORY:
             worker.note = describe_exit(EXIT_MEMORY_ERROR, "")
         elif op == OP_INIT_ERROR:
-            (text,) = decode_message(message)
-            self._on_init_error(worker, text)
+            stage, summary, detail = decode_message(message)
+            self._on_init_error(worker, stage, summary, detail)
 
-    def _on_ok(self, worker: WorkerHandle, seq: int, nbytes: int, data: bytes | None) -> None:
+    def _on_ok(
+        self, worker: WorkerHandle, seq: int, nbytes: int, via: int, data: Any
+    ) -> None:
         ticket = worker.ticket
         if ticket is None or ticket.seq != seq:
             return  # not the dispatch this worker is serving: never commit it
@@ -484,8 +621,17 @@ class WorkerPool:
                     raise RuntimeError("result slot header does not match the reply")
                 result = self.transport.read_output(worker.out_slot, nbytes)
             else:
-                self._grow(worker, 1, len(data))
                 result = self.transport.read_inline(data)
+                full: ShmFull | None = None
+                if via == VIA_PIPE_SHM_FULL:
+                    full = ShmFull(self._shm_dir, nbytes, errno.ENOSPC)
+                elif via == VIA_PIPE_TOO_BIG:
+                    try:
+                        self._grow(worker, 1, nbytes)
+                    except ShmFull as exc:  # a bigger slot could not be held either
+                        full = exc
+                if full is not None:
+                    self._note_fallback(full, "out", ticket.batch_index)
         except Exception as exc:  # noqa: BLE001
             self._fail(ticket, f"the result could not be read back: {exc!r}")
             return
@@ -513,15 +659,17 @@ class WorkerPool:
         }.get(kind, summary)
         self._fail(ticket, cause, remote_traceback=detail)
 
-    def _on_init_error(self, worker: WorkerHandle, text: str) -> None:
-        reason = (
-            f"a worker could not load fn ({text}); fn must be importable in a fresh "
-            "process — define it at module top level in an importable module"
-        )
-        if self._starting is not None and not self._starting.done():
-            self._starting.set_exception(
-                WorkerStartupError(f"process middleware {self.name!r}: {reason}")
+    def _on_init_error(self, worker: WorkerHandle, stage: str, summary: str, detail: str) -> None:
+        if stage == "fn":
+            reason = "a worker could not load fn: " + explain_load_error(
+                self._fn_label[1], self._fn_label[0], summary
             )
+        else:
+            reason = f"a worker could not map its shared-memory slots ({summary})"
+        if self._starting is not None and not self._starting.done():
+            error = WorkerStartupError(f"process middleware {self.name!r}: {reason}")
+            error.__cause__ = RemoteTraceback(detail)
+            self._starting.set_exception(error)
             return
         self._break(reason)
 
@@ -551,11 +699,17 @@ class WorkerPool:
             return  # stop() asked it to exit
         self.metrics.worker_deaths += 1
         cause = describe_exit(worker.process.exitcode, worker.note)
+        report = take_report(worker.pid) if not worker.ready else ""
         if self._starting is not None and not self._starting.done():
-            self._starting.set_exception(
-                WorkerStartupError(f"process middleware {self.name!r}: a starting {cause}")
+            error = WorkerStartupError(
+                f"process middleware {self.name!r}: {explain_death(cause, report)}"
             )
+            if report:
+                error.__cause__ = RemoteTraceback(report)
+            self._starting.set_exception(error)
             return
+        if report:
+            cause = f"{cause} before it was ready ({last_line(report)})"
         # Batches whose submitter gave up (cancelled) are not worth a re-run.
         running = [
             w.ticket for w in self._workers if w.ticket is not None and not w.ticket.future.done()

@@ -1,18 +1,14 @@
-"""Batch transport between the main process and its workers: shared-memory slots and codecs.
+"""Batch transport between the main process and its workers: codecs and the two lanes.
 
-A *slot* is a file in ``/dev/shm`` (a tmpfs, so it is RAM) that both sides map. The main
-process creates, grows and unlinks every slot; a worker only maps the paths it is told.
-Each worker owns two: an *input* slot the main process writes a batch into, and an
-*output* slot the worker writes its result into. The pipe between them then carries
-only small control messages, so a batch crosses the boundary in one memcpy each way.
-
-Slot layout: a 64-byte header, then the payload (64-byte aligned, as Arrow likes)::
-
-    [magic u32][pad u32][seq i64][nbytes i64] ... padding to 64 ... [payload ...]
-
-The writer of a slot fills the payload first and the header last, and the reader checks
-the header's ``seq`` against the dispatch it expects: a slot that a killed worker left
-half-written can never be read back as a result.
+A batch normally crosses in a worker's shared-memory slots (``shm.py``): the main
+process writes it into the worker's *input* slot, the worker writes its result into its
+*output* slot, and the pipe between them carries only small control messages — one
+memcpy each way. When a slot's space cannot be reserved (a full or too small
+``/dev/shm``), that one batch or result crosses *inline*, as bytes over the worker's
+pipe instead: slower (the bytes are copied through the kernel in 64 KiB pieces), but it
+needs no shared memory at all. The writer of a slot fills the payload first and the
+header last, and the reader checks the header's ``seq`` against the dispatch it expects:
+a slot that a killed worker left half-written can never be read back as a result.
 
 Codecs: the row lane pickles ``list`` payloads (protocol 5); the Arrow lane writes one
 Arrow IPC stream per batch and reads it back zero-copy (a ``RecordBatch`` is never
@@ -21,154 +17,35 @@ pickled: pickling a slice ships its whole parent buffer).
 
 from __future__ import annotations
 
-import contextlib
-import mmap
 import os
 import pickle
-import re
-import struct
-import tempfile
-import uuid
+from multiprocessing.connection import Connection
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
+from agora.process.shm import HEADER_SIZE, MappedSlot, SlotTooSmall
+
 __all__ = [
-    "HEADER_SIZE",
-    "SHM_DIR",
-    "SLOT_PREFIX",
     "ArrowTransport",
-    "MappedSlot",
     "RowTransport",
-    "Slot",
-    "SlotTooSmall",
     "Transport",
     "arrow_ipc_size",
     "copy_out_arrow",
     "decode_arrow",
+    "decode_inline",
     "decode_rows",
     "encode_rows",
-    "grown_capacity",
-    "leftover_slot_paths",
+    "put_arrow",
+    "put_rows",
+    "recv_raw",
+    "send_raw",
     "serialize_arrow",
-    "sweep_stale_slots",
     "write_arrow_into",
 ]
 
-#: tmpfs when the OS has one (Linux); elsewhere a temp dir, which the page cache keeps hot.
-SHM_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
-#: Every slot is named ``agora-slot-<creator pid>-<random>``, so slots of a crashed run
-#: can be recognised (dead creator pid) and swept.
-SLOT_PREFIX = "agora-slot-"
-_SLOT_NAME = re.compile(rf"^{SLOT_PREFIX}(\d+)-[0-9a-f]+$")
-
-HEADER_SIZE = 64
-_HEADER = struct.Struct("<IIqq")
-_MAGIC = 0x41474F52  # "AGOR"
-#: Slots start at 1 MiB (a 10k-row batch of 8 columns is ~0.6 MB) and grow by doubling;
-#: tmpfs only spends RAM on pages actually touched, so a roomy slot costs nothing extra.
-_MIN_CAPACITY = 1 << 20
 _PICKLE_PROTOCOL = 5
-
-
-class SlotTooSmall(Exception):
-    """A payload of ``required`` bytes does not fit the slot; grow it or send inline."""
-
-    def __init__(self, required: int) -> None:
-        super().__init__(f"payload needs {required} bytes")
-        self.required = required
-
-
-def _round_capacity(nbytes: int) -> int:
-    capacity = _MIN_CAPACITY
-    while capacity < nbytes + HEADER_SIZE:
-        capacity *= 2
-    return capacity
-
-
-class MappedSlot:
-    """A mapping of one slot file. ``writable`` maps it read-write, else read-only.
-
-    Used as-is by workers (which never create or unlink slots) and as the base of
-    :class:`Slot` in the main process.
-    """
-
-    def __init__(self, path: str, capacity: int, *, writable: bool) -> None:
-        self.path = path
-        self.capacity = capacity
-        fd = os.open(path, os.O_RDWR if writable else os.O_RDONLY)
-        try:
-            prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
-            self._mm: mmap.mmap | None = mmap.mmap(fd, capacity, prot=prot)
-        finally:
-            os.close(fd)
-        self.view = memoryview(self._mm)
-        # pyarrow wraps the whole mapping once; payload windows are slices of it.
-        self.buffer = pa.py_buffer(self.view)
-
-    def payload(self, nbytes: int) -> memoryview:
-        """The first ``nbytes`` of payload (a view; valid while the slot is mapped)."""
-        return self.view[HEADER_SIZE : HEADER_SIZE + nbytes]
-
-    def arrow_payload(self, nbytes: int) -> pa.Buffer:
-        return self.buffer.slice(HEADER_SIZE, nbytes)
-
-    def write_header(self, seq: int, nbytes: int) -> None:
-        _HEADER.pack_into(self.view, 0, _MAGIC, 0, seq, nbytes)
-
-    def read_header(self) -> tuple[int, int]:
-        """``(seq, nbytes)``; ``(-1, -1)`` when the header was never written."""
-        magic, _pad, seq, nbytes = _HEADER.unpack_from(self.view, 0)
-        if magic != _MAGIC:
-            return -1, -1
-        return seq, nbytes
-
-    def close(self) -> None:
-        """Unmap. A caller may still hold a zero-copy view of the payload (a user's
-        ``fn`` keeping its input batch); then the mapping lives until that view dies."""
-        mm, self._mm = self._mm, None
-        if mm is None:
-            return
-        self.buffer = None  # type: ignore[assignment]
-        with contextlib.suppress(BufferError):
-            self.view.release()
-            mm.close()
-
-
-class Slot(MappedSlot):
-    """A slot created and owned by the main process (read-write, unlinked on release)."""
-
-    def __init__(self, capacity: int) -> None:
-        capacity = _round_capacity(capacity)
-        path = os.path.join(SHM_DIR, f"{SLOT_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:16]}")
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.ftruncate(fd, capacity)
-        finally:
-            os.close(fd)
-        try:
-            super().__init__(path, capacity, writable=True)
-        except BaseException:
-            os.unlink(path)
-            raise
-        self.write_header(-1, 0)
-
-    @property
-    def payload_capacity(self) -> int:
-        return self.capacity - HEADER_SIZE
-
-    def release(self) -> None:
-        """Unlink the file and unmap. Idempotent. Processes that still map it (a worker
-        being killed) keep their pages until they exit; nothing is left in /dev/shm."""
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
-        self.close()
-
-
-def grown_capacity(required_payload: int) -> int:
-    """The slot capacity to allocate for a payload of ``required_payload`` bytes."""
-    return _round_capacity(required_payload + required_payload // 4)
 
 
 # ---------------------------------------------------------------------------- codecs
@@ -234,6 +111,68 @@ def copy_out_arrow(data: pa.Buffer) -> pa.RecordBatch:
     return decode_arrow(owned)
 
 
+# ---------------------------------------------------------------------------- slots
+
+
+def put_rows(slot: MappedSlot, data: bytes | memoryview) -> int:
+    """Copy pickled ``data`` into ``slot`` (space reserved first); return its size.
+
+    Raises :class:`SlotTooSmall` or :class:`~agora.process.shm.ShmFull`; either way
+    nothing was written."""
+    nbytes = len(data)
+    if nbytes > slot.payload_capacity:
+        raise SlotTooSmall(nbytes)
+    slot.reserve(nbytes)
+    slot.payload(nbytes)[:] = data
+    return nbytes
+
+
+def put_arrow(slot: MappedSlot, batch: pa.RecordBatch) -> int:
+    """Write ``batch`` as IPC into ``slot`` (space reserved first); return its size.
+
+    Raises :class:`SlotTooSmall` or :class:`~agora.process.shm.ShmFull`; either way
+    nothing was written."""
+    nbytes = arrow_ipc_size(batch)  # metadata only: no data is copied to size it
+    if nbytes > slot.payload_capacity:
+        raise SlotTooSmall(nbytes)
+    slot.reserve(nbytes)
+    # The window is exactly the reserved bytes, so the writer can never touch a page
+    # that was not reserved.
+    return write_arrow_into(slot.view[HEADER_SIZE : HEADER_SIZE + nbytes], batch)
+
+
+def send_raw(conn: Connection, data: Any) -> None:
+    """Write ``data`` to ``conn``'s descriptor as is, right after a framed message that
+    announced its size. The receiver reads it with :func:`recv_raw` straight into one
+    buffer — framing it as a message would copy it in and out of a growing buffer."""
+    view = memoryview(data).cast("B")
+    fd = conn.fileno()
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def recv_raw(conn: Connection, nbytes: int) -> pa.Buffer:
+    """Read exactly ``nbytes`` sent by :func:`send_raw` into a fresh buffer the caller
+    owns. Raises ``EOFError`` when the other side hangs up first."""
+    buffer = pa.allocate_buffer(nbytes)
+    view = memoryview(buffer)
+    fd = conn.fileno()
+    done = 0
+    while done < nbytes:
+        got = os.readv(fd, [view[done:]])
+        if got == 0:
+            raise EOFError(f"the pipe closed after {done} of {nbytes} bytes")
+        done += got
+    return buffer
+
+
+def decode_inline(lane: str, data: Any) -> Any:
+    """Decode a batch or result that crossed over the pipe (bytes the caller owns)."""
+    if lane == "arrow":
+        return decode_arrow(data if isinstance(data, pa.Buffer) else pa.py_buffer(data))
+    return decode_rows(data)
+
+
 # ---------------------------------------------------------------------------- lanes
 
 
@@ -246,8 +185,13 @@ class Transport:
 
     lane: str
 
-    def write_input(self, slot: Slot, payload: Any) -> int:
-        """Write ``payload`` into ``slot``; return its size. Raises :class:`SlotTooSmall`."""
+    def write_input(self, slot: MappedSlot, payload: Any) -> int:
+        """Write ``payload`` into ``slot``; return its size. Raises :class:`SlotTooSmall`
+        or :class:`~agora.process.shm.ShmFull` (nothing written)."""
+        raise NotImplementedError
+
+    def inline_input(self, payload: Any) -> Any:
+        """``payload`` as bytes for the pipe (when shared memory cannot hold it)."""
         raise NotImplementedError
 
     def read_output(self, slot: MappedSlot, nbytes: int) -> Any:
@@ -255,71 +199,31 @@ class Transport:
         raise NotImplementedError
 
     def read_inline(self, data: bytes) -> Any:
-        """Decode a result that came over the pipe (it did not fit the output slot)."""
-        raise NotImplementedError
+        """Decode a result that came over the pipe."""
+        return decode_inline(self.lane, data)
 
 
 class RowTransport(Transport):
     lane = "rows"
 
-    def write_input(self, slot: Slot, payload: bytes) -> int:
-        if len(payload) > slot.payload_capacity:
-            raise SlotTooSmall(len(payload))
-        slot.payload(len(payload))[:] = payload
-        return len(payload)
+    def write_input(self, slot: MappedSlot, payload: bytes) -> int:
+        return put_rows(slot, payload)
+
+    def inline_input(self, payload: bytes) -> bytes:
+        return payload
 
     def read_output(self, slot: MappedSlot, nbytes: int) -> Any:
         return decode_rows(slot.payload(nbytes))  # unpickling copies: no view survives
-
-    def read_inline(self, data: bytes) -> Any:
-        return decode_rows(data)
 
 
 class ArrowTransport(Transport):
     lane = "arrow"
 
-    def write_input(self, slot: Slot, payload: pa.RecordBatch) -> int:
-        return write_arrow_into(slot.view[HEADER_SIZE:], payload)
+    def write_input(self, slot: MappedSlot, payload: pa.RecordBatch) -> int:
+        return put_arrow(slot, payload)
+
+    def inline_input(self, payload: pa.RecordBatch) -> pa.Buffer:
+        return serialize_arrow(payload)
 
     def read_output(self, slot: MappedSlot, nbytes: int) -> pa.RecordBatch:
         return copy_out_arrow(slot.arrow_payload(nbytes))
-
-    def read_inline(self, data: bytes) -> pa.RecordBatch:
-        return decode_arrow(pa.py_buffer(data))
-
-
-# ---------------------------------------------------------------------------- hygiene
-
-
-def leftover_slot_paths(creator_pid: int | None = None) -> list[str]:
-    """Slot files in :data:`SHM_DIR`, optionally only those created by ``creator_pid``."""
-    found = []
-    for name in os.listdir(SHM_DIR):
-        match = _SLOT_NAME.match(name)
-        if match and (creator_pid is None or int(match.group(1)) == creator_pid):
-            found.append(os.path.join(SHM_DIR, name))
-    return found
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def sweep_stale_slots() -> int:
-    """Unlink slots whose creator process is gone (a run killed with SIGKILL); return
-    how many were removed. Slots of live processes are never touched."""
-    removed = 0
-    for path in leftover_slot_paths():
-        match = _SLOT_NAME.match(os.path.basename(path))
-        if match is None or _pid_alive(int(match.group(1))):
-            continue
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-            removed += 1
-    return removed

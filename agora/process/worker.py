@@ -1,19 +1,26 @@
 """The worker process: runs the user's ``fn`` on batches handed over by the pool.
 
 A worker serves one batch at a time. The pipe carries small control messages (below);
-batch data travels through the worker's two shared-memory slots (``transport.py``). The
+batch data travels through the worker's two shared-memory slots (``shm.py``), or right
+after its message on the pipe when shared memory cannot hold it (``transport.py``). The
 worker runs only ``fn``: it never sees checkpoints, the DLQ or sinks.
 
 Protocol (first byte of every message is the opcode)::
 
     main -> worker   RUN(seq, nbytes)        input is in the input slot
+                     RUN_INLINE(seq, nbytes) input follows as nbytes raw bytes (shared
+                                             memory could not hold it)
                      SLOTS(paths, sizes)     the main process replaced a slot (it grew)
                      STOP                    exit cleanly
     worker -> main   READY(pid)              fn unpickled, slots mapped
-                     OK(seq, nbytes, inline) result is in the output slot, or follows inline
+                     OK(seq, nbytes, via)    result is in the output slot (VIA_SLOT), or
+                                             follows as nbytes raw bytes because it did
+                                             not fit (VIA_PIPE_TOO_BIG) or shared memory
+                                             could not hold it (VIA_PIPE_SHM_FULL)
                      ERR(seq, kind, ...)     fn raised / bad result / codec failure
                      MEMORY(seq)             fn raised MemoryError; the worker now exits
-                     INIT_ERROR(text)        fn could not be unpickled; the worker exits
+                     INIT_ERROR(stage, ...)  fn could not be unpickled, or the slots not
+                                             mapped; the worker exits
 
 Isolation: the worker starts its own session (so killing its process group also kills
 anything ``fn`` spawned), ignores SIGINT (Ctrl-C is the main process's business), and
@@ -36,15 +43,17 @@ from typing import Any, NoReturn
 
 import pyarrow as pa
 
+from agora.process.shm import MappedSlot, ShmFull, SlotTooSmall
 from agora.process.transport import (
-    HEADER_SIZE,
-    MappedSlot,
-    SlotTooSmall,
     decode_arrow,
+    decode_inline,
     decode_rows,
     encode_rows,
+    put_arrow,
+    put_rows,
+    recv_raw,
+    send_raw,
     serialize_arrow,
-    write_arrow_into,
 )
 
 __all__ = ["EXIT_MEMORY_ERROR", "WorkerSpec", "worker_main"]
@@ -52,6 +61,7 @@ __all__ = ["EXIT_MEMORY_ERROR", "WorkerSpec", "worker_main"]
 OP_RUN = 1
 OP_SLOTS = 2
 OP_STOP = 3
+OP_RUN_INLINE = 4
 OP_READY = 10
 OP_OK = 11
 OP_ERR = 12
@@ -59,10 +69,15 @@ OP_MEMORY = 13
 OP_INIT_ERROR = 14
 
 RUN = struct.Struct("<Bqq")  # op, seq, nbytes
-OK = struct.Struct("<BqqB")  # op, seq, nbytes, inline
+OK = struct.Struct("<BqqB")  # op, seq, nbytes, via
 READY = struct.Struct("<Bq")  # op, pid
 MEMORY = struct.Struct("<Bq")  # op, seq
 STOP = bytes([OP_STOP])
+
+# How a result travelled (the OK message's last field).
+VIA_SLOT = 0
+VIA_PIPE_TOO_BIG = 1  # bigger than the output slot: the main process grows the slot
+VIA_PIPE_SHM_FULL = 2  # the slot's space could not be reserved: counted as a fallback
 
 LANE_ROWS = "rows"
 LANE_ARROW = "arrow"
@@ -100,12 +115,17 @@ def decode_message(data: bytes) -> tuple[Any, ...]:
 def worker_main(conn: Connection, spec: WorkerSpec) -> None:
     """Entry point of a worker process (the pool's ``Process`` target)."""
     _isolate(conn)
+    stage = "fn"
     try:
         fn = pickle.loads(spec.fn_bytes)
-    except BaseException as exc:  # noqa: BLE001 - any failure to load fn is reported
-        conn.send_bytes(encode_message(OP_INIT_ERROR, f"{type(exc).__name__}: {exc}"))
+        stage = "slots"
+        slots = _Slots(spec)
+    except BaseException as exc:  # noqa: BLE001 - any start-up failure is reported
+        detail = "".join(traceback.format_exception(exc))
+        conn.send_bytes(
+            encode_message(OP_INIT_ERROR, stage, f"{type(exc).__name__}: {exc}", detail)
+        )
         return
-    slots = _Slots(spec)
     conn.send_bytes(READY.pack(OP_READY, os.getpid()))
     while True:
         try:
@@ -115,7 +135,14 @@ def worker_main(conn: Connection, spec: WorkerSpec) -> None:
         op = message[0]
         if op == OP_RUN:
             _, seq, nbytes = RUN.unpack(message)
-            _run_one(conn, slots, spec.lane, fn, seq, nbytes)
+            _run_one(conn, slots, spec.lane, fn, seq, nbytes, None)
+        elif op == OP_RUN_INLINE:
+            _, seq, nbytes = RUN.unpack(message)
+            try:
+                data = recv_raw(conn, nbytes)
+            except (EOFError, OSError):
+                return
+            _run_one(conn, slots, spec.lane, fn, seq, nbytes, data)
         elif op == OP_SLOTS:
             slots.remap(*decode_message(message))
         elif op == OP_STOP:
@@ -138,9 +165,14 @@ class _Slots:
             self.output = MappedSlot(out_path, out_capacity, writable=True)
 
 
-def _run_one(conn: Connection, slots: _Slots, lane: str, fn: Any, seq: int, nbytes: int) -> None:
+def _run_one(
+    conn: Connection, slots: _Slots, lane: str, fn: Any, seq: int, nbytes: int,
+    inline: pa.Buffer | None,
+) -> None:
     try:
-        if lane == LANE_ARROW:
+        if inline is not None:
+            arg = decode_inline(lane, inline)
+        elif lane == LANE_ARROW:
             arg = decode_arrow(slots.input.arrow_payload(nbytes))
         else:
             arg = decode_rows(slots.input.payload(nbytes))
@@ -195,26 +227,26 @@ def _check_result(lane: str, arg: Any, result: Any) -> str | None:
 
 
 def _send_result(conn: Connection, out: MappedSlot, lane: str, seq: int, result: Any) -> None:
-    room = out.capacity - HEADER_SIZE
-    if lane == LANE_ARROW:
-        try:
-            nbytes = write_arrow_into(out.view[HEADER_SIZE:], result)
-        except SlotTooSmall:
-            data: Any = serialize_arrow(result)
-            conn.send_bytes(OK.pack(OP_OK, seq, data.size, 1))
-            conn.send_bytes(data)
-            return
-    else:
-        data = encode_rows(list(result))
-        nbytes = len(data)
-        if nbytes > room:
-            conn.send_bytes(OK.pack(OP_OK, seq, nbytes, 1))
-            conn.send_bytes(data)
-            return
-        out.payload(nbytes)[:] = data
+    """Put the result in the output slot, or send it over the pipe when it does not fit
+    or the slot's space cannot be reserved — never write an unreserved page (SIGBUS)."""
+    data: Any = None
+    try:
+        if lane == LANE_ARROW:
+            nbytes = put_arrow(out, result)
+        else:
+            data = encode_rows(list(result))
+            nbytes = put_rows(out, data)
+    except (SlotTooSmall, ShmFull) as exc:
+        via = VIA_PIPE_SHM_FULL if isinstance(exc, ShmFull) else VIA_PIPE_TOO_BIG
+        if data is None:
+            data = serialize_arrow(result)
+        size = memoryview(data).nbytes
+        conn.send_bytes(OK.pack(OP_OK, seq, size, via))
+        send_raw(conn, data)
+        return
     # Header last: only a fully written payload ever carries this dispatch's seq.
     out.write_header(seq, nbytes)
-    conn.send_bytes(OK.pack(OP_OK, seq, nbytes, 0))
+    conn.send_bytes(OK.pack(OP_OK, seq, nbytes, VIA_SLOT))
 
 
 def _send_error(conn: Connection, seq: int, kind: str, exc: BaseException) -> None:

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from agora.process.transport import leftover_slot_paths
+from agora.process.shm import leftover_slot_paths
 
 
 @pytest.fixture(autouse=True)

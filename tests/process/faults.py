@@ -210,3 +210,31 @@ class LoadsForever:
 
     def __call__(self, rows: list[Any]) -> list[Any]:
         return rows  # pragma: no cover
+
+
+# ------------------------------------------------------------------ shared memory
+
+
+def _refuse_shm_reservations_here() -> None:
+    """From now on, every shared-memory reservation in this (worker) process fails the
+    way a full /dev/shm does."""
+    import errno
+
+    from agora.process import shm
+
+    def full(fd: int, offset: int, length: int, directory: str) -> None:
+        raise shm.ShmFull(directory, length, errno.ENOSPC)
+
+    shm.reserve = full  # type: ignore[assignment]
+
+
+def double_values_with_shm_full(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Doubles ``value`` in a worker whose shared memory is full (results cannot use it)."""
+    _refuse_shm_reservations_here()
+    return double_values(rows)
+
+
+def arrow_add_doubled_with_shm_full(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """``arrow_add_doubled`` in a worker whose shared memory is full."""
+    _refuse_shm_reservations_here()
+    return arrow_add_doubled(batch)

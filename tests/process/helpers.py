@@ -60,6 +60,6 @@ def gather(*aws: Any) -> Any:
 
 
 def shm_dir_listing() -> set[str]:
-    from agora.process.transport import SHM_DIR
+    from agora.process.shm import shm_dir
 
-    return set(os.listdir(SHM_DIR))
+    return set(os.listdir(shm_dir()))

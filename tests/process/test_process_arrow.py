@@ -9,7 +9,7 @@ import pytest
 
 from agora.errors import ProcessBatchError
 from agora.process import ArrowProcessBatchMiddleware
-from agora.process.transport import leftover_slot_paths
+from agora.process.shm import leftover_slot_paths
 from tests.process import faults
 from tests.process.helpers import gather, run, started
 

@@ -13,17 +13,15 @@ import time
 import pyarrow as pa
 import pytest
 
-from agora.process.transport import (
+from agora.process.shm import (
     HEADER_SIZE,
-    ArrowTransport,
     MappedSlot,
-    RowTransport,
     Slot,
     SlotTooSmall,
-    encode_rows,
     leftover_slot_paths,
     sweep_stale_slots,
 )
+from agora.process.transport import ArrowTransport, RowTransport, encode_rows
 from tests.process.helpers import alive
 
 
@@ -99,11 +97,11 @@ def test_a_pickled_slice_never_crosses_but_its_ipc_is_only_the_slice():
 
 
 def test_slots_of_a_dead_creator_are_swept_and_live_ones_kept(tmp_path):
-    from agora.process.transport import SHM_DIR, SLOT_PREFIX
+    from agora.process.shm import SLOT_PREFIX, shm_dir
 
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()  # a pid that is gone
-    stale = os.path.join(SHM_DIR, f"{SLOT_PREFIX}{child.pid}-0123456789abcdef")
+    stale = os.path.join(shm_dir(), f"{SLOT_PREFIX}{child.pid}-0123456789abcdef")
     open(stale, "wb").close()
     mine = Slot(0)
     try:

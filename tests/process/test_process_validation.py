@@ -1,4 +1,4 @@
-"""Construction-time validation of both process middlewares (SPEC §6): nothing starts."""
+"""Construction-time validation of both process middlewares: nothing starts."""
 
 from __future__ import annotations
 
