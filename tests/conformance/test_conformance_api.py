@@ -8,12 +8,9 @@ the runtime's downgrade path, SNK-PLANE-06/07, is exercised here).
 
 from __future__ import annotations
 
-from pathlib import Path
 
-import pytest
 
 from conformance import SinkConformance, SourceConformance
-from conformance.api import Case
 from conformance.builtin_harnesses import CsvBatchSourceHarness
 from conformance.mutants.reference import (
     ArrowJsonFileSource,
@@ -21,7 +18,6 @@ from conformance.mutants.reference import (
     ReferenceSinkHarness,
     ReferenceSourceHarness,
 )
-from tests.conformance.known_gaps import KNOWN_GAPS
 
 
 class TestRowsOnlyReferenceSink(SinkConformance):
@@ -32,14 +28,6 @@ class TestRowsOnlyReferenceSink(SinkConformance):
 class TestCsvSourceInBatches(SourceConformance):
     harness = CsvBatchSourceHarness
     conformance_level = "smoke"
-
-    def test_conformance(
-        self, conformance_case: Case, tmp_path: Path, request: pytest.FixtureRequest
-    ) -> None:
-        gap = KNOWN_GAPS.get(("agora.CsvSource", conformance_case.check.id))
-        if gap is not None:  # strict: the day the gap closes, this fails until removed
-            request.applymarker(pytest.mark.xfail(reason=gap, strict=True))
-        super().test_conformance(conformance_case, tmp_path, request)
 
 
 class TestArrowReferenceSourceByClass(SourceConformance):
