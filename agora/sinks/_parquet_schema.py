@@ -43,7 +43,7 @@ def castable(src: pa.DataType, dst: pa.DataType) -> bool:
     if any(a(src) and b(dst) for a, b in families):
         return True
     if t.is_timestamp(src) and t.is_timestamp(dst):
-        return src.tz == dst.tz  # a timezone change is a reinterpretation, not a widening
+        return bool(src.tz == dst.tz)  # a timezone change is a reinterpretation, not a widening
     if (t.is_list(src) or t.is_large_list(src)) and (t.is_list(dst) or t.is_large_list(dst)):
         return castable(src.value_type, dst.value_type)
     if t.is_struct(src) and t.is_struct(dst):

@@ -255,7 +255,7 @@ class CsvSource(BuiltinSource):
                 raise SourceRecordError(self.source_name, location, reason)
             yield malformed(rec.raw, rec.raw_total, reason, location), rec.end
 
-    async def stream(self) -> AsyncIterator[Any]:  # type: ignore[override]
+    async def stream(self) -> AsyncIterator[Any]:
         self._require_open("stream")
         if self.batch_size is not None:
             raise NotImplementedError(
@@ -266,7 +266,7 @@ class CsvSource(BuiltinSource):
             self._pos = end
             yield item
 
-    async def stream_batches(self) -> AsyncIterator[Any]:  # type: ignore[override]
+    async def stream_batches(self) -> AsyncIterator[Any]:
         self._require_open("stream_batches")
         if self.batch_size is None:
             raise NotImplementedError(

@@ -32,7 +32,7 @@ async def write_arrow(ctx: SinkContext, sink: Any, batch: pa.RecordBatch) -> Non
         ctx,
         await sink.write_arrow_batch(batch),
         batch.num_rows,
-        "write_arrow_batch",  # type: ignore[attr-defined]
+        "write_arrow_batch",
     )
     bad = failed_indices(results)
     assert not bad, (

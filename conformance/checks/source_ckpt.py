@@ -182,7 +182,8 @@ def _run_child(ctx: SourceContext, payload: bytes) -> list[Any]:
             f"{ctx.name}: the fresh-process resume child exited with {proc.returncode}: "
             + " | ".join(tail)
         )
-    return pickle.loads(proc.stdout)  # noqa: S301 - our own child's output
+    emitted: list[Any] = pickle.loads(proc.stdout)  # noqa: S301 - our own child's output
+    return emitted
 
 
 @source_check(

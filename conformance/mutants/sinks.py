@@ -124,7 +124,10 @@ class SliceBlindArrow(ArrowJsonFileSink):
             pa.Array.from_buffers(col.type, len(col), col.buffers(), offset=0)
             for col in batch.columns
         ]
-        return pa.RecordBatch.from_arrays(columns, schema=batch.schema).to_pylist()
+        rows: list[dict[str, Any]] = pa.RecordBatch.from_arrays(
+            columns, schema=batch.schema
+        ).to_pylist()
+        return rows
 
 
 class NaNBecomesNull(ArrowJsonFileSink):
@@ -228,7 +231,7 @@ class RaisesAfterPartialWrite(JsonFileSink):
 class ReturnsValueFromWrite(JsonFileSink):
     """Breaks "write() returns None or raises": returns True."""
 
-    async def write(self, record: Any) -> Any:  # type: ignore[override]
+    async def write(self, record: Any) -> Any:
         await super().write(record)
         return True
 
