@@ -1,4 +1,4 @@
-"""Deliberately broken sinks: each breaks exactly one rule of SPEC §4/§7 (named in its
+"""Deliberately broken sinks: each breaks exactly one rule of contract §4/§7 (named in its
 docstring) and is otherwise the reference sink it subclasses."""
 
 from __future__ import annotations

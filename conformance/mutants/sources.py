@@ -1,4 +1,4 @@
-"""Deliberately broken sources: each breaks exactly one rule of SPEC §2/§3 (named in its
+"""Deliberately broken sources: each breaks exactly one rule of contract §2/§3 (named in its
 docstring) and is otherwise the reference source it subclasses."""
 
 from __future__ import annotations

@@ -4,16 +4,9 @@ fail when one is fixed (remove it here then), so the list can only shrink honest
 
 from __future__ import annotations
 
-_FINGERPRINT = "file-source checkpoints carry no input fingerprint yet (file sources work)"
 _DLQ_CONTENT = "DLQ capture of lone surrogates/bytes/oversized values (DLQ sink work)"
 
-KNOWN_GAPS: dict[tuple[str, str], str] = {
-    ("agora.CsvSource", "SRC-CKPT-10"): _FINGERPRINT,
-    ("agora.ArrowCsvSource", "SRC-CKPT-10"): _FINGERPRINT,
-    ("agora.JsonLinesSource", "SRC-CKPT-10"): _FINGERPRINT,
-    ("agora.ArrowJsonLinesSource", "SRC-CKPT-10"): _FINGERPRINT,
-    ("agora.ParquetSource", "SRC-CKPT-10"): _FINGERPRINT,
-}
+KNOWN_GAPS: dict[tuple[str, str], str] = {}
 
 
 def gaps_of(target: str) -> set[str]:
