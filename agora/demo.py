@@ -12,10 +12,14 @@ from __future__ import annotations
 import os
 import random
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
+
+if TYPE_CHECKING:  # for the annotation only: pipeline() imports the facade when called
+    from agora.pipeline import BoundPipeline
 
 __all__ = ["DEFAULT_ROWS", "enrich", "generate_csv", "pipeline", "prepare"]
 
@@ -77,7 +81,7 @@ def is_large_order(batch: pa.RecordBatch) -> pa.Array:
     return pc.greater(batch.column("quantity"), pa.scalar(0, pa.int32()))
 
 
-def pipeline(directory: str | os.PathLike[str] | None = None):
+def pipeline(directory: str | os.PathLike[str] | None = None) -> BoundPipeline:
     """Build the demo ``BoundPipeline`` over ``directory`` (which must hold orders.csv)."""
     from agora import (
         ArrowCsvSource,

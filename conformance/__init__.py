@@ -1,4 +1,4 @@
-"""Agora's conformance suite for third-party sources and sinks (SPEC §11).
+"""Agora's conformance suite for third-party sources and sinks (contract §11).
 
 Command line (from a checkout, installed, or as a module)::
 

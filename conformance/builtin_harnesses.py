@@ -367,7 +367,7 @@ class ParquetSourceHarness(SourceHarness):
 
 
 _REGISTRY: dict[type, type[SinkHarness] | type[SourceHarness]] = {
-    h.target: h  # type: ignore[misc]
+    h.target: h
     for h in (
         MemorySinkHarness,
         NullSinkHarness,

@@ -86,7 +86,7 @@ SINK_GROUPS = ("DECL", "LIFE", "WRITE", "PLANE", "DLV", "PBT", "DLQ")
 SOURCE_GROUPS = ("DECL", "OUT", "LIFE", "CKPT", "LIMIT", "RUN", "PBT")
 
 _ID = re.compile(r"^(SNK|SRC)-([A-Z]+)-(\d{2})$")
-_SPEC_REF = re.compile(r"SPEC §\d+")
+_CONTRACT_REF = re.compile(r"contract §\d+")
 
 
 @dataclass(frozen=True)
@@ -116,8 +116,8 @@ class Check:
 
     @property
     def spec_ref(self) -> str:
-        """The SPEC rule the docstring names (e.g. ``SPEC §4``)."""
-        found = _SPEC_REF.findall(self.doc)
+        """The contract rule the docstring cites (e.g. ``contract §4``: docs/contract.md)."""
+        found = _CONTRACT_REF.findall(self.doc)
         return ", ".join(dict.fromkeys(found))
 
     def to_dict(self) -> dict[str, Any]:
@@ -157,8 +157,11 @@ def _register(
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
         if check_id in _REGISTRY:
             raise ValueError(f"duplicate check id {check_id}")
-        if not _SPEC_REF.search(func.__doc__ or ""):
-            raise ValueError(f"check {check_id}: the docstring must name the SPEC rule (SPEC §N)")
+        if not _CONTRACT_REF.search(func.__doc__ or ""):
+            raise ValueError(
+                f"check {check_id}: the docstring must name the contract rule it enforces "
+                f"as 'contract §N' (a section of docs/contract.md); got {func.__doc__!r}"
+            )
         _REGISTRY[check_id] = Check(
             id=check_id,
             title=title,

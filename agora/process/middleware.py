@@ -274,7 +274,8 @@ class ProcessBatchMiddleware(_ProcessLane, BatchMiddleware):
                 f"the batch could not be pickled for the worker ({type(exc).__name__}: {exc}); "
                 "records sent to a process middleware must be picklable",
             ) from exc
-        return await self._submit(batch_index, payload)
+        results: list[Any] = await self._submit(batch_index, payload)
+        return results
 
     async def process_batch(self, records: Sequence[Any], ctx: MiddlewareContext) -> list[Any]:
         """The plain BatchMiddleware entry point (numbers batches itself)."""

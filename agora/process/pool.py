@@ -1,5 +1,9 @@
 """The worker pool behind the process lanes: generations, dispatch, timeouts and deaths.
 
+(Over ~400 lines on purpose: one state machine on one event loop whose callbacks share
+every field; what can stand alone lives beside it — ``courier.py`` moves batches and
+results, ``workers.py`` starts and retires one worker, ``sampler.py`` measures them.)
+
 ::
 
     submit() ─► Ticket ─► queue ─────────────┐            ┌─ worker process (gen g) ──────┐
@@ -15,11 +19,13 @@
 **Ticket** — one submitted batch. It keeps its payload until it is resolved, so a batch
 caught in a worker death can be re-run. Resolved exactly once; later news is ignored.
 
-**Worker** — one process, its pipe and its two shared-memory slots (``shm.py``). It
-belongs to one generation and serves one ticket at a time, so a reply names its batch
-unambiguously (it also carries the dispatch ``seq``, checked against the slot header).
-When a slot's space cannot be reserved (``/dev/shm`` full or too small), that batch — or
-that result, on the worker's side — crosses over the pipe instead; the pool counts these
+**Worker** — one process, its pipe and its two shared-memory slots (``shm.py``;
+``workers.py`` starts and retires one). It belongs to one generation and serves one
+ticket at a time, so a reply names its batch unambiguously (it also carries the dispatch
+``seq``, checked against the slot header). The **Courier** (``courier.py``) moves a
+batch into the in slot and the result out, growing a slot that is too small. When a
+slot's space cannot be reserved (``/dev/shm`` full or too small), that batch — or that
+result, on the worker's side — crosses over the pipe instead; the pool counts these
 fallbacks (``shm_fallbacks_in``/``_out``) and logs the first one with the fix.
 
 **Generation** — the workers started together. A timeout or a worker death retires the
@@ -42,7 +48,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import time
 import weakref
@@ -50,9 +55,8 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-import psutil
-
 from agora.errors import ProcessBatchError, ProcessPoolBrokenError, WorkerStartupError
+from agora.process.courier import Courier
 from agora.process.handles import (
     PoolMetrics,
     PoolState,
@@ -66,14 +70,8 @@ from agora.process.handles import (
     kill_group,
     mp_context,
 )
-from agora.process.shm import (
-    ShmFull,
-    Slot,
-    SlotTooSmall,
-    grown_capacity,
-    shm_dir,
-    sweep_stale_slots,
-)
+from agora.process.sampler import SAMPLE_INTERVAL_S, WorkerSampler
+from agora.process.shm import ShmFull, shm_dir, sweep_stale_slots
 from agora.process.startup import (
     explain_death,
     explain_load_error,
@@ -82,7 +80,7 @@ from agora.process.startup import (
     sweep_stale_reports,
     take_report,
 )
-from agora.process.transport import Transport, recv_raw, send_raw
+from agora.process.transport import Transport, recv_raw
 from agora.process.worker import (
     EXIT_MEMORY_ERROR,
     OK,
@@ -91,19 +89,11 @@ from agora.process.worker import (
     OP_MEMORY,
     OP_OK,
     OP_READY,
-    OP_RUN,
-    OP_RUN_INLINE,
-    OP_SLOTS,
-    RUN,
     STOP,
-    VIA_PIPE_SHM_FULL,
-    VIA_PIPE_TOO_BIG,
     VIA_SLOT,
-    WorkerSpec,
     decode_message,
-    encode_message,
-    worker_main,
 )
+from agora.process.workers import retire_worker, spawn_worker
 
 __all__ = [
     "PoolMetrics",
@@ -118,9 +108,6 @@ log = logging.getLogger("agora.process")
 
 #: How long on_start waits for the first generation to report ready.
 STARTUP_TIMEOUT_S = 60.0
-#: psutil sampling period for worker RSS/CPU: cheap (~50 us per worker) and fine enough
-#: for batches that matter (a batch shorter than this hardly moves a worker's peak).
-SAMPLE_INTERVAL_S = 0.25
 
 
 class WorkerPool:
@@ -165,12 +152,12 @@ class WorkerPool:
         self._broken: str | None = None
         self._closed = False
         self._starting: asyncio.Future[None] | None = None
-        self._slot_capacity = [0, 0]  # input, output: grows to the largest batch seen
-        self._shm_dir = ""  # resolved by start(): $AGORA_SHM_DIR or /dev/shm
-        self._warned_shm = False
         self._sampler: asyncio.TimerHandle | None = None
-        self._psutil: dict[int, psutil.Process] = {}
         self._registry = Registry()
+        self._courier = Courier(
+            name=name, transport=transport, metrics=self.metrics, registry=self._registry
+        )
+        self._worker_stats = WorkerSampler(self.metrics)
         self._finalizer = weakref.finalize(self, Registry.kill_all, self._registry)
 
     # ------------------------------------------------------------------ lifecycle
@@ -190,10 +177,10 @@ class WorkerPool:
                 f'`if __name__ == "__main__":`'
             )
         try:
-            self._shm_dir = shm_dir()
+            self._courier.shm_dir = shm_dir()
         except ValueError as exc:
             raise WorkerStartupError(f"process middleware {self.name!r}: {exc}") from None
-        sweep_stale_slots(self._shm_dir)
+        sweep_stale_slots(self._courier.shm_dir)
         sweep_stale_reports()
         self._starting = self._loop.create_future()
         try:
@@ -339,66 +326,27 @@ class WorkerPool:
             self._workers.append(self._spawn(index))  # started ones retirable
 
     def _spawn(self, index: int) -> WorkerHandle:
-        """Start one worker with fresh slots. On failure (no room for the slots, the
-        forkserver gone) nothing of it is left: its slots are released, its pipe closed."""
         assert self._loop is not None
-        slots: list[Slot] = []
-        conns: list[Any] = []
-        try:
-            for which in (0, 1):
-                slots.append(Slot(self._slot_capacity[which], self._shm_dir))
-                self._registry.slots.add(slots[-1])
-            in_slot, out_slot = slots
-            parent_conn, child_conn = self._ctx.Pipe(duplex=True)
-            conns += [parent_conn, child_conn]
-            spec = WorkerSpec(
-                lane=self.transport.lane,
-                fn_bytes=self.fn_bytes,
-                in_path=in_slot.path,
-                in_capacity=in_slot.capacity,
-                out_path=out_slot.path,
-                out_capacity=out_slot.capacity,
-            )
-            process = self._ctx.Process(
-                target=worker_main,
-                args=(child_conn, spec),
-                name=f"agora-{self.name}-g{self.generation}-w{index}",
-                daemon=True,
-            )
-            process.start()
-        except BaseException:
-            for slot in slots:
-                slot.release()
-                self._registry.slots.discard(slot)
-            for conn in conns:
-                conn.close()
-            raise
-        child_conn.close()
-        worker = WorkerHandle(self.generation, process, parent_conn, in_slot, out_slot, process.pid)
-        self._registry.pids.add(worker.pid)
-        self._loop.add_reader(parent_conn.fileno(), self._on_readable, worker)
-        self._loop.add_reader(process.sentinel, self._on_sentinel, worker)
+        worker = spawn_worker(
+            self._ctx,
+            name=f"agora-{self.name}-g{self.generation}-w{index}",
+            generation=self.generation,
+            lane=self.transport.lane,
+            fn_bytes=self.fn_bytes,
+            capacities=(self._courier.slot_capacity[0], self._courier.slot_capacity[1]),
+            shm_dir=self._courier.shm_dir,
+            registry=self._registry,
+        )
+        self._loop.add_reader(worker.conn.fileno(), self._on_readable, worker)
+        self._loop.add_reader(worker.process.sentinel, self._on_sentinel, worker)
         return worker
 
     def _retire(self, worker: WorkerHandle) -> None:
-        """Kill a worker's process group, close its pipe, unlink its slots. Idempotent."""
+        """Retire ``worker`` (idempotent) and keep it until its process can be reaped."""
         if worker.retired:
             return
-        worker.retired = True
         assert self._loop is not None
-        self._loop.remove_reader(worker.conn.fileno())
-        with contextlib.suppress(ValueError, OSError):
-            self._loop.remove_reader(worker.process.sentinel)
-        kill_group(worker.pid)
-        if not worker.ready:
-            take_report(worker.pid)  # it may have died starting; nobody will ask now
-        self._registry.pids.discard(worker.pid)
-        worker.conn.close()
-        for slot in (worker.in_slot, worker.out_slot):
-            slot.release()
-            self._registry.slots.discard(slot)
-        if worker.ticket is not None and worker.ticket.timer is not None:
-            worker.ticket.timer.cancel()
+        retire_worker(worker, self._loop, self._registry)
         self._graveyard.append(worker)
 
     def _reap(self) -> None:
@@ -482,91 +430,19 @@ class WorkerPool:
 
     def _dispatch(self, worker: WorkerHandle, ticket: Ticket) -> None:
         assert self._loop is not None
-        inline: Any = None
         try:
-            try:
-                try:
-                    nbytes = self.transport.write_input(worker.in_slot, ticket.payload)
-                except SlotTooSmall as exc:
-                    self._grow(worker, 0, exc.required)
-                    nbytes = self.transport.write_input(worker.in_slot, ticket.payload)
-            except ShmFull as exc:
-                inline = self.transport.inline_input(ticket.payload)
-                nbytes = memoryview(inline).nbytes
-                self._note_fallback(exc, "in", ticket.batch_index)
+            nbytes, inline = self._courier.load(worker, ticket)
         except Exception as exc:  # noqa: BLE001 - the batch cannot be encoded: its failure
             self._fail(ticket, f"the batch could not be written for the worker: {exc!r}")
             return
         self._seq += 1
         ticket.seq, ticket.worker, ticket.generation = self._seq, worker, worker.generation
         worker.ticket = ticket
-        if inline is None:
-            worker.in_slot.write_header(ticket.seq, nbytes)
-        self.metrics.transport_bytes_in += nbytes
-        # A dead worker's pipe raises here; its death is processed from the sentinel, and
-        # this ticket is then re-run like any batch in flight on it.
-        with contextlib.suppress(OSError):
-            if worker.slots_dirty:
-                worker.conn.send_bytes(
-                    encode_message(
-                        OP_SLOTS,
-                        worker.in_slot.path,
-                        worker.in_slot.capacity,
-                        worker.out_slot.path,
-                        worker.out_slot.capacity,
-                    )
-                )
-                worker.slots_dirty = False
-            if inline is None:
-                worker.conn.send_bytes(RUN.pack(OP_RUN, ticket.seq, nbytes))
-            else:
-                # The worker is idle and blocked reading its pipe, so this returns as
-                # fast as the kernel copies the bytes.
-                worker.conn.send_bytes(RUN.pack(OP_RUN_INLINE, ticket.seq, nbytes))
-                send_raw(worker.conn, inline)
+        self._courier.post(worker, ticket.seq, nbytes, inline)
         if self.timeout_s is not None:
             ticket.timer = self._loop.call_later(
                 self.timeout_s, self._on_timeout, ticket, ticket.seq
             )
-
-    def _note_fallback(self, exc: ShmFull, direction: str, batch_index: int) -> None:
-        """Count a batch (``in``) or result (``out``) that took the pipe because shared
-        memory could not hold it; the first one of a pool is logged with the fix."""
-        if direction == "in":
-            self.metrics.shm_fallbacks_in += 1
-        else:
-            self.metrics.shm_fallbacks_out += 1
-        if not self._warned_shm:
-            self._warned_shm = True
-            log.warning(
-                "process middleware %r: batch %d %s over the worker's pipe: %s. The run "
-                "goes on (slower); the summary counts these as shm_fallbacks_in/_out.",
-                self.name,
-                batch_index,
-                "was sent" if direction == "in" else "came back",
-                exc,
-            )
-
-    def _grow(self, worker: WorkerHandle, which: int, required: int) -> None:
-        """Replace a worker's input (0) or output (1) slot with a bigger one, its first
-        ``required`` payload bytes already reserved. Raises :class:`ShmFull` (and keeps
-        the old slot) when shared memory cannot hold them."""
-        old = worker.in_slot if which == 0 else worker.out_slot
-        new = Slot(grown_capacity(required), self._shm_dir)
-        try:
-            new.reserve(required)
-        except ShmFull:
-            new.release()
-            raise
-        self._registry.slots.add(new)
-        if which == 0:
-            worker.in_slot = new
-        else:
-            worker.out_slot = new
-        old.release()
-        self._registry.slots.discard(old)
-        self._slot_capacity[which] = max(self._slot_capacity[which], new.capacity)
-        worker.slots_dirty = True
 
     # ------------------------------------------------------------------ events
 
@@ -616,22 +492,7 @@ class WorkerPool:
         self._consecutive_recycles = 0
         self.metrics.transport_bytes_out += nbytes
         try:
-            if data is None:
-                if worker.out_slot.read_header() != (seq, nbytes):
-                    raise RuntimeError("result slot header does not match the reply")
-                result = self.transport.read_output(worker.out_slot, nbytes)
-            else:
-                result = self.transport.read_inline(data)
-                full: ShmFull | None = None
-                if via == VIA_PIPE_SHM_FULL:
-                    full = ShmFull(self._shm_dir, nbytes, errno.ENOSPC)
-                elif via == VIA_PIPE_TOO_BIG:
-                    try:
-                        self._grow(worker, 1, nbytes)
-                    except ShmFull as exc:  # a bigger slot could not be held either
-                        full = exc
-                if full is not None:
-                    self._note_fallback(full, "out", ticket.batch_index)
+            result = self._courier.unload(worker, ticket, seq, nbytes, via, data)
         except Exception as exc:  # noqa: BLE001
             self._fail(ticket, f"the result could not be read back: {exc!r}")
             return
@@ -811,20 +672,6 @@ class WorkerPool:
     # ------------------------------------------------------------------ metrics
 
     def _sample(self, reschedule: bool = True) -> None:
-        for worker in self._workers:
-            if worker.dead:
-                continue
-            try:
-                proc = self._psutil.get(worker.pid)
-                if proc is None:
-                    proc = self._psutil[worker.pid] = psutil.Process(worker.pid)
-                with proc.oneshot():
-                    rss = proc.memory_info().rss
-                    cpu = proc.cpu_times()
-            except psutil.Error:
-                continue
-            peaks = self.metrics.rss_peak_by_pid
-            peaks[worker.pid] = max(peaks.get(worker.pid, 0), rss)
-            self.metrics.cpu_by_pid[worker.pid] = cpu.user + cpu.system
+        self._worker_stats.sample(self._workers)
         if reschedule and not self._closed and self._loop is not None:
             self._sampler = self._loop.call_later(SAMPLE_INTERVAL_S, self._sample)

@@ -248,7 +248,7 @@ class MappedSlot:
         mm, self._mm = self._mm, None
         if mm is None:
             return
-        self.buffer = None  # type: ignore[assignment]
+        self.buffer = None
         with contextlib.suppress(BufferError):
             self.view.release()
             mm.close()

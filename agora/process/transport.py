@@ -75,7 +75,7 @@ def write_arrow_into(target: memoryview, batch: pa.RecordBatch) -> int:
         if "out of bounds" not in str(exc):
             raise
         raise SlotTooSmall(arrow_ipc_size(batch)) from None
-    return sink.tell()
+    return int(sink.tell())
 
 
 def arrow_ipc_size(batch: pa.RecordBatch) -> int:
@@ -83,7 +83,7 @@ def arrow_ipc_size(batch: pa.RecordBatch) -> int:
     sink = pa.MockOutputStream()
     with ipc.new_stream(sink, batch.schema) as writer:
         writer.write_batch(batch)
-    return sink.size()
+    return int(sink.size())
 
 
 def serialize_arrow(batch: pa.RecordBatch) -> pa.Buffer:

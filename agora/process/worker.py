@@ -109,7 +109,8 @@ def encode_message(*fields: Any) -> bytes:
 
 
 def decode_message(data: bytes) -> tuple[Any, ...]:
-    return pickle.loads(memoryview(data)[1:])
+    fields: tuple[Any, ...] = pickle.loads(memoryview(data)[1:])
+    return fields
 
 
 def worker_main(conn: Connection, spec: WorkerSpec) -> None:

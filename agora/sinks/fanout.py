@@ -12,7 +12,7 @@ __all__ = ["SinkFanOut"]
 class SinkFanOut:
     """Every sink receives every record; a record counts as written if at least one sink
     wrote it. Each sink's failure is handled per record (DLQ / failure policy). On an
-    Arrow chain each sink gets its own selected plane (SPEC §2)."""
+    Arrow chain each sink gets its own selected plane (contract §2)."""
 
     def __init__(self, sinks: Iterable[BaseSink]) -> None:
         self.sinks = list(sinks)

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any, BinaryIO, ClassVar
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from agora.planes import DataPlane
@@ -18,6 +17,7 @@ from agora.sinks.base import BaseSink, SinkState
 from agora._safe_files import fsync_dir
 from agora.sinks._files import create_private_file, ensure_openable, sync_file
 from agora.sinks._parquet_parts import HashingWriter, PartLedger
+from agora.sinks._parquet_schema import conform_batch, infer_batch, rows_to_batch
 
 __all__ = ["ParquetSink"]
 
@@ -26,45 +26,12 @@ __all__ = ["ParquetSink"]
 # choice for readers and keeps a wide table's buffer in the tens of megabytes.
 DEFAULT_ROW_GROUP_SIZE = 65_536
 
-_CONVERSION_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError)
-
 
 def _codec_available(name: str) -> bool:
     try:
         return bool(pa.Codec.is_available(name))
     except ValueError:  # a name pyarrow does not know at all
         return False
-
-
-def _castable(src: pa.DataType, dst: pa.DataType) -> bool:
-    """Whether a safe cast src → dst is a mere widening / re-encoding, never a parse."""
-    t = pa.types
-    if src.equals(dst) or t.is_null(src):
-        return True
-    families = (
-        (t.is_integer, t.is_integer),
-        (t.is_integer, t.is_floating),
-        (t.is_floating, t.is_floating),
-        (t.is_decimal, t.is_decimal),
-        (lambda x: t.is_string(x) or t.is_large_string(x),
-         lambda x: t.is_string(x) or t.is_large_string(x)),
-        (lambda x: t.is_binary(x) or t.is_large_binary(x),
-         lambda x: t.is_binary(x) or t.is_large_binary(x)),
-        (t.is_date, t.is_date),
-        (t.is_time, t.is_time),
-        (t.is_duration, t.is_duration),
-    )
-    if any(a(src) and b(dst) for a, b in families):
-        return True
-    if t.is_timestamp(src) and t.is_timestamp(dst):
-        return src.tz == dst.tz  # a timezone change is a reinterpretation, not a widening
-    if (t.is_list(src) or t.is_large_list(src)) and (t.is_list(dst) or t.is_large_list(dst)):
-        return _castable(src.value_type, dst.value_type)
-    if t.is_struct(src) and t.is_struct(dst):
-        if [f.name for f in src] != [f.name for f in dst]:
-            return False
-        return all(_castable(a.type, b.type) for a, b in zip(src, dst, strict=True))
-    return False
 
 
 class ParquetSink(BaseSink):
@@ -327,105 +294,17 @@ class ParquetSink(BaseSink):
     def _convert(
         self, rows: list[Any], results: list[WriteResult | None], index: list[int]
     ) -> tuple[pa.RecordBatch, list[int]]:
-        """Rows → one batch of the schema; records that cannot be converted get a failed
-        result (``index`` maps rows to positions in ``results``)."""
+        """Rows → one batch of the schema (inferred from the first batch when the sink
+        has none); see :func:`rows_to_batch`."""
         if self.schema is None:
-            try:
-                batch = pa.RecordBatch.from_pylist(rows)
-            except _CONVERSION_ERRORS as exc:
-                raise ValueError(
-                    f"sink {self.sink_name!r} cannot infer a Parquet schema from the first "
-                    f"batch ({exc}); pass schema= to the sink"
-                ) from exc
+            batch = infer_batch(self.sink_name, rows)
             self.schema = batch.schema
             return batch, index
-        schema = self.schema
-        try:
-            batch = pa.RecordBatch.from_pylist(rows, schema=schema)
-        except _CONVERSION_ERRORS:
-            # Slow path, only on failure: find the records that do not convert.
-            good: list[pa.RecordBatch] = []
-            kept: list[int] = []
-            for pos, row in zip(index, rows, strict=True):
-                try:
-                    good.append(pa.RecordBatch.from_pylist([row], schema=schema))
-                    kept.append(pos)
-                except _CONVERSION_ERRORS as exc:
-                    results[pos] = WriteResult.failed(ValueError(
-                        f"sink {self.sink_name!r}: record does not fit the Parquet schema "
-                        f"({exc})"
-                    ))
-            table = pa.Table.from_batches(good, schema=schema).combine_chunks()
-            batch = (table.to_batches()[0] if table.num_rows
-                     else pa.RecordBatch.from_pylist([], schema=schema))
-            index = kept
-        # from_pylist does not enforce nullability; a null in a required field would make
-        # the file lie about its schema, so those records fail here.
-        bad = self._null_mask(batch)
-        if bad is not None:
-            for pos, is_bad in zip(index, bad.to_pylist(), strict=True):
-                if is_bad:
-                    results[pos] = WriteResult.failed(ValueError(
-                        f"sink {self.sink_name!r}: record has a null in a non-nullable field "
-                        f"of the Parquet schema ({self._required_fields()})"
-                    ))
-            index = [pos for pos, is_bad in zip(index, bad.to_pylist(), strict=True)
-                     if not is_bad]
-            batch = batch.filter(pc.invert(bad))
-        return batch, index
-
-    def _required_fields(self) -> list[str]:
-        assert self.schema is not None
-        return [f.name for f in self.schema if not f.nullable]
-
-    def _null_mask(self, batch: pa.RecordBatch) -> pa.BooleanArray | None:
-        mask = None
-        for name in self._required_fields():
-            column = batch.column(name)
-            if column.null_count:
-                nulls = column.is_null()
-                mask = nulls if mask is None else pc.or_(mask, nulls)
-        return mask
+        return rows_to_batch(self.sink_name, self.schema, rows, results, index)
 
     def _conform(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        """Return ``batch`` in the file's schema, or raise ValueError naming the differences."""
-        schema = self.schema
-        assert schema is not None
-        if batch.schema.equals(schema, check_metadata=False):
-            return batch
-        have, want = batch.schema.names, schema.names
-        missing = [n for n in want if n not in have]
-        extra = [n for n in have if n not in want]
-        if missing or extra or len(set(have)) != len(have):
-            raise ValueError(
-                f"sink {self.sink_name!r}: batch fields do not match the Parquet schema of "
-                f"{str(self.path)!r}: missing {missing}, unexpected {extra}"
-                f"{', duplicate names' if len(set(have)) != len(have) else ''}"
-            )
-        if have != want:
-            batch = batch.select(want)
-        problems = []
-        for field in schema:
-            src = batch.schema.field(field.name)
-            column = batch.column(field.name)
-            if not _castable(src.type, field.type):
-                problems.append(f"{field.name!r}: batch has {src.type}, file has {field.type}")
-            elif not field.nullable and column.null_count:
-                problems.append(f"{field.name!r}: {column.null_count} null(s) in a non-nullable "
-                                f"field")
-        if problems:
-            raise ValueError(
-                f"sink {self.sink_name!r}: batch does not match the Parquet schema of "
-                f"{str(self.path)!r}: {'; '.join(problems)} — cast the batch upstream or pass a "
-                f"schema= that fits every batch"
-            )
-        try:
-            return batch.cast(schema, safe=True)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
-            raise ValueError(
-                f"sink {self.sink_name!r}: batch values do not fit the Parquet schema of "
-                f"{str(self.path)!r} ({exc})"
-            ) from exc
+        assert self.schema is not None
+        return conform_batch(self.sink_name, self.path, self.schema, batch)
 
     def _add(self, batch: pa.RecordBatch) -> None:
         if batch.num_rows:

@@ -295,7 +295,7 @@ class ArrowCsvSource(BuiltinSource):
                 self.source_name, where, self._screen.fatal, hint=False
             ) from exc
 
-    async def stream_batches(self) -> AsyncIterator[Any]:  # type: ignore[override]
+    async def stream_batches(self) -> AsyncIterator[Any]:
         self._require_open("stream_batches")
         while self._reader is not None:
             batch = self._call(self._next_batch)

@@ -300,7 +300,7 @@ class ArrowJsonLinesSource(JsonFileSource):
             tables.append(table)
         return bad, (pa.concat_tables(tables) if tables else None)
 
-    async def stream_batches(self) -> AsyncIterator[Any]:  # type: ignore[override]
+    async def stream_batches(self) -> AsyncIterator[Any]:
         self._require_open("stream_batches")
         identity = self._identity
         # The first block of a resume ends where the first run's read of it ended.

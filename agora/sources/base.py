@@ -165,7 +165,7 @@ class LimitedSource(BaseSource):
             return self._checkpoint_override
         return self.inner.current_checkpoint()
 
-    async def stream(self) -> AsyncIterator[Any]:  # type: ignore[override]
+    async def stream(self) -> AsyncIterator[Any]:
         if self.limit == 0:
             return
         agen = self.inner.stream()
@@ -179,7 +179,7 @@ class LimitedSource(BaseSource):
         finally:
             await _aclose(agen)
 
-    async def stream_batches(self) -> AsyncIterator[Any]:  # type: ignore[override]
+    async def stream_batches(self) -> AsyncIterator[Any]:
         if self.limit == 0:
             return
         agen = self.inner.stream_batches()

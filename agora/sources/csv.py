@@ -7,7 +7,6 @@ import csv
 import os
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from typing import IO, Any
 
 from agora.errors import SourceRecordError
@@ -27,9 +26,9 @@ from agora.sources._text import (
     DEFAULT_MAX_RECORD_BYTES,
     UTF8_BOM,
     malformed,
-    read_line,
     record_bytes_setting,
 )
+from agora.sources._csvrecords import SLOW, CsvRecordReader, Pos
 from agora.sources.arrow_csv import ArrowCsvSource
 from agora.sources.identity import (
     FollowingHash,
@@ -40,28 +39,6 @@ from agora.sources.identity import (
 )
 
 __all__ = ["ArrowCsvSource", "CsvSource"]
-
-_Pos = tuple[int, int]  # (lines consumed, byte offset)
-
-
-class _RecordTooLong(Exception):
-    """Raised inside the line feed when a record outgrows ``max_record_bytes``."""
-
-
-@dataclass
-class _Read:
-    """One record as read: its fields (None at end of file), or why it is malformed."""
-
-    row: list[str] | None
-    start: _Pos
-    end: _Pos
-    reason: str | None = None
-    raw: bytes = b""
-    raw_total: int = 0
-
-
-_SLOW: Any = object()  # the fast path saw something it leaves to _read_record
-
 
 def duplicate_names(names: list[str]) -> list[str]:
     return [name for name, n in Counter(names).items() if n > 1]
@@ -122,23 +99,23 @@ class CsvSource(BuiltinSource):
         self.encoding = encoding
         self._bom = UTF8_BOM if codec.name in ("utf-8", "utf-8-sig") else b""
         csv.reader([], **fmtparams)  # reject bad formatting parameters now, not mid-run
-        self._fmtparams = fmtparams
+        self._fmtparams: dict[str, Any] = fmtparams
         self._reset()
 
     def _reset(self) -> None:
         self._fh: IO[bytes] | None = None
         self._identity: TextIdentity | None = None
         self._hash = FollowingHash()
-        self._pos: _Pos = (0, 0)  # checkpoint: after the last emitted unit
-        self._read: _Pos = (0, 0)  # where the reader stands (after the last record)
+        self._pos: Pos = (0, 0)  # checkpoint: after the last emitted unit
         self._header: list[str] | None = None
-        self._batch_ends: list[_Pos] = []  # end of each row of the last batch
-        self._batch_start: _Pos = (0, 0)
-        self._parts: list[bytes] = []  # physical lines of the record being read
-        self._cut = 0  # bytes of an over-long last part that were skipped, not kept
-        self._record_bytes = 0
-        self._decode_error: str | None = None
-        self._eof = False
+        self._batch_ends: list[Pos] = []  # end of each row of the last batch
+        self._batch_start: Pos = (0, 0)
+        self._rows = CsvRecordReader(
+            encoding=self.encoding,
+            bom=self._bom,
+            max_record_bytes=self.max_record_bytes,
+            fmtparams=self._fmtparams,
+        )
 
     # -- checkpointing ----------------------------------------------------------------
     def current_checkpoint(self) -> dict[str, Any]:
@@ -148,7 +125,7 @@ class CsvSource(BuiltinSource):
         pos = self._batch_ends[rows - 1] if rows > 0 else self._batch_start
         return self._checkpoint_at(pos)
 
-    def _checkpoint_at(self, pos: _Pos) -> dict[str, Any]:
+    def _checkpoint_at(self, pos: Pos) -> dict[str, Any]:
         return {"line": pos[0], "byte": pos[1], "input": self._hash.identity_at(pos[1])}
 
     def _apply_checkpoint(self, value: Any) -> None:
@@ -193,23 +170,26 @@ class CsvSource(BuiltinSource):
             ))
             fh.seek(0)
         self._hash.attach(fh.fileno())
-        self._new_reader()
+        self._rows.fh = fh
+        self._rows.restart()
         self._read_header()
         if resumed is None or resumed == (0, 0):  # nothing consumed yet (an empty file)
-            self._pos = self._read
-        elif resumed[1] < self._read[1] or resumed[0] < self._read[0]:
+            self._pos = self._rows.read
+        elif resumed[1] < self._rows.read[1] or resumed[0] < self._rows.read[0]:
             raise bad_checkpoint(
-                self.source_name, resumed, f"a position after the header (byte {self._read[1]})"
+                self.source_name,
+                resumed,
+                f"a position after the header (byte {self._rows.read[1]})",
             )
         else:
             fh.seek(resumed[1])
-            self._read = resumed
-            self._new_reader()
+            self._rows.read = resumed
+            self._rows.restart()
         self._batch_start = self._pos
         self._hash.mark_unit_end(self._pos[1], batch=False)
 
     def _read_header(self) -> None:
-        first = self._read_record()
+        first = self._rows.read_record()
         if first.row is None:
             return  # an empty (or blank) file: no header, no rows
         where = f"{self.path}:{first.start[0] + 1}"
@@ -230,126 +210,39 @@ class CsvSource(BuiltinSource):
                 self.source_name, where, f"cannot read the header: {problem}", hint=False
             )
         self._header = first.row
-        self._read = first.end
-        self._hash.commit(first.start[1], first.end[1], self._parts)
+        self._rows.read = first.end
+        self._hash.commit(first.start[1], first.end[1], self._rows.parts)
 
-    # -- reading ----------------------------------------------------------------------
-    def _new_reader(self) -> None:
-        self._eof = False
-        self._at_file_start = self._read[1] == 0
-        self._reader = csv.reader(self._lines(), **self._fmtparams)
-
-    def _lines(self) -> Iterator[str]:
-        """Physical lines for ``csv.reader``, kept in ``self._parts``.
-
-        ``csv.reader`` pulls exactly the lines of one record per ``next()``; a record that
-        outgrows ``max_record_bytes`` stops it (``_RecordTooLong``) with at most the limit
-        held in memory (the rest of an over-long line is skipped and counted in ``_cut``).
-        """
-        fh = self._fh
-        assert fh is not None
-        parts, encoding, limit = self._parts, self.encoding, self.max_record_bytes
-        while True:
-            budget = limit - self._record_bytes
-            raw = fh.readline(budget + 1)
-            if not raw:
-                self._eof = True
-                return
-            parts.append(raw)
-            self._record_bytes += len(raw)
-            if self._record_bytes > limit:
-                if not raw.endswith(b"\n"):
-                    self._cut = read_line(fh, 0)[1]  # skip (and count) the rest of the line
-                raise _RecordTooLong
-            text = raw
-            if self._at_file_start and self._bom:
-                text = raw.removeprefix(self._bom)  # a BOM is not part of the first name
-            self._at_file_start = False
-            try:
-                yield text.decode(encoding)
-            except UnicodeDecodeError as exc:
-                self._decode_error = f"cannot decode line as {encoding}: {exc.reason}"
-                yield text.decode(encoding, errors="replace")
-
-    def _read_record(self) -> _Read:
-        """The next non-blank record from ``self._read`` (``row`` None at end of file);
-        the slow path for anything but a well-formed one-line record."""
-        while True:
-            start = self._read
-            parts = self._parts
-            parts.clear()
-            self._record_bytes = self._cut = 0
-            self._decode_error = None
-            reason: str | None = None
-            try:
-                row = next(self._reader, None)
-            except _RecordTooLong:
-                row, reason = [], f"record is longer than max_record_bytes={self.max_record_bytes}"
-                if len(parts) == 1:  # one over-long line, read to its end: skip it
-                    self._new_reader()
-                    total = len(parts[0]) + self._cut
-                    end = (start[0] + 1, start[1] + total)
-                    return _Read([], start, end, reason, parts[0], total)
-                reason += " (a quoted field that never closes?)"
-            except csv.Error as exc:
-                row, reason = [], f"CSV syntax error: {exc}"
-            else:
-                reason = self._decode_error
-                if self._eof and row is not None and parts:
-                    reason = "unterminated quoted field (the file ends inside it)"
-            if row is None:
-                return _Read(None, start, start)
-            if reason is not None and len(parts) > 1:
-                # Only the line where the record began is malformed: go on right after it,
-                # so a stray quote cannot swallow the records that follow.
-                first = parts[0]
-                del parts[1:]
-                end = (start[0] + 1, start[1] + len(first))
-                self._fh.seek(end[1])  # type: ignore[union-attr]
-                self._new_reader()
-                return _Read([], start, end, reason, first, len(first))
-            size = sum(map(len, parts))
-            end = (start[0] + len(parts), start[1] + size)
-            if not row and reason is None:
-                self._read = end  # a blank line (hashed with the next record)
-                continue
-            return _Read(row, start, end, reason, b"".join(parts), size)
-
-    def _records(self) -> Iterator[tuple[Any, _Pos]]:
+    def _records(self) -> Iterator[tuple[Any, Pos]]:
         """(record or MalformedRecord, position after it) for each data record."""
         header = self._header
         if header is None:
             return
-        width, parts, commit = len(header), self._parts, self._hash.commit
+        rows = self._rows
+        width, parts, commit = len(header), rows.parts, self._hash.commit
         while True:
-            reader = self._reader
             # Fast path: a well-formed record on one line, nothing unusual about it.
-            start = self._read
-            parts.clear()
-            self._record_bytes = self._cut = 0
-            self._decode_error = None
-            try:
-                row = next(reader, None)
-            except (_RecordTooLong, csv.Error):
-                row = _SLOW
+            start = rows.read
+            row = rows.pull()
             if (
-                row is not None and row is not _SLOW and len(parts) == 1
-                and len(row) == width and self._decode_error is None and not self._eof
+                row is not None and row is not SLOW and len(parts) == 1
+                and len(row) == width and rows.decode_error is None and not rows.eof
             ):
                 line = parts[0]
                 end = (start[0] + 1, start[1] + len(line))
-                self._read = end
+                rows.read = end
                 commit(start[1], end[1], parts)
                 yield dict(zip(header, row, strict=True)), end
                 continue
             # Anything else: re-read the record on the slow path, which explains it.
-            self._fh.seek(start[1])  # type: ignore[union-attr]
-            self._read = start
-            self._new_reader()
-            rec = self._read_record()
+            assert rows.fh is not None
+            rows.fh.seek(start[1])
+            rows.read = start
+            rows.restart()
+            rec = rows.read_record()
             if rec.row is None:
                 return
-            self._read = rec.end
+            rows.read = rec.end
             commit(rec.start[1], rec.end[1], parts)
             reason = rec.reason
             if reason is None and len(rec.row) != width:
@@ -362,7 +255,7 @@ class CsvSource(BuiltinSource):
                 raise SourceRecordError(self.source_name, location, reason)
             yield malformed(rec.raw, rec.raw_total, reason, location), rec.end
 
-    async def stream(self) -> AsyncIterator[Any]:  # type: ignore[override]
+    async def stream(self) -> AsyncIterator[Any]:
         self._require_open("stream")
         if self.batch_size is not None:
             raise NotImplementedError(
@@ -373,7 +266,7 @@ class CsvSource(BuiltinSource):
             self._pos = end
             yield item
 
-    async def stream_batches(self) -> AsyncIterator[Any]:  # type: ignore[override]
+    async def stream_batches(self) -> AsyncIterator[Any]:
         self._require_open("stream_batches")
         if self.batch_size is None:
             raise NotImplementedError(
@@ -381,7 +274,7 @@ class CsvSource(BuiltinSource):
                 f"stream_batches() — use stream()"
             )
         batch: list[dict[str, str]] = []
-        ends: list[_Pos] = []
+        ends: list[Pos] = []
         for item, end in self._records():
             if isinstance(item, MalformedRecord):
                 if batch:
@@ -405,7 +298,7 @@ class CsvSource(BuiltinSource):
             self._emit_batch(ends)
             yield batch
 
-    def _emit_batch(self, ends: list[_Pos]) -> None:
+    def _emit_batch(self, ends: list[Pos]) -> None:
         self._batch_start = self._pos
         self._batch_ends = ends
         self._pos = ends[-1]

@@ -54,13 +54,14 @@ class _IteratingSource(BuiltinSource):
     def _fresh_input(self) -> Iterable[Any]:
         data = self._input
         if not isinstance(data, Iterable):
-            data = data()
-            if not self._is_data(data):
+            produced = data()
+            if not self._is_data(produced):
                 raise TypeError(
                     f"source {self.source_name!r}: the input factory returned a "
-                    f"{type(data).__name__}; it must return an iterable"
+                    f"{type(produced).__name__}; it must return an iterable"
                 )
-            return data
+            fresh: Iterable[Any] = produced  # _is_data checked it is an iterable
+            return fresh
         if isinstance(data, Iterator):
             if self._one_shot_read:
                 raise LifecycleError(
@@ -122,7 +123,7 @@ class IterableSource(_IteratingSource):
         self._skip = count_field(self.source_name, value, "an int >= 0 (records emitted)", value)
         self._emitted = self._skip
 
-    async def stream(self) -> AsyncIterator[Any]:  # type: ignore[override]
+    async def stream(self) -> AsyncIterator[Any]:
         self._require_open("stream")
         it = self._iterator
         assert it is not None
@@ -195,7 +196,7 @@ class IterableBatchSource(_IteratingSource):
         fields = checkpoint_fields(self.source_name, value, self._SHAPE)
         self._batch, self._row = fields["batch"], fields["row"]
 
-    async def stream_batches(self) -> AsyncIterator[Any]:  # type: ignore[override]
+    async def stream_batches(self) -> AsyncIterator[Any]:
         self._require_open("stream_batches")
         it = self._iterator
         assert it is not None
@@ -290,7 +291,7 @@ class ArrowBatchSource(_IteratingSource):
             data = [data]
         self._iterator = iter(data)
 
-    async def stream_batches(self) -> AsyncIterator[Any]:  # type: ignore[override]
+    async def stream_batches(self) -> AsyncIterator[Any]:
         self._require_open("stream_batches")
         it = self._iterator
         assert it is not None

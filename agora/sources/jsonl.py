@@ -61,7 +61,7 @@ class JsonLinesSource(JsonFileSource):
             raise bad_checkpoint(self.source_name, value, expected + " with byte == consumed")
         self._line, self._byte = line, byte
 
-    async def stream(self) -> AsyncIterator[Any]:  # type: ignore[override]
+    async def stream(self) -> AsyncIterator[Any]:
         self._require_open("stream")
         fh = self._fh
         assert fh is not None

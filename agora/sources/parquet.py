@@ -146,7 +146,7 @@ class ParquetSource(BuiltinSource):
             self._fh.close()
             self._fh = None
 
-    async def stream_batches(self) -> AsyncIterator[Any]:  # type: ignore[override]
+    async def stream_batches(self) -> AsyncIterator[Any]:
         self._require_open("stream_batches")
         pf = self._file
         assert pf is not None

@@ -1,14 +1,19 @@
 """Durable state of a run: checkpoint stores and dead-letter (DLQ) sinks.
 
-``checkpoint`` holds the :class:`CheckpointStore` contract with an in-memory and an SQLite
-store; ``dlq`` holds the SQLite and JSON-lines DLQ sinks and :func:`read_dlq`. Both only
-import ``agora.records``, ``agora.errors`` and ``agora.sinks.base``; never the runtime.
+``checkpoint`` holds the :class:`CheckpointStore` contract and the in-memory store,
+``checkpoint_sqlite`` the SQLite store; ``dlq`` holds the SQLite DLQ sink (``dlq_schema`` its file's schema and migration),
+``dlq_jsonl`` the JSON-lines DLQ sink, ``dlq_read`` :func:`read_dlq`, ``dlq_state`` the
+replay ledger. They only import ``agora.records``, ``agora.errors`` and
+``agora.sinks.base``; never the runtime.
 """
 
 from __future__ import annotations
 
-from agora.stores.checkpoint import CheckpointStore, InMemoryCheckpointStore, SQLiteCheckpointStore
-from agora.stores.dlq import DLQError, JsonLinesDLQSink, SQLiteDLQSink, read_dlq
+from agora.stores.checkpoint import CheckpointStore, InMemoryCheckpointStore
+from agora.stores.checkpoint_sqlite import SQLiteCheckpointStore
+from agora.stores.dlq import DLQError, SQLiteDLQSink
+from agora.stores.dlq_jsonl import JsonLinesDLQSink
+from agora.stores.dlq_read import read_dlq
 
 __all__ = [
     "CheckpointStore",

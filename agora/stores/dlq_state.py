@@ -19,15 +19,13 @@ from agora.stores._files import (
     immediate_transaction,
     open_agora_db,
 )
-from agora.stores.dlq import (
-    _COLUMNS,
-    _DLQ_RECOVERY,
-    _SCHEMA_VERSION,
-    JSON_LINES_SUFFIXES,
-    DLQError,
-    _init_schema,
+from agora.stores.dlq import JSON_LINES_SUFFIXES, DLQError, record_from_row
+from agora.stores.dlq_schema import (
+    COLUMNS,
+    DLQ_RECOVERY,
+    SCHEMA_VERSION,
+    init_schema,
     migrate,
-    record_from_row,
     sqlite_text,
     table_columns,
 )
@@ -129,8 +127,8 @@ class _SQLiteLedger(DLQLedger):
         self.path = path
         self.writable = writable
         conn = open_agora_db(
-            path, kind="dlq", schema_version=_SCHEMA_VERSION, init=_init_schema,
-            error=DLQError, recovery=_DLQ_RECOVERY, create=False,
+            path, kind="dlq", schema_version=SCHEMA_VERSION, init=init_schema,
+            error=DLQError, recovery=DLQ_RECOVERY, create=False,
         )
         if writable:
             try:
@@ -138,7 +136,7 @@ class _SQLiteLedger(DLQLedger):
             except sqlite3.Error as exc:
                 conn.close()
                 raise DLQError(
-                    f"cannot upgrade DLQ file {path} to schema version {_SCHEMA_VERSION}: "
+                    f"cannot upgrade DLQ file {path} to schema version {SCHEMA_VERSION}: "
                     f"{exc} — check disk space and file locks, then retry"
                 ) from exc
         self._conn: sqlite3.Connection | None = conn
@@ -151,7 +149,7 @@ class _SQLiteLedger(DLQLedger):
     def entries(self) -> list[DLQEntry]:
         conn = self._connection()
         present = table_columns(conn)
-        columns = [c for c in _COLUMNS if c in present]
+        columns = [c for c in COLUMNS if c in present]
         state = [c for c in _STATE_COLUMNS if c in present]
         sql = f"SELECT id, {', '.join(columns + state)} FROM agora_dlq ORDER BY id"
         out = []

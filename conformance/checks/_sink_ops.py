@@ -45,7 +45,7 @@ class ExplodingRecord(ProbeRecord, Mapping[str, Any]):
 
 
 def check_results(ctx: SinkContext, results: Any, n: int, call: str) -> list[Any] | None:
-    """Assert the SPEC §4 result shape: None, or a list of exactly ``n`` WriteResults."""
+    """Assert the contract §4 result shape: None, or a list of exactly ``n`` WriteResults."""
     if results is None:
         return None
     assert isinstance(results, list), (

@@ -41,7 +41,8 @@ def is_malformed(item: Any) -> bool:
 def rows_of(item: Any) -> list[Any]:
     """The records inside one emitted unit (a row, a list of rows, or a RecordBatch)."""
     if isinstance(item, pa.RecordBatch):
-        return item.to_pylist()
+        rows: list[Any] = item.to_pylist()
+        return rows
     if isinstance(item, Mapping):
         return [item]
     if isinstance(item, list):

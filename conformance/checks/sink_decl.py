@@ -35,7 +35,7 @@ def _spec(ctx: SinkContext, sink: object) -> SinkDataPlaneSpec:
 
 @sink_check("SNK-DECL-01", "is a BaseSink with a name and async methods")
 def check_is_a_sink(ctx: SinkContext) -> None:
-    """SPEC §4: a sink subclasses ``BaseSink``, has a non-empty ``sink_name`` and async
+    """contract §4: a sink subclasses ``BaseSink``, has a non-empty ``sink_name`` and async
     ``open``/``write``/``write_batch``/``write_arrow_batch``/``flush``/``close``."""
     sink = ctx.probe()
     assert isinstance(sink, BaseSink), (
@@ -51,7 +51,7 @@ def check_is_a_sink(ctx: SinkContext) -> None:
 
 @sink_check("SNK-DECL-02", "plane declaration is valid (rows accepted, native within accepted)")
 def check_plane_declaration_valid(ctx: SinkContext) -> None:
-    """SPEC §2: ``data_plane_spec()`` reads without error; every plane is a ``DataPlane``;
+    """contract §2: ``data_plane_spec()`` reads without error; every plane is a ``DataPlane``;
     rows are always accepted; native planes are non-empty and a subset of the accepted
     ones; the spec names the sink."""
     sink = ctx.probe()
@@ -73,7 +73,7 @@ def check_plane_declaration_valid(ctx: SinkContext) -> None:
 
 @sink_check("SNK-DECL-03", "plane declaration is stable across calls and instances")
 def check_declaration_is_stable(ctx: SinkContext) -> None:
-    """SPEC §2: one rule decides both the plan and the runtime routing, so the
+    """contract §2: one rule decides both the plan and the runtime routing, so the
     declaration must not change between reads (planning and routing read it separately)
     or between two instances built the same way."""
     first = _spec(ctx, ctx.probe())
@@ -92,7 +92,7 @@ def check_declaration_is_stable(ctx: SinkContext) -> None:
 
 @sink_check("SNK-DECL-04", "declares planes explicitly (no deprecated flags)", level=Level.SHOULD)
 def check_declaration_is_explicit(ctx: SinkContext) -> None:
-    """SPEC §2: the legacy flags ``batch_writable_native`` / ``arrow_passthrough_native``
+    """contract §2: the legacy flags ``batch_writable_native`` / ``arrow_passthrough_native``
     are deprecated in 0.3 and go away in 0.4; declare ``native_data_planes`` (or return
     planes from ``sink_capabilities()``) instead."""
     sink = ctx.probe()
@@ -115,7 +115,7 @@ def check_declaration_is_explicit(ctx: SinkContext) -> None:
 
 @sink_check("SNK-DECL-05", "construction creates nothing in its namespace", level=Level.SHOULD)
 def check_no_side_effects_on_construction(ctx: SinkContext) -> None:
-    """SPEC §7 (startup order): nothing is opened before the plan is valid, so building a
+    """contract §7 (startup order): nothing is opened before the plan is valid, so building a
     sink must not create output — files appear at ``open()`` at the earliest."""
     ns = ctx.namespace("construct")
     before = sorted(p.name for p in ns.path.iterdir())

@@ -116,7 +116,7 @@ def _failing_setup(ctx: SinkContext, ns: Any, n: int, at: int) -> tuple[Any, lis
 
 @sink_check("SNK-DLV-01", "rows through the runtime are all written and persisted")
 def check_rows_through_runtime(ctx: SinkContext) -> None:
-    """SPEC §7: a run over a row source with ``batch_size`` grouping and checkpoints writes
+    """contract §7: a run over a row source with ``batch_size`` grouping and checkpoints writes
     every record (``records_written``), ends with a checkpoint, and (with a read-back)
     persists exactly the source's records in order."""
     rows = ctx.rows(17)
@@ -146,7 +146,7 @@ def check_rows_through_runtime(ctx: SinkContext) -> None:
 
 @sink_check("SNK-DLV-02", "a failing record goes to the DLQ and the others are written")
 def check_failing_record_dead_lettered(ctx: SinkContext) -> None:
-    """SPEC §7: a record the sink fails (its own invalid record, or one refused by a
+    """contract §7: a record the sink fails (its own invalid record, or one refused by a
     fault-injecting wrapper) is offered to the DLQ (``stage="sink_write"``), counted
     errored, and the run continues: every other record is written and persisted, and the
     checkpoint reaches the end. Runs on the row lane and, for Arrow-native sinks, on the
@@ -200,7 +200,7 @@ def check_failing_record_dead_lettered(ctx: SinkContext) -> None:
 
 @sink_check("SNK-DLV-03", "fail-closed: the run stops and the checkpoint never passes the failure")
 def check_checkpoint_gating_fail_closed(ctx: SinkContext) -> None:
-    """SPEC §7: with no DLQ and ``FAIL_CLOSED``, a failed record stops the run with an
+    """contract §7: with no DLQ and ``FAIL_CLOSED``, a failed record stops the run with an
     exception and the saved checkpoint does not cover it; every record the checkpoint
     does cover is persisted, and the failed record leaves nothing behind."""
     at = 7
@@ -267,7 +267,7 @@ class _ProbingStore(InMemoryCheckpointStore):
     requires=("readable-before-close",),
 )
 def check_checkpoint_saves_find_records_durable(ctx: SinkContext) -> None:
-    """SPEC §7: "handled" means durable — before a checkpoint covering a record is saved,
+    """contract §7: "handled" means durable — before a checkpoint covering a record is saved,
     the sink's writes for it are flushed. At each save the read-back must already hold
     every record the checkpoint covers."""
     rows = ctx.rows(20)

@@ -118,7 +118,7 @@ def _assert_holds(
     requires=("dlq",),
 )
 async def check_captures_durable_after_flush(ctx: SinkContext) -> None:
-    """SPEC §7 and §8: the runtime flushes the DLQ before it saves a checkpoint past a
+    """contract §7 and §8: the runtime flushes the DLQ before it saves a checkpoint past a
     dead-lettered record, so after ``flush()`` (sink still open) every captured record is
     stored, field for field; ``close()`` keeps it, and the next run (open again) adds to
     the DLQ instead of starting it over."""
@@ -165,7 +165,7 @@ def _captured(record: Any, content: Any, i: int) -> Any:
     requires=("dlq",),
 )
 async def check_unserialisable_content_flagged(ctx: SinkContext) -> None:
-    """SPEC §7 and §11: capture never fails on content — the DLQ is where bad records go.
+    """contract §7 and §11: capture never fails on content — the DLQ is where bad records go.
     A lone surrogate is stored (as a JSON ``\\ud800`` escape) and round-trips; bytes and
     other values JSON cannot hold are stored as a flagged fallback ``{"__agora_
     unserialisable__": true, "type": …, "repr": …}`` with ``round_trippable`` False (bytes
@@ -261,7 +261,7 @@ def _is_lossless_bytes(payload: Any, original: bytes) -> bool:
 
 @sink_check("SNK-DLQ-03", "DLQ files are owner-only (0600)", requires=("dlq",))
 async def check_dlq_files_owner_only(ctx: SinkContext) -> None:
-    """SPEC §8: dead-lettered records hold production data (often the very values that
+    """contract §8: dead-lettered records hold production data (often the very values that
     failed), so the DLQ files a sink creates are readable and writable by their owner
     only — on creation, not after a later chmod."""
     ns = ctx.namespace("dlq-perms")
@@ -299,7 +299,7 @@ async def _accepts(call: Callable[[], Awaitable[Any]]) -> bool:
     requires=("dlq",),
 )
 async def check_acknowledged_captures_persist(ctx: SinkContext) -> None:
-    """SPEC §4 and §11: a capture that returns without error is persisted — before
+    """contract §4 and §11: a capture that returns without error is persisted — before
     ``open()`` and after ``close()`` a DLQ sink should raise, and if it accepts instead,
     what it accepted must be kept; and a caller reusing its list after ``write_batch``
     returns changes nothing of what is stored."""

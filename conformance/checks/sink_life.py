@@ -36,7 +36,7 @@ __all__ = [
 
 @sink_check("SNK-LIFE-01", "open, write, write_batch, flush, close")
 async def check_happy_path(ctx: SinkContext) -> None:
-    """SPEC §4: ``open()`` → ``write`` / ``write_batch`` / ``flush`` → ``close()`` works, and
+    """contract §4: ``open()`` → ``write`` / ``write_batch`` / ``flush`` → ``close()`` works, and
     (with a read-back) persists exactly what was written."""
     rows = ctx.rows(9)
     ns = ctx.namespace("happy")
@@ -55,7 +55,7 @@ async def check_happy_path(ctx: SinkContext) -> None:
     "SNK-LIFE-02", "writing or flushing before open() raises, naming the sink", level=Level.SHOULD
 )
 async def check_misuse_before_open(ctx: SinkContext) -> None:
-    """SPEC §4: lifecycle misuse — writing or flushing before ``open()`` — raises an error
+    """contract §4: lifecycle misuse — writing or flushing before ``open()`` — raises an error
     naming the sink (built-ins raise it; a SHOULD for third parties)."""
     sink = ctx.build(ctx.namespace("early"))
     row = ctx.rows(1)[0]
@@ -72,7 +72,7 @@ async def check_misuse_before_open(ctx: SinkContext) -> None:
     "SNK-LIFE-03", "writing or flushing after close() raises, naming the sink", level=Level.SHOULD
 )
 async def check_misuse_after_close(ctx: SinkContext) -> None:
-    """SPEC §4: lifecycle misuse — writing or flushing after ``close()`` — raises an error
+    """contract §4: lifecycle misuse — writing or flushing after ``close()`` — raises an error
     naming the sink, instead of silently dropping the data."""
     sink = ctx.build(ctx.namespace("late"))
     row = ctx.rows(1)[0]
@@ -102,7 +102,7 @@ async def _misuse(ctx: SinkContext, what: str, call: Callable[[], Awaitable[Any]
 
 @sink_check("SNK-LIFE-04", "close() is idempotent", requires=("persists",))
 async def check_close_idempotent(ctx: SinkContext) -> None:
-    """SPEC §4: ``close()`` is idempotent — a second and third close neither raise nor
+    """contract §4: ``close()`` is idempotent — a second and third close neither raise nor
     change what was persisted."""
     rows = ctx.rows(5)
     ns = ctx.namespace("close3")
@@ -124,7 +124,7 @@ async def check_close_idempotent(ctx: SinkContext) -> None:
 
 @sink_check("SNK-LIFE-05", "close() implies flush()", requires=("persists",))
 async def check_close_implies_flush(ctx: SinkContext) -> None:
-    """SPEC §4: ``close()`` implies ``flush()`` — records written and never explicitly
+    """contract §4: ``close()`` implies ``flush()`` — records written and never explicitly
     flushed are all persisted after ``close()``."""
     rows = ctx.rows(7)
     ns = ctx.namespace("noflush")
@@ -141,7 +141,7 @@ async def check_close_implies_flush(ctx: SinkContext) -> None:
     requires=("persists",),
 )
 async def check_no_phantom_output(ctx: SinkContext) -> None:
-    """SPEC §4: a sink persists what it is given and nothing else — opening and closing
+    """contract §4: a sink persists what it is given and nothing else — opening and closing
     it without writes leaves no records behind (a header alone is fine)."""
     ns = ctx.namespace("empty")
     sink = ctx.build(ns)
@@ -154,7 +154,7 @@ async def check_no_phantom_output(ctx: SinkContext) -> None:
     "SNK-LIFE-07", "flush() is idempotent and safe with nothing buffered", requires=("persists",)
 )
 async def check_flush_idempotent(ctx: SinkContext) -> None:
-    """SPEC §4: ``flush()`` may be called at any time while open — with nothing buffered,
+    """contract §4: ``flush()`` may be called at any time while open — with nothing buffered,
     or twice in a row — without error and without persisting anything twice."""
     rows = ctx.rows(6)
     ns = ctx.namespace("flush2")
@@ -175,7 +175,7 @@ async def check_flush_idempotent(ctx: SinkContext) -> None:
     requires=("readable-before-close",),
 )
 async def check_flush_makes_readable(ctx: SinkContext) -> None:
-    """SPEC §7: before a checkpoint covering a record is saved the runtime flushes the
+    """contract §7: before a checkpoint covering a record is saved the runtime flushes the
     sink, so after ``flush()`` (sink still open) every record written is persisted."""
     rows = ctx.rows(10)
     ns = ctx.namespace("flushed")
@@ -192,7 +192,7 @@ async def check_flush_makes_readable(ctx: SinkContext) -> None:
 
 @sink_check("SNK-LIFE-09", "a failed write leaves the sink usable, closable and leak-free")
 async def check_failed_write_leaves_sink_usable(ctx: SinkContext) -> None:
-    """SPEC §4 and §7: a record that fails inside ``write``/``write_batch`` (here: one that
+    """contract §4 and §7: a record that fails inside ``write``/``write_batch`` (here: one that
     raises when read) is a per-call or per-record failure — the runtime keeps writing to
     the same sink, so later writes still work, ``close()`` succeeds, no file stays open,
     and the failed record leaves no phantom behind."""
@@ -238,7 +238,7 @@ async def check_failed_write_leaves_sink_usable(ctx: SinkContext) -> None:
 
 @sink_check("SNK-LIFE-10", "close() releases every file it opened")
 async def check_close_releases_files(ctx: SinkContext) -> None:
-    """SPEC §4: ``close()`` releases resources — after it, the process holds no file under
+    """contract §4: ``close()`` releases resources — after it, the process holds no file under
     the sink's namespace open."""
     ns = ctx.namespace("release")
     sink = ctx.build(ns)
@@ -252,7 +252,7 @@ async def check_close_releases_files(ctx: SinkContext) -> None:
 
 @sink_check("SNK-LIFE-11", "closing a sink that was never opened is harmless", level=Level.SHOULD)
 async def check_close_unopened(ctx: SinkContext) -> None:
-    """SPEC §7 (rollback): when startup fails, components are closed in reverse order —
+    """contract §7 (rollback): when startup fails, components are closed in reverse order —
     a sink that was built but never opened should close without error or output."""
     ns = ctx.namespace("unopened")
     sink = ctx.build(ns)
@@ -268,7 +268,7 @@ async def check_close_unopened(ctx: SinkContext) -> None:
     requires=("persists",),
 )
 async def check_resume_continues_output(ctx: SinkContext) -> None:
-    """SPEC §7 (crash safety, repeated runs): the runtime calls ``resume_output()`` and then
+    """contract §7 (crash safety, repeated runs): the runtime calls ``resume_output()`` and then
     ``open()`` on a fresh sink when a run resumes from a checkpoint, and reopens the same
     sink for the next run of a bound pipeline. Either way the records earlier runs
     persisted must stay — a sink that starts its output over loses every record before
@@ -318,7 +318,7 @@ async def _acknowledged(
     requires=("persists",),
 )
 async def check_acknowledged_writes_persist_in_any_state(ctx: SinkContext) -> None:
-    """SPEC §4 and §11: a write that returns without error (or reports ``written=True``)
+    """contract §4 and §11: a write that returns without error (or reports ``written=True``)
     is an acknowledgement, and an acknowledged record that is never persisted is lost data
     — whatever the lifecycle state. Before ``open()`` and after ``close()`` a sink should
     raise (SNK-LIFE-02/03); if it accepts instead, what it accepted must be persisted."""

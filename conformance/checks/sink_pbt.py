@@ -43,7 +43,7 @@ def _require_read_back(ctx: SinkContext) -> None:
     hypothesis=True,
 )
 def check_generated_partitions_persist(ctx: SinkContext) -> None:
-    """SPEC §4: for generated records (every declared value kind, nulls included) split
+    """contract §4: for generated records (every declared value kind, nulls included) split
     into any sequence of batches — empty ones included — what is persisted is exactly
     what was written (in order, on an ordered medium)."""
     _require_read_back(ctx)
@@ -78,7 +78,7 @@ def check_generated_partitions_persist(ctx: SinkContext) -> None:
     hypothesis=True,
 )
 def check_generated_arrow_slices_roundtrip(ctx: SinkContext) -> None:
-    """SPEC §2 and §3 (slices at the source boundary): generated batches of every declared
+    """contract §2 and §3 (slices at the source boundary): generated batches of every declared
     type, and slices of them at any offset and length, persist exactly their rows."""
     _require_read_back(ctx)
     from hypothesis import given
@@ -206,7 +206,7 @@ def make_sink_machine(ctx: SinkContext) -> type[RuleBasedStateMachine]:
     hypothesis=True,
 )
 def check_stateful_sink(ctx: SinkContext) -> None:
-    """SPEC §4 and §7: over any sequence of ``write``, ``write_batch``, ``write_arrow_batch``
+    """contract §4 and §7: over any sequence of ``write``, ``write_batch``, ``write_arrow_batch``
     (Arrow-native sinks; slices included), ``flush`` and close-then-reopen-in-append-mode
     (when the harness can reopen), the read-back after each flush (if readable while
     open) and each close equals every record acknowledged so far — no loss, no

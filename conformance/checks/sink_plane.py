@@ -27,12 +27,12 @@ __all__ = [
 
 
 async def write_arrow(ctx: SinkContext, sink: Any, batch: pa.RecordBatch) -> None:
-    """``write_arrow_batch`` with the SPEC §4 result shape and no failure reported."""
+    """``write_arrow_batch`` with the contract §4 result shape and no failure reported."""
     results = check_results(
         ctx,
         await sink.write_arrow_batch(batch),
         batch.num_rows,
-        "write_arrow_batch",  # type: ignore[attr-defined]
+        "write_arrow_batch",
     )
     bad = failed_indices(results)
     assert not bad, (
@@ -45,7 +45,7 @@ async def write_arrow(ctx: SinkContext, sink: Any, batch: pa.RecordBatch) -> Non
     "SNK-PLANE-01", "an Arrow-native sink accepts a RecordBatch", requires=("arrow-native",)
 )
 async def check_arrow_batch_accepted(ctx: SinkContext) -> None:
-    """SPEC §2 (honest declarations) and §4: a sink declaring ``arrow_batches`` native
+    """contract §2 (honest declarations) and §4: a sink declaring ``arrow_batches`` native
     receives the runtime's original ``RecordBatch`` in ``write_arrow_batch`` and must
     write it — one result per row, and (with a read-back) every row persisted."""
     batch = ctx.batch(8)
@@ -64,7 +64,7 @@ async def check_arrow_batch_accepted(ctx: SinkContext) -> None:
     requires=("arrow-native", "persists"),
 )
 async def check_sliced_batches(ctx: SinkContext) -> None:
-    """SPEC §3 (``max_records`` trims with ``RecordBatch.slice``) and §4: a slice shares
+    """contract §3 (``max_records`` trims with ``RecordBatch.slice``) and §4: a slice shares
     its parent's buffers with an offset; the sink must persist exactly the slice's rows,
     not the parent's."""
     parent = ctx.batch(20)
@@ -85,7 +85,7 @@ async def check_sliced_batches(ctx: SinkContext) -> None:
     requires=("arrow-native",),
 )
 async def check_zero_row_batches(ctx: SinkContext) -> None:
-    """SPEC §3 and §4: a trimmed or filtered batch can have zero rows; ``write_arrow_batch``
+    """contract §3 and §4: a trimmed or filtered batch can have zero rows; ``write_arrow_batch``
     returns None or an empty list for it and adds no record."""
     batch = ctx.batch(6)
     zero = [batch.slice(3, 0), pa.RecordBatch.from_pylist([], schema=batch.schema)]
@@ -105,7 +105,7 @@ async def check_zero_row_batches(ctx: SinkContext) -> None:
     requires=("arrow-native", "persists"),
 )
 async def check_arrow_features_roundtrip(ctx: SinkContext) -> None:
-    """SPEC §2 and §4: every value kind the medium declares (``harness.features``: nulls,
+    """contract §2 and §4: every value kind the medium declares (``harness.features``: nulls,
     NaN, ±inf, unicode, empty strings, UTC timestamps, 64-bit integers) survives
     ``write_arrow_batch``, whole and sliced."""
     batch = feature_batch(ctx.features)
@@ -125,7 +125,7 @@ async def check_arrow_features_roundtrip(ctx: SinkContext) -> None:
     requires=("arrow-native", "persists"),
 )
 async def check_arrow_and_rows_agree(ctx: SinkContext) -> None:
-    """SPEC §2: the plane a sink receives is a routing decision, not a semantic one — the
+    """contract §2: the plane a sink receives is a routing decision, not a semantic one — the
     same data written as a RecordBatch or as rows must persist identically."""
     batch = feature_batch(ctx.features)
     arrow_ns, rows_ns = ctx.namespace("viaarrow"), ctx.namespace("viarows")
@@ -150,7 +150,7 @@ async def check_arrow_and_rows_agree(ctx: SinkContext) -> None:
     requires=("rows-only",),
 )
 async def check_rows_only_refuses_arrow(ctx: SinkContext) -> None:
-    """SPEC §2 (honest declarations) and §4: the runtime calls ``write_arrow_batch`` only on
+    """contract §2 (honest declarations) and §4: the runtime calls ``write_arrow_batch`` only on
     sinks whose native planes include Arrow; a rows-only sink that silently accepts a
     RecordBatch hides a mis-declaration (it should declare Arrow native) — it must raise."""
     ns = ctx.namespace("refuse")
@@ -175,7 +175,7 @@ async def check_rows_only_refuses_arrow(ctx: SinkContext) -> None:
     "SNK-PLANE-07", "an Arrow source reaches the sink through the runtime (downgrade where needed)"
 )
 def check_arrow_source_through_runtime(ctx: SinkContext) -> None:
-    """SPEC §2: each sink gets its selected plane — Arrow-native sinks the RecordBatch,
+    """contract §2: each sink gets its selected plane — Arrow-native sinks the RecordBatch,
     others rows materialised by the runtime's own downgrade path. Run through the real
     ``Pipeline``: every row is written and persisted."""
     batches = [ctx.batch(7), ctx.batch(5, start=7), ctx.batch(9, start=12)]
@@ -201,7 +201,7 @@ def check_arrow_source_through_runtime(ctx: SinkContext) -> None:
     requires=("arrow-native", "persists", "ordered"),
 )
 async def check_arrow_batches_in_order(ctx: SinkContext) -> None:
-    """SPEC §4 and §7 (source-order commits): batches written one after another, of
+    """contract §4 and §7 (source-order commits): batches written one after another, of
     varied sizes, persist every row in arrival order."""
     sizes = (3, 0, 11, 1, 6)
     batches, start = [], 0

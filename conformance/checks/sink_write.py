@@ -30,7 +30,7 @@ __all__ = [
 
 @sink_check("SNK-WRITE-01", "write() returns None")
 async def check_write_returns_none(ctx: SinkContext) -> None:
-    """SPEC §4: ``write()`` returns None or raises — a return value would be ignored and
+    """contract §4: ``write()`` returns None or raises — a return value would be ignored and
     could hide a failure the sink meant to report."""
     sink = ctx.build(ctx.namespace("write1"))
     await sink.open()
@@ -44,7 +44,7 @@ async def check_write_returns_none(ctx: SinkContext) -> None:
 
 @sink_check("SNK-WRITE-02", "write_batch() returns None or one WriteResult per input")
 async def check_batch_results_shape(ctx: SinkContext) -> None:
-    """SPEC §4: ``write_batch`` returns None (all written) or a list with exactly one
+    """contract §4: ``write_batch`` returns None (all written) or a list with exactly one
     ``WriteResult`` per input record, in order; valid records are reported written."""
     rows = ctx.rows(11)
     sink = ctx.build(ctx.namespace("results"))
@@ -55,7 +55,7 @@ async def check_batch_results_shape(ctx: SinkContext) -> None:
 
 @sink_check("SNK-WRITE-03", "an empty batch is accepted and persists nothing")
 async def check_empty_batch(ctx: SinkContext) -> None:
-    """SPEC §4: an empty batch has zero results — ``write_batch([])`` returns None or an
+    """contract §4: an empty batch has zero results — ``write_batch([])`` returns None or an
     empty list, raises nothing, and adds no record."""
     ns = ctx.namespace("emptybatch")
     sink = ctx.build(ns)
@@ -74,7 +74,7 @@ async def check_empty_batch(ctx: SinkContext) -> None:
     requires=("rejects-records",),
 )
 async def check_partial_failure_per_record(ctx: SinkContext) -> None:
-    """SPEC §4: a batch with invalid records either returns one ``WriteResult`` per input
+    """contract §4: a batch with invalid records either returns one ``WriteResult`` per input
     — failed (with an exception) exactly at the invalid positions, written elsewhere — or
     raises, meaning the whole call failed and nothing of it was persisted. ``write()`` of
     an invalid record raises. Valid records persist."""
@@ -127,7 +127,7 @@ async def check_partial_failure_per_record(ctx: SinkContext) -> None:
 
 @sink_check("SNK-WRITE-05", "caller's records and batch lists are not mutated")
 async def check_inputs_not_mutated(ctx: SinkContext) -> None:
-    """SPEC §4: inputs are never mutated — the runtime shares one materialised list of
+    """contract §4: inputs are never mutated — the runtime shares one materialised list of
     rows between the sinks of a fan-out, so a sink that edits it corrupts its siblings."""
     rows = ctx.rows(7)
     snapshot = copy.deepcopy(rows)
@@ -153,7 +153,7 @@ async def check_inputs_not_mutated(ctx: SinkContext) -> None:
     "SNK-WRITE-06", "one-by-one and batched writes persist the same records", requires=("persists",)
 )
 async def check_one_by_one_equals_batched(ctx: SinkContext) -> None:
-    """SPEC §4: ``write`` and ``write_batch`` are two routes to the same result — the
+    """contract §4: ``write`` and ``write_batch`` are two routes to the same result — the
     runtime picks one by lane and ``batch_size`` — so N records written one at a time or
     as one batch persist the same multiset."""
     rows = ctx.rows(12)
@@ -173,7 +173,7 @@ async def check_one_by_one_equals_batched(ctx: SinkContext) -> None:
     "SNK-WRITE-07", "many batches: no loss, no duplicates, no phantoms", requires=("persists",)
 )
 async def check_many_batches_integrity(ctx: SinkContext) -> None:
-    """SPEC §4 and §7: every record reported written is persisted exactly once and
+    """contract §4 and §7: every record reported written is persisted exactly once and
     nothing else is — across batches of varied sizes (including empty and single ones),
     interleaved single writes and flushes."""
     rows = ctx.rows(40)
@@ -189,7 +189,7 @@ async def check_many_batches_integrity(ctx: SinkContext) -> None:
 
 @sink_check("SNK-WRITE-08", "records persist in write order", requires=("persists", "ordered"))
 async def check_write_order(ctx: SinkContext) -> None:
-    """SPEC §4 ("in order") and §7 (source-order commits): on a medium that keeps order,
+    """contract §4 ("in order") and §7 (source-order commits): on a medium that keeps order,
     records are persisted in the order they were written, within and across batches."""
     rows = ctx.rows(25)
     ns = ctx.namespace("order")
@@ -206,7 +206,7 @@ async def check_write_order(ctx: SinkContext) -> None:
     requires=("persists",),
 )
 async def check_inputs_not_retained(ctx: SinkContext) -> None:
-    """SPEC §4 and §11 (inputs are never mutated; rows are shared between sinks; data
+    """contract §4 and §11 (inputs are never mutated; rows are shared between sinks; data
     persisted is not changed by the caller's later mutation of what it passed): once
     ``write`` / ``write_batch`` returns, the caller may reuse its list and its dicts — a
     sink that keeps references and encodes them later (at ``flush()`` or ``close()``)
@@ -237,7 +237,7 @@ async def check_inputs_not_retained(ctx: SinkContext) -> None:
 
 @sink_check("SNK-WRITE-10", "a large batch persists completely", requires=("persists",))
 async def check_large_batch(ctx: SinkContext) -> None:
-    """SPEC §7 (``batch_size``, Arrow lanes deliver whole batches): a batch of thousands of
+    """contract §7 (``batch_size``, Arrow lanes deliver whole batches): a batch of thousands of
     records is written in one call and persisted completely."""
     rows = ctx.rows(3000)
     ns = ctx.namespace("large")

@@ -49,7 +49,7 @@ def sample_positions(count: int, samples: int | None) -> list[int]:
     requires=("checkpoint",),
 )
 async def check_checkpoints_are_json(ctx: SourceContext) -> None:
-    """SPEC §3: ``current_checkpoint()`` returns a JSON value — the runtime stores it as
+    """contract §3: ``current_checkpoint()`` returns a JSON value — the runtime stores it as
     JSON and hands back what JSON gives back. After the first unit it is not None."""
     read = await read_source(ctx, ctx.seeded())
     for i, unit in enumerate(read.units):
@@ -76,7 +76,7 @@ async def check_checkpoints_are_json(ctx: SourceContext) -> None:
     "SRC-CKPT-02", "resume from every checkpoint emits exactly the rest", requires=("checkpoint",)
 )
 async def check_resume_every_checkpoint(ctx: SourceContext) -> None:
-    """SPEC §3: resume is exact — a fresh instance resumed from the checkpoint taken after
+    """contract §3: resume is exact — a fresh instance resumed from the checkpoint taken after
     unit k emits exactly the records after unit k (no loss, no repeat), for every k."""
     ns = ctx.seeded()
     full = await read_source(ctx, ns)
@@ -95,7 +95,7 @@ async def check_resume_every_checkpoint(ctx: SourceContext) -> None:
     "SRC-CKPT-03", "resume from the final checkpoint emits nothing", requires=("checkpoint",)
 )
 async def check_final_checkpoint_resumes_to_nothing(ctx: SourceContext) -> None:
-    """SPEC §3: the checkpoint after the last unit names the end — a resumed run of a
+    """contract §3: the checkpoint after the last unit names the end — a resumed run of a
     finished source emits no record."""
     ns = ctx.seeded()
     full = await read_source(ctx, ns)
@@ -112,7 +112,7 @@ async def check_final_checkpoint_resumes_to_nothing(ctx: SourceContext) -> None:
     requires=("checkpoint",),
 )
 async def check_initial_checkpoint_resumes_fully(ctx: SourceContext) -> None:
-    """SPEC §3: before the first unit ``current_checkpoint()`` may return None or the
+    """contract §3: before the first unit ``current_checkpoint()`` may return None or the
     start position; a start position must resume to the full stream."""
     ns = ctx.seeded()
     full = await read_source(ctx, ns)
@@ -129,7 +129,7 @@ async def check_initial_checkpoint_resumes_fully(ctx: SourceContext) -> None:
     "SRC-CKPT-05", "a checkpoint resumes exactly in a fresh process", requires=("checkpoint",)
 )
 async def check_resume_in_fresh_process(ctx: SourceContext) -> None:
-    """SPEC §3 and §7 (crash safety): a checkpoint is all a restarted process has — resumed
+    """contract §3 and §7 (crash safety): a checkpoint is all a restarted process has — resumed
     in a new interpreter (a subprocess building the source through the same harness), it
     emits exactly the records after it. Catches positions kept in process memory."""
     ns = ctx.seeded()
@@ -182,14 +182,15 @@ def _run_child(ctx: SourceContext, payload: bytes) -> list[Any]:
             f"{ctx.name}: the fresh-process resume child exited with {proc.returncode}: "
             + " | ".join(tail)
         )
-    return pickle.loads(proc.stdout)  # noqa: S301 - our own child's output
+    emitted: list[Any] = pickle.loads(proc.stdout)  # noqa: S301 - our own child's output
+    return emitted
 
 
 @source_check(
     "SRC-CKPT-06", "taking checkpoints does not change the stream", requires=("checkpoint",)
 )
 async def check_no_observer_effect(ctx: SourceContext) -> None:
-    """SPEC §3 and §7: the runtime asks for checkpoints when it pleases (every
+    """contract §3 and §7: the runtime asks for checkpoints when it pleases (every
     ``checkpoint_every`` records); asking — even repeatedly — must not move the source."""
     ns = ctx.seeded()
     unobserved = await read_source(ctx, ns, observe=False)
@@ -239,7 +240,7 @@ async def _refuses(ctx: SourceContext, src: Any, checkpoint: Checkpoint) -> str 
     requires=("checkpoint",),
 )
 async def check_foreign_checkpoint_refused(ctx: SourceContext) -> None:
-    """SPEC §7 and §11: a corrupt or foreign checkpoint — a value this source never
+    """contract §7 and §11: a corrupt or foreign checkpoint — a value this source never
     writes, as another kind of source or another pipeline would store — is a
     ``CheckpointError`` at start (fail-closed), never a silent restart from scratch or a
     guess. (A checkpoint stored under another source name never reaches the source: the
@@ -264,7 +265,7 @@ async def check_foreign_checkpoint_refused(ctx: SourceContext) -> None:
     requires=("checkpoint", "input-identity"),
 )
 async def check_other_input_checkpoint_refused(ctx: SourceContext) -> None:
-    """SPEC §3 and §11: a source refuses a foreign checkpoint — including one taken by the
+    """contract §3 and §11: a source refuses a foreign checkpoint — including one taken by the
     same kind of source over another input (another file, another table) under the same
     source name. Resuming it would skip records of this input, or quietly restart from
     the beginning and duplicate everything; both lose the guarantee. Raise
@@ -303,7 +304,7 @@ async def check_other_input_checkpoint_refused(ctx: SourceContext) -> None:
     "SRC-CKPT-08", "a source without checkpoints refuses one", requires=("no-checkpoint",)
 )
 async def check_uncheckpointable_refuses_checkpoint(ctx: SourceContext) -> None:
-    """SPEC §3 and §7: a source with ``supports_checkpoint = False`` given a stored
+    """contract §3 and §7: a source with ``supports_checkpoint = False`` given a stored
     checkpoint must raise ``CheckpointError`` — silently re-reading from the start would
     duplicate everything a previous run delivered."""
     src = ctx.build(ctx.seeded())
@@ -323,7 +324,7 @@ async def check_uncheckpointable_refuses_checkpoint(ctx: SourceContext) -> None:
     requires=("checkpoint",),
 )
 async def check_chained_resume(ctx: SourceContext) -> None:
-    """SPEC §3: a resumed run checkpoints too, and a crash can interrupt it — so the
+    """contract §3: a resumed run checkpoints too, and a crash can interrupt it — so the
     checkpoints a resumed instance reports must themselves resume exactly."""
     ns = ctx.seeded()
     full = await read_source(ctx, ns)

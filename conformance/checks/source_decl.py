@@ -32,7 +32,7 @@ __all__ = [
 
 @source_check("SRC-DECL-01", "is a BaseSource with a name and async lifecycle")
 def check_is_a_source(ctx: SourceContext) -> None:
-    """SPEC §3: a source subclasses ``BaseSource``, has a non-empty ``source_name`` (it
+    """contract §3: a source subclasses ``BaseSource``, has a non-empty ``source_name`` (it
     keys checkpoints) and async ``open``, ``close`` and ``prepare_resume``."""
     src = ctx.probe()
     assert isinstance(src, BaseSource), (
@@ -52,7 +52,7 @@ def check_is_a_source(ctx: SourceContext) -> None:
 
 @source_check("SRC-DECL-02", "plane declaration is valid and consistent")
 def check_plane_declaration_valid(ctx: SourceContext) -> None:
-    """SPEC §2: ``data_plane_spec()`` returns a ``SourceDataPlaneSpec`` whose
+    """contract §2: ``data_plane_spec()`` returns a ``SourceDataPlaneSpec`` whose
     ``emitted_plane`` is a ``DataPlane``, whose two booleans mirror it, which names the
     source, which ``emitted_data_plane`` agrees with, and which is stable across calls."""
     src = ctx.probe()
@@ -90,7 +90,7 @@ def check_plane_declaration_valid(ctx: SourceContext) -> None:
 
 @source_check("SRC-DECL-03", "implements the stream method of its declared plane")
 async def check_implements_declared_stream(ctx: SourceContext) -> None:
-    """SPEC §3: a row source implements ``stream()``, a batch source ``stream_batches()``;
+    """contract §3: a row source implements ``stream()``, a batch source ``stream_batches()``;
     the runtime calls exactly the one the declared plane names."""
     src = ctx.build(ctx.seeded())
     plane = ctx.plane()
@@ -117,7 +117,7 @@ async def check_implements_declared_stream(ctx: SourceContext) -> None:
     "SRC-DECL-04", "declares its plane explicitly (no deprecated flags)", level=Level.SHOULD
 )
 def check_declaration_is_explicit(ctx: SourceContext) -> None:
-    """SPEC §2: ``supports_batch_emit`` / ``emits_arrow_batches`` are deprecated in 0.3;
+    """contract §2: ``supports_batch_emit`` / ``emits_arrow_batches`` are deprecated in 0.3;
     override ``data_plane_spec()`` instead."""
     src = ctx.probe()
     overrides = type(src).data_plane_spec is not BaseSource.data_plane_spec
@@ -130,7 +130,7 @@ def check_declaration_is_explicit(ctx: SourceContext) -> None:
 
 @source_check("SRC-DECL-05", "construction opens and creates nothing", level=Level.SHOULD)
 def check_no_side_effects_on_construction(ctx: SourceContext) -> None:
-    """SPEC §2 and §7: nothing is opened or read before the plan is valid, so building a
+    """contract §2 and §7: nothing is opened or read before the plan is valid, so building a
     source must not create files or hold any open."""
     from conformance.checks._context import open_files_under
 
@@ -145,7 +145,7 @@ def check_no_side_effects_on_construction(ctx: SourceContext) -> None:
 
 @source_check("SRC-OUT-01", "emits what its declared plane says")
 async def check_emits_declared_plane(ctx: SourceContext) -> None:
-    """SPEC §2 and §3: ``python_rows`` items are mappings, ``python_batches`` items are
+    """contract §2 and §3: ``python_rows`` items are mappings, ``python_batches`` items are
     lists of mappings, ``arrow_batches`` items are ``pyarrow.RecordBatch`` (a malformed-
     record marker may stand in for a record). A source whose declaration lies breaks the
     plan and every middleware after it."""
@@ -170,7 +170,7 @@ async def check_emits_declared_plane(ctx: SourceContext) -> None:
 
 @source_check("SRC-OUT-02", "emits exactly the seeded data, in order")
 async def check_emits_seeded_data(ctx: SourceContext) -> None:
-    """SPEC §3: a source over known input emits every record of it once, in input order,
+    """contract §3: a source over known input emits every record of it once, in input order,
     with its values intact (compared in the harness's canonical form)."""
     ctx.require_seed_data()
     rows = ctx.rows(ctx.STANDARD_ROWS)
@@ -181,7 +181,7 @@ async def check_emits_seeded_data(ctx: SourceContext) -> None:
 
 @source_check("SRC-OUT-03", "Arrow schema is stable across batches", requires=("arrow",))
 async def check_schema_stable(ctx: SourceContext) -> None:
-    """SPEC §2: Arrow middleware and Arrow-native sinks see one schema per stream — every
+    """contract §2: Arrow middleware and Arrow-native sinks see one schema per stream — every
     batch has the schema of the first (names and types)."""
     read = await read_source(ctx, ctx.seeded(), keep_raw=True, observe=False)
     batches = [u.raw for u in read.units if isinstance(u.raw, pa.RecordBatch)]
@@ -195,7 +195,7 @@ async def check_schema_stable(ctx: SourceContext) -> None:
 
 @source_check("SRC-OUT-04", "two fresh instances emit the same sequence")
 async def check_reads_are_deterministic(ctx: SourceContext) -> None:
-    """SPEC §3: resume is exact only if a fresh instance over the same input emits the
+    """contract §3: resume is exact only if a fresh instance over the same input emits the
     same units — two full reads must agree record for record."""
     ns = ctx.seeded()
     first = await read_source(ctx, ns, observe=False)
@@ -206,7 +206,7 @@ async def check_reads_are_deterministic(ctx: SourceContext) -> None:
 
 @source_check("SRC-OUT-05", "emitted units do not change as reading continues")
 async def check_emitted_units_stay_unchanged(ctx: SourceContext) -> None:
-    """SPEC §3 and §6 (several batches in flight): the runtime holds emitted units while
+    """contract §3 and §6 (several batches in flight): the runtime holds emitted units while
     later ones are read, so a source must not reuse or edit what it already yielded."""
     read = await read_source(ctx, ctx.seeded(), keep_raw=True, observe=False)
     for i, unit in enumerate(read.units):
@@ -223,7 +223,7 @@ async def check_emitted_units_stay_unchanged(ctx: SourceContext) -> None:
     "SRC-OUT-06", "Arrow batches pass full validation", level=Level.SHOULD, requires=("arrow",)
 )
 async def check_arrow_batches_validate(ctx: SourceContext) -> None:
-    """SPEC §2: an emitted RecordBatch is consumed by Arrow kernels and IPC transport
+    """contract §2: an emitted RecordBatch is consumed by Arrow kernels and IPC transport
     (process lanes), so it must be internally consistent (``validate(full=True)``)."""
     read = await read_source(ctx, ctx.seeded(), keep_raw=True, observe=False)
     for i, unit in enumerate(read.units):

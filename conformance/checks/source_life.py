@@ -21,7 +21,7 @@ __all__ = [
 
 @source_check("SRC-LIFE-01", "open, read to the end, close")
 async def check_read_to_end(ctx: SourceContext) -> None:
-    """SPEC §3: ``prepare_resume(None)`` → ``open()`` → the declared stream to its end →
+    """contract §3: ``prepare_resume(None)`` → ``open()`` → the declared stream to its end →
     ``close()`` works on finite input, the stream ends, and no file stays open."""
     ns = ctx.seeded()
     read = await read_source(ctx, ns)
@@ -32,7 +32,7 @@ async def check_read_to_end(ctx: SourceContext) -> None:
 
 @source_check("SRC-LIFE-02", "close() is idempotent")
 async def check_close_idempotent(ctx: SourceContext) -> None:
-    """SPEC §3: ``close()`` is idempotent — after a full read, closing again (twice) raises
+    """contract §3: ``close()`` is idempotent — after a full read, closing again (twice) raises
     nothing."""
     ns = ctx.seeded()
     src = ctx.build(ns)
@@ -53,7 +53,7 @@ async def check_close_idempotent(ctx: SourceContext) -> None:
 
 @source_check("SRC-LIFE-03", "closing a source that was never opened is harmless")
 async def check_close_unopened(ctx: SourceContext) -> None:
-    """SPEC §3: "a source need not be opened to be closed" — the runtime closes the source
+    """contract §3: "a source need not be opened to be closed" — the runtime closes the source
     on rollback when a later startup step fails."""
     src = ctx.build(ctx.seeded())
     try:
@@ -67,7 +67,7 @@ async def check_close_unopened(ctx: SourceContext) -> None:
 
 @source_check("SRC-LIFE-04", "stopping early and closing releases resources")
 async def check_early_stop_releases(ctx: SourceContext) -> None:
-    """SPEC §3 and §7 (``max_records``, cancellation): the runtime may stop after the first
+    """contract §3 and §7 (``max_records``, cancellation): the runtime may stop after the first
     unit; closing the stream and the source then releases every file it opened."""
     ns = ctx.seeded()
     read = await read_source(ctx, ns, max_units=1)
@@ -78,7 +78,7 @@ async def check_early_stop_releases(ctx: SourceContext) -> None:
 
 @source_check("SRC-LIFE-05", "an empty source emits nothing, without error")
 async def check_empty_source(ctx: SourceContext) -> None:
-    """SPEC §3: empty input is a valid input — the source opens, emits no record, ends,
+    """contract §3: empty input is a valid input — the source opens, emits no record, ends,
     closes, and its checkpoint (if any) is still a JSON value."""
     ctx.require_seed_data()
     ns = ctx.seeded([], label="empty")

@@ -127,7 +127,7 @@ def make_source_machine(
     hypothesis=True,
 )
 def check_stateful_source(ctx: SourceContext) -> None:
-    """SPEC §3: over any interleaving of reading units, taking checkpoints and restarting a
+    """contract §3: over any interleaving of reading units, taking checkpoints and restarting a
     fresh instance from any earlier checkpoint (not only the latest), every instance
     emits exactly the reference records from its checkpoint on."""
     ns = ctx.seeded()
@@ -143,7 +143,7 @@ def check_stateful_source(ctx: SourceContext) -> None:
     hypothesis=True,
 )
 def check_generated_data_read_exactly(ctx: SourceContext) -> None:
-    """SPEC §3: for generated input (every declared value kind, nulls, empty input), the
+    """contract §3: for generated input (every declared value kind, nulls, empty input), the
     source emits each record once, in order, values intact (harness canonical form)."""
     ctx.require_seed_data()
 
@@ -165,7 +165,7 @@ def check_generated_data_read_exactly(ctx: SourceContext) -> None:
     hypothesis=True,
 )
 def check_generated_data_resumes_exactly(ctx: SourceContext) -> None:
-    """SPEC §3: for generated input, resuming a fresh instance from the checkpoint after
+    """contract §3: for generated input, resuming a fresh instance from the checkpoint after
     any unit emits exactly the records after that unit."""
     ctx.require_seed_data()
 

@@ -48,7 +48,7 @@ def _boundaries(read: Read) -> list[int]:
 
 @source_check("SRC-LIMIT-01", "run(max_records=N) delivers exactly the first N records")
 async def check_max_records_prefix(ctx: SourceContext) -> None:
-    """SPEC §3: ``run(max_records=N)`` wraps the source — rows stop at exactly N, batches
+    """contract §3: ``run(max_records=N)`` wraps the source — rows stop at exactly N, batches
     pass while they fit and the last one is trimmed — so the sink receives exactly the
     first N records (all of them when N exceeds the input; none for N = 0)."""
     ns = ctx.seeded()
@@ -68,7 +68,7 @@ async def check_max_records_prefix(ctx: SourceContext) -> None:
     "SRC-LIMIT-02", "a run trimmed mid-batch resumes without loss", requires=("checkpoint",)
 )
 async def check_trimmed_run_resumes_without_loss(ctx: SourceContext) -> None:
-    """SPEC §3: the checkpoint of a trimmed batch must not point past its last emitted
+    """contract §3: the checkpoint of a trimmed batch must not point past its last emitted
     row — a run stopped by ``max_records`` inside a batch, then resumed from its
     checkpoint, loses nothing, and re-reads at most the trimmed batch."""
     ns = ctx.seeded()
@@ -98,7 +98,7 @@ async def check_trimmed_run_resumes_without_loss(ctx: SourceContext) -> None:
 
 @source_check("SRC-LIMIT-03", "run(max_records=0) delivers nothing")
 async def check_limit_zero_reads_nothing(ctx: SourceContext) -> None:
-    """SPEC §3: N = 0 → nothing read: no record reaches the sink, none is consumed."""
+    """contract §3: N = 0 → nothing read: no record reaches the sink, none is consumed."""
     summary, out = await _run(ctx, ctx.seeded(), limit=0)
     assert not out and summary.records_consumed == 0, (
         f"{ctx.name} with max_records=0 delivered {len(out)} record(s) "
@@ -108,7 +108,7 @@ async def check_limit_zero_reads_nothing(ctx: SourceContext) -> None:
 
 @source_check("SRC-RUN-01", "runs through the real runtime into a MemorySink")
 async def check_run_through_runtime(ctx: SourceContext) -> None:
-    """SPEC §3 and §7: through ``Pipeline(source).build(MemorySink())`` every record is
+    """contract §3 and §7: through ``Pipeline(source).build(MemorySink())`` every record is
     consumed and delivered in order; with checkpoints, a second run from the saved
     checkpoint delivers nothing."""
     ns = ctx.seeded()
@@ -133,7 +133,7 @@ async def check_run_through_runtime(ctx: SourceContext) -> None:
     requires=("checkpoint",),
 )
 async def check_resumed_runs_are_exact(ctx: SourceContext) -> None:
-    """SPEC §3 and §7: a run stopped after k whole units and resumed from the checkpoint
+    """contract §3 and §7: a run stopped after k whole units and resumed from the checkpoint
     store delivers, across both runs, every record exactly once, in order."""
     ns = ctx.seeded()
     full = await read_source(ctx, ns, observe=False)

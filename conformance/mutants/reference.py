@@ -150,7 +150,8 @@ class ArrowJsonFileSink(JsonFileSink):
         return await self.write_batch(self.rows_of(batch))
 
     def rows_of(self, batch: pa.RecordBatch) -> list[dict[str, Any]]:
-        return batch.to_pylist()
+        rows: list[dict[str, Any]] = batch.to_pylist()
+        return rows
 
 
 def _read_lines(path: Path) -> list[Any]:
@@ -256,13 +257,13 @@ class JsonFileSource(BaseSource):
         records = [json.loads(line) for line in self._fh.read().split("\n") if line.strip()]
         return records[self._pos :]
 
-    async def stream(self) -> AsyncIterator[Any]:  # type: ignore[override]
+    async def stream(self) -> AsyncIterator[Any]:
         for record in self.lines():
             self._last_start = self._pos
             self._pos += 1
             yield record
 
-    async def stream_batches(self) -> AsyncIterator[Any]:  # type: ignore[override]
+    async def stream_batches(self) -> AsyncIterator[Any]:
         records = self.lines()
         self.prepare(records)
         for i in range(0, len(records), BATCH):

@@ -1,4 +1,4 @@
-"""Deliberately broken sinks: each breaks exactly one rule of SPEC §4/§7 (named in its
+"""Deliberately broken sinks: each breaks exactly one rule of contract §4/§7 (named in its
 docstring) and is otherwise the reference sink it subclasses."""
 
 from __future__ import annotations
@@ -124,7 +124,10 @@ class SliceBlindArrow(ArrowJsonFileSink):
             pa.Array.from_buffers(col.type, len(col), col.buffers(), offset=0)
             for col in batch.columns
         ]
-        return pa.RecordBatch.from_arrays(columns, schema=batch.schema).to_pylist()
+        rows: list[dict[str, Any]] = pa.RecordBatch.from_arrays(
+            columns, schema=batch.schema
+        ).to_pylist()
+        return rows
 
 
 class NaNBecomesNull(ArrowJsonFileSink):
@@ -228,7 +231,7 @@ class RaisesAfterPartialWrite(JsonFileSink):
 class ReturnsValueFromWrite(JsonFileSink):
     """Breaks "write() returns None or raises": returns True."""
 
-    async def write(self, record: Any) -> Any:  # type: ignore[override]
+    async def write(self, record: Any) -> Any:
         await super().write(record)
         return True
 

@@ -1,4 +1,4 @@
-"""Deliberately broken sources: each breaks exactly one rule of SPEC §2/§3 (named in its
+"""Deliberately broken sources: each breaks exactly one rule of contract §2/§3 (named in its
 docstring) and is otherwise the reference source it subclasses."""
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ class ObserverEffect(JsonFileSource):
     """Breaks "taking a checkpoint does not move the source": each current_checkpoint()
     call after the first unit skips the next record."""
 
-    async def stream(self) -> AsyncIterator[Any]:  # type: ignore[override]
+    async def stream(self) -> AsyncIterator[Any]:
         records = self.lines()
         self._skip = 0
         i = 0
@@ -145,7 +145,7 @@ class DeclaresArrowEmitsLists(BatchJsonFileSource):
 class EmitsTuples(JsonFileSource):
     """Breaks honest declarations: declares python_rows, emits tuples of values."""
 
-    async def stream(self) -> AsyncIterator[Any]:  # type: ignore[override]
+    async def stream(self) -> AsyncIterator[Any]:
         async for row in super().stream():
             yield tuple(row.values())
 
@@ -170,7 +170,7 @@ class ReusesBatchList(BatchJsonFileSource):
     """Breaks "emitted units do not change": yields the same list object every time,
     cleared and refilled."""
 
-    async def stream_batches(self) -> AsyncIterator[Any]:  # type: ignore[override]
+    async def stream_batches(self) -> AsyncIterator[Any]:
         shared: list[Any] = []
         async for batch in super().stream_batches():
             shared.clear()
@@ -209,7 +209,7 @@ class CloseUnopenedFails(JsonFileSource):
 class EmptyInputCrashes(JsonFileSource):
     """Breaks "empty input is valid": the stream reads its first record unconditionally."""
 
-    async def stream(self) -> AsyncIterator[Any]:  # type: ignore[override]
+    async def stream(self) -> AsyncIterator[Any]:
         records = self.lines()
         if self._pos == 0:
             records[0]["__first__"] = True

@@ -52,7 +52,7 @@ def test_catalogue_has_enough_checks_with_stable_ids_and_spec_references() -> No
     ids = [c.id for c in sinks + sources]
     assert len(ids) == len(set(ids))
     for check in sinks + sources:
-        assert check.spec_ref.startswith("SPEC §"), check.id
+        assert check.spec_ref.startswith("contract §"), check.id
         assert check.level in (Level.MUST, Level.SHOULD)
         assert check.requires <= set(CAPABILITIES), check.id
         assert check.title and check.doc
@@ -66,12 +66,12 @@ def test_check_registration_rejects_bad_ids_and_missing_spec_reference() -> None
         sink_check("SNK-NOPE-01", "bad")
     with pytest.raises(ValueError, match="unknown capabilities"):
         sink_check("SNK-LIFE-98", "bad", requires=("teleport",))
-    with pytest.raises(ValueError, match="SPEC"):
+    with pytest.raises(ValueError, match="contract §N"):
         sink_check("SNK-LIFE-99", "bad")(lambda ctx: None)
     with pytest.raises(ValueError, match="duplicate"):
 
         def dup(ctx: Any) -> None:
-            """SPEC §4."""
+            """contract §4."""
 
         sink_check("SNK-LIFE-01", "dup")(dup)
     with pytest.raises(KeyError, match="no conformance check"):

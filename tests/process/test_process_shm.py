@@ -280,15 +280,15 @@ def test_a_new_generation_without_room_for_slots_breaks_the_pool_with_the_fix(
 
 
 def test_a_worker_that_cannot_map_its_slots_fails_start_naming_them(no_orphans, monkeypatch):
-    from agora.process import pool as pool_module
+    from agora.process import workers as workers_module
 
-    real_spec = pool_module.WorkerSpec
+    real_spec = workers_module.WorkerSpec
 
     def spec_with_a_vanished_input_slot(**fields: object) -> object:
         fields["in_path"] = str(fields["in_path"]) + "-gone"
         return real_spec(**fields)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(pool_module, "WorkerSpec", spec_with_a_vanished_input_slot)
+    monkeypatch.setattr(workers_module, "WorkerSpec", spec_with_a_vanished_input_slot)
     mw = ProcessBatchMiddleware(faults.double_values, max_workers=1, name="enrich")
 
     async def main():

@@ -173,7 +173,8 @@ _KILLED_DLQ_WRITER = textwrap.dedent(
     """
     import asyncio, os, signal, sys
     from agora.records import DLQRecord
-    from agora.stores.dlq import JsonLinesDLQSink, SQLiteDLQSink
+    from agora.stores.dlq import SQLiteDLQSink
+    from agora.stores.dlq_jsonl import JsonLinesDLQSink
 
     async def main(path, flushed, unflushed):
         cls = SQLiteDLQSink if path.endswith(".db") else JsonLinesDLQSink

@@ -88,7 +88,7 @@ _KILLED_WRITER = textwrap.dedent(
     """
     import os, signal, sys
     from agora.records import Checkpoint
-    from agora.stores.checkpoint import SQLiteCheckpointStore
+    from agora.stores.checkpoint_sqlite import SQLiteCheckpointStore
 
     store = SQLiteCheckpointStore(sys.argv[1])
     for i in range(int(sys.argv[2])):
