@@ -157,6 +157,18 @@ class JsonLinesDLQSink(BaseSink):
 def _iter_json_lines(
     path: Path, pipeline_id: str | None, stage: str | None
 ) -> Iterator[DLQRecord]:
+    for _, _, record in iter_dlq_lines(path):
+        if _matches(record, pipeline_id, stage):
+            yield record
+
+
+def iter_dlq_lines(path: Path) -> Iterator[tuple[int, bytes, DLQRecord]]:
+    """``(line number, raw line, record)`` for each record line of a JSON-lines DLQ file.
+
+    Blank lines are skipped; a torn final line (a crash mid-write: never flushed, never
+    counted) ends the iteration; any other line that is not a DLQ record is a ``DLQError``
+    naming the file and line.
+    """
     with open(path, "rb") as fh:  # binary: split on b"\n" only, never on U+2028 & co
         for lineno, raw in enumerate(fh, 1):
             if not raw.strip():
@@ -168,12 +180,11 @@ def _iter_json_lines(
                 record = DLQRecord.from_dict(data)
             except (TypeError, ValueError) as exc:
                 if not raw.endswith(b"\n"):
-                    return  # torn final write from a crash: never flushed, never counted
+                    return
                 raise DLQError(
                     f"DLQ file {path}, line {lineno}: not a DLQ record ({exc})"
                 ) from exc
-            if _matches(record, pipeline_id, stage):
-                yield record
+            yield lineno, raw, record
 
 
 def _matches(record: DLQRecord, pipeline_id: str | None, stage: str | None) -> bool:

@@ -20,6 +20,7 @@ from agora.stores._files import (
     open_agora_db,
 )
 from agora.stores.dlq import JSON_LINES_SUFFIXES, DLQError, record_from_row
+from agora.stores.dlq_jsonl import iter_dlq_lines
 from agora.stores.dlq_schema import (
     COLUMNS,
     DLQ_RECOVERY,
@@ -227,22 +228,8 @@ class _JsonLinesLedger(DLQLedger):
 
     def entries(self) -> list[DLQEntry]:
         lines: list[tuple[int, str, DLQRecord]] = []
-        with open(self.path, "rb") as fh:
-            for lineno, raw in enumerate(fh, 1):
-                if not raw.strip():
-                    continue
-                try:
-                    data = json.loads(raw)
-                    if not isinstance(data, dict):
-                        raise ValueError(f"expected a JSON object, got {type(data).__name__}")
-                    record = DLQRecord.from_dict(data)
-                except (TypeError, ValueError) as exc:
-                    if not raw.endswith(b"\n"):
-                        break  # torn final write from a crash: never flushed, never counted
-                    raise DLQError(
-                        f"DLQ file {self.path}, line {lineno}: not a DLQ record ({exc})"
-                    ) from exc
-                lines.append((lineno, _line_digest(raw), record))
+        for lineno, raw, record in iter_dlq_lines(self.path):
+            lines.append((lineno, _line_digest(raw), record))
         state = self._read_sidecar()
         out = []
         for lineno, digest, record in lines:
