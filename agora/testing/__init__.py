@@ -22,6 +22,7 @@ from agora.testing.faults import (
     SleepyTransform,
     record_ids,
 )
+from agora.testing.handshake import wait_for_path, wait_until, wait_until_async
 from agora.testing.processes import (
     assert_no_processes_left,
     assert_no_shm_slots,
@@ -51,5 +52,8 @@ __all__ = [
     "leftover_shm_slots",
     "record_ids",
     "shm_slot_dir",
+    "wait_for_path",
+    "wait_until",
+    "wait_until_async",
     "worker_processes",
 ]
