@@ -67,8 +67,8 @@ class ProcessTreeSampler:
 
     Worker CPU is each worker's user+system time at its last sample, less its time when the
     window opened if it was already alive; a worker that exits between two samples loses
-    at most ``interval_s`` of CPU (the figures are approximate by that much per worker). Use as a context manager; read
-    ``figures`` after it exits.
+    at most ``interval_s`` of CPU (the figures are approximate by that much per worker).
+    Use as a context manager; read ``figures`` after it exits.
     """
 
     def __init__(self, interval_s: float = 0.02) -> None:

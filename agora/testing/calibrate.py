@@ -15,7 +15,9 @@ def calibrate_iterations(work: Callable[[int], object], target_s: float, *, star
     use it to size work, never to assert speed.
     """
     if target_s <= 0:
-        raise ValueError(f"target_s must be > 0; got {target_s!r} — pass the seconds one call should take")
+        raise ValueError(
+            f"target_s must be > 0; got {target_s!r} — pass the seconds one call should take"
+        )
     if start < 1:
         raise ValueError(f"start must be >= 1; got {start!r} — pass the first k to try")
     k = start

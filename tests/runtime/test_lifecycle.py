@@ -115,7 +115,8 @@ def test_cancellation_shuts_down_cleanly_and_reraises():
             await asyncio.Event().wait()  # never set: only cancellation ends the run
             return record
 
-    bound = Pipeline(RecordingSource(ROWS, log=log)).pipe(Stuck(lambda r: r)).build(FlakySink(log=log))
+    bound = (Pipeline(RecordingSource(ROWS, log=log)).pipe(Stuck(lambda r: r))
+             .build(FlakySink(log=log)))
 
     async def main():
         task = asyncio.create_task(bound.run())

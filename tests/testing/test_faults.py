@@ -50,7 +50,8 @@ def test_batch_targets_count_fixed_size_batches_from_zero():
 
 
 def test_a_batch_target_without_a_batch_size_is_refused():
-    with pytest.raises(ValueError, match="RaiseOn: batch_size must be a positive int when batch= is given"):
+    with pytest.raises(ValueError,
+                       match="RaiseOn: batch_size must be a positive int when batch= is given"):
         RaiseOn(batch=1)
 
 

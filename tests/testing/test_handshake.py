@@ -18,7 +18,8 @@ def test_wait_until_returns_once_another_thread_makes_the_condition_true():
 
 
 def test_wait_until_fails_naming_what_never_happened():
-    with pytest.raises(AssertionError, match=r"waited 0.05 s for the impossible, and it never happened"):
+    with pytest.raises(AssertionError,
+                       match=r"waited 0.05 s for the impossible, and it never happened"):
         wait_until(lambda: False, timeout_s=0.05, what="the impossible")
 
 

@@ -25,7 +25,8 @@ def test_a_left_behind_child_is_detected_named_and_killed(no_orphans):
     child = subprocess.Popen(["sleep", "60"])
     try:
         assert child.pid in [p.pid for p in worker_processes()]
-        with pytest.raises(AssertionError, match=rf"worker processes left behind: {child.pid}:sleep 60"):
+        with pytest.raises(AssertionError,
+                           match=rf"worker processes left behind: {child.pid}:sleep 60"):
             assert_no_worker_processes(grace_s=0.2)
         assert child.wait(timeout=5) == -9  # killed by the check, not by this test
     finally:
