@@ -1,7 +1,7 @@
 """Shared benchmark plumbing: a psutil sampler for the process tree and a leftover check.
 
 Used by ``bench/conftest.py`` (the pytest-benchmark suite) and ``bench/bench_scaling.py``.
-Nothing here imports agora, so it is cheap to import in a worker or a child process.
+Process checks come from :mod:`agora.testing` (stdlib, psutil and the agora facade only).
 """
 
 from __future__ import annotations
@@ -14,63 +14,17 @@ from typing import Any
 
 import psutil
 
+from agora.testing import assert_no_processes_left, worker_processes
+
 MIB = 1 << 20
 
 
-def is_mp_helper(proc: psutil.Process, parent_pid: int) -> bool:
-    """True for multiprocessing's session-long helpers (forkserver, resource tracker).
-
-    They are direct children of the benchmark process and live for the whole session by
-    design; pool workers are forked *from* the forkserver (so they are grandchildren and
-    inherit its command line), which is why only direct children are tested here.
-    """
-    try:
-        if proc.ppid() != parent_pid:
-            return False
-        cmd = " ".join(proc.cmdline())
-    except psutil.Error:
-        return False
-    return "forkserver" in cmd or "resource_tracker" in cmd
-
-
-def worker_processes(me: psutil.Process | None = None) -> list[psutil.Process]:
-    """Live descendants of ``me`` (default: this process) other than the mp helpers."""
-    me = me or psutil.Process(os.getpid())
-    out = []
-    for child in me.children(recursive=True):
-        try:
-            if child.status() == psutil.STATUS_ZOMBIE or is_mp_helper(child, me.pid):
-                continue
-        except psutil.Error:
-            continue
-        out.append(child)
-    return out
-
-
 def assert_no_workers_left(grace_s: float = 3.0) -> None:
-    """Raise ``AssertionError`` naming every worker that outlived its benchmark.
-
-    A short grace covers reaping; stragglers are killed (by pid, one at a time) before
-    raising so one leak does not poison the next benchmark's figures.
-    """
-    deadline = time.monotonic() + grace_s
-    while True:
-        left = worker_processes()
-        if not left:
-            return
-        if time.monotonic() > deadline:
-            names = []
-            for proc in left:
-                try:
-                    names.append(f"{proc.pid}:{' '.join(proc.cmdline())[:60]}")
-                    proc.kill()
-                except psutil.Error:
-                    continue
-            raise AssertionError(
-                f"worker processes outlived the benchmark: {', '.join(names)}; every "
-                f"benchmark that starts processes must stop them (pipeline run or pool shutdown)"
-            )
-        time.sleep(0.05)
+    """Raise ``AssertionError`` naming every worker that outlived its benchmark (after a
+    short grace for reaping; stragglers are killed first so one leak does not poison the
+    next benchmark's figures)."""
+    assert_no_processes_left(worker_processes, grace_s=grace_s,
+                             what="worker processes outlived the benchmark")
 
 
 def _cpu(times: Any) -> float:
@@ -113,8 +67,8 @@ class ProcessTreeSampler:
 
     Worker CPU is each worker's user+system time at its last sample, less its time when the
     window opened if it was already alive; a worker that exits between two samples loses
-    at most ``interval_s`` of CPU (the figures are approximate by that much per worker). Use as a context manager; read
-    ``figures`` after it exits.
+    at most ``interval_s`` of CPU (the figures are approximate by that much per worker).
+    Use as a context manager; read ``figures`` after it exits.
     """
 
     def __init__(self, interval_s: float = 0.02) -> None:

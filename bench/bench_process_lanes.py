@@ -47,6 +47,7 @@ except ModuleNotFoundError:
 
 from agora import ArrowProcessBatchMiddleware, ProcessBatchMiddleware, ProcessBatchError
 from agora.middleware import MiddlewareContext
+from agora.testing import calibrate_iterations
 
 BATCH_ROWS = 10_000
 WORKERS = 2
@@ -335,14 +336,8 @@ def measure_floor(ctx: Any, batch: pa.RecordBatch, rounds: int = 5) -> dict[str,
 
 
 def calibrate_heavy(batch: pa.RecordBatch, target_s: float = 0.080) -> int:
-    k = 20
-    while True:
-        started = time.perf_counter()
-        arrow_heavy(batch, k)
-        elapsed = time.perf_counter() - started
-        if elapsed > target_s / 4:
-            return max(1, round(k * target_s / elapsed))
-        k *= 2
+    """Iterations of ``arrow_heavy`` that cost ~``target_s`` per batch here."""
+    return calibrate_iterations(functools.partial(arrow_heavy, batch), target_s, start=20)
 
 
 def measure_recovery(loop: asyncio.AbstractEventLoop, reps: int) -> dict[str, Any]:

@@ -14,7 +14,6 @@ the same code): 8 columns, ~60 bytes/row in Arrow, ~620 bytes/row as ``list[dict
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.ipc as ipc
+
+from agora.testing import calibrate_iterations
 
 from bench.bench_process_lanes import (
     BATCH_ROWS,
@@ -53,14 +54,7 @@ def calibrate_k(batch: pa.RecordBatch, target_s: float) -> int:
     """Iterations of the heavy loop that make ``arrow_heavy(batch, k)`` cost ~``target_s``
     here. Calibrated on the Arrow form; the row form costs a little more (per-row dict
     copies), which is part of what the row lane pays."""
-    k = 8
-    while True:
-        started = time.perf_counter()
-        arrow_heavy(batch, k)
-        elapsed = time.perf_counter() - started
-        if elapsed > target_s / 4:
-            return max(1, round(k * target_s / elapsed))
-        k *= 2
+    return calibrate_iterations(functools.partial(arrow_heavy, batch), target_s)
 
 
 def transform_pair(kind: str, k: int) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:

@@ -1,4 +1,4 @@
-"""Fixtures for the preservation suite."""
+"""Fixtures for the preservation suite: thin wrappers over :mod:`agora.testing`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import assert_no_worker_processes
+from agora.testing import assert_no_worker_processes
 
 
 @pytest.fixture

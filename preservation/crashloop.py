@@ -18,6 +18,7 @@ from typing import Any
 
 import psutil
 
+from agora.testing import assert_no_processes_left
 from preservation.driver import write_input
 from preservation.faults import CRASH_ENV
 
@@ -101,20 +102,8 @@ def tagged_processes(tag: str) -> list[psutil.Process]:
 def assert_no_tagged_processes(tag: str, grace_s: float = 5.0) -> None:
     """Fail (after killing them) if processes started under ``tag`` are alive ``grace_s``
     seconds later — e.g. workers of a driver that was SIGKILLed."""
-    deadline = time.monotonic() + grace_s
-    while True:
-        left = tagged_processes(tag)
-        if not left:
-            return
-        if time.monotonic() > deadline:
-            desc = ", ".join(f"{p.pid}:{' '.join(p.cmdline())[:60]}" for p in left)
-            for proc in left:
-                try:
-                    proc.kill()
-                except psutil.NoSuchProcess:
-                    pass
-            raise AssertionError(f"processes outlived their killed driver: {desc}")
-        time.sleep(0.05)
+    assert_no_processes_left(lambda: tagged_processes(tag), grace_s=grace_s,
+                             what="processes outlived their killed driver")
 
 
 @dataclass

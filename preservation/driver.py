@@ -100,7 +100,7 @@ def build(workdir: Path, spec: dict[str, Any], crash: CrashPoint) -> Any:
                       else SQLiteDLQSink(workdir / "dlq.db"))
     sink = FlakySink(output_sink(workdir, spec.get("sink", "jsonl")),
                      fail_on=spec["sink_poison"], delay_s=spec.get("sink_delay_s", 0.0),
-                     crash=crash, name="out")
+                     on_event=crash.hit, name="out")
     delivery = DeliveryConfig(
         dlq=FlakyDLQ(dlq_inner, crash=crash),
         checkpoint=CrashingCheckpointStore(SQLiteCheckpointStore(workdir / "ckpt.db"), crash),

@@ -1,7 +1,8 @@
 """Named fault injectors for the preservation suite: a sink that rejects records (and can
 be slow), a DLQ that fails or lies, crash points that SIGKILL the driver at a chosen
-moment, and a source that paces its batches. The worker-side transforms live in
-``transforms.py`` and are re-exported here, so tests import every injector from one place.
+moment, and a source that paces its batches. The worker-side transforms, ``FlakySink``
+and ``InjectedFault`` come from :mod:`agora.testing` and are re-exported here, so tests
+import every injector from one place.
 """
 
 from __future__ import annotations
@@ -9,12 +10,10 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from agora import (
     BaseSink,
@@ -22,14 +21,13 @@ from agora import (
     Checkpoint,
     CheckpointStore,
     DataPlane,
-    SinkCapabilities,
     SourceDataPlaneSpec,
-    WriteResult,
 )
-from preservation.transforms import (
+from agora.testing import (
     Chain,
     DropOn,
     ExitWorkerOn,
+    FlakySink,
     Identity,
     InjectedFault,
     KillWorkerOn,
@@ -108,108 +106,6 @@ NEVER = CrashPoint()
 
 
 # -- sinks and stores ---------------------------------------------------------------------
-
-
-class FlakySink(BaseSink):
-    """Delegates to ``inner`` but fails the records whose id is in ``fail_on``.
-
-    ``whole_call=False``: each such record gets ``WriteResult.failed(InjectedFault)`` and
-    the others are written (Arrow batches are filtered and passed on as Arrow).
-    ``whole_call=True``: a call holding such a record raises ``InjectedFault`` and writes
-    nothing. ``delay_s`` makes every write call that long (a slow sink, so that a kill
-    from outside lands mid-run). Declares the inner sink's planes. ``crash`` is told
-    ``sink_write`` after each delegated call and ``sink_flush`` after each flush.
-    """
-
-    def __init__(self, inner: BaseSink, *, fail_on: Iterable[int] = (), whole_call: bool = False,
-                 delay_s: float = 0.0, crash: CrashPoint = NEVER, name: str | None = None) -> None:
-        self.inner = inner
-        self.fail_on = frozenset(fail_on)
-        self.whole_call = whole_call
-        self.delay_s = delay_s
-        self.crash = crash
-        self.sink_name = name or f"flaky({inner.sink_name})"
-
-    def sink_capabilities(self) -> SinkCapabilities:
-        spec = self.inner.data_plane_spec()
-        order = list(DataPlane)
-        return SinkCapabilities(
-            accepted_data_planes=tuple(p for p in order if p in spec.accepted_planes),
-            native_data_planes=tuple(p for p in order if p in spec.native_planes),
-        )
-
-    def _slow(self) -> None:
-        if self.delay_s:
-            time.sleep(self.delay_s)  # blocking on purpose: the whole driver is slow
-
-    def _error(self, rid: int) -> InjectedFault:
-        return InjectedFault(f"sink {self.sink_name!r} rejects record id={rid}")
-
-    def resume_output(self) -> None:
-        super().resume_output()
-        self.inner.resume_output()
-
-    async def open(self) -> None:
-        await self.inner.open()
-        await super().open()
-
-    async def write(self, record: Any) -> None:
-        self._check_usable("write")
-        self._slow()
-        (rid,) = record_ids(record)
-        if rid in self.fail_on:
-            raise self._error(rid)
-        await self.inner.write(record)
-        self.crash.hit("sink_write")
-
-    async def write_batch(self, records: Sequence[Any]) -> list[WriteResult] | None:
-        self._check_usable("write_batch")
-        self._slow()
-        ids = record_ids(records)
-        bad = [i for i, rid in enumerate(ids) if rid in self.fail_on]
-        if bad and self.whole_call:
-            raise self._error(ids[bad[0]])
-        keep = [r for r, rid in zip(records, ids) if rid not in self.fail_on]
-        inner = await self.inner.write_batch(keep) if keep else None
-        self.crash.hit("sink_write")
-        return self._merge(ids, inner) if bad or inner is not None else None
-
-    async def write_arrow_batch(self, batch: pa.RecordBatch) -> list[WriteResult] | None:
-        self._check_usable("write_arrow_batch")
-        self._slow()
-        ids = record_ids(batch)
-        bad = [i for i, rid in enumerate(ids) if rid in self.fail_on]
-        if bad and self.whole_call:
-            raise self._error(ids[bad[0]])
-        keep = batch
-        if bad:
-            mask = pc.invert(pc.is_in(batch.column("id"), pa.array(sorted(self.fail_on),
-                                                                    batch.column("id").type)))
-            keep = batch.filter(mask)
-        inner = await self.inner.write_arrow_batch(keep) if keep.num_rows else None
-        self.crash.hit("sink_write")
-        return self._merge(ids, inner) if bad or inner is not None else None
-
-    def _merge(self, ids: list[int], inner: list[WriteResult] | None) -> list[WriteResult]:
-        passed = iter(inner) if inner is not None else None
-        out = []
-        for rid in ids:
-            if rid in self.fail_on:
-                out.append(WriteResult.failed(self._error(rid)))
-            else:
-                out.append(next(passed) if passed is not None else WriteResult.ok())
-        return out
-
-    async def flush(self) -> None:
-        self._check_usable("flush")
-        await self.inner.flush()
-        self.crash.hit("sink_flush")
-
-    async def close(self) -> None:
-        try:
-            await self.inner.close()
-        finally:
-            await super().close()
 
 
 class FlakyDLQ(BaseSink):

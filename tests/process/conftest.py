@@ -3,18 +3,15 @@ shared memory."""
 
 from __future__ import annotations
 
-import os
+from collections.abc import Iterator
 
 import pytest
 
-from agora.process.shm import leftover_slot_paths
+from agora.testing import assert_no_shm_slots
 
 
 @pytest.fixture(autouse=True)
-def no_slot_leaks():
+def no_slot_leaks() -> Iterator[None]:
     """Fail a test that leaves a shared-memory slot of this process behind."""
     yield
-    left = leftover_slot_paths(os.getpid())
-    for path in left:
-        os.unlink(path)
-    assert not left, f"shared-memory slots left behind: {left}"
+    assert_no_shm_slots()

@@ -39,6 +39,18 @@ def sleep_as_told(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return tag_with_worker_pid(rows)
 
 
+class MarkStartedThenSleepAsTold:
+    """Touches ``started-<first id>`` in ``marker_dir`` when a batch starts, then behaves
+    as :func:`sleep_as_told`: lets a test wait until a batch really runs in a worker."""
+
+    def __init__(self, marker_dir: str) -> None:
+        self.marker_dir = marker_dir
+
+    def __call__(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        open(os.path.join(self.marker_dir, f"started-{rows[0]['id']}"), "w").close()
+        return sleep_as_told(rows)
+
+
 def raise_value_error(rows: list[Any]) -> list[Any]:
     raise ValueError(f"bad record {rows[0]!r}")
 

@@ -19,6 +19,7 @@ from agora.process import (
     WorkerStartupError,
 )
 from agora.process import pool as pool_module
+from agora.testing import wait_for_path, wait_until_async
 from tests.process import faults
 from tests.process.helpers import alive, context, rows, run, started
 
@@ -56,8 +57,8 @@ def test_a_new_generation_that_cannot_load_fn_breaks_the_pool(no_orphans, tmp_pa
     run(main)
 
 
-def test_stop_with_a_batch_still_awaited_fails_it_and_kills_its_worker(no_orphans):
-    mw = ProcessBatchMiddleware(faults.sleep_as_told, max_workers=1)
+def test_stop_with_a_batch_still_awaited_fails_it_and_kills_its_worker(no_orphans, tmp_path):
+    mw = ProcessBatchMiddleware(faults.MarkStartedThenSleepAsTold(str(tmp_path)), max_workers=1)
 
     async def main():
         ctx = context(mw.name)
@@ -65,7 +66,7 @@ def test_stop_with_a_batch_still_awaited_fails_it_and_kills_its_worker(no_orphan
         pids = mw.worker_pids()
         running = asyncio.ensure_future(mw.submit(0, rows(0, sleep=30)))
         queued = asyncio.ensure_future(mw.submit(1, rows(1)))
-        await asyncio.sleep(0.2)
+        await wait_for_path(tmp_path / "started-0")  # batch 0 runs, batch 1 waits
         await mw.on_stop(ctx)
         for task, cause in ((running, "stopped while this batch ran"),
                             (queued, "stopped before this batch ran")):
@@ -84,8 +85,8 @@ def test_a_worker_that_dies_while_idle_is_replaced_and_nothing_fails(no_orphans)
         async with started(mw):
             victim = mw.worker_pids()[0]
             os.kill(victim, signal.SIGKILL)
-            while mw.metrics()["worker_deaths"] == 0:
-                await asyncio.sleep(0.01)
+            await wait_until_async(lambda: mw.metrics()["worker_deaths"] == 1,
+                                   what="the pool to notice the idle worker's death")
             out = await mw.submit(0, rows(0))
             assert out[0]["pid"] != victim and victim not in mw.worker_pids()
             assert mw.metrics()["batches_failed"] == 0 and mw.metrics()["pool_recycles"] == 1
@@ -101,7 +102,9 @@ def test_metrics_are_json_ready_and_cover_the_run(no_orphans):
     async def main():
         async with started(mw) as ctx:
             await mw.submit(0, pa.record_batch({"x": pa.array([1.0, 2.0])}))
-            await asyncio.sleep(0.3)  # at least one psutil sample of the workers
+            # Stop only after the pool has sampled both workers' memory at least once.
+            await wait_until_async(lambda: len(mw.metrics()["worker_peak_rss_by_pid"]) == 2,
+                                   what="a psutil sample of both workers")
         metrics = mw.metrics()
         json.dumps(metrics)
         assert ctx.metrics == metrics

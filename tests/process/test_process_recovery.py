@@ -12,6 +12,7 @@ import pytest
 
 from agora.errors import ProcessBatchError
 from agora.process import ProcessBatchMiddleware, ProcessPoolBrokenError
+from agora.testing import wait_for_path, wait_until_async
 from tests.process import faults
 from tests.process.helpers import alive, gather, rows, run, started
 
@@ -43,15 +44,19 @@ def test_timeout_recycles_the_generation_and_the_next_batch_succeeds(no_orphans)
 
 
 @pytest.mark.timeout(30)
-def test_siblings_of_a_timed_out_batch_are_invalidated_and_queued_batches_run_fresh(no_orphans):
+def test_siblings_of_a_timed_out_batch_are_invalidated_and_queued_batches_run_fresh(
+    no_orphans, tmp_path
+):
     mw = ProcessBatchMiddleware(
-        faults.sleep_as_told, max_workers=2, max_in_flight_batches=3, timeout_s=1.0
+        faults.MarkStartedThenSleepAsTold(str(tmp_path)), max_workers=2,
+        max_in_flight_batches=3, timeout_s=1.0,
     )
 
     async def main():
         async with started(mw):
             hung = asyncio.ensure_future(mw.submit(0, rows(0, sleep=60)))
-            await asyncio.sleep(0.05)  # batch 1 starts later, so batch 0 times out first
+            # Batch 1 is submitted only once batch 0 runs, so batch 0 times out first.
+            await wait_for_path(tmp_path / "started-0")
             sibling = asyncio.ensure_future(mw.submit(1, rows(1, sleep=5)))
             queued = asyncio.ensure_future(mw.submit(2, rows(2)))  # waits for a worker
             results = await gather(hung, sibling, queued)
@@ -77,22 +82,23 @@ def test_a_timeout_kills_the_grandchildren_of_the_stuck_worker(no_orphans, tmp_p
             with pytest.raises(ProcessBatchError, match="timed out"):
                 await mw.submit(0, rows(0))
             grandchild = int((tmp_path / "grandchild.pid").read_text())
-            deadline = time.monotonic() + 3
-            while alive([grandchild]) and time.monotonic() < deadline:
-                await asyncio.sleep(0.02)
-            assert alive([grandchild]) == []
+            await wait_until_async(lambda: alive([grandchild]) == [], timeout_s=3,
+                                   what=f"the stuck worker's grandchild {grandchild} to die")
 
     run(main)
 
 
 @pytest.mark.timeout(30)
-def test_kill_9_of_a_worker_mid_batch_reruns_the_innocent_batches_alone(no_orphans):
-    mw = ProcessBatchMiddleware(faults.sleep_as_told, max_workers=2, max_in_flight_batches=3)
+def test_kill_9_of_a_worker_mid_batch_reruns_the_innocent_batches_alone(no_orphans, tmp_path):
+    mw = ProcessBatchMiddleware(faults.MarkStartedThenSleepAsTold(str(tmp_path)),
+                                max_workers=2, max_in_flight_batches=3)
 
     async def main():
         async with started(mw):
             tasks = [asyncio.ensure_future(mw.submit(i, rows(i, sleep=0.8))) for i in range(3)]
-            await asyncio.sleep(0.3)
+            # Both workers are inside a batch (0 and 1) before one of them is killed.
+            await wait_for_path(tmp_path / "started-0")
+            await wait_for_path(tmp_path / "started-100")
             victim = mw.worker_pids()[0]
             os.kill(victim, signal.SIGKILL)
             results = await gather(*tasks)
@@ -177,8 +183,9 @@ def test_a_transform_that_kills_every_worker_stops_after_the_recycle_budget(no_o
 
 
 @pytest.mark.timeout(30)
-def test_cancelled_submits_are_cleaned_up_promptly_by_on_stop(no_orphans):
-    mw = ProcessBatchMiddleware(faults.sleep_as_told, max_workers=2, max_in_flight_batches=4)
+def test_cancelled_submits_are_cleaned_up_promptly_by_on_stop(no_orphans, tmp_path):
+    mw = ProcessBatchMiddleware(faults.MarkStartedThenSleepAsTold(str(tmp_path)),
+                                max_workers=2, max_in_flight_batches=4)
 
     async def main():
         from tests.process.helpers import context
@@ -187,7 +194,9 @@ def test_cancelled_submits_are_cleaned_up_promptly_by_on_stop(no_orphans):
         await mw.on_start(ctx)
         pids = mw.worker_pids()
         tasks = [asyncio.ensure_future(mw.submit(i, rows(i, sleep=5))) for i in range(4)]
-        await asyncio.sleep(0.2)
+        # Cancel only once both workers are busy, so running batches are cancelled too.
+        await wait_for_path(tmp_path / "started-0")
+        await wait_for_path(tmp_path / "started-100")
         for task in tasks:
             task.cancel()
         results = await gather(*tasks)
@@ -201,16 +210,19 @@ def test_cancelled_submits_are_cleaned_up_promptly_by_on_stop(no_orphans):
 
 
 @pytest.mark.timeout(30)
-def test_a_cancelled_queued_batch_never_runs_and_the_pool_goes_on(no_orphans):
-    mw = ProcessBatchMiddleware(faults.sleep_as_told, max_workers=1, max_in_flight_batches=2)
+def test_a_cancelled_queued_batch_never_runs_and_the_pool_goes_on(no_orphans, tmp_path):
+    mw = ProcessBatchMiddleware(faults.MarkStartedThenSleepAsTold(str(tmp_path)),
+                                max_workers=1, max_in_flight_batches=2)
 
     async def main():
         async with started(mw):
             first = asyncio.ensure_future(mw.submit(0, rows(0, sleep=0.3)))
             second = asyncio.ensure_future(mw.submit(1, rows(1)))
-            await asyncio.sleep(0.05)
+            # The only worker runs batch 0, so batch 1 is certainly still queued.
+            await wait_for_path(tmp_path / "started-0")
             second.cancel()
             assert (await first)[0]["id"] == 0
+            assert not (tmp_path / "started-100").exists()  # the cancelled batch never ran
             assert (await mw.submit(2, rows(2)))[0]["id"] == 200
             assert mw.metrics()["batches_submitted"] == 3
             assert mw.metrics()["batches_ok"] == 2

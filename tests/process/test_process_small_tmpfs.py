@@ -78,7 +78,7 @@ JOB = """
     import pyarrow as pa
     from agora import (ArrowBatchSource, ArrowProcessBatchMiddleware, IterableBatchSource,
                        MemorySink, Pipeline, ProcessBatchMiddleware)
-    from tests.conftest import leftover_worker_processes
+    from agora.testing import worker_processes
     from tests.process import faults
 
     LANE = {lane!r}
@@ -117,7 +117,7 @@ JOB = """
             "fallbacks_in": metrics["shm_fallbacks_in"],
             "fallbacks_out": metrics["shm_fallbacks_out"],
             "left": sorted(os.listdir(os.environ["AGORA_SHM_DIR"])),
-            "workers_left": [p.pid for p in leftover_worker_processes()],
+            "workers_left": [p.pid for p in worker_processes()],
         }}))
 
     if __name__ == "__main__":

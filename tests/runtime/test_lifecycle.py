@@ -107,16 +107,20 @@ def test_cleanup_error_surfaces_when_the_run_itself_succeeded():
 def test_cancellation_shuts_down_cleanly_and_reraises():
     log: list[str] = []
 
-    class Slow(MapMiddleware):
+    entered = asyncio.Event()
+
+    class Stuck(MapMiddleware):
         async def process(self, record, ctx):
-            await asyncio.sleep(10)
+            entered.set()
+            await asyncio.Event().wait()  # never set: only cancellation ends the run
             return record
 
-    bound = Pipeline(RecordingSource(ROWS, log=log)).pipe(Slow(lambda r: r)).build(FlakySink(log=log))
+    bound = (Pipeline(RecordingSource(ROWS, log=log)).pipe(Stuck(lambda r: r))
+             .build(FlakySink(log=log)))
 
     async def main():
         task = asyncio.create_task(bound.run())
-        await asyncio.sleep(0.1)
+        await asyncio.wait_for(entered.wait(), timeout=10)  # the run is mid-record
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -150,19 +154,26 @@ def test_run_sync_inside_a_running_loop():
 
 
 def test_overlapping_runs_rejected():
-    class Slow(MapMiddleware):
+    entered = asyncio.Event()
+    release = asyncio.Event()
+
+    class Gated(MapMiddleware):
         async def process(self, record, ctx):
-            await asyncio.sleep(0.01)
+            entered.set()
+            await release.wait()
             return record
 
-    bound = Pipeline(RecordingSource(ROWS)).pipe(Slow(lambda r: r)).build(MemorySink())
+    sink = MemorySink()
+    bound = Pipeline(RecordingSource(ROWS)).pipe(Gated(lambda r: r)).build(sink)
 
     async def main():
         t1 = asyncio.create_task(bound.run())
-        await asyncio.sleep(0.01)
+        await asyncio.wait_for(entered.wait(), timeout=10)  # the first run is in progress
         with pytest.raises(PipelineError, match="already running"):
             await bound.run()
+        release.set()
         await t1
+        assert len(sink.records) == len(ROWS)  # the rejected call did not disturb it
 
     asyncio.run(main())
 

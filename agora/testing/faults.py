@@ -1,10 +1,11 @@
-"""Picklable batch transforms for process-isolated middleware that sleep, drop, raise,
-kill or crash the worker process running them — each says what fails and when.
+"""Worker-side fault injectors: picklable transforms that sleep, drop, raise, shorten
+their result, or kill the worker process running them — each says what fails and when.
 
 Records are identified by their ``id`` field (an int, or its text form when a CSV source
 read it), so a fault can target records however the lane carries them: a dict, a
 ``list[dict]`` or a ``pyarrow.RecordBatch``. Targets are record ids (``ids=``) or batch
-numbers of a fixed-size batching (``batch=``, ``batch_size=``).
+numbers of a fixed-size batching (``batch=``, ``batch_size=``). They are top-level
+classes of an importable module, so a process pool can unpickle them by reference.
 """
 
 from __future__ import annotations
@@ -19,23 +20,9 @@ from typing import Any
 
 import pyarrow as pa
 
-__all__ = [
-    "Chain",
-    "DropOn",
-    "ExitWorkerOn",
-    "Identity",
-    "InjectedFault",
-    "KillWorkerOn",
-    "RaiseOn",
-    "SegfaultOn",
-    "ShortResultOn",
-    "SleepyTransform",
-    "record_ids",
-]
-
-
 class InjectedFault(RuntimeError):
-    """Raised by every injector, so a test can tell an injected failure from a real one."""
+    """Raised by every injector in :mod:`agora.testing`, so a test can tell an injected
+    failure from a real one."""
 
 
 # -- record identity ----------------------------------------------------------------------
@@ -63,7 +50,8 @@ class _Trigger:
         self.ids = frozenset(ids)
         self.batches = _batch_keys(batch)
         if self.batches and not batch_size:
-            raise ValueError(f"{type(self).__name__}(batch=...) needs batch_size")
+            raise ValueError(f"{type(self).__name__}: batch_size must be a positive int when "
+                             f"batch= is given; got {batch_size!r} — pass batch_size=<rows>")
         self.batch_size = batch_size or 1
 
     def fires(self, data: Any) -> bool:
