@@ -27,19 +27,19 @@ import collections
 import logging
 import time
 import uuid
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from agora.config import DeliveryConfig
 from agora.errors import SourceRecordError
-from agora.middleware.base import MiddlewareContext
+from agora.middleware.base import AnyMiddleware, MiddlewareContext
 from agora.planes import DataPlane
-from agora.records import MalformedRecord
+from agora.records import DLQStage, MalformedRecord
 from agora.runtime.delivery import Committer, RunStop
 from agora.runtime.interrupt import StopFlag, handle_signals
 from agora.runtime.lifecycle import Lifecycle
-from agora.runtime.plan import LANE_LINEAR, Plan
+from agora.runtime.plan import Lane, Plan, WriterTarget
 from agora.runtime.stages import Stage
 from agora.runtime.report import summarise
 from agora.runtime.summary import PipelineRunSummary, ResourceSampler
@@ -80,8 +80,9 @@ class Progress:
 
 
 class _Run:
-    def __init__(self, *, pipeline_id: str, source: BaseSource, middleware: list[Any],
-                 writer: Any, plan: Plan, config: DeliveryConfig,
+    def __init__(self, *, pipeline_id: str, source: BaseSource,
+                 middleware: Sequence[AnyMiddleware], writer: WriterTarget, plan: Plan,
+                 config: DeliveryConfig,
                  progress: Callable[[Progress], None] | None,
                  stop: StopFlag | None = None, signals: bool = True) -> None:
         self.pipeline_id = pipeline_id
@@ -107,15 +108,19 @@ class _Run:
             MiddlewareContext(pipeline_id, self.run_id, mw.name, i)
             for i, mw in enumerate(middleware)
         ]
-        linear = plan.lane == LANE_LINEAR
+        linear = plan.lane is Lane.LINEAR
         self.stages = [Stage(mw, ctx, per_record_batches=linear, stop=self.stop)
                        for mw, ctx in zip(middleware, self.contexts, strict=True)]
-        proc = [i for i, st in enumerate(self.stages) if st.process_isolated]
+        proc = [i for i, st in enumerate(self.stages) if st.process is not None]
+        self.prefix: list[Stage]
+        self.middle: list[Stage]
+        self.suffix: list[Stage]
         if proc:
             self.prefix = self.stages[: proc[0]]
             self.middle = self.stages[proc[0] : proc[-1] + 1]
             self.suffix = self.stages[proc[-1] + 1 :]
-            self.window = min(self.middleware[i].max_in_flight_batches for i in proc)
+            self.window = min(st.process.max_in_flight_batches
+                              for st in self.stages if st.process is not None)
         else:
             self.prefix, self.middle, self.suffix, self.window = self.stages, [], [], 1
         self.writer = Writer(plan, self.router)
@@ -144,7 +149,8 @@ class _Run:
         self.stop.on_change(self._on_stop_request)
         # The handlers stay in place through shutdown, so a first or second signal there
         # cannot break a file close half-way.
-        guard = handle_signals(self.stop) if self.signals else nullcontext()
+        guard: AbstractContextManager[object] = (
+            handle_signals(self.stop) if self.signals else nullcontext())
         with ResourceSampler() as sampler, guard:
             try:
                 await self.lifecycle.start()
@@ -219,7 +225,7 @@ class _Run:
         flight (abandoning it once the stop says so). Returns normally after a stop,
         with ``left_early`` set, so the handled prefix is still checkpointed."""
         source = self.source
-        linear = self.plan.lane == LANE_LINEAR
+        linear = self.plan.lane is Lane.LINEAR
         agen = source.stream() if linear else source.stream_batches()
         stop = self.stop
         yielded_at = time.monotonic()
@@ -302,7 +308,7 @@ class _Run:
         self.consumed += 1
         unit = Unit(seq=seq, checkpoint=self.source.current_checkpoint(), n_source=1, malformed=item)
         err = SourceRecordError(self.source.source_name, item.location, item.reason, hint=False)
-        unit.failures.append(Failure("source_record", self.source.source_name, err, item.raw))
+        unit.failures.append(Failure(DLQStage.SOURCE_RECORD, self.source.source_name, err, item.raw))
         unit.errored = 1
         return unit
 
@@ -391,8 +397,9 @@ class _Run:
                          resources=sampler.figures(), error=error)
 
 
-async def run_pipeline(*, pipeline_id: str, source: BaseSource, middleware: list[Any],
-                       writer: Any, plan: Plan, config: DeliveryConfig,
+async def run_pipeline(*, pipeline_id: str, source: BaseSource,
+                       middleware: Sequence[AnyMiddleware], writer: WriterTarget, plan: Plan,
+                       config: DeliveryConfig,
                        progress: Callable[[Progress], None] | None = None,
                        on_summary: Callable[[PipelineRunSummary], None] | None = None,
                        stop: StopFlag | None = None, signals: bool = True,

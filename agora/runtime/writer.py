@@ -8,7 +8,7 @@ from typing import Any
 
 from agora.errors import ContractError
 from agora.planes import DataPlane
-from agora.records import WriteResult
+from agora.records import DLQStage, WriteResult
 from agora.runtime.plan import Plan, SinkPlan
 from agora.runtime.units import GONE, Failure, Unit, source_rows_of
 from agora.sinks.router import SinkRouter
@@ -82,7 +82,7 @@ class Writer:
                     f"sink {sp.sink.sink_name!r} reported record {i} not written without an error"
                 )
                 outcome.fail(i, Failure(
-                    "sink_write", sp.sink.sink_name, error, payload[i],
+                    DLQStage.SINK_WRITE, sp.sink.sink_name, error, payload[i],
                     processed_record=rows[i], is_sink=True,
                 ))
 
@@ -94,7 +94,7 @@ class Writer:
             try:
                 sink = router.select(row)
             except Exception as exc:
-                outcome.fail(i, Failure("sink_write", "router", exc, origin, row, is_sink=True))
+                outcome.fail(i, Failure(DLQStage.SINK_WRITE, "router", exc, origin, row, is_sink=True))
                 continue
             if sink is None:
                 continue
@@ -103,7 +103,7 @@ class Writer:
                 await sink.write(row)
             except Exception as exc:
                 stats["failed"] += 1
-                outcome.fail(i, Failure("sink_write", sink.sink_name, exc, origin, row, is_sink=True))
+                outcome.fail(i, Failure(DLQStage.SINK_WRITE, sink.sink_name, exc, origin, row, is_sink=True))
             else:
                 stats["written"] += 1
                 outcome.mark_written(i)

@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import Any
 
 from agora.errors import CheckpointError
+from agora.protocols import CheckpointStoreProtocol
 from agora.records import Checkpoint
 from agora.stores._files import (
     create_owner_only,
@@ -32,7 +33,7 @@ __all__ = [
 ]
 
 
-class CheckpointStore(ABC):
+class CheckpointStore(CheckpointStoreProtocol, ABC):
     """Where a run saves its source position, one checkpoint per key (the pipeline id).
 
     Contract (every method is synchronous: the runtime calls them from its event loop,

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from agora.errors import AgoraError
+from agora.errors import DLQError
 from agora.records import DEFAULT_MAX_VALUE_SIZE, DLQRecord, dumps_json
 from agora.sinks.base import BaseSink, SinkState
 from agora.stores._files import (
@@ -25,10 +25,6 @@ from agora.stores._files import (
 __all__ = ["DLQError", "JsonLinesDLQSink", "SQLiteDLQSink", "read_dlq"]
 
 JSON_LINES_SUFFIXES = (".jsonl", ".json", ".ndjson")
-
-
-class DLQError(AgoraError):
-    """A DLQ file cannot be opened, or read back, as Agora wrote it."""
 
 
 def _require_record(sink: BaseSink, record: object) -> DLQRecord:
