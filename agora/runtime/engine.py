@@ -42,7 +42,8 @@ from agora.runtime.lifecycle import Lifecycle
 from agora.runtime.plan import Lane, Plan, WriterTarget
 from agora.runtime.stages import Stage
 from agora.runtime.report import summarise
-from agora.runtime.summary import PipelineRunSummary, ResourceSampler
+from agora.runtime.resources import ResourceSampler
+from agora.runtime.summary import PipelineRunSummary
 from agora.runtime.units import Failure, Unit
 from agora.runtime.writer import Writer
 from agora.sinks.router import SinkRouter
@@ -393,8 +394,8 @@ class _Run:
                  error: BaseException | None) -> PipelineRunSummary:
         if self.progress_cb is not None:
             self._report_progress(done=True)
-        return summarise(self, elapsed=time.perf_counter() - started,
-                         resources=sampler.figures(), error=error)
+        return summarise(self, elapsed=time.perf_counter() - started, sampler=sampler,
+                         error=error)
 
 
 async def run_pipeline(*, pipeline_id: str, source: BaseSource,

@@ -4,6 +4,7 @@ counts and ``Failure`` entries for the committer."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from agora.errors import ContractError
@@ -13,7 +14,15 @@ from agora.runtime.plan import Plan, SinkPlan
 from agora.runtime.units import GONE, Failure, Unit, source_rows_of
 from agora.sinks.router import SinkRouter
 
-__all__ = ["Writer"]
+__all__ = ["SinkTally", "Writer"]
+
+
+@dataclass(slots=True)
+class SinkTally:
+    """One sink's running counts: records it wrote, records it rejected."""
+
+    written: int = 0
+    failed: int = 0
 
 
 class Writer:
@@ -24,9 +33,7 @@ class Writer:
         self.router = router
         self.sink_plans = plan.sinks
         self.unrouted = 0
-        self.per_sink: dict[str, dict[str, int]] = {
-            sp.sink.sink_name: {"written": 0, "failed": 0} for sp in plan.sinks
-        }
+        self.per_sink: dict[str, SinkTally] = {sp.sink.sink_name: SinkTally() for sp in plan.sinks}
 
     async def write(self, unit: Unit) -> None:
         payload = _Payload(unit)
@@ -49,7 +56,7 @@ class Writer:
                 if results is not None:
                     self._collect(sp, results, outcome, payload)
                 else:
-                    self.per_sink[sp.sink.sink_name]["written"] += n
+                    self.per_sink[sp.sink.sink_name].written += n
                     outcome.all_written = True
 
         written = outcome.written_count()
@@ -75,9 +82,9 @@ class Writer:
         for i, res in enumerate(results):
             if res.written:
                 outcome.mark_written(i)
-                stats["written"] += 1
+                stats.written += 1
             else:
-                stats["failed"] += 1
+                stats.failed += 1
                 error = res.error or ContractError(
                     f"sink {sp.sink.sink_name!r} reported record {i} not written without an error"
                 )
@@ -102,10 +109,10 @@ class Writer:
             try:
                 await sink.write(row)
             except Exception as exc:
-                stats["failed"] += 1
+                stats.failed += 1
                 outcome.fail(i, Failure(DLQStage.SINK_WRITE, sink.sink_name, exc, origin, row, is_sink=True))
             else:
-                stats["written"] += 1
+                stats.written += 1
                 outcome.mark_written(i)
 
 
