@@ -17,8 +17,13 @@ from typing import Any, Protocol, runtime_checkable
 
 from agora.records import Checkpoint, DLQRecord, WriteResult
 
-__all__ = ["CHECKPOINT_STORE_METHODS", "DLQ_SINK_METHODS", "CheckpointStoreProtocol",
-           "DLQSink", "ProcessStage"]
+__all__ = [
+    "CHECKPOINT_STORE_METHODS",
+    "CheckpointStoreProtocol",
+    "DLQSink",
+    "DLQ_SINK_METHODS",
+    "ProcessStage",
+]
 
 
 @runtime_checkable
