@@ -249,8 +249,8 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message} (see: {self.prog} --help)")
 
 
-def _common_options() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+def _common_options() -> _Parser:
+    common = _Parser(add_help=False)
     common.add_argument("--json", action="store_true",
                         help="print exactly one JSON document on stdout (failures included); "
                              "human text goes to stderr")

@@ -4,6 +4,7 @@ counts and ``Failure`` entries for the committer."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,9 +49,10 @@ class Writer:
         else:
             for sp in self.sink_plans:
                 if sp.selected is DataPlane.ARROW_BATCHES:
-                    results = await _call(sp, "write_arrow_batch", unit.batch, n)
+                    results = await _call(sp, "write_arrow_batch", sp.sink.write_arrow_batch,
+                                          unit.batch, n)
                 elif sp.selected is DataPlane.PYTHON_BATCHES:
-                    results = await _call(sp, "write_batch", payload.rows(), n)
+                    results = await _call(sp, "write_batch", sp.sink.write_batch, payload.rows(), n)
                 else:
                     results = await _write_rows(sp, payload.rows())
                 if results is not None:
@@ -190,9 +192,11 @@ class _Outcome:
         return sum(1 for i in self.failed if not self.is_written(i))
 
 
-async def _call(sp: SinkPlan, method: str, payload: Any, n: int) -> list[WriteResult] | Exception | None:
+async def _call(sp: SinkPlan, method: str,
+                write: Callable[[Any], Awaitable[list[WriteResult] | None]], payload: Any,
+                n: int) -> list[WriteResult] | Exception | None:
     try:
-        results = await getattr(sp.sink, method)(payload)
+        results = await write(payload)
     except Exception as exc:
         return exc
     if results is None:
