@@ -40,6 +40,7 @@ from agora.runtime.delivery import Committer, RunStop
 from agora.runtime.interrupt import StopFlag, handle_signals
 from agora.runtime.lifecycle import Lifecycle
 from agora.runtime.plan import Lane, Plan, WriterTarget
+from agora.runtime.progress import PROGRESS_INTERVAL_S, Progress
 from agora.runtime.stages import Stage
 from agora.runtime.report import summarise
 from agora.runtime.resources import ResourceSampler
@@ -53,8 +54,6 @@ __all__ = ["Progress", "run_pipeline"]
 
 log = logging.getLogger("agora.engine")
 
-#: How often the progress callback fires. A display refresh, not a tunable of the run.
-PROGRESS_INTERVAL_S = 0.5
 #: How often the pump hands the event loop a turn when nothing it awaits suspends (all
 #: in-process, synchronous work). Cancellation of ``run()`` and other tasks are served at
 #: least this often; each turn costs microseconds, so 50 ms is far below 1% overhead.
@@ -63,21 +62,6 @@ YIELD_INTERVAL_S = 0.05
 
 class _Abandoned(Exception):
     """Internal: an in-flight unit was given up after a stop request."""
-
-
-class Progress:
-    """Live counters handed to a progress callback (the CLI's display)."""
-
-    __slots__ = ("consumed", "written", "dropped", "errored", "started", "done")
-
-    def __init__(self) -> None:
-        self.consumed = self.written = self.dropped = self.errored = 0
-        self.started = time.perf_counter()
-        self.done = False
-
-    @property
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.started
 
 
 class _Run:
