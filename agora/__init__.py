@@ -7,15 +7,24 @@ Module map (imports point down; nothing below ``runtime`` imports it):
 
     pipeline.py      Pipeline / BoundPipeline: the builder users touch
     runtime/         plan.py (planning + explain), engine.py (lanes, ordered commit),
-                     delivery.py (DLQ routing, policies, handled-prefix checkpoints),
-                     writer.py (sink planes, fan-out, router), stages.py, units.py,
-                     summary.py (run summary, psutil sampling)
+                     lifecycle.py (start/stop order), delivery.py (DLQ routing, policies,
+                     handled-prefix checkpoints), writer.py (sink planes, fan-out, router),
+                     stages.py, units.py, summary.py + report.py (run summary),
+                     resources.py (psutil), replay.py, interrupt.py
     process/         process-isolated batch middleware: pool generations, transport
     sources/ sinks/  built-in components and their contracts (base.py)
-    middleware/      middleware contracts and Map/Filter built-ins
+    middleware/      middleware contracts (incl. the Arrow filter hook), Map/Filter built-ins
     stores/          checkpoint stores and DLQ sinks
+    protocols.py     the seams the engine drives: checkpoint store, DLQ sink, process stage
     planes.py config.py records.py errors.py   shared vocabulary
     cli.py           the ``agora`` command
+
+Public surface: every name in ``agora.__all__``, and these submodules with their own
+``__all__`` — ``agora.errors``, ``agora.protocols``, ``agora.sources``, ``agora.sinks``,
+``agora.middleware``, ``agora.stores``, ``agora.process``. Everything else (``runtime``,
+``cli``, ``console``, ``targets``, ``demo``, ``config``, ``records``, ``planes``,
+``pipeline`` as modules, and any ``_``-prefixed name) is internal and may change without
+notice: import what it defines from ``agora``.
 """
 
 from __future__ import annotations
@@ -29,23 +38,49 @@ from agora.config import (
     FailurePolicy,
     SinkFailurePolicy,
 )
-from agora.errors import AgoraError, CheckpointError, PipelineError, ProcessBatchError
+from agora.errors import (
+    AgoraError,
+    CheckpointError,
+    ContractError,
+    DLQError,
+    InternalError,
+    LifecycleError,
+    PipelineError,
+    ProcessBatchError,
+    ProcessPoolBrokenError,
+    SourceRecordError,
+    WorkerStartupError,
+)
 from agora.middleware import (
     ArrowBatchMiddleware,
     ArrowFilterMiddleware,
     ArrowMapMiddleware,
+    ArrowRowFilter,
     BatchFilterMiddleware,
     BatchMapMiddleware,
     BatchMiddleware,
     FilterMiddleware,
     MapMiddleware,
     Middleware,
+    MiddlewareContext,
+    MiddlewareKind,
 )
 from agora.pipeline import BoundPipeline, Pipeline
 from agora.planes import DataPlane, SinkCapabilities, SinkDataPlaneSpec, SourceDataPlaneSpec
-from agora.records import Checkpoint, DLQRecord, WriteResult
-from agora.runtime.plan import PipelineExplain
-from agora.runtime.summary import PipelineRunSummary
+from agora.protocols import CheckpointStoreProtocol, DLQSink, ProcessStage
+from agora.records import Checkpoint, DLQRecord, DLQStage, MalformedRecord, WriteResult
+from agora.runtime.plan import Lane, PipelineExplain, WriterKind
+from agora.runtime.summary import (
+    CheckpointFigures,
+    DLQFigures,
+    Interruption,
+    LaneFigures,
+    Outcome,
+    PipelineRunSummary,
+    ProcessPoolFigures,
+    ResourceFigures,
+    SinkCounts,
+)
 from agora.sinks import (
     BaseSink,
     CsvSink,
@@ -74,6 +109,7 @@ from agora.stores import (
     JsonLinesDLQSink,
     SQLiteCheckpointStore,
     SQLiteDLQSink,
+    read_dlq,
 )
 
 __version__ = "0.3.0"
@@ -100,6 +136,7 @@ def __getattr__(name: str) -> Any:
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
 
+
 __all__ = [
     "AgoraError",
     "ArrowBatchMiddleware",
@@ -109,6 +146,7 @@ __all__ = [
     "ArrowJsonLinesSource",
     "ArrowMapMiddleware",
     "ArrowProcessBatchMiddleware",
+    "ArrowRowFilter",
     "BaseSink",
     "BaseSource",
     "BatchFilterMiddleware",
@@ -118,25 +156,41 @@ __all__ = [
     "Checkpoint",
     "CheckpointError",
     "CheckpointFailurePolicy",
+    "CheckpointFigures",
     "CheckpointStore",
+    "CheckpointStoreProtocol",
+    "ContractError",
     "CsvSink",
     "CsvSource",
+    "DLQError",
     "DLQFailurePolicy",
+    "DLQFigures",
     "DLQRecord",
+    "DLQSink",
+    "DLQStage",
     "DataPlane",
     "DeliveryConfig",
     "FailurePolicy",
     "FilterMiddleware",
     "InMemoryCheckpointStore",
+    "InternalError",
+    "Interruption",
     "IterableBatchSource",
     "IterableSource",
     "JsonLinesDLQSink",
     "JsonLinesSink",
     "JsonLinesSource",
+    "Lane",
+    "LaneFigures",
+    "LifecycleError",
+    "MalformedRecord",
     "MapMiddleware",
     "MemorySink",
     "Middleware",
+    "MiddlewareContext",
+    "MiddlewareKind",
     "NullSink",
+    "Outcome",
     "ParquetSink",
     "ParquetSource",
     "Pipeline",
@@ -145,15 +199,24 @@ __all__ = [
     "PipelineRunSummary",
     "ProcessBatchError",
     "ProcessBatchMiddleware",
+    "ProcessPoolBrokenError",
+    "ProcessPoolFigures",
+    "ProcessStage",
+    "ResourceFigures",
     "SQLiteCheckpointStore",
     "SQLiteDLQSink",
     "SinkCapabilities",
+    "SinkCounts",
     "SinkDataPlaneSpec",
     "SinkFailurePolicy",
     "SinkFanOut",
     "SinkRouter",
     "SourceDataPlaneSpec",
+    "SourceRecordError",
     "StdoutSink",
+    "WorkerStartupError",
     "WriteResult",
+    "WriterKind",
     "__version__",
+    "read_dlq",
 ]

@@ -27,12 +27,13 @@ from agora.console import (
     ProgressLine,
     UsageError,
 )
+from agora.records import DLQStage
 from agora.targets import load_target
 
 __all__ = ["ProgressLine", "load_target", "main"]
 
 #: The ``stage`` values of dead-letter records (``agora dlq list --stage``).
-DLQ_STAGES = ("source_record", "middleware", "batch_middleware", "sink_write")
+DLQ_STAGES = tuple(stage.value for stage in DLQStage)
 
 
 def _run_bound(bound: Any, max_records: int | None, out: Console | bool) -> int:
@@ -47,8 +48,8 @@ def _run_bound(bound: Any, max_records: int | None, out: Console | bool) -> int:
         summary = asyncio.run(bound.run(max_records, progress=progress))
     except (KeyboardInterrupt, asyncio.CancelledError) as exc:
         partial = bound.last_summary
-        stop = (partial.runtime.get("interruption") or {}) if partial is not None else {}
-        how = f"by {stop['reason']}" if stop.get("reason") else ""
+        stop = partial.interruption if partial is not None else None
+        how = f"by {stop.reason}" if stop is not None and stop.reason else ""
         return out.fail(
             f"interrupted {how}; the checkpoint covers every record handled before the stop — "
             f"run again to resume".replace("  ", " "),
@@ -248,8 +249,8 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message} (see: {self.prog} --help)")
 
 
-def _common_options() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+def _common_options() -> _Parser:
+    common = _Parser(add_help=False)
     common.add_argument("--json", action="store_true",
                         help="print exactly one JSON document on stdout (failures included); "
                              "human text goes to stderr")

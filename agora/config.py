@@ -1,14 +1,20 @@
-"""Delivery configuration and its policies (SPEC §7)."""
+"""Delivery configuration and its policies (contract §7), checked when it is built."""
 
 from __future__ import annotations
 
+import inspect
+import os
 from collections.abc import Callable
-from dataclasses import InitVar, dataclass
+from dataclasses import InitVar, dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from agora.records import DLQRecord
+from agora.protocols import (
+    CHECKPOINT_STORE_METHODS,
+    DLQ_SINK_METHODS,
+    CheckpointStoreProtocol,
+    DLQSink,
+)
+from agora.records import Checkpoint, DLQRecord
 
 __all__ = [
     "CheckpointFailurePolicy",
@@ -43,13 +49,21 @@ class CheckpointFailurePolicy(StrEnum):
     LOG_AND_CONTINUE = "log_and_continue"
 
 
-_UNSET: Any = object()
-
-
 @dataclass(frozen=True, kw_only=True)
 class DeliveryConfig:
-    """How a run delivers, dead-letters and checkpoints. All fields keyword-only.
+    """How a run delivers, dead-letters and checkpoints. All fields keyword-only; every
+    field is checked here, so a mistake fails at construction with a ``TypeError`` /
+    ``ValueError`` naming the field, never later inside a run.
 
+    * ``dlq``: a DLQ sink (:class:`~agora.protocols.DLQSink`: ``SQLiteDLQSink(path)``,
+      ``JsonLinesDLQSink(path)``, ``MemorySink()``, or any object with async ``open``,
+      ``write_batch``, ``flush`` and ``close``) or None.
+    * ``checkpoint``: a checkpoint store (a :class:`~agora.CheckpointStore`, or any
+      object with the synchronous methods of
+      :class:`~agora.protocols.CheckpointStoreProtocol`) or None. An object with only
+      ``load`` and ``save`` is accepted too; it gets no-op ``claim``/``release`` (it
+      cannot fence concurrent runs) — see :attr:`checkpoint_store`. A store with
+      ``async`` methods is refused: the engine calls stores synchronously.
     * ``checkpoint_every``: handled records between checkpoint saves (a save also happens
       at the clean end of the stream). Trade-off: smaller means fewer duplicates after a
       crash, larger means fewer durable commits.
@@ -63,9 +77,9 @@ class DeliveryConfig:
       (mask or drop sensitive fields); if it raises, the DLQ write counts as failed.
     """
 
-    dlq: Any = None
+    dlq: DLQSink | None = None
     dlq_failure_policy: DLQFailurePolicy = DLQFailurePolicy.LOG_ONLY
-    checkpoint: Any = None
+    checkpoint: CheckpointStoreProtocol | LoadSaveStore | None = None
     checkpoint_key: str | None = None
     checkpoint_every: int = 1000
     checkpoint_failure_policy: CheckpointFailurePolicy = CheckpointFailurePolicy.FAIL_CLOSED
@@ -74,6 +88,8 @@ class DeliveryConfig:
     max_buffer_size: int = 1_000_000
     dlq_redactor: Callable[[DLQRecord], DLQRecord] | None = None
     sink_failure_policy: InitVar[FailurePolicy | str | None] = None
+    _store: CheckpointStoreProtocol | None = field(
+        default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self, sink_failure_policy: FailurePolicy | str | None) -> None:
         if sink_failure_policy is not None:
@@ -102,12 +118,137 @@ class DeliveryConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"DeliveryConfig.{name} must be an integer >= 1; got {value!r}")
-        if self.dlq_redactor is not None and not callable(self.dlq_redactor):
-            raise TypeError("DeliveryConfig.dlq_redactor must be callable: fn(DLQRecord) -> DLQRecord")
-        if self.checkpoint is not None and not all(
-            hasattr(self.checkpoint, m) for m in ("load", "save")
+        if self.checkpoint_key is not None and (
+            not isinstance(self.checkpoint_key, str) or not self.checkpoint_key
         ):
             raise TypeError(
-                "DeliveryConfig.checkpoint must be a CheckpointStore (with load() and save()); "
-                f"got {type(self.checkpoint).__name__}"
+                f"DeliveryConfig.checkpoint_key must be a non-empty string or None (None: the "
+                f"pipeline id); got {_describe(self.checkpoint_key)}"
             )
+        if self.dlq_redactor is not None and not callable(self.dlq_redactor):
+            raise TypeError(
+                f"DeliveryConfig.dlq_redactor must be callable: fn(DLQRecord) -> DLQRecord; "
+                f"got {_describe(self.dlq_redactor)}"
+            )
+        if self.dlq is not None:
+            _check_dlq(self.dlq)
+        if self.checkpoint is not None:
+            object.__setattr__(self, "_store", _checkpoint_store(self.checkpoint))
+
+    @property
+    def checkpoint_store(self) -> CheckpointStoreProtocol | None:
+        """The store the engine drives: ``checkpoint`` itself, or — for an object with
+        only ``load`` and ``save`` — an adapter that forwards those and adds no-op
+        ``open``/``claim``/``release``/``close`` (forwarding ``open``/``close`` if the
+        object has them)."""
+        return self._store
+
+
+def _describe(value: object) -> str:
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{type(value).__name__} {text}"
+
+
+def _path_hint(value: object, suggestion: Callable[[str], str], otherwise: str) -> str:
+    """``— did you mean …?`` for a path given where a component belongs."""
+    if isinstance(value, (str, os.PathLike)):
+        return f" — did you mean {suggestion(str(os.fspath(value)))}?"
+    return f" — {otherwise}"
+
+
+def _dlq_suggestion(path: str) -> str:
+    kind = "JsonLinesDLQSink" if path.endswith((".jsonl", ".json", ".ndjson")) else "SQLiteDLQSink"
+    return f"{kind}({path!r})"
+
+
+_DLQ_FIX = ("pass SQLiteDLQSink(path), JsonLinesDLQSink(path) or MemorySink(), or subclass "
+            "agora.BaseSink")
+
+
+def _check_dlq(dlq: object) -> None:
+    """Refuse a ``dlq`` the engine could not drive, naming what is missing."""
+    missing = [m for m in DLQ_SINK_METHODS if not callable(getattr(dlq, m, None))]
+    if missing or not isinstance(dlq, DLQSink):
+        what = f" (it has no {', '.join(missing)})" if missing and len(missing) < 4 else ""
+        raise TypeError(
+            f"DeliveryConfig.dlq must be a DLQ sink such as SQLiteDLQSink(path); got "
+            f"{_describe(dlq)}{what}"
+            f"{_path_hint(dlq, _dlq_suggestion, _DLQ_FIX)}"
+        )
+    sync = [m for m in DLQ_SINK_METHODS if not inspect.iscoroutinefunction(getattr(dlq, m))]
+    if sync:
+        raise TypeError(
+            f"DeliveryConfig.dlq must be a DLQ sink whose open/write_batch/flush/close are "
+            f"coroutines (async def); {type(dlq).__name__}.{sync[0]} is not — subclass "
+            f"agora.BaseSink or make it async"
+        )
+
+
+def _checkpoint_store(store: object) -> CheckpointStoreProtocol:
+    """The store the engine will call: checked, and adapted if it has only load/save."""
+    present = [m for m in CHECKPOINT_STORE_METHODS if callable(getattr(store, m, None))]
+    if "load" not in present or "save" not in present:
+        hint = _path_hint(store, lambda p: f"SQLiteCheckpointStore({p!r})",
+                          "subclass agora.CheckpointStore for a store of your own")
+        raise TypeError(
+            f"DeliveryConfig.checkpoint must be a checkpoint store such as "
+            f"SQLiteCheckpointStore(path) or InMemoryCheckpointStore() (a CheckpointStore, "
+            f"with load() and save()); got {_describe(store)}{hint}"
+        )
+    for name in present:
+        if inspect.iscoroutinefunction(getattr(store, name)):
+            raise TypeError(
+                f"DeliveryConfig.checkpoint: {type(store).__name__}.{name} is a coroutine "
+                f"function, but checkpoint store methods must be synchronous (the engine "
+                f"calls them directly; each is one short local operation) — make {name}() "
+                f"a plain method"
+            )
+    if isinstance(store, CheckpointStoreProtocol):
+        return store
+    return LoadSaveStoreAdapter(store)  # type: ignore[arg-type]
+
+
+class LoadSaveStore:
+    """Type of a minimal store: anything with synchronous ``load`` and ``save``."""
+
+    def load(self, key: str) -> Checkpoint | None:
+        raise NotImplementedError
+
+    def save(self, key: str, checkpoint: Checkpoint) -> None:
+        raise NotImplementedError
+
+
+class LoadSaveStoreAdapter:
+    """Drives a store that has only ``load`` and ``save`` (and maybe ``open``/``close``)
+    through the full protocol. Its ``claim``/``release`` do nothing: such a store cannot
+    refuse a second run on the same key — subclass ``CheckpointStore`` for that."""
+
+    def __init__(self, inner: LoadSaveStore) -> None:
+        self.inner = inner
+        # Resolved once here so the engine never looks attributes up by name.
+        opener = getattr(inner, "open", None)
+        closer = getattr(inner, "close", None)
+        self._open: Callable[[], object] | None = opener if callable(opener) else None
+        self._close: Callable[[], object] | None = closer if callable(closer) else None
+
+    def open(self) -> None:
+        if self._open is not None:
+            self._open()
+
+    def claim(self, key: str) -> None:
+        """No fencing: the wrapped store has no ``claim``."""
+
+    def load(self, key: str) -> Checkpoint | None:
+        return self.inner.load(key)
+
+    def save(self, key: str, checkpoint: Checkpoint) -> None:
+        self.inner.save(key, checkpoint)
+
+    def release(self, key: str) -> None:
+        """Nothing to release (see ``claim``)."""
+
+    def close(self) -> None:
+        if self._close is not None:
+            self._close()

@@ -8,23 +8,31 @@
     │   └── ProcessPoolBrokenError  the worker pool gave up (terminal: the run stops)
     ├── WorkerStartupError          the first worker generation could not start
     ├── CheckpointError             a checkpoint is unreadable, corrupt, foreign or unsavable
+    ├── DLQError                    a DLQ file cannot be opened, or read back, as Agora wrote it
     ├── LifecycleError              a component was used outside its open…close window
     ├── SourceRecordError           malformed input at a named file/line (fail-closed sources)
     ├── ContractError               a component broke its contract at run time (wrong result count…)
     └── InternalError               a bug in Agora itself ("please report it")
 
+Build-time mistakes are ``PipelineError``; run-time failures are ``ProcessBatchError``,
+``WorkerStartupError``, ``CheckpointError``, ``DLQError``, ``SourceRecordError`` and
+``ContractError``; misuse is ``LifecycleError``; bugs in Agora are ``InternalError``.
 ``run()`` re-raises the *original* exception of a failure (the sink's ``OSError``, the
-worker's ``ProcessBatchError``); these classes wrap nothing silently. Only the first four
-are part of the public facade; the others are still ``AgoraError`` subclasses so a single
-``except AgoraError`` catches every Agora-raised error.
+worker's ``ProcessBatchError``); these classes wrap nothing silently. Every class here is
+exported from ``agora``, so a single ``except agora.AgoraError`` catches every
+Agora-raised error. Invalid arguments to a constructor (``DeliveryConfig(dlq="dlq.db")``)
+raise the built-in ``TypeError`` / ``ValueError``, naming the argument and the fix.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 __all__ = [
     "AgoraError",
     "CheckpointError",
     "ContractError",
+    "DLQError",
     "InternalError",
     "LifecycleError",
     "PipelineError",
@@ -88,7 +96,8 @@ class ProcessBatchError(AgoraError):
             f"(pool generation {generation}): {cause}"
         )
 
-    def __reduce__(self):  # keep every field across pickling (DLQ, worker boundaries)
+    def __reduce__(self) -> tuple[Callable[..., ProcessBatchError], tuple[object, ...]]:
+        # keep every field across pickling (DLQ, worker boundaries)
         return (
             _rebuild_process_batch_error,
             (
@@ -129,7 +138,8 @@ class ProcessPoolBrokenError(ProcessBatchError):
 
     terminal = True
 
-    def __reduce__(self):  # keep the subclass across pickling
+    def __reduce__(self) -> tuple[Callable[..., ProcessBatchError], tuple[object, ...]]:
+        # keep the subclass across pickling
         return (
             _rebuild_broken,
             (self.cause, self.middleware_name, self.batch_index, self.generation),
@@ -154,6 +164,11 @@ class CheckpointError(AgoraError):
     """
 
 
+class DLQError(AgoraError):
+    """A DLQ file cannot be opened, or read back, as Agora wrote it (missing, foreign,
+    damaged, or owned by someone else). The message names the file and what to do."""
+
+
 class LifecycleError(AgoraError, RuntimeError):
     """A component was used outside its lifecycle, e.g. writing to a closed sink."""
 
@@ -175,7 +190,7 @@ class SourceRecordError(AgoraError, ValueError):
                         "to dead-letter such lines")
         super().__init__(message)
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Callable[..., SourceRecordError], tuple[object, ...]]:
         return (_rebuild_source_record_error, (self.source_name, self.location, self.reason))
 
 

@@ -8,13 +8,17 @@ import hashlib
 import os
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from agora.config import DeliveryConfig
 from agora.errors import PipelineError
-from agora.middleware.base import ArrowBatchMiddleware, BatchMiddleware, Middleware
+from agora.middleware.base import (
+    AnyMiddleware,
+    ArrowBatchMiddleware,
+    BatchMiddleware,
+    Middleware,
+)
 from agora.runtime.engine import Progress, run_pipeline
-from agora.runtime.plan import Plan, PipelineExplain, make_plan
+from agora.runtime.plan import PipelineExplain, Plan, WriterTarget, make_plan
 from agora.runtime.replay import ReplayReport, run_replay
 from agora.runtime.summary import PipelineRunSummary
 from agora.sinks.base import BaseSink
@@ -37,7 +41,7 @@ class Pipeline:
     """
 
     def __init__(self, source: BaseSource, id: str | None = None, *,
-                 _middleware: tuple[Any, ...] = ()) -> None:
+                 _middleware: tuple[AnyMiddleware, ...] = ()) -> None:
         if not isinstance(source, BaseSource):
             raise PipelineError(
                 f"Pipeline needs a BaseSource; got {type(source).__name__} — wrap plain "
@@ -49,10 +53,10 @@ class Pipeline:
         self.id = id
         self.middleware = _middleware
 
-    def pipe(self, *middleware: Any) -> Pipeline:
+    def pipe(self, *middleware: AnyMiddleware) -> Pipeline:
         """Return a new pipeline with ``middleware`` appended to the chain."""
         for mw in middleware:
-            if not isinstance(mw, _MIDDLEWARE_TYPES):
+            if not isinstance(mw, _MIDDLEWARE_TYPES):  # the type checker cannot see every caller
                 raise PipelineError(
                     f"pipe() needs Middleware, BatchMiddleware or ArrowBatchMiddleware "
                     f"instances; got {type(mw).__name__} — wrap a function in "
@@ -60,7 +64,8 @@ class Pipeline:
                 )
         return Pipeline(self.source, self.id, _middleware=self.middleware + tuple(middleware))
 
-    def build(self, sink: BaseSink, *, delivery: DeliveryConfig | None = None) -> BoundPipeline:
+    def build(self, sink: WriterTarget, *,
+              delivery: DeliveryConfig | None = None) -> BoundPipeline:
         if isinstance(sink, (SinkFanOut, SinkRouter)):
             return BoundPipeline(self, sink, delivery)
         if not isinstance(sink, BaseSink):
@@ -82,7 +87,8 @@ class BoundPipeline:
     """A pipeline with its writer and delivery config. ``run()`` may be called repeatedly
     (one run at a time); with a checkpoint store, each run resumes where the last stopped."""
 
-    def __init__(self, pipeline: Pipeline, writer: Any, delivery: DeliveryConfig | None) -> None:
+    def __init__(self, pipeline: Pipeline, writer: WriterTarget,
+                 delivery: DeliveryConfig | None) -> None:
         if delivery is not None and not isinstance(delivery, DeliveryConfig):
             raise PipelineError(f"delivery must be a DeliveryConfig; got {type(delivery).__name__}")
         self.pipeline = pipeline
@@ -96,7 +102,7 @@ class BoundPipeline:
         return self.pipeline.source
 
     @property
-    def middleware(self) -> list[Any]:
+    def middleware(self) -> list[AnyMiddleware]:
         return list(self.pipeline.middleware)
 
     @property
@@ -206,17 +212,18 @@ class BoundPipeline:
             asyncio.get_running_loop()
         except RuntimeError:
             return asyncio.run(self.run(max_records, progress=progress))
-        box: dict[str, Any] = {}
+        results: list[PipelineRunSummary] = []
+        errors: list[BaseException] = []
 
         def target() -> None:
             try:
-                box["result"] = asyncio.run(self.run(max_records, progress=progress))
+                results.append(asyncio.run(self.run(max_records, progress=progress)))
             except BaseException as exc:  # re-raised in the caller's thread
-                box["error"] = exc
+                errors.append(exc)
 
         thread = threading.Thread(target=target, name="agora-run-sync")
         thread.start()
         thread.join()
-        if "error" in box:
-            raise box["error"]
-        return box["result"]
+        if errors:
+            raise errors[0]
+        return results[0]

@@ -9,12 +9,14 @@ import decimal
 import json
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
+from enum import StrEnum
 from typing import Any
 
 __all__ = [
     "DEFAULT_MAX_VALUE_SIZE",
     "Checkpoint",
     "DLQRecord",
+    "DLQStage",
     "DLQ_STAGES",
     "MalformedRecord",
     "WriteResult",
@@ -64,7 +66,17 @@ class Checkpoint:
         return asdict(self)
 
 
-DLQ_STAGES = ("source_record", "middleware", "batch_middleware", "sink_write")
+class DLQStage(StrEnum):
+    """Where a dead-lettered record failed (``DLQRecord.stage``; stored as its string)."""
+
+    SOURCE_RECORD = "source_record"  # the source emitted a malformed-record marker
+    MIDDLEWARE = "middleware"  # a per-record middleware raised
+    BATCH_MIDDLEWARE = "batch_middleware"  # a batch (or process-isolated) middleware failed
+    SINK_WRITE = "sink_write"  # a sink rejected the record
+
+
+#: The stage strings, in pipeline order (kept for code written against 0.3).
+DLQ_STAGES: tuple[str, ...] = tuple(stage.value for stage in DLQStage)
 
 # Cap on one string (characters) or bytes value (bytes) inside a DLQ record, and on its
 # error message. Large enough for any real field; small enough that a pathological value
@@ -89,7 +101,7 @@ class DLQRecord:
 
     pipeline_id: str
     run_id: str
-    stage: str
+    stage: DLQStage
     error_type: str
     error_message: str
     source: str
@@ -105,8 +117,15 @@ class DLQRecord:
     truncated: bool = False
 
     def __post_init__(self) -> None:
-        if self.stage not in DLQ_STAGES:
-            raise ValueError(f"DLQRecord.stage must be one of {DLQ_STAGES}; got {self.stage!r}")
+        # A plain string is accepted (records read back from a file carry one) and stored
+        # as the enum member; str() and JSON give the same string either way.
+        try:
+            stage = DLQStage(self.stage)
+        except ValueError:
+            raise ValueError(
+                f"DLQRecord.stage must be one of {DLQ_STAGES}; got {self.stage!r}"
+            ) from None
+        object.__setattr__(self, "stage", stage)
 
     @classmethod
     def from_exception(cls, exc: BaseException, **fields: Any) -> DLQRecord:
@@ -182,8 +201,9 @@ def dumps_json(value: Any) -> str:
 
 
 def safe_text(value: Any) -> str:
-    """``str(value)`` that never raises (a failing ``__str__`` is described instead)."""
-    if isinstance(value, str):
+    """``str(value)`` that never raises (a failing ``__str__`` is described instead).
+    Always a plain ``str`` (a ``StrEnum`` member becomes its value)."""
+    if type(value) is str:
         return value
     try:
         text = str(value)

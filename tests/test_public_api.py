@@ -1,4 +1,4 @@
-"""The public facade is exactly what SPEC §1 names."""
+"""The public facade is exactly what contract §1 names, and the module boundary holds."""
 
 from __future__ import annotations
 
@@ -7,16 +7,23 @@ import agora
 EXPECTED = {
     "AgoraError", "ArrowBatchMiddleware", "ArrowBatchSource", "ArrowCsvSource",
     "ArrowFilterMiddleware", "ArrowJsonLinesSource", "ArrowMapMiddleware",
-    "ArrowProcessBatchMiddleware", "BaseSink", "BaseSource", "BatchFilterMiddleware",
-    "BatchMapMiddleware", "BatchMiddleware", "BoundPipeline", "Checkpoint", "CheckpointError",
-    "CheckpointFailurePolicy", "CheckpointStore", "CsvSink", "CsvSource", "DLQFailurePolicy",
-    "DLQRecord", "DataPlane", "DeliveryConfig", "FailurePolicy", "FilterMiddleware",
-    "InMemoryCheckpointStore", "IterableBatchSource", "IterableSource", "JsonLinesDLQSink",
-    "JsonLinesSink", "JsonLinesSource", "MapMiddleware", "MemorySink", "Middleware", "NullSink",
-    "ParquetSink", "ParquetSource", "Pipeline", "PipelineError", "PipelineExplain",
-    "PipelineRunSummary", "ProcessBatchError", "ProcessBatchMiddleware", "SQLiteCheckpointStore",
-    "SQLiteDLQSink", "SinkCapabilities", "SinkDataPlaneSpec", "SinkFailurePolicy", "SinkFanOut",
-    "SinkRouter", "SourceDataPlaneSpec", "StdoutSink", "WriteResult", "__version__",
+    "ArrowProcessBatchMiddleware", "ArrowRowFilter", "BaseSink", "BaseSource",
+    "BatchFilterMiddleware", "BatchMapMiddleware", "BatchMiddleware", "BoundPipeline",
+    "Checkpoint", "CheckpointError", "CheckpointFailurePolicy", "CheckpointFigures",
+    "CheckpointStore", "CheckpointStoreProtocol", "ContractError", "CsvSink", "CsvSource",
+    "DLQError", "DLQFailurePolicy", "DLQFigures", "DLQRecord", "DLQSink", "DLQStage",
+    "DataPlane", "DeliveryConfig", "FailurePolicy", "FilterMiddleware",
+    "InMemoryCheckpointStore", "InternalError", "Interruption", "IterableBatchSource",
+    "IterableSource", "JsonLinesDLQSink", "JsonLinesSink", "JsonLinesSource", "Lane",
+    "LaneFigures", "LifecycleError", "MalformedRecord", "MapMiddleware", "MemorySink",
+    "Middleware", "MiddlewareContext", "MiddlewareKind", "NullSink", "Outcome", "ParquetSink",
+    "ParquetSource", "Pipeline", "PipelineError", "PipelineExplain", "PipelineRunSummary",
+    "ProcessBatchError", "ProcessBatchMiddleware", "ProcessPoolBrokenError",
+    "ProcessPoolFigures", "ProcessStage", "ResourceFigures", "SQLiteCheckpointStore",
+    "SQLiteDLQSink", "SinkCapabilities", "SinkCounts", "SinkDataPlaneSpec",
+    "SinkFailurePolicy", "SinkFanOut", "SinkRouter", "SourceDataPlaneSpec",
+    "SourceRecordError", "StdoutSink", "WorkerStartupError", "WriteResult", "WriterKind",
+    "__version__", "read_dlq",
 }
 
 
@@ -46,6 +53,59 @@ def test_policy_enums_are_str_enums_with_spec_values():
 def test_error_hierarchy():
     for err in (agora.PipelineError, agora.ProcessBatchError, agora.CheckpointError):
         assert issubclass(err, agora.AgoraError)
+
+
+def test_every_error_class_is_in_the_tree_and_exported():
+    import inspect
+
+    import agora.errors as errors
+
+    defined = {name for name, obj in vars(errors).items()
+               if inspect.isclass(obj) and issubclass(obj, BaseException)
+               and obj.__module__ == "agora.errors"}
+    assert defined == set(errors.__all__)
+    for name in defined:
+        assert getattr(agora, name) is getattr(errors, name), name
+        assert issubclass(getattr(errors, name), agora.AgoraError), name
+        assert name in errors.__doc__, f"{name} is missing from the tree drawn in the docstring"
+    assert issubclass(agora.ProcessPoolBrokenError, agora.ProcessBatchError)
+
+
+def test_dlq_error_moved_into_the_tree_and_stays_importable_from_stores():
+    from agora.stores import DLQError
+    from agora.stores.dlq import DLQError as FromModule
+
+    assert DLQError is FromModule is agora.DLQError
+    assert issubclass(agora.DLQError, agora.AgoraError)
+
+
+PUBLIC_SUBMODULES = ("errors", "protocols", "sources", "sinks", "middleware", "stores",
+                     "process")
+
+
+def test_public_submodules_are_documented_and_pin_their_names():
+    import importlib
+
+    for name in PUBLIC_SUBMODULES:
+        assert f"agora.{name}" in agora.__doc__, name
+        module = importlib.import_module(f"agora.{name}")
+        assert list(module.__all__) == sorted(module.__all__), name
+        for attr in module.__all__:
+            assert getattr(module, attr) is not None, f"agora.{name}.{attr}"
+
+
+def test_state_and_key_enums_share_one_base():
+    from enum import StrEnum
+
+    from agora.process.handles import PoolState
+    from agora.sinks.base import SinkState
+    from agora.sources._builtin import SourceState
+
+    for enum in (PoolState, SinkState, SourceState, agora.DLQStage, agora.Lane,
+                 agora.WriterKind, agora.MiddlewareKind, agora.Outcome):
+        assert issubclass(enum, StrEnum), enum
+    assert [s.value for s in agora.DLQStage] == [
+        "source_record", "middleware", "batch_middleware", "sink_write"]
 
 
 def test_py_typed_ships():

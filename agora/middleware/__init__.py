@@ -1,10 +1,16 @@
 """Middleware contracts and built-ins."""
 
+from __future__ import annotations
+
+
 from agora.middleware.base import (
+    AnyMiddleware,
     ArrowBatchMiddleware,
+    ArrowRowFilter,
     BatchMiddleware,
     Middleware,
     MiddlewareContext,
+    MiddlewareKind,
 )
 from agora.middleware.builtins import (
     ArrowFilterMiddleware,
@@ -16,9 +22,11 @@ from agora.middleware.builtins import (
 )
 
 __all__ = [
+    "AnyMiddleware",
     "ArrowBatchMiddleware",
     "ArrowFilterMiddleware",
     "ArrowMapMiddleware",
+    "ArrowRowFilter",
     "BatchFilterMiddleware",
     "BatchMapMiddleware",
     "BatchMiddleware",
@@ -26,4 +34,5 @@ __all__ = [
     "MapMiddleware",
     "Middleware",
     "MiddlewareContext",
+    "MiddlewareKind",
 ]

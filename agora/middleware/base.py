@@ -3,18 +3,26 @@
 ``process`` / ``process_batch`` / ``process_arrow_batch`` may be plain functions or
 coroutines; the runtime awaits what they return when it is awaitable. ``on_start`` and
 ``on_stop`` hooks run in chain order / reverse chain order and may also be either.
+
+An Arrow middleware that only keeps or removes rows may also implement the
+:class:`ArrowRowFilter` hook (``arrow_filter_mask``): the runtime then applies the mask
+itself and knows which source rows survive, so dead letters of later stages carry the
+rows exactly as the source emitted them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from enum import StrEnum
+from typing import Any, ClassVar, Protocol, TypeAlias, runtime_checkable
 
 from agora.planes import DataPlane
 
 __all__ = [
+    "AnyMiddleware",
     "ArrowBatchMiddleware",
+    "ArrowRowFilter",
     "BatchMiddleware",
     "Middleware",
     "MiddlewareContext",
@@ -34,7 +42,9 @@ class MiddlewareContext:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
-class MiddlewareKind:
+class MiddlewareKind(StrEnum):
+    """What a middleware consumes: one record, a list of records, or an Arrow batch."""
+
     ROW = "row"
     BATCH = "batch"
     ARROW = "arrow"
@@ -44,7 +54,7 @@ class _MiddlewareBase:
     """Shared naming and hooks. ``name`` defaults to the class name."""
 
     name: str = ""
-    kind: ClassVar[str]
+    kind: ClassVar[MiddlewareKind]
     #: The plane this middleware consumes and produces.
     plane: ClassVar[DataPlane]
     #: True for middleware whose work runs in worker processes (batch-only).
@@ -97,3 +107,24 @@ class ArrowBatchMiddleware(_MiddlewareBase):
         raise NotImplementedError(
             f"middleware {self.name!r} does not implement process_arrow_batch()"
         )
+
+
+#: Any middleware ``Pipeline.pipe`` accepts.
+AnyMiddleware: TypeAlias = Middleware | BatchMiddleware | ArrowBatchMiddleware
+
+
+@runtime_checkable
+class ArrowRowFilter(Protocol):
+    """The Arrow filter hook: an ``ArrowBatchMiddleware`` that only keeps or removes
+    rows implements ``arrow_filter_mask(batch, ctx)`` and returns which rows to keep —
+    a boolean array-like with one entry per row (null drops the row) or a
+    ``pyarrow.compute.Expression``.
+
+    When a middleware has this method the runtime calls it *instead of*
+    ``process_arrow_batch`` and filters the batch itself. Because it then knows which
+    source rows survive, a record that fails later (in another middleware or a sink) is
+    dead-lettered with the row as the source emitted it, not as it looked when it
+    failed. ``ArrowFilterMiddleware`` implements it; so can any middleware of yours.
+    """
+
+    def arrow_filter_mask(self, batch: Any, ctx: MiddlewareContext, /) -> Any: ...

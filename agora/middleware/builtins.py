@@ -97,7 +97,8 @@ class ArrowFilterMiddleware(ArrowBatchMiddleware):
     """Keeps the rows where ``predicate(RecordBatch)`` is true.
 
     The predicate returns a boolean mask (array-like, one entry per row) or a
-    ``pyarrow.compute.Expression``; null mask entries drop the row.
+    ``pyarrow.compute.Expression``; null mask entries drop the row. It implements the
+    :class:`~agora.middleware.base.ArrowRowFilter` hook, like any filter of yours can.
     """
 
     def __init__(self, predicate: Callable[[Any], Any], *, name: str | None = None) -> None:
@@ -105,5 +106,8 @@ class ArrowFilterMiddleware(ArrowBatchMiddleware):
         self.predicate = predicate
         self.name = name or f"arrow_filter:{_fn_name(predicate)}"
 
+    def arrow_filter_mask(self, batch: Any, ctx: MiddlewareContext) -> Any:
+        return self.predicate(batch)
+
     def process_arrow_batch(self, batch: Any, ctx: MiddlewareContext) -> Any:
-        return batch.filter(self.predicate(batch))
+        return batch.filter(self.arrow_filter_mask(batch, ctx))

@@ -1,4 +1,4 @@
-"""The committer's rules (SPEC §7): offer each failure to the DLQ, apply the failure
+"""The committer's rules (contract §7): offer each failure to the DLQ, apply the failure
 policies, and advance the checkpoint only over the contiguous prefix of handled units —
 after the sink and DLQ writes it covers have been flushed."""
 
@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from agora.config import (
@@ -15,8 +16,10 @@ from agora.config import (
     FailurePolicy,
 )
 from agora.errors import AgoraError, CheckpointError, ContractError
-from agora.records import Checkpoint, DLQRecord, safe_text
+from agora.protocols import DLQSink
+from agora.records import Checkpoint, DLQRecord, DLQStage, safe_text
 from agora.runtime.units import Failure, Unit
+from agora.sinks.base import BaseSink
 
 __all__ = ["Committer", "RunStop"]
 
@@ -52,12 +55,12 @@ class Committer:
         run_id: str,
         source_name: str,
         checkpoint_key: str,
-        sinks: list[Any],
+        sinks: Sequence[BaseSink],
         checkpoint_supported: bool,
     ) -> None:
         self.config = config
         self.dlq = config.dlq
-        self.store = config.checkpoint
+        self.store = config.checkpoint_store
         self.pipeline_id = pipeline_id
         self.run_id = run_id
         self.source_name = source_name
@@ -88,11 +91,11 @@ class Committer:
 
     async def _handle_failures(self, unit: Unit, failures: list[Failure]) -> None:
         for f in failures:
-            if getattr(f.error, "terminal", False):
+            if isinstance(f.error, AgoraError) and f.error.terminal:
                 raise RunStop(f.error)  # the run cannot go on: never dead-letter these
         uncaptured: list[Failure] = list(failures)
         if self.dlq is not None:
-            uncaptured = await self._offer_to_dlq(unit, failures)
+            uncaptured = await self._offer_to_dlq(self.dlq, unit, failures)
         if not uncaptured:
             return
         if self.config.failure_policy is FailurePolicy.FAIL_CLOSED:
@@ -108,7 +111,8 @@ class Committer:
             len(uncaptured), type(first.error).__name__, first.stage, first.component, detail,
         )
 
-    async def _offer_to_dlq(self, unit: Unit, failures: list[Failure]) -> list[Failure]:
+    async def _offer_to_dlq(self, dlq: DLQSink, unit: Unit,
+                            failures: list[Failure]) -> list[Failure]:
         redactor = self.config.dlq_redactor
         records: list[DLQRecord] = []
         owners: list[Failure] = []
@@ -125,7 +129,7 @@ class Committer:
                     checkpoint=unit.checkpoint,
                     record=f.record,
                     processed_record=f.processed_record if f.is_sink else None,
-                    middleware=None if f.is_sink or f.stage == "source_record" else f.component,
+                    middleware=None if f.is_sink or f.stage is DLQStage.SOURCE_RECORD else f.component,
                     sink=f.component if f.is_sink else None,
                 )
                 if redactor is not None:
@@ -143,7 +147,7 @@ class Committer:
             owners.append(f)
         if records:
             try:
-                results = await self.dlq.write_batch(records)
+                results = await dlq.write_batch(records)
             except Exception as exc:
                 dlq_error = dlq_error or exc
                 uncaptured.extend(owners)
@@ -166,7 +170,7 @@ class Committer:
                 raise RunStop(err)
             log.error(
                 "DLQ %r failed to capture %d record(s) (dlq_failure_policy=log_only): %s%s",
-                getattr(self.dlq, "sink_name", "dlq"), len(uncaptured), type(err).__name__,
+                dlq.sink_name, len(uncaptured), type(err).__name__,
                 _value_free_detail(err),
             )
         return uncaptured

@@ -27,22 +27,24 @@ import collections
 import logging
 import time
 import uuid
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from agora.config import DeliveryConfig
 from agora.errors import SourceRecordError
-from agora.middleware.base import MiddlewareContext
+from agora.middleware.base import AnyMiddleware, MiddlewareContext
 from agora.planes import DataPlane
-from agora.records import MalformedRecord
+from agora.records import DLQStage, MalformedRecord
 from agora.runtime.delivery import Committer, RunStop
 from agora.runtime.interrupt import StopFlag, handle_signals
 from agora.runtime.lifecycle import Lifecycle
-from agora.runtime.plan import LANE_LINEAR, Plan
+from agora.runtime.plan import Lane, Plan, WriterTarget
+from agora.runtime.progress import PROGRESS_INTERVAL_S, Progress
 from agora.runtime.stages import Stage
 from agora.runtime.report import summarise
-from agora.runtime.summary import PipelineRunSummary, ResourceSampler
+from agora.runtime.resources import ResourceSampler
+from agora.runtime.summary import PipelineRunSummary
 from agora.runtime.units import Failure, Unit
 from agora.runtime.writer import Writer
 from agora.sinks.router import SinkRouter
@@ -52,8 +54,6 @@ __all__ = ["Progress", "run_pipeline"]
 
 log = logging.getLogger("agora.engine")
 
-#: How often the progress callback fires. A display refresh, not a tunable of the run.
-PROGRESS_INTERVAL_S = 0.5
 #: How often the pump hands the event loop a turn when nothing it awaits suspends (all
 #: in-process, synchronous work). Cancellation of ``run()`` and other tasks are served at
 #: least this often; each turn costs microseconds, so 50 ms is far below 1% overhead.
@@ -64,24 +64,10 @@ class _Abandoned(Exception):
     """Internal: an in-flight unit was given up after a stop request."""
 
 
-class Progress:
-    """Live counters handed to a progress callback (the CLI's display)."""
-
-    __slots__ = ("consumed", "written", "dropped", "errored", "started", "done")
-
-    def __init__(self) -> None:
-        self.consumed = self.written = self.dropped = self.errored = 0
-        self.started = time.perf_counter()
-        self.done = False
-
-    @property
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.started
-
-
 class _Run:
-    def __init__(self, *, pipeline_id: str, source: BaseSource, middleware: list[Any],
-                 writer: Any, plan: Plan, config: DeliveryConfig,
+    def __init__(self, *, pipeline_id: str, source: BaseSource,
+                 middleware: Sequence[AnyMiddleware], writer: WriterTarget, plan: Plan,
+                 config: DeliveryConfig,
                  progress: Callable[[Progress], None] | None,
                  stop: StopFlag | None = None, signals: bool = True) -> None:
         self.pipeline_id = pipeline_id
@@ -107,15 +93,19 @@ class _Run:
             MiddlewareContext(pipeline_id, self.run_id, mw.name, i)
             for i, mw in enumerate(middleware)
         ]
-        linear = plan.lane == LANE_LINEAR
+        linear = plan.lane is Lane.LINEAR
         self.stages = [Stage(mw, ctx, per_record_batches=linear, stop=self.stop)
                        for mw, ctx in zip(middleware, self.contexts, strict=True)]
-        proc = [i for i, st in enumerate(self.stages) if st.process_isolated]
+        proc = [i for i, st in enumerate(self.stages) if st.process is not None]
+        self.prefix: list[Stage]
+        self.middle: list[Stage]
+        self.suffix: list[Stage]
         if proc:
             self.prefix = self.stages[: proc[0]]
             self.middle = self.stages[proc[0] : proc[-1] + 1]
             self.suffix = self.stages[proc[-1] + 1 :]
-            self.window = min(self.middleware[i].max_in_flight_batches for i in proc)
+            self.window = min(st.process.max_in_flight_batches
+                              for st in self.stages if st.process is not None)
         else:
             self.prefix, self.middle, self.suffix, self.window = self.stages, [], [], 1
         self.writer = Writer(plan, self.router)
@@ -144,7 +134,8 @@ class _Run:
         self.stop.on_change(self._on_stop_request)
         # The handlers stay in place through shutdown, so a first or second signal there
         # cannot break a file close half-way.
-        guard = handle_signals(self.stop) if self.signals else nullcontext()
+        guard: AbstractContextManager[object] = (
+            handle_signals(self.stop) if self.signals else nullcontext())
         with ResourceSampler() as sampler, guard:
             try:
                 await self.lifecycle.start()
@@ -219,7 +210,7 @@ class _Run:
         flight (abandoning it once the stop says so). Returns normally after a stop,
         with ``left_early`` set, so the handled prefix is still checkpointed."""
         source = self.source
-        linear = self.plan.lane == LANE_LINEAR
+        linear = self.plan.lane is Lane.LINEAR
         agen = source.stream() if linear else source.stream_batches()
         stop = self.stop
         yielded_at = time.monotonic()
@@ -302,7 +293,7 @@ class _Run:
         self.consumed += 1
         unit = Unit(seq=seq, checkpoint=self.source.current_checkpoint(), n_source=1, malformed=item)
         err = SourceRecordError(self.source.source_name, item.location, item.reason, hint=False)
-        unit.failures.append(Failure("source_record", self.source.source_name, err, item.raw))
+        unit.failures.append(Failure(DLQStage.SOURCE_RECORD, self.source.source_name, err, item.raw))
         unit.errored = 1
         return unit
 
@@ -387,12 +378,13 @@ class _Run:
                  error: BaseException | None) -> PipelineRunSummary:
         if self.progress_cb is not None:
             self._report_progress(done=True)
-        return summarise(self, elapsed=time.perf_counter() - started,
-                         resources=sampler.figures(), error=error)
+        return summarise(self, elapsed=time.perf_counter() - started, sampler=sampler,
+                         error=error)
 
 
-async def run_pipeline(*, pipeline_id: str, source: BaseSource, middleware: list[Any],
-                       writer: Any, plan: Plan, config: DeliveryConfig,
+async def run_pipeline(*, pipeline_id: str, source: BaseSource,
+                       middleware: Sequence[AnyMiddleware], writer: WriterTarget, plan: Plan,
+                       config: DeliveryConfig,
                        progress: Callable[[Progress], None] | None = None,
                        on_summary: Callable[[PipelineRunSummary], None] | None = None,
                        stop: StopFlag | None = None, signals: bool = True,

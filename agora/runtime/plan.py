@@ -4,29 +4,56 @@ plane, and describe it all as a frozen ``PipelineExplain``. Pure: touches no I/O
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from enum import StrEnum
+from typing import Any, TypeAlias
 
 from agora.errors import PipelineError
-from agora.middleware.base import MiddlewareKind
+from agora.middleware.base import AnyMiddleware, MiddlewareKind
 from agora.planes import DataPlane, SinkDataPlaneSpec
+from agora.protocols import ProcessStage
 from agora.sinks.base import BaseSink
 from agora.sinks.fanout import SinkFanOut
 from agora.sinks.router import SinkRouter
 from agora.sources.base import BaseSource
 
-__all__ = ["MiddlewareExplain", "PipelineExplain", "Plan", "SinkExplain", "make_plan"]
+__all__ = [
+    "Lane",
+    "MiddlewareExplain",
+    "PipelineExplain",
+    "Plan",
+    "SinkExplain",
+    "WriterKind",
+    "WriterTarget",
+    "make_plan",
+]
 
-LANE_LINEAR = "linear"
-LANE_BATCH = "batch"
+#: What ``build()`` / ``fan_out()`` / ``route()`` bind a pipeline to.
+WriterTarget: TypeAlias = BaseSink | SinkFanOut | SinkRouter
+
+
+class Lane(StrEnum):
+    """How the engine pumps the source: record by record (``linear``, a row source) or
+    one source batch per unit (``batch``, a Python- or Arrow-batch source)."""
+
+    LINEAR = "linear"
+    BATCH = "batch"
+
+
+class WriterKind(StrEnum):
+    """What the pipeline writes to: one sink, a fan-out to every sink, or a router."""
+
+    SINK = "sink"
+    FAN_OUT = "fan_out"
+    ROUTER = "router"
 
 
 @dataclass(frozen=True)
 class MiddlewareExplain:
     index: int
     name: str
-    kind: str  # row | batch | arrow
+    kind: MiddlewareKind
     input_plane: str
     output_plane: str
     process_isolated: bool
@@ -48,18 +75,19 @@ class PipelineExplain:
     pipeline_id: str
     source_name: str
     max_records: int | None
-    lane: str
+    lane: Lane
     source_plane: str
     middleware_input_plane: str | None
     middleware_output_plane: str | None
     materializes_arrow_to_rows: bool
     middleware: tuple[MiddlewareExplain, ...]
-    writer_kind: str  # sink | fan_out | router
+    writer_kind: WriterKind
     writer_input_plane: str
     sinks: tuple[SinkExplain, ...]
 
     def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(asdict(self)))
+        data: dict[str, Any] = json.loads(json.dumps(asdict(self)))
+        return data
 
     def __str__(self) -> str:
         limit = "no limit" if self.max_records is None else f"max_records={self.max_records}"
@@ -102,17 +130,17 @@ class SinkPlan:
 class Plan:
     """The validated shape of a run; the engine follows it exactly."""
 
-    lane: str
+    lane: Lane
     source_plane: DataPlane
     chain_plane: DataPlane  # plane the middleware chain works on
     materialize_rows: bool  # Arrow source + Python chain: to_pylist once per batch
-    writer_kind: str
+    writer_kind: WriterKind
     writer_plane: DataPlane
     sinks: tuple[SinkPlan, ...]
     explain: PipelineExplain
 
 
-def _planes(values: Any) -> tuple[str, ...]:
+def _planes(values: Iterable[DataPlane]) -> tuple[str, ...]:
     order = list(DataPlane)
     return tuple(p.value for p in sorted(values, key=order.index))
 
@@ -121,15 +149,15 @@ def make_plan(
     *,
     pipeline_id: str,
     source: BaseSource,
-    middleware: Sequence[Any],
-    writer: BaseSink | SinkFanOut | SinkRouter,
+    middleware: Sequence[AnyMiddleware],
+    writer: WriterTarget,
     max_records: int | None,
     batch_size: int = 1,
 ) -> Plan:
     """Validate and plan. Raises ``PipelineError(stage="pipeline_build")`` on a bad chain."""
     spec = source.data_plane_spec()
     source_plane = DataPlane(spec.emitted_plane)
-    lane = LANE_LINEAR if source_plane is DataPlane.PYTHON_ROWS else LANE_BATCH
+    lane = Lane.LINEAR if source_plane is DataPlane.PYTHON_ROWS else Lane.BATCH
     arrow_mws = [mw for mw in middleware if mw.kind == MiddlewareKind.ARROW]
     python_mws = [mw for mw in middleware if mw.kind != MiddlewareKind.ARROW]
     if arrow_mws and source_plane is not DataPlane.ARROW_BATCHES:
@@ -144,7 +172,14 @@ def make_plan(
             f"({python_mws[0].name!r}) after source {spec.source_name!r} ({source_plane.value}); "
             f"a chain must be all-Arrow or all-Python"
         )
-    if lane == LANE_LINEAR:
+    for mw in middleware:
+        if mw.process_isolated and not isinstance(mw, ProcessStage):
+            raise PipelineError(
+                f"middleware {mw.name!r} sets process_isolated = True but lacks the "
+                f"process-stage seam (name, max_in_flight_batches, async submit(), metrics()); "
+                f"subclass ProcessBatchMiddleware / ArrowProcessBatchMiddleware instead"
+            )
+    if lane is Lane.LINEAR:
         for mw in middleware:
             if mw.process_isolated:
                 raise PipelineError(
@@ -156,7 +191,7 @@ def make_plan(
     materialize = source_plane is DataPlane.ARROW_BATCHES and bool(python_mws)
     if source_plane is DataPlane.ARROW_BATCHES and not python_mws:
         chain_plane = DataPlane.ARROW_BATCHES
-    elif lane == LANE_BATCH:
+    elif lane is Lane.BATCH:
         chain_plane = DataPlane.PYTHON_BATCHES
     else:
         chain_plane = DataPlane.PYTHON_ROWS
@@ -166,12 +201,13 @@ def make_plan(
     else:
         upstream = chain_plane
 
+    sinks: Sequence[BaseSink]
     if isinstance(writer, SinkRouter):
-        writer_kind, sinks, writer_plane = "router", writer.sinks, DataPlane.PYTHON_ROWS
+        writer_kind, sinks, writer_plane = WriterKind.ROUTER, writer.sinks, DataPlane.PYTHON_ROWS
     elif isinstance(writer, SinkFanOut):
-        writer_kind, sinks, writer_plane = "fan_out", writer.sinks, upstream
+        writer_kind, sinks, writer_plane = WriterKind.FAN_OUT, writer.sinks, upstream
     else:
-        writer_kind, sinks, writer_plane = "sink", [writer], upstream
+        writer_kind, sinks, writer_plane = WriterKind.SINK, [writer], upstream
     if not sinks:
         raise PipelineError("the router has no routes and no default sink; add .route() or .default()")
 

@@ -30,6 +30,8 @@ from typing import Any
 
 from agora.config import DeliveryConfig
 from agora.errors import PipelineError
+from agora.middleware.base import AnyMiddleware
+from agora.protocols import CheckpointStoreProtocol
 from agora.planes import DataPlane, SourceDataPlaneSpec
 from agora.records import (
     DEFAULT_MAX_VALUE_SIZE,
@@ -39,7 +41,7 @@ from agora.records import (
     json_safe,
 )
 from agora.runtime.engine import Progress, run_pipeline
-from agora.runtime.plan import make_plan
+from agora.runtime.plan import WriterTarget, make_plan
 from agora.runtime.replay_report import (
     ReplayPlan,
     ReplayReport,
@@ -49,6 +51,8 @@ from agora.runtime.replay_report import (
 )
 from agora.sinks.base import BaseSink
 from agora.sources.base import BaseSource
+from agora.stores.dlq import SQLiteDLQSink
+from agora.stores.dlq_jsonl import JsonLinesDLQSink
 from agora.stores.dlq_state import DLQEntry, DLQLedger, ReplayFailure, open_ledger
 
 __all__ = ["ReplayPlan", "ReplayReport", "run_replay", "select_entries"]
@@ -85,12 +89,12 @@ class ReplaySource(BaseSource):
     def current_checkpoint(self) -> int:
         return self._emitted
 
-    async def stream(self) -> AsyncIterator[Any]:  # type: ignore[override]
+    async def stream(self) -> AsyncIterator[Any]:
         for row in self.rows:
             self._emitted += 1
             yield row
 
-    async def stream_batches(self) -> AsyncIterator[Any]:  # type: ignore[override]
+    async def stream_batches(self) -> AsyncIterator[Any]:
         table = None
         if self.plane is DataPlane.ARROW_BATCHES:
             import pyarrow as pa
@@ -128,7 +132,7 @@ class ReplayMarks:
     """
 
     def __init__(self, ledger: DLQLedger, entries: Sequence[DLQEntry], failed: set[int],
-                 fence: Any = None) -> None:
+                 fence: CheckpointStoreProtocol | None = None) -> None:
         self.ledger = ledger
         self.entries = entries
         self.failed = failed  # positions (indexes into entries) that failed again
@@ -136,22 +140,21 @@ class ReplayMarks:
         self.saved = 0  # entries before this position are marked or recorded as failed
         self.marked = 0
 
-    def _fence_call(self, method: str, *args: Any) -> None:
-        fn = getattr(self.fence, method, None)
-        if fn is not None:
-            fn(*args)
-
     def open(self) -> None:
-        self._fence_call("open")
+        if self.fence is not None:
+            self.fence.open()
 
     def claim(self, key: str) -> None:
-        self._fence_call("claim", key)
+        if self.fence is not None:
+            self.fence.claim(key)
 
     def release(self, key: str) -> None:
-        self._fence_call("release", key)
+        if self.fence is not None:
+            self.fence.release(key)
 
     def close(self) -> None:
-        self._fence_call("close")
+        if self.fence is not None:
+            self.fence.close()
 
     def load(self, key: str) -> None:
         return None  # a replay is not a position in the original source
@@ -282,8 +285,8 @@ async def run_replay(
     pipeline_id: str,
     records_of: str | None = None,
     source_plane: DataPlane,
-    middleware: list[Any],
-    writer: Any,
+    middleware: Sequence[AnyMiddleware],
+    writer: WriterTarget,
     sinks: Sequence[BaseSink],
     delivery: DeliveryConfig,
     stage: str | None = None,
@@ -305,7 +308,7 @@ async def run_replay(
                               stage=stage,
                               include_replayed=include_replayed)
         refuse_foreign(plan, name)
-        base = dict(dlq=name, pipeline_id=plan.pipeline_id, dry_run=dry_run,
+        base: dict[str, Any] = dict(dlq=name, pipeline_id=plan.pipeline_id, dry_run=dry_run,
                     already_replayed=plan.already_replayed, other_stages=plan.other_stages,
                     other_pipelines=plan.other_pipelines, not_replayable=plan.not_replayable)
         if dry_run:
@@ -315,8 +318,10 @@ async def run_replay(
             return ReplayReport(**base, run_id=None, sent=0, handled=0, failed_again=0)
         rows = prepare_rows(plan.to_send)
         source = ReplaySource(rows, source_plane)
-        marks = ReplayMarks(ledger, plan.to_send, set(), fence=delivery.checkpoint)
-        max_value_size = getattr(delivery.dlq, "max_value_size", DEFAULT_MAX_VALUE_SIZE)
+        marks = ReplayMarks(ledger, plan.to_send, set(), fence=delivery.checkpoint_store)
+        max_value_size = (delivery.dlq.max_value_size
+                          if isinstance(delivery.dlq, (SQLiteDLQSink, JsonLinesDLQSink))
+                          else DEFAULT_MAX_VALUE_SIZE)
         replay_dlq = ReplayDLQ(ledger, plan.to_send, source, marks, max_value_size)
         config = replay_delivery(delivery, replay_dlq, marks)
         run_plan = make_plan(pipeline_id=pipeline_id, source=source, middleware=middleware,

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agora.errors import PipelineError
+from agora.records import DLQStage
 from agora.stores.dlq_state import DLQEntry
 
 __all__ = ["ReplayPlan", "ReplayReport", "describe", "refuse_foreign", "select_entries"]
@@ -43,7 +44,7 @@ def select_entries(entries: Sequence[DLQEntry], *, pipeline_id: str, stage: str 
             other_stage += 1
         elif entry.replayed and not include_replayed:
             replayed += 1
-        elif rec.stage == "source_record":
+        elif rec.stage is DLQStage.SOURCE_RECORD:
             unusable[NOT_REPLAYABLE_RAW] = unusable.get(NOT_REPLAYABLE_RAW, 0) + 1
         elif not rec.round_trippable or rec.truncated:
             unusable[NOT_REPLAYABLE_FLAGGED] = unusable.get(NOT_REPLAYABLE_FLAGGED, 0) + 1

@@ -7,19 +7,37 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from agora.errors import ContractError
-from agora.middleware.base import MiddlewareContext, MiddlewareKind
-from agora.middleware.builtins import ArrowFilterMiddleware
+from agora.errors import ContractError, InternalError
+from agora.middleware.base import (
+    AnyMiddleware,
+    ArrowBatchMiddleware,
+    ArrowRowFilter,
+    BatchMiddleware,
+    Middleware,
+    MiddlewareContext,
+)
+from agora.protocols import ProcessStage
+from agora.records import DLQStage
 from agora.runtime.interrupt import StopFlag
-from agora.runtime.units import GONE, UNKNOWN_ROWS, Failure, Unit, source_rows_of
+from agora.runtime.units import GONE, UNKNOWN_ROWS, Failure, RowMap, Unit, source_rows_of
 
-__all__ = ["Stage"]
+__all__ = ["Stage", "process_stage_of"]
+
+
+def process_stage_of(mw: AnyMiddleware) -> ProcessStage | None:
+    """``mw`` as a process-isolated stage, or None if it runs in-process. Planning has
+    already refused a middleware that sets ``process_isolated`` without the seam."""
+    if not mw.process_isolated:
+        return None
+    if not isinstance(mw, ProcessStage):
+        raise InternalError(f"middleware {mw.name!r} is process_isolated but has no submit()")
+    return mw
 
 
 class Stage:
     """One middleware bound to its context and counters (``by_middleware[name]``)."""
 
-    def __init__(self, mw: Any, ctx: MiddlewareContext, *, per_record_batches: bool,
+    def __init__(self, mw: AnyMiddleware, ctx: MiddlewareContext, *, per_record_batches: bool,
                  stop: StopFlag | None = None) -> None:
         self.mw = mw
         # Checked before every record of the per-record loops: a signal handler sets it
@@ -28,7 +46,11 @@ class Stage:
         self.ctx = ctx
         self.name = mw.name
         self.kind = mw.kind
-        self.process_isolated = bool(mw.process_isolated)
+        self.process: ProcessStage | None = process_stage_of(mw)
+        self.process_isolated = self.process is not None
+        # The Arrow filter hook: the runtime filters, so it can trace the source rows.
+        self.row_filter: ArrowRowFilter | None = (
+            mw if isinstance(mw, ArrowRowFilter) and self.process is None else None)
         # On the row lane a BatchMiddleware is fed one-record batches (row semantics).
         self.per_record_batches = per_record_batches
         self.counters = ctx.metrics
@@ -38,20 +60,21 @@ class Stage:
     async def apply(self, unit: Unit) -> None:
         if unit.abandoned:
             return
-        if self.kind == MiddlewareKind.ARROW:
-            await self._apply_arrow(unit)
-        elif self.kind == MiddlewareKind.ROW:
-            await self._apply_rows(unit)
+        mw = self.mw
+        if isinstance(mw, ArrowBatchMiddleware):
+            await self._apply_arrow(unit, mw)
+        elif isinstance(mw, Middleware):
+            await self._apply_rows(unit, mw)
         elif self.per_record_batches:
-            await self._apply_batch_per_record(unit)
+            await self._apply_batch_per_record(unit, mw)
         else:
-            await self._apply_batch(unit)
+            await self._apply_batch(unit, mw)
 
     # -- Python records ---------------------------------------------------------------
-    async def _apply_rows(self, unit: Unit) -> None:
+    async def _apply_rows(self, unit: Unit, mw: Middleware) -> None:
         values = unit.values
         assert values is not None
-        process, ctx, c, stop = self.mw.process, self.ctx, self.counters, self.stop
+        process, ctx, c, stop = mw.process, self.ctx, self.counters, self.stop
         for i, value in enumerate(values):
             if value is GONE:
                 continue
@@ -67,7 +90,8 @@ class Stage:
                 values[i] = GONE
                 c["errored"] += 1
                 unit.errored += 1
-                unit.failures.append(Failure("middleware", self.name, exc, _src(unit, i)))
+                unit.failures.append(Failure(DLQStage.MIDDLEWARE, self.name, exc,
+                                             _src(unit, i)))
                 continue
             if out is None:
                 values[i] = GONE
@@ -77,7 +101,7 @@ class Stage:
                 values[i] = out
                 c["out"] += 1
 
-    async def _apply_batch_per_record(self, unit: Unit) -> None:
+    async def _apply_batch_per_record(self, unit: Unit, mw: BatchMiddleware) -> None:
         values = unit.values
         assert values is not None
         stop = self.stop
@@ -87,26 +111,27 @@ class Stage:
             if stop.requested and stop.should_abandon():
                 unit.abandoned = True
                 return
-            await self._run_python_batch(unit, [i], [value])
+            await self._run_python_batch(unit, mw, [i], [value])
 
-    async def _apply_batch(self, unit: Unit) -> None:
+    async def _apply_batch(self, unit: Unit, mw: BatchMiddleware) -> None:
         values = unit.values
         assert values is not None
         idx = [i for i, v in enumerate(values) if v is not GONE]
         if not idx:
             return
-        await self._run_python_batch(unit, idx, [values[i] for i in idx])
+        await self._run_python_batch(unit, mw, idx, [values[i] for i in idx])
 
-    async def _run_python_batch(self, unit: Unit, idx: list[int], live: list[Any]) -> None:
+    async def _run_python_batch(self, unit: Unit, mw: BatchMiddleware, idx: list[int],
+                                live: list[Any]) -> None:
         values = unit.values
         assert values is not None
         c = self.counters
         c["in"] += len(live)
         try:
-            if self.process_isolated:
-                out = await self.mw.submit(unit.seq, live)
+            if self.process is not None:
+                out = await self.process.submit(unit.seq, live)
             else:
-                out = self.mw.process_batch(live, self.ctx)
+                out = mw.process_batch(live, self.ctx)
                 if inspect.isawaitable(out):
                     out = await out
             out = list(out) if not isinstance(out, list) else out
@@ -120,7 +145,8 @@ class Stage:
             c["errored"] += len(live)
             unit.errored += len(live)
             for i in idx:
-                unit.failures.append(Failure("batch_middleware", self.name, exc, _src(unit, i)))
+                unit.failures.append(Failure(DLQStage.BATCH_MIDDLEWARE, self.name, exc,
+                                             _src(unit, i)))
                 values[i] = GONE
             return
         for i, result in zip(idx, out, strict=True):
@@ -133,7 +159,7 @@ class Stage:
                 c["out"] += 1
 
     # -- Arrow --------------------------------------------------------------------------
-    async def _apply_arrow(self, unit: Unit) -> None:
+    async def _apply_arrow(self, unit: Unit, mw: ArrowBatchMiddleware) -> None:
         batch = unit.batch
         if batch is None:
             return
@@ -142,13 +168,15 @@ class Stage:
         c["in"] += n_in
         mask = None
         try:
-            if self.process_isolated:
-                out = await self.mw.submit(unit.seq, batch)
-            elif isinstance(self.mw, ArrowFilterMiddleware):
-                mask = self.mw.predicate(batch)  # kept: it tells which source rows survive
-                out = batch.filter(mask)
+            if self.process is not None:
+                out = await self.process.submit(unit.seq, batch)
+            elif self.row_filter is not None:
+                mask = self.row_filter.arrow_filter_mask(batch, self.ctx)
+                if inspect.isawaitable(mask):
+                    mask = await mask
+                out = batch.filter(mask)  # the mask is kept: it says which source rows survive
             else:
-                out = self.mw.process_arrow_batch(batch, self.ctx)
+                out = mw.process_arrow_batch(batch, self.ctx)
                 if inspect.isawaitable(out):
                     out = await out
             if not hasattr(out, "num_rows") or not hasattr(out, "schema"):
@@ -166,7 +194,7 @@ class Stage:
             unit.errored += n_in
             rows = source_rows_of(unit) or batch.to_pylist()
             for row in rows:
-                unit.failures.append(Failure("batch_middleware", self.name, exc, row))
+                unit.failures.append(Failure(DLQStage.BATCH_MIDDLEWARE, self.name, exc, row))
             unit.batch = None
             return
         if out.num_rows != n_in:
@@ -178,7 +206,7 @@ class Stage:
         unit.batch = out
 
 
-def _narrow(row_map: Any, mask: Any, batch: Any) -> Any:
+def _narrow(row_map: RowMap, mask: Any, batch: Any) -> RowMap:
     """Compose the source-row map with a filter's mask (untraceable without one)."""
     if mask is None or row_map is UNKNOWN_ROWS:
         return UNKNOWN_ROWS

@@ -1,26 +1,165 @@
-"""The run summary and the psutil resource sampler that feeds it."""
+"""The run summary: a frozen record of what one run did, made of typed sub-records (lane
+and planes, checkpoint, DLQ, interruption, process pools, per sink, resources)."""
 
 from __future__ import annotations
 
 import json
-import os
-import threading
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
 from typing import Any
 
-import psutil
+from agora.planes import DataPlane
+from agora.runtime.plan import Lane
 
-__all__ = ["OUTCOMES", "PipelineRunSummary", "ResourceSampler", "describe_error"]
+__all__ = [
+    "OUTCOMES",
+    "CheckpointFigures",
+    "DLQFigures",
+    "Interruption",
+    "LaneFigures",
+    "Outcome",
+    "PipelineRunSummary",
+    "ProcessPoolFigures",
+    "ResourceFigures",
+    "SinkCounts",
+    "describe_error",
+]
 
-#: How a run ended: read to the end of its source and committed everything (``completed``),
-#: stopped by an exception (``failed``), or stopped by a signal / cancellation before
-#: the end of its source (``interrupted``).
-OUTCOMES = ("completed", "failed", "interrupted")
+
+class Outcome(StrEnum):
+    """How a run ended: read to the end of its source and committed everything
+    (``completed``), stopped by an exception (``failed``), or stopped by a signal or a
+    cancellation before the end of its source (``interrupted``)."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+
+#: The outcome strings (kept for code written against 0.3).
+OUTCOMES: tuple[str, ...] = tuple(o.value for o in Outcome)
 
 
 def describe_error(error: BaseException) -> dict[str, str]:
     """The JSON-ready description of the exception a run stopped with."""
     return {"type": type(error).__name__, "message": str(error)}
+
+
+def _json(value: Any) -> Any:
+    """``value`` as JSON gives it back (tuples become lists; odd values their ``str``)."""
+    return json.loads(json.dumps(value, default=str))
+
+
+@dataclass(frozen=True)
+class LaneFigures:
+    """How the run was planned: its lane, the source's plane, the writer's input plane,
+    and the sinks that receive a plane other than the writer's (downgraded)."""
+
+    execution_lane: Lane
+    source_plane: DataPlane
+    writer_input_plane: DataPlane
+    downgraded_sinks: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CheckpointFigures:
+    """The checkpoint key, the position the run resumed from (None: from the start),
+    and how many saves succeeded and failed."""
+
+    key: str
+    resumed_from: Any = None
+    saves: int = 0
+    failures: int = 0
+
+
+@dataclass(frozen=True)
+class DLQFigures:
+    """Records the DLQ stored, records it failed to store, and failures that no DLQ
+    captured but the run continued past (``failure_policy=log_and_continue``)."""
+
+    writes: int = 0
+    failures: int = 0
+    continued_without_dlq: int = 0
+
+
+@dataclass(frozen=True)
+class Interruption:
+    """Why a run stopped early (``SIGINT``, ``SIGTERM``, ``cancelled``…), and whether
+    in-flight work was abandoned (a second signal, or a cancel)."""
+
+    reason: str
+    forced: bool
+
+
+@dataclass(frozen=True)
+class SinkCounts:
+    """One sink's records written and records it rejected."""
+
+    written: int = 0
+    failed: int = 0
+
+
+#: The pool counters a process stage reports, as typed fields of ProcessPoolFigures.
+_POOL_INTS = ("batches_submitted", "batches_ok", "batches_failed", "batches_timed_out",
+              "batches_invalidated", "worker_deaths", "pool_recycles", "peak_in_flight",
+              "transport_bytes_in", "transport_bytes_out", "worker_peak_rss_bytes",
+              "generation", "workers")
+_POOL_FLOATS = ("recycle_seconds", "worker_cpu_seconds")
+
+
+@dataclass(frozen=True)
+class ProcessPoolFigures:
+    """One process-isolated middleware's pool counters. ``extra`` keeps any counter a
+    stage reports beyond these fields (e.g. ``worker_peak_rss_by_pid``)."""
+
+    batches_submitted: int = 0
+    batches_ok: int = 0
+    batches_failed: int = 0
+    batches_timed_out: int = 0
+    batches_invalidated: int = 0
+    worker_deaths: int = 0
+    pool_recycles: int = 0
+    recycle_seconds: float = 0.0
+    peak_in_flight: int = 0
+    transport_bytes_in: int = 0
+    transport_bytes_out: int = 0
+    worker_peak_rss_bytes: int = 0
+    worker_cpu_seconds: float = 0.0
+    pool_state: str = ""
+    generation: int = 0
+    workers: int = 0
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_metrics(cls, metrics: Mapping[str, Any]) -> ProcessPoolFigures:
+        """Read a stage's ``metrics()`` dict; a missing counter reads as zero."""
+        known = {f.name for f in fields(cls)} - {"extra"}
+        values: dict[str, Any] = {}
+        for key in _POOL_INTS:
+            values[key] = int(metrics.get(key) or 0)
+        for key in _POOL_FLOATS:
+            values[key] = float(metrics.get(key) or 0.0)
+        values["pool_state"] = str(metrics.get("pool_state") or "")
+        extra = {k: v for k, v in metrics.items() if k not in known}
+        return cls(**values, extra=extra)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stage's counters as one flat JSON-ready dict (as ``metrics()`` gave them)."""
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        data.update(self.extra)
+        result: dict[str, Any] = _json(data)
+        return result
+
+
+@dataclass(frozen=True)
+class ResourceFigures:
+    """psutil figures: the driver's peak RSS and CPU time during the run, and the largest
+    single worker's peak RSS over every process stage."""
+
+    main_peak_rss_bytes: int = 0
+    main_cpu_seconds: float = 0.0
+    workers_peak_rss_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -38,10 +177,15 @@ class PipelineRunSummary:
     ``records_errored`` counts records that failed everywhere they went — including the
     record that stopped a fail-closed run. ``records_abandoned`` were read but not
     committed when the run stopped early; the checkpoint does not cover them, so the next
-    run reads them again. ``by_sink[name]`` has each sink's ``written`` and ``failed``
-    counts, as ``by_middleware[name]`` has each middleware's. ``runtime`` holds lane/plane
-    facts, checkpoint and DLQ counters, the interruption (reason, forced), process-batch
-    metrics, sink counters (e.g. CSV Arrow counters) and psutil figures.
+    run reads them again.
+
+    The typed sub-records: ``lane`` (lane and planes), ``checkpoint``, ``dlq``,
+    ``interruption`` (None unless the run stopped early), ``process_pools[name]``,
+    ``by_sink[name]`` (:class:`SinkCounts`), ``resources``; plus ``by_middleware[name]``
+    (each middleware's counter dict — open-ended: a middleware may add its own),
+    ``sink_metrics`` (sinks' ``runtime_metrics`` summed by key), ``source_metrics`` and
+    ``unrouted_records``. ``runtime`` is the same facts as one JSON-ready dict under
+    their 0.3 names (each once); ``to_dict()`` holds it under ``"runtime"``.
     """
 
     pipeline_id: str
@@ -52,29 +196,94 @@ class PipelineRunSummary:
     records_dropped: int
     records_errored: int
     last_checkpoint: Any
-    by_middleware: dict[str, dict[str, Any]] = field(default_factory=dict)
-    runtime: dict[str, Any] = field(default_factory=dict)
-    outcome: str = "completed"
-    error: dict[str, str] | None = None
+    lane: LaneFigures
+    checkpoint: CheckpointFigures
+    outcome: Outcome = Outcome.COMPLETED
+    error: Mapping[str, str] | None = None
     records_abandoned: int = 0
     records_partially_written: int = 0
-    by_sink: dict[str, dict[str, int]] = field(default_factory=dict)
+    by_middleware: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    by_sink: Mapping[str, SinkCounts] = field(default_factory=dict)
+    dlq: DLQFigures = field(default_factory=DLQFigures)
+    interruption: Interruption | None = None
+    process_pools: Mapping[str, ProcessPoolFigures] = field(default_factory=dict)
+    resources: ResourceFigures = field(default_factory=ResourceFigures)
+    sink_metrics: Mapping[str, int | float] = field(default_factory=dict)
+    source_metrics: Mapping[str, int | float] = field(default_factory=dict)
+    unrouted_records: int = 0
 
     @property
     def interrupted(self) -> bool:
-        return self.outcome == "interrupted"
+        return self.outcome is Outcome.INTERRUPTED
 
     @property
     def records_per_second(self) -> float:
         return self.records_consumed / self.elapsed_seconds if self.elapsed_seconds > 0 else 0.0
 
+    @property
+    def runtime(self) -> dict[str, Any]:
+        """The lane, checkpoint, DLQ, interruption, process-pool, sink, source and
+        resource facts as one JSON-ready dict (a fresh copy on every access), under the
+        keys 0.3 used: ``execution_lane``, ``source_plane``, ``writer_input_plane``,
+        ``downgraded_sinks``, ``checkpoint_key``, ``resumed_from``, ``checkpoint_saves``,
+        ``checkpoint_failures``, ``dlq_writes``, ``dlq_failures``,
+        ``failures_continued_without_dlq``, ``unrouted_records``, ``interruption``,
+        ``process_batch``, ``sink_metrics``, ``source_metrics``, ``resources``."""
+        stop = self.interruption
+        data = {
+            "execution_lane": self.lane.execution_lane.value,
+            "source_plane": self.lane.source_plane.value,
+            "writer_input_plane": self.lane.writer_input_plane.value,
+            "downgraded_sinks": list(self.lane.downgraded_sinks),
+            "checkpoint_key": self.checkpoint.key,
+            "resumed_from": self.checkpoint.resumed_from,
+            "checkpoint_saves": self.checkpoint.saves,
+            "checkpoint_failures": self.checkpoint.failures,
+            "dlq_writes": self.dlq.writes,
+            "dlq_failures": self.dlq.failures,
+            "failures_continued_without_dlq": self.dlq.continued_without_dlq,
+            "unrouted_records": self.unrouted_records,
+            "interruption": None if stop is None else {"reason": stop.reason,
+                                                       "forced": stop.forced},
+            "process_batch": {name: p.to_dict() for name, p in self.process_pools.items()},
+            "sink_metrics": dict(self.sink_metrics),
+            "source_metrics": dict(self.source_metrics),
+            "resources": {
+                "main_peak_rss_bytes": self.resources.main_peak_rss_bytes,
+                "main_cpu_seconds": self.resources.main_cpu_seconds,
+                "workers_peak_rss_bytes": self.resources.workers_peak_rss_bytes,
+            },
+        }
+        result: dict[str, Any] = _json(data)
+        return result
+
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["records_per_second"] = round(self.records_per_second, 1)
-        return json.loads(json.dumps(data, default=str))
+        """Everything, JSON-ready: the counts, ``outcome``, ``error``,
+        ``last_checkpoint``, ``by_middleware``, ``by_sink``, ``records_per_second`` and
+        ``runtime`` (see :attr:`runtime`)."""
+        data = {
+            "pipeline_id": self.pipeline_id,
+            "run_id": self.run_id,
+            "elapsed_seconds": self.elapsed_seconds,
+            "records_consumed": self.records_consumed,
+            "records_written": self.records_written,
+            "records_dropped": self.records_dropped,
+            "records_errored": self.records_errored,
+            "records_abandoned": self.records_abandoned,
+            "records_partially_written": self.records_partially_written,
+            "records_per_second": round(self.records_per_second, 1),
+            "last_checkpoint": self.last_checkpoint,
+            "outcome": self.outcome.value,
+            "error": None if self.error is None else dict(self.error),
+            "by_middleware": {k: dict(v) for k, v in self.by_middleware.items()},
+            "by_sink": {k: {"written": v.written, "failed": v.failed}
+                        for k, v in self.by_sink.items()},
+            "runtime": self.runtime,
+        }
+        result: dict[str, Any] = _json(data)
+        return result
 
     def __str__(self) -> str:
-        rt = self.runtime
         counts = (f"  consumed {self.records_consumed:,}  written {self.records_written:,}  "
                   f"dropped {self.records_dropped:,}  errored {self.records_errored:,}")
         if self.records_partially_written:
@@ -88,85 +297,38 @@ class PipelineRunSummary:
         ]
         if self.error is not None:
             lines.append(f"  error: {self.error['type']}: {self.error['message']}")
-        stop = rt.get("interruption")
-        if stop:
-            lines.append(f"  interrupted by {stop.get('reason')}"
-                         f"{' (forced: in-flight work abandoned)' if stop.get('forced') else ''}")
-        lines += [
-            f"  lane {rt.get('execution_lane')}  source plane {rt.get('source_plane')}  "
-            f"writer input {rt.get('writer_input_plane')}",
-        ]
-        if rt.get("downgraded_sinks"):
-            lines.append(f"  downgraded sinks: {', '.join(rt['downgraded_sinks'])}")
-        lines.append(
-            f"  checkpoint: {rt.get('checkpoint_saves', 0)} saves, "
-            f"{rt.get('checkpoint_failures', 0)} failures, last {json.dumps(self.last_checkpoint, default=str)}"
-        )
-        lines.append(
-            f"  dlq: {rt.get('dlq_writes', 0)} records written, {rt.get('dlq_failures', 0)} failures"
-        )
-        for name, metrics in rt.get("process_batch", {}).items():
-            keys = ("batches_submitted", "batches_ok", "batches_failed", "batches_timed_out",
-                    "batches_invalidated", "worker_deaths", "pool_recycles", "peak_in_flight")
-            shown = ", ".join(f"{k.replace('batches_', '')} {metrics[k]}" for k in keys if k in metrics)
-            lines.append(f"  process {name}: {shown}")
-        for key, value in sorted(rt.get("sink_metrics", {}).items()):
-            lines.append(f"  {key}: {value}")
-        res = rt.get("resources", {})
-        if res:
+        stop = self.interruption
+        if stop is not None:
+            lines.append(f"  interrupted by {stop.reason}"
+                         f"{' (forced: in-flight work abandoned)' if stop.forced else ''}")
+        lane = self.lane
+        lines.append(f"  lane {lane.execution_lane}  source plane {lane.source_plane}  "
+                     f"writer input {lane.writer_input_plane}")
+        if lane.downgraded_sinks:
+            lines.append(f"  downgraded sinks: {', '.join(lane.downgraded_sinks)}")
+        cp = self.checkpoint
+        lines.append(f"  checkpoint: {cp.saves} saves, {cp.failures} failures, last "
+                     f"{json.dumps(self.last_checkpoint, default=str)}")
+        lines.append(f"  dlq: {self.dlq.writes} records written, {self.dlq.failures} failures")
+        for name, p in self.process_pools.items():
             lines.append(
-                f"  main peak RSS {res.get('main_peak_rss_bytes', 0) / 2**20:.0f} MiB, "
-                f"CPU {res.get('main_cpu_seconds', 0):.2f}s; largest worker peak RSS "
-                f"{res.get('workers_peak_rss_bytes', 0) / 2**20:.0f} MiB"
-            )
+                f"  process {name}: submitted {p.batches_submitted}, ok {p.batches_ok}, "
+                f"failed {p.batches_failed}, timed_out {p.batches_timed_out}, invalidated "
+                f"{p.batches_invalidated}, worker_deaths {p.worker_deaths}, pool_recycles "
+                f"{p.pool_recycles}, peak_in_flight {p.peak_in_flight}")
+        for key, value in sorted(self.sink_metrics.items()):
+            lines.append(f"  {key}: {value}")
+        res = self.resources
+        lines.append(
+            f"  main peak RSS {res.main_peak_rss_bytes / 2**20:.0f} MiB, "
+            f"CPU {res.main_cpu_seconds:.2f}s; largest worker peak RSS "
+            f"{res.workers_peak_rss_bytes / 2**20:.0f} MiB"
+        )
         for name, m in self.by_middleware.items():
             lines.append(
                 f"  middleware {name}: in {m.get('in', 0):,} out {m.get('out', 0):,} "
                 f"dropped {m.get('dropped', 0):,} errored {m.get('errored', 0):,}"
             )
-        for name, m in self.by_sink.items():
-            lines.append(f"  sink {name}: written {m.get('written', 0):,} failed {m.get('failed', 0):,}")
+        for name, s in self.by_sink.items():
+            lines.append(f"  sink {name}: written {s.written:,} failed {s.failed:,}")
         return "\n".join(lines)
-
-
-class ResourceSampler:
-    """Samples the main process's RSS on a background thread (psutil), so the summary can
-    report the run's peak rather than the process's lifetime peak. The interval trades
-    accuracy for overhead: 50 ms costs well under 1% of one core."""
-
-    def __init__(self, interval_s: float = 0.05) -> None:
-        self.interval_s = interval_s
-        self._proc = psutil.Process(os.getpid())
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.peak_rss = 0
-        self._cpu_start = self._proc.cpu_times()
-
-    def __enter__(self) -> ResourceSampler:
-        self._sample()
-        self._thread = threading.Thread(target=self._loop, name="agora-rss-sampler", daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        self._sample()
-
-    def _sample(self) -> None:
-        try:
-            rss = self._proc.memory_info().rss
-        except psutil.Error:
-            return
-        if rss > self.peak_rss:
-            self.peak_rss = rss
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self._sample()
-
-    def figures(self) -> dict[str, Any]:
-        now = self._proc.cpu_times()
-        cpu = (now.user - self._cpu_start.user) + (now.system - self._cpu_start.system)
-        return {"main_peak_rss_bytes": self.peak_rss, "main_cpu_seconds": round(cpu, 3)}

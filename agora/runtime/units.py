@@ -6,9 +6,14 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
-__all__ = ["GONE", "UNKNOWN_ROWS", "Failure", "Unit", "source_rows_of"]
+from agora.records import DLQStage, MalformedRecord
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+__all__ = ["GONE", "UNKNOWN_ROWS", "Failure", "RowMap", "Unit", "source_rows_of"]
 
 
 class _Gone:
@@ -20,26 +25,42 @@ class _Gone:
         return "GONE"
 
 
-GONE: Any = _Gone()
+GONE: Final[Any] = _Gone()  # typed Any: it sits in ``values`` among the user's records
 
-#: ``Unit.row_map`` value once rows can no longer be traced to the source batch.
-UNKNOWN_ROWS: Any = object()
+
+class _UnknownRows:
+    """``Unit.row_map`` value once rows can no longer be traced to the source batch."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "UNKNOWN_ROWS"
+
+
+UNKNOWN_ROWS: Final = _UnknownRows()
+
+#: Which rows of the source batch the current batch holds: None = all, in order; an
+#: Arrow array of indices; or ``UNKNOWN_ROWS``.
+RowMap: TypeAlias = "pa.Array | _UnknownRows | None"
 
 
 def source_rows_of(unit: Unit) -> list[Any] | None:
     """Arrow lane: the source rows behind ``unit.batch``, as dicts (None if untraceable)."""
-    if unit.source_batch is None or unit.row_map is UNKNOWN_ROWS:
+    if unit.source_batch is None or isinstance(unit.row_map, _UnknownRows):
         return None
+    rows: list[Any]
     if unit.row_map is None:
-        return unit.source_batch.to_pylist()
-    return unit.source_batch.take(unit.row_map).to_pylist()
+        rows = unit.source_batch.to_pylist()
+    else:
+        rows = unit.source_batch.take(unit.row_map).to_pylist()
+    return rows
 
 
 @dataclass(slots=True)
 class Failure:
     """One record's failure at one stage, waiting for the committer to handle it."""
 
-    stage: str  # source_record | middleware | batch_middleware | sink_write
+    stage: DLQStage
     component: str  # middleware or sink name
     error: BaseException
     record: Any  # as the source emitted it (Arrow: the row entering the failed stage)
@@ -66,8 +87,8 @@ class Unit:
     #: ``batch`` holds (None = all, in order; UNKNOWN_ROWS once a middleware filtered
     #: rows in a way that cannot be traced).
     source_batch: Any = None
-    row_map: Any = None
-    malformed: Any = None
+    row_map: RowMap = None
+    malformed: MalformedRecord | None = None
     dropped: int = 0
     errored: int = 0
     written: int = 0

@@ -4,16 +4,26 @@ counts and ``Failure`` entries for the committer."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from agora.errors import ContractError
 from agora.planes import DataPlane
-from agora.records import WriteResult
+from agora.records import DLQStage, WriteResult
 from agora.runtime.plan import Plan, SinkPlan
 from agora.runtime.units import GONE, Failure, Unit, source_rows_of
 from agora.sinks.router import SinkRouter
 
-__all__ = ["Writer"]
+__all__ = ["SinkTally", "Writer"]
+
+
+@dataclass(slots=True)
+class SinkTally:
+    """One sink's running counts: records it wrote, records it rejected."""
+
+    written: int = 0
+    failed: int = 0
 
 
 class Writer:
@@ -24,9 +34,7 @@ class Writer:
         self.router = router
         self.sink_plans = plan.sinks
         self.unrouted = 0
-        self.per_sink: dict[str, dict[str, int]] = {
-            sp.sink.sink_name: {"written": 0, "failed": 0} for sp in plan.sinks
-        }
+        self.per_sink: dict[str, SinkTally] = {sp.sink.sink_name: SinkTally() for sp in plan.sinks}
 
     async def write(self, unit: Unit) -> None:
         payload = _Payload(unit)
@@ -41,15 +49,16 @@ class Writer:
         else:
             for sp in self.sink_plans:
                 if sp.selected is DataPlane.ARROW_BATCHES:
-                    results = await _call(sp, "write_arrow_batch", unit.batch, n)
+                    results = await _call(sp, "write_arrow_batch", sp.sink.write_arrow_batch,
+                                          unit.batch, n)
                 elif sp.selected is DataPlane.PYTHON_BATCHES:
-                    results = await _call(sp, "write_batch", payload.rows(), n)
+                    results = await _call(sp, "write_batch", sp.sink.write_batch, payload.rows(), n)
                 else:
                     results = await _write_rows(sp, payload.rows())
                 if results is not None:
                     self._collect(sp, results, outcome, payload)
                 else:
-                    self.per_sink[sp.sink.sink_name]["written"] += n
+                    self.per_sink[sp.sink.sink_name].written += n
                     outcome.all_written = True
 
         written = outcome.written_count()
@@ -75,14 +84,14 @@ class Writer:
         for i, res in enumerate(results):
             if res.written:
                 outcome.mark_written(i)
-                stats["written"] += 1
+                stats.written += 1
             else:
-                stats["failed"] += 1
+                stats.failed += 1
                 error = res.error or ContractError(
                     f"sink {sp.sink.sink_name!r} reported record {i} not written without an error"
                 )
                 outcome.fail(i, Failure(
-                    "sink_write", sp.sink.sink_name, error, payload[i],
+                    DLQStage.SINK_WRITE, sp.sink.sink_name, error, payload[i],
                     processed_record=rows[i], is_sink=True,
                 ))
 
@@ -94,7 +103,7 @@ class Writer:
             try:
                 sink = router.select(row)
             except Exception as exc:
-                outcome.fail(i, Failure("sink_write", "router", exc, origin, row, is_sink=True))
+                outcome.fail(i, Failure(DLQStage.SINK_WRITE, "router", exc, origin, row, is_sink=True))
                 continue
             if sink is None:
                 continue
@@ -102,10 +111,10 @@ class Writer:
             try:
                 await sink.write(row)
             except Exception as exc:
-                stats["failed"] += 1
-                outcome.fail(i, Failure("sink_write", sink.sink_name, exc, origin, row, is_sink=True))
+                stats.failed += 1
+                outcome.fail(i, Failure(DLQStage.SINK_WRITE, sink.sink_name, exc, origin, row, is_sink=True))
             else:
-                stats["written"] += 1
+                stats.written += 1
                 outcome.mark_written(i)
 
 
@@ -183,9 +192,11 @@ class _Outcome:
         return sum(1 for i in self.failed if not self.is_written(i))
 
 
-async def _call(sp: SinkPlan, method: str, payload: Any, n: int) -> list[WriteResult] | Exception | None:
+async def _call(sp: SinkPlan, method: str,
+                write: Callable[[Any], Awaitable[list[WriteResult] | None]], payload: Any,
+                n: int) -> list[WriteResult] | Exception | None:
     try:
-        results = await getattr(sp.sink, method)(payload)
+        results = await write(payload)
     except Exception as exc:
         return exc
     if results is None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from enum import Enum
+from collections.abc import Mapping, Sequence
+from enum import StrEnum
 from typing import Any, ClassVar
 
 from agora.errors import LifecycleError
@@ -13,7 +13,9 @@ from agora.records import WriteResult
 __all__ = ["BaseSink", "SinkState"]
 
 
-class SinkState(Enum):
+class SinkState(StrEnum):
+    """Where a sink is in its life (``BaseSink.state``)."""
+
     NEW = "new"
     OPEN = "open"
     CLOSED = "closed"
@@ -75,6 +77,11 @@ class BaseSink:
         ``mode="w"``. The default records the request in ``resuming_output``.
         """
         self.resuming_output = True
+
+    @property
+    def runtime_metrics(self) -> Mapping[str, int | float]:
+        """Counters summed by key into the run summary's ``sink_metrics`` (none by default)."""
+        return {}
 
     async def flush(self) -> None:
         self._check_usable("flush")

@@ -10,6 +10,7 @@ from types import TracebackType
 from typing import Any
 
 from agora.errors import CheckpointError
+from agora.protocols import CheckpointStoreProtocol
 from agora.records import Checkpoint
 
 __all__ = [
@@ -21,7 +22,7 @@ __all__ = [
 ]
 
 
-class CheckpointStore(ABC):
+class CheckpointStore(CheckpointStoreProtocol, ABC):
     """Where a run saves its source position, one checkpoint per key (the pipeline id).
 
     Contract (every method is synchronous: the runtime calls them from its event loop,

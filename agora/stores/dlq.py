@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from agora.errors import AgoraError
+from agora.errors import DLQError
 from agora.records import DEFAULT_MAX_VALUE_SIZE, DLQRecord, dumps_json
 from agora.sinks.base import BaseSink, SinkState
 from agora.stores._files import immediate_transaction, open_agora_db
@@ -38,10 +38,6 @@ __all__ = [
 ]
 
 JSON_LINES_SUFFIXES = (".jsonl", ".json", ".ndjson")
-
-
-class DLQError(AgoraError):
-    """A DLQ file cannot be opened, or read back, as Agora wrote it."""
 
 
 def require_record(sink: BaseSink, record: object) -> DLQRecord:

@@ -1,4 +1,4 @@
-"""Delivery semantics (SPEC §7): the checkpoint table row by row, DLQ routing per stage,
+"""Delivery semantics (contract §7): the checkpoint table row by row, DLQ routing per stage,
 handled-prefix gating, durability before checkpoints, policies as strings."""
 
 from __future__ import annotations

@@ -31,6 +31,9 @@ class OverlapProbe(BatchMiddleware):
         self.finished.append(batch_index)
         return [{**r, "seen": True} for r in records]
 
+    def metrics(self) -> dict[str, int]:
+        return {"peak_in_flight": self.peak}
+
 
 BATCHES = [[{"id": b * 3 + i} for i in range(3)] for b in range(12)]
 

@@ -1,4 +1,4 @@
-"""Planning and explain (SPEC §2): the validation matrix, plane selection, legacy flags."""
+"""Planning and explain (contract §2): the validation matrix, plane selection, legacy flags."""
 
 from __future__ import annotations
 

@@ -21,6 +21,7 @@ from agora import (
     SinkFanOut,
 )
 from agora.middleware.builtins import ArrowFilterMiddleware, FilterMiddleware
+from agora.runtime.summary import SinkCounts
 from tests.runtime.doubles import FlakySink, RecordingSource
 
 ROWS = [{"id": i} for i in range(10)]
@@ -41,8 +42,8 @@ def _fan_out(policy, *, dlq=None):
 
 def test_a_failed_fan_out_write_under_log_and_continue_shows_per_sink_and_in_the_counts():
     summary = _fan_out(FailurePolicy.LOG_AND_CONTINUE).run_sync()
-    assert summary.by_sink == {"good": {"written": 10, "failed": 0},
-                               "bad": {"written": 9, "failed": 1}}
+    assert summary.by_sink == {"good": SinkCounts(written=10, failed=0),
+                               "bad": SinkCounts(written=9, failed=1)}
     assert summary.records_written == 10 and summary.records_errored == 0
     assert summary.records_partially_written == 1
     assert summary.runtime["failures_continued_without_dlq"] == 1
@@ -56,7 +57,7 @@ def test_a_failed_fan_out_write_under_log_and_continue_shows_per_sink_and_in_the
 def test_a_failed_fan_out_write_with_a_dlq_is_counted_the_same_way_and_dead_lettered():
     dlq = FlakySink(name="dlq")
     summary = _fan_out(FailurePolicy.FAIL_CLOSED, dlq=dlq).run_sync()
-    assert summary.by_sink["bad"] == {"written": 9, "failed": 1}
+    assert summary.by_sink["bad"] == SinkCounts(written=9, failed=1)
     assert summary.records_partially_written == 1 and summary.runtime["dlq_writes"] == 1
     assert [r.sink for r in dlq.rows] == ["bad"]
 
@@ -68,7 +69,7 @@ def test_a_failed_fan_out_write_that_stops_a_fail_closed_run_is_in_its_summary()
     summary = bound.last_summary
     assert summary is not None and summary.outcome == "failed"
     assert summary.error == {"type": "ValueError", "message": "bad rejects {'id': 4}"}
-    assert summary.by_sink["bad"]["failed"] == 1 and summary.records_partially_written == 1
+    assert summary.by_sink["bad"].failed == 1 and summary.records_partially_written == 1
     assert "error: ValueError: bad rejects" in str(summary)
     _accounted(summary)
 
@@ -138,7 +139,7 @@ def test_every_consumed_record_is_accounted_for_once_on_every_lane(plane):
                      native=(DataPlane.PYTHON_ROWS, DataPlane.PYTHON_BATCHES))
     s = Pipeline(RecordingSource(chunks, plane=plane), id="acc").pipe(*chain).build(
         sink, delivery=DeliveryConfig(failure_policy="log_and_continue")).run_sync()
-    assert s.records_errored == 1 and s.by_sink["s"]["failed"] == 1
+    assert s.records_errored == 1 and s.by_sink["s"].failed == 1
     assert s.records_dropped == s.by_middleware["f"]["dropped"] > 0
     _accounted(s)
 

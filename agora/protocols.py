@@ -1,0 +1,102 @@
+"""The typed seams between the run engine and the parts it drives: the checkpoint store,
+the DLQ sink and the process-isolated stage, as structural protocols.
+
+Each protocol lists exactly what the engine calls — nothing more — so a third-party
+component satisfies it by shape, without inheriting anything. The built-in bases
+(``CheckpointStore``, ``BaseSink``, the process middlewares) satisfy them, and
+``DeliveryConfig`` checks its ``checkpoint`` and ``dlq`` against them when it is built.
+A sink's seam is :class:`agora.sinks.BaseSink` itself (every sink subclasses it).
+
+This module imports only ``records``: every layer may import it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from agora.records import Checkpoint, DLQRecord, WriteResult
+
+__all__ = [
+    "CHECKPOINT_STORE_METHODS",
+    "CheckpointStoreProtocol",
+    "DLQSink",
+    "DLQ_SINK_METHODS",
+    "ProcessStage",
+]
+
+
+@runtime_checkable
+class CheckpointStoreProtocol(Protocol):
+    """What the engine calls on a checkpoint store, in this order: ``open()``,
+    ``claim(key)``, ``load(key)``, any number of ``save(key, checkpoint)``, then
+    ``release(key)`` and ``close()``.
+
+    Every method is synchronous: each is a short local operation, and the engine calls
+    it from its event loop. ``save`` is durable when it returns. ``claim`` refuses a key
+    another run holds with ``CheckpointError``. Subclass :class:`agora.CheckpointStore`
+    to get ``open``/``close`` defaults and in-process claims for free.
+    """
+
+    def open(self) -> None: ...
+
+    def claim(self, key: str) -> None: ...
+
+    def load(self, key: str) -> Checkpoint | None: ...
+
+    def save(self, key: str, checkpoint: Checkpoint) -> None: ...
+
+    def release(self, key: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+#: The methods a checkpoint store must have (all synchronous).
+CHECKPOINT_STORE_METHODS = ("open", "claim", "load", "save", "release", "close")
+
+
+@runtime_checkable
+class DLQSink(Protocol):
+    """What the engine calls on a DLQ sink: ``open()``, ``write_batch(records)``,
+    ``flush()``, ``close()`` — all coroutines — and ``sink_name`` for messages.
+
+    ``write_batch`` receives :class:`DLQRecord` objects and returns None (all stored) or
+    one :class:`WriteResult` per record, in order. A record counts as captured only
+    once ``flush()`` has returned: the checkpoint never passes it before. Every
+    ``BaseSink`` (``SQLiteDLQSink``, ``JsonLinesDLQSink``, ``MemorySink``) satisfies it.
+    """
+
+    sink_name: str
+
+    async def open(self) -> None: ...
+
+    async def write_batch(self, records: Sequence[DLQRecord], /) -> list[WriteResult] | None: ...
+
+    async def flush(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+#: The coroutine methods a DLQ sink must have.
+DLQ_SINK_METHODS = ("open", "write_batch", "flush", "close")
+
+
+@runtime_checkable
+class ProcessStage(Protocol):
+    """What the engine needs of a middleware whose class sets ``process_isolated = True``
+    (``ProcessBatchMiddleware``, ``ArrowProcessBatchMiddleware``).
+
+    * ``submit(batch_index, payload)`` runs one batch in the worker pool and returns its
+      result (one result per record for rows, a ``RecordBatch`` for Arrow); the engine
+      calls it from up to ``max_in_flight_batches`` tasks at once and commits results in
+      source order itself. Cancelling the awaiting task abandons the batch.
+    * ``metrics()`` is a JSON-ready dict of pool counters for the run summary.
+    * ``on_start(ctx)`` / ``on_stop(ctx)`` (as for every middleware) start and stop the pool.
+    """
+
+    name: str
+    max_in_flight_batches: int
+
+    async def submit(self, batch_index: int, payload: Any, /) -> Any: ...
+
+    def metrics(self) -> dict[str, Any]: ...
