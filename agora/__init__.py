@@ -83,6 +83,7 @@ _LAZY = {
     # pipeline without process-isolated middleware never needs.
     "ProcessBatchMiddleware": "agora.process",
     "ArrowProcessBatchMiddleware": "agora.process",
+    "WorkerPool": "agora.process",
 }
 
 
@@ -154,6 +155,7 @@ __all__ = [
     "SinkRouter",
     "SourceDataPlaneSpec",
     "StdoutSink",
+    "WorkerPool",
     "WriteResult",
     "__version__",
 ]
