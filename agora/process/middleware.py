@@ -8,7 +8,6 @@ and sinks never leave the main process.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import pickle
 from collections.abc import Callable, Sequence
