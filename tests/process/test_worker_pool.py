@@ -94,6 +94,28 @@ def test_the_same_fn_in_two_middlewares_of_one_run_never_shares_a_generation(
         assert pool.idle_workers() == 2
 
 
+def test_a_timeout_in_one_middleware_never_invalidates_another_s_batch(
+    no_orphans: None,
+) -> None:
+    with WorkerPool(max_workers=1) as pool:
+        hangs = ProcessBatchMiddleware(faults.sleep_as_told, executor=pool, timeout_s=0.5,
+                                       name="hangs")
+        slow = ProcessBatchMiddleware(faults.sleep_as_told, executor=pool, name="slow")
+
+        async def main() -> tuple[Any, Any]:
+            async with started(hangs), started(slow):
+                done = await asyncio.gather(
+                    hangs.submit(0, rows(0, sleep=30)), slow.submit(0, rows(0, sleep=1.0)),
+                    return_exceptions=True)
+                return done[0], done[1]
+
+        hung, survived = run(main)
+        assert isinstance(hung, ProcessBatchError) and hung.timed_out
+        assert isinstance(survived, list) and survived[0]["id"] == 0, survived
+        assert slow.metrics()["batches_invalidated"] == 0
+        assert hangs.metrics()["pool_recycles"] == 1 and slow.metrics()["pool_recycles"] == 0
+
+
 def test_a_shared_arrow_lane_keeps_its_workers_across_runs(no_orphans: None) -> None:
     table = pa.table({"id": list(range(40))})
     with WorkerPool(max_workers=2) as pool:
@@ -274,6 +296,13 @@ def test_closing_the_pool_while_a_lease_runs_stops_that_lease_at_its_end(
 def test_bad_worker_pool_arguments_are_rejected(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         WorkerPool(**kwargs)
+
+
+def test_explain_names_the_executor() -> None:
+    with WorkerPool(max_workers=1) as pool:
+        shared = ProcessBatchMiddleware(faults.double_values, executor=pool)
+        assert shared.describe()["executor"] == "WorkerPool"
+    assert ProcessBatchMiddleware(faults.double_values).describe()["executor"] == "per-run"
 
 
 def test_an_object_that_is_not_an_executor_is_rejected_at_construction() -> None:
