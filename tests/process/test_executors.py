@@ -211,3 +211,36 @@ def test_stop_zygote_stops_it_and_the_next_pool_starts_a_new_one(no_orphans: Non
     (record, *_) = run(one_run)
     assert record["pyarrow_inherited"] is True
     assert zygote_pid() not in (None, first)
+
+
+KILLED_DRIVER = textwrap.dedent(
+    """
+    import os, signal
+
+    from agora import IterableBatchSource, MemorySink, Pipeline, ProcessBatchMiddleware, WorkerPool
+    from tests.process import faults
+
+    if __name__ == "__main__":
+        pool = WorkerPool(max_workers=2)
+        mw = ProcessBatchMiddleware(faults.tag_with_worker_pid, executor=pool)
+        Pipeline(IterableBatchSource([[{"id": 1, "value": 1}]])).pipe(mw).build(
+            MemorySink()).run_sync()
+        assert pool.idle_workers() == 2
+        os.kill(os.getpid(), signal.SIGKILL)  # no atexit, no finalizers, no close()
+    """
+)
+
+
+def test_a_sigkilled_driver_leaves_neither_its_zygote_nor_idle_shared_workers(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "driver.py").write_text(KILLED_DRIVER)
+    report = tmp_path / "reaper.json"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    subprocess.run(
+        [sys.executable, "-m", "tests.process.reaper", str(report), "--", sys.executable,
+         str(tmp_path / "driver.py")],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=90, check=False)
+    data = json.loads(report.read_text())
+    assert data["returncode"] == -9, data
+    assert data["left"] == [], f"left behind by a killed driver: {data['left']}"
