@@ -119,6 +119,7 @@ _LAZY = {
     # pipeline without process-isolated middleware never needs.
     "ProcessBatchMiddleware": "agora.process",
     "ArrowProcessBatchMiddleware": "agora.process",
+    "WorkerPool": "agora.process",
 }
 
 
@@ -214,6 +215,7 @@ __all__ = [
     "SourceDataPlaneSpec",
     "SourceRecordError",
     "StdoutSink",
+    "WorkerPool",
     "WorkerStartupError",
     "WriteResult",
     "WriterKind",

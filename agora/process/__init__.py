@@ -7,17 +7,26 @@ of one worker, ``sampler.py`` its psutil measurements,
 ``shm.py`` the shared-memory slots (and the reservation that keeps a small ``/dev/shm``
 from killing anyone with SIGBUS), ``transport.py`` the codecs and the pipe fallback,
 ``worker.py`` the worker process, ``startup.py`` and ``forkserver_hook.py`` the
-diagnosis of workers that fail to start.
+diagnosis of workers that fail to start. ``executor.py`` is the seam a lane runs ``fn``
+through (``Executor`` → ``Lease``); ``executors.py`` the two local executors (a pool per
+run, and the shared ``WorkerPool``); ``zygote.py`` the private forkserver every worker is
+forked from, with pyarrow preloaded (``census.py`` records what workers inherit).
 """
 
 from __future__ import annotations
 
-from agora.process.middleware import ArrowProcessBatchMiddleware, ProcessBatchMiddleware
 from agora.errors import ProcessPoolBrokenError, WorkerStartupError
+from agora.process.executor import Executor, Lease, LeaseSpec
+from agora.process.executors import WorkerPool
+from agora.process.middleware import ArrowProcessBatchMiddleware, ProcessBatchMiddleware
 
 __all__ = [
     "ArrowProcessBatchMiddleware",
+    "Executor",
+    "Lease",
+    "LeaseSpec",
     "ProcessBatchMiddleware",
     "ProcessPoolBrokenError",
+    "WorkerPool",
     "WorkerStartupError",
 ]

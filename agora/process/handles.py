@@ -1,45 +1,29 @@
 """The worker pool's records and helpers: tickets (one submitted batch), worker handles,
-metrics, the registry a finalizer kills, and the start method with its preload list."""
+metrics and the registry a finalizer kills."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import multiprocessing
-import multiprocessing.forkserver
 import os
 import signal
-import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 from multiprocessing.connection import Connection
-from collections.abc import Sequence
 from typing import Any
 
 from agora.process.shm import Slot
 from agora.process.worker import EXIT_MEMORY_ERROR
 
 __all__ = [
-    "PRELOAD",
     "PoolMetrics",
     "PoolState",
     "RemoteTraceback",
     "Registry",
     "Ticket",
     "WorkerHandle",
-    "await_forkserver_exit",
     "describe_exit",
-    "forkserver_pid",
-    "forkserver_preload",
     "kill_group",
-    "mp_context",
-]
-
-#: Modules every worker has imported before it is forked, so a new worker (and a new
-#: generation after a recycle) is ready in milliseconds instead of re-importing pyarrow.
-#: ``forkserver_hook`` comes first so that it also captures a later module's failure.
-PRELOAD = [
-    "agora.process.forkserver_hook", "pyarrow", "pyarrow.ipc", "ctypes", "agora.process.worker",
 ]
 
 
@@ -49,6 +33,7 @@ class PoolState(StrEnum):
     NEW = "new"
     STARTING = "starting"
     RUNNING = "running"
+    IDLE = "idle"  # released by its lease, kept warm by a shared WorkerPool for the next
     ISOLATING = "isolating"  # re-running the batches caught in a worker death, one by one
     BROKEN = "broken"  # recycle budget spent or fn unloadable: every batch fails fast
     STOPPED = "stopped"
@@ -171,55 +156,3 @@ def describe_exit(exitcode: int | None, note: str) -> str:
             name = f"signal {-exitcode}"
         return f"worker died (killed by {name}, exit code {exitcode})"
     return f"worker died (exited with code {exitcode})"
-
-
-def mp_context(
-    extra_preload: Sequence[str] = (), *, drop: Sequence[str] = ()
-) -> multiprocessing.context.BaseContext:
-    """forkserver with pyarrow preloaded where available (never plain fork from a
-    threaded process), spawn elsewhere.
-
-    ``extra_preload`` (the module defining ``fn``) joins the preload list, so workers of
-    every generation start with it imported instead of importing it on first use — which
-    would add its import time to every pool recycle. Modules the application already
-    asked the forkserver to preload are kept, except those in ``drop`` (used to retry
-    without a module whose import killed the forkserver). The list only takes effect
-    when the forkserver starts (it serves the whole process afterwards).
-    """
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        ctx = multiprocessing.get_context("forkserver")
-        current = list(forkserver_preload())
-        wanted = [
-            m for m in (*PRELOAD, *current, *extra_preload)
-            if m and m != "__main__" and m not in drop
-        ]
-        ctx.set_forkserver_preload(list(dict.fromkeys(wanted)))
-        return ctx
-    return multiprocessing.get_context("spawn")
-
-
-def forkserver_preload() -> list[str]:
-    server = getattr(multiprocessing.forkserver, "_forkserver", None)
-    return list(getattr(server, "_preload_modules", None) or [])
-
-
-def forkserver_pid() -> int | None:
-    """The pid of this process's forkserver, if one was started."""
-    server = getattr(multiprocessing.forkserver, "_forkserver", None)
-    pid = getattr(server, "_forkserver_pid", None)
-    return pid if isinstance(pid, int) else None
-
-
-def await_forkserver_exit(limit_s: float = 2.0) -> None:
-    """Wait (briefly) until a forkserver that hung up can be reaped, so that the next
-    process start launches a new one instead of talking to the dying one. It is not
-    reaped here (``WNOWAIT``): multiprocessing reaps it and then starts the new one."""
-    pid = forkserver_pid()
-    deadline = time.monotonic() + limit_s
-    while pid is not None and time.monotonic() < deadline:
-        try:
-            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
-                return
-        except ChildProcessError:
-            return
-        time.sleep(0.01)

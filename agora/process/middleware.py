@@ -8,7 +8,6 @@ and sinks never leave the main process.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import pickle
 from collections.abc import Callable, Sequence
@@ -18,8 +17,9 @@ import pyarrow as pa
 
 from agora.errors import LifecycleError, ProcessBatchError
 from agora.middleware.base import ArrowBatchMiddleware, BatchMiddleware, MiddlewareContext
-from agora.process.handles import PoolMetrics, Ticket
-from agora.process.pool import WorkerPool
+from agora.process.executor import Executor, Lease, LeaseSpec
+from agora.process.executors import PerRunExecutor
+from agora.process.handles import PoolMetrics
 from agora.process.transport import ArrowTransport, RowTransport, Transport, encode_rows
 
 __all__ = ["ArrowProcessBatchMiddleware", "ProcessBatchMiddleware"]
@@ -49,6 +49,7 @@ class _ProcessLane:
         max_in_flight_batches: int,
         name: str,
         max_pool_recycles: int,
+        executor: Executor | None,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"{self._kind_label}: name must be a non-empty string; got {name!r}")
@@ -68,6 +69,11 @@ class _ProcessLane:
                     f"{label}: timeout_s must be > 0 seconds (or None for no timeout); "
                     f"got {timeout_s!r}"
                 )
+        if executor is not None and not isinstance(executor, Executor):
+            raise TypeError(
+                f"{label}: executor must be None (a pool per run), an agora.WorkerPool or "
+                f"another executor with an async acquire(spec) method; got {executor!r}"
+            )
         if not isinstance(ordered, bool):
             raise TypeError(f"{label}: ordered must be True or False; got {ordered!r}")
         if not ordered and max_in_flight_batches > 1:
@@ -91,13 +97,15 @@ class _ProcessLane:
         self.max_in_flight_batches = max_in_flight_batches
         self.max_pool_recycles = max_pool_recycles
         self._fn_bytes = fn_bytes
-        self._pool: WorkerPool | None = None
+        self.executor = executor
+        self._pool: Lease | None = None
         self._last_metrics: dict[str, Any] = {
             **PoolMetrics().as_dict(), "pool_state": "new", "generation": 0,
             "workers": self.workers,
         }
         self._ctx: MiddlewareContext | None = None
         self._auto_index = 0
+        self._local_failures = 0
 
     @property
     def workers(self) -> int:
@@ -117,6 +125,7 @@ class _ProcessLane:
             "ordered": self.ordered,
             "timeout_s": self.timeout_s,
             "max_pool_recycles": self.max_pool_recycles,
+            "executor": "per-run" if self.executor is None else type(self.executor).__name__,
         }
 
     async def on_start(self, ctx: MiddlewareContext) -> None:
@@ -127,26 +136,23 @@ class _ProcessLane:
         if self._pool is not None:
             raise LifecycleError(f"{self._kind_label} {self.name!r} is already started")
         self._ctx = ctx
-        pool = WorkerPool(
+        self._local_failures = 0
+        executor: Executor = self.executor if self.executor is not None else PerRunExecutor()
+        self._pool = await executor.acquire(self._lease_spec())
+
+    def _lease_spec(self) -> LeaseSpec:
+        return LeaseSpec(
             name=self.name,
-            transport=self._transport_factory(),
+            lane=self._transport_factory().lane,
             fn_bytes=self._fn_bytes,
-            workers=self.workers,
-            timeout_s=self.timeout_s,
-            max_pool_recycles=self.max_pool_recycles,
-            preload=[getattr(self.fn, "__module__", None) or ""],
             fn_label=(
                 getattr(self.fn, "__module__", None) or "?",
                 getattr(self.fn, "__qualname__", None) or type(self.fn).__name__,
             ),
+            workers=self.workers,
+            timeout_s=self.timeout_s,
+            max_pool_recycles=self.max_pool_recycles,
         )
-        self._pool = pool
-        try:
-            await pool.start()
-        except BaseException:
-            self._pool = None
-            self._last_metrics = self._snapshot(pool)
-            raise
 
     async def on_stop(self, ctx: MiddlewareContext) -> None:
         """Stop the pool: idle workers get ``STOP_GRACE_S`` to exit, busy ones are killed.
@@ -155,7 +161,7 @@ class _ProcessLane:
         if pool is None:
             return
         try:
-            await pool.stop(STOP_GRACE_S)
+            await pool.release(STOP_GRACE_S)
         finally:
             pool.kill_now()
             self._last_metrics = self._snapshot(pool)
@@ -167,13 +173,12 @@ class _ProcessLane:
             return self._snapshot(self._pool)
         return dict(self._last_metrics)
 
-    def _snapshot(self, pool: WorkerPool) -> dict[str, Any]:
-        return {
-            **pool.metrics.as_dict(),
-            "pool_state": pool.state.value,
-            "generation": pool.generation,
-            "workers": self.workers,
-        }
+    def _snapshot(self, pool: Lease) -> dict[str, Any]:
+        metrics = dict(pool.metrics())
+        # Batches that failed in the driver (could not be pickled) never reached the pool.
+        for key in ("batches_submitted", "batches_failed"):
+            metrics[key] = int(metrics.get(key, 0)) + self._local_failures
+        return metrics
 
     def worker_pids(self) -> list[int]:
         """PIDs of the current generation's live workers (empty when stopped)."""
@@ -190,13 +195,7 @@ class _ProcessLane:
                 f"{self._kind_label} {self.name!r}: submit() before on_start() or after "
                 "on_stop(); the runtime starts the pool before the source opens"
             )
-        ticket = Ticket(batch_index, payload, asyncio.get_running_loop().create_future())
-        pool.submit(ticket)
-        try:
-            return await ticket.future
-        except asyncio.CancelledError:
-            pool.abandon(ticket)
-            raise
+        return await pool.run(batch_index, payload)
 
     def _error(self, batch_index: int, cause: str) -> ProcessBatchError:
         pool = self._pool
@@ -208,9 +207,7 @@ class _ProcessLane:
         )
 
     def _count_local_failure(self) -> None:
-        if self._pool is not None:
-            self._pool.metrics.batches_submitted += 1
-            self._pool.metrics.batches_failed += 1
+        self._local_failures += 1
 
 
 
@@ -246,6 +243,7 @@ class ProcessBatchMiddleware(_ProcessLane, BatchMiddleware):
         max_in_flight_batches: int = 4,
         name: str = "process_batch",
         max_pool_recycles: int = DEFAULT_MAX_POOL_RECYCLES,
+        executor: Executor | None = None,
     ) -> None:
         self._configure(
             fn,
@@ -255,6 +253,7 @@ class ProcessBatchMiddleware(_ProcessLane, BatchMiddleware):
             max_in_flight_batches=max_in_flight_batches,
             name=name,
             max_pool_recycles=max_pool_recycles,
+            executor=executor,
         )
 
     async def submit(self, batch_index: int, records: Sequence[Any]) -> list[Any]:
@@ -307,6 +306,7 @@ class ArrowProcessBatchMiddleware(_ProcessLane, ArrowBatchMiddleware):
         max_in_flight_batches: int = 4,
         name: str = "arrow_process_batch",
         max_pool_recycles: int = DEFAULT_MAX_POOL_RECYCLES,
+        executor: Executor | None = None,
     ) -> None:
         self._configure(
             fn,
@@ -316,6 +316,7 @@ class ArrowProcessBatchMiddleware(_ProcessLane, ArrowBatchMiddleware):
             max_in_flight_batches=max_in_flight_batches,
             name=name,
             max_pool_recycles=max_pool_recycles,
+            executor=executor,
         )
 
     async def submit(self, batch_index: int, batch: pa.RecordBatch) -> pa.RecordBatch:

@@ -34,7 +34,7 @@ closed, its slots unlinked — a killed worker can therefore never deliver a sta
 half-written result — and a fresh generation is started *before* the next batch is
 dispatched. The run never waits for the stuck code.
 
-**WorkerPool** — lives on the event-loop thread and is driven by callbacks only; no call
+**LanePool** — lives on the event-loop thread and is driven by callbacks only; no call
 blocks for longer than a slot memcpy or a forkserver round trip. After a timeout the
 timed-out batch fails (``timed_out``) and its running siblings fail (``invalidated``).
 After a death the culprit is unknown (the kernel's OOM killer picks the biggest process,
@@ -64,11 +64,8 @@ from agora.process.handles import (
     RemoteTraceback,
     Ticket,
     WorkerHandle,
-    await_forkserver_exit,
     describe_exit,
-    forkserver_pid,
     kill_group,
-    mp_context,
 )
 from agora.process.sampler import SAMPLE_INTERVAL_S, WorkerSampler
 from agora.process.shm import ShmFull, shm_dir, sweep_stale_slots
@@ -94,13 +91,14 @@ from agora.process.worker import (
     decode_message,
 )
 from agora.process.workers import retire_worker, spawn_worker
+from agora.process.zygote import await_zygote_exit, zygote_context, zygote_pid
 
 __all__ = [
+    "LanePool",
     "PoolMetrics",
     "PoolState",
     "ProcessPoolBrokenError",
     "Ticket",
-    "WorkerPool",
     "WorkerStartupError",
 ]
 
@@ -110,10 +108,12 @@ log = logging.getLogger("agora.process")
 STARTUP_TIMEOUT_S = 60.0
 
 
-class WorkerPool:
+class LanePool:
     """Runs ``fn`` (pickled in ``fn_bytes``) on ``workers`` processes; see the module doc.
 
-    All methods must be called on the event loop that ran :meth:`start`.
+    All methods must be called on the event loop that ran :meth:`start` (or the last
+    :meth:`attach`). Between two leases a shared ``agora.WorkerPool`` parks it
+    (:meth:`detach`): its idle workers stay alive, bound to no loop.
     """
 
     def __init__(
@@ -140,7 +140,7 @@ class WorkerPool:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._preload = [m for m in preload if m and m != "__main__"]
         self._fn_label = fn_label
-        self._ctx: Any = mp_context(self._preload)
+        self._ctx: Any = zygote_context(self._preload)
         self._workers: list[WorkerHandle] = []
         self._graveyard: list[WorkerHandle] = []
         self._queue: deque[Ticket] = deque()
@@ -151,6 +151,7 @@ class WorkerPool:
         self._consecutive_recycles = 0
         self._broken: str | None = None
         self._closed = False
+        self._parked = False
         self._starting: asyncio.Future[None] | None = None
         self._sampler: asyncio.TimerHandle | None = None
         self._registry = Registry()
@@ -259,6 +260,8 @@ class WorkerPool:
             return PoolState.BROKEN
         if self._closed:
             return PoolState.STOPPED
+        if self._parked:
+            return PoolState.IDLE
         if self._loop is None:
             return PoolState.NEW
         if self._starting is not None:
@@ -268,6 +271,87 @@ class WorkerPool:
     @property
     def broken_reason(self) -> str | None:
         return self._broken
+
+    # ------------------------------------------------------------------ reuse
+
+    def reusable(self) -> bool:
+        """True when every worker is alive and idle and nothing is queued: the pool can
+        serve another lease as it is (anything else is stopped instead)."""
+        return (
+            self._broken is None
+            and not self._closed
+            and not self._isolating
+            and not self._queue
+            and not self._suspects
+            and bool(self._workers)
+            and all(self._idle_and_alive(w) for w in self._workers)
+        )
+
+    @staticmethod
+    def _idle_and_alive(worker: WorkerHandle) -> bool:
+        if worker.ticket is not None or worker.dead or worker.process.exitcode is not None:
+            return False
+        # An idle worker sends nothing: a readable pipe means it hung up (it died, and
+        # its exit status may not have arrived yet) or said something out of turn.
+        try:
+            return not worker.conn.poll()
+        except (OSError, EOFError):
+            return False
+
+    def detach(self) -> None:
+        """Park a :meth:`reusable` pool: stop watching its workers on the current loop
+        (which may close) and take a last metrics sample. Its workers stay alive."""
+        assert self._loop is not None and self.reusable()
+        if self._sampler is not None:
+            self._sampler.cancel()
+            self._sampler = None
+        self._sample(reschedule=False)
+        for worker in self._workers:
+            self._loop.remove_reader(worker.conn.fileno())
+            self._loop.remove_reader(worker.process.sentinel)
+        self._parked = True
+
+    def attach(
+        self, *, name: str, timeout_s: float | None, max_pool_recycles: int
+    ) -> None:
+        """Serve a new lease from a parked pool, on the running loop, with fresh metrics
+        and a fresh recycle budget. ``fn`` and the lane are the pool's own."""
+        assert self._parked
+        loop = asyncio.get_running_loop()
+        self._loop, self._parked = loop, False
+        self.name = self._courier.name = name
+        self.timeout_s, self.max_pool_recycles = timeout_s, max_pool_recycles
+        self.metrics = PoolMetrics()
+        self._courier.metrics = self.metrics
+        self._worker_stats = WorkerSampler(self.metrics)
+        self._consecutive_recycles, self._unresolved = 0, 0
+        for worker in self._workers:
+            loop.add_reader(worker.conn.fileno(), self._on_readable, worker)
+            loop.add_reader(worker.process.sentinel, self._on_sentinel, worker)
+        self._sampler = loop.call_later(SAMPLE_INTERVAL_S, self._sample)
+
+    def close_parked(self, grace_s: float) -> None:
+        """Stop a parked pool without an event loop: idle workers are asked to exit,
+        stragglers killed after ``grace_s``, slots unlinked, processes reaped."""
+        self._closed = True
+        for worker in self._workers:
+            with contextlib.suppress(OSError):
+                worker.conn.send_bytes(STOP)
+        deadline = time.monotonic() + grace_s
+        for worker in self._workers:
+            worker.process.join(max(0.0, deadline - time.monotonic()))
+        for worker in self._workers:
+            if not worker.retired:
+                worker.retired = True
+                kill_group(worker.pid)
+                self._registry.pids.discard(worker.pid)
+                worker.conn.close()
+                self._graveyard.append(worker)
+        self._workers = []
+        self._registry.kill_all()
+        for worker in list(self._graveyard):
+            worker.process.join(5.0)
+        self._reap()
 
     # ------------------------------------------------------------------ submit
 
@@ -308,14 +392,14 @@ class WorkerPool:
             for worker in self._workers:
                 self._retire(worker)
             self._workers, self.generation = [], 0
-            await_forkserver_exit()
-            report = take_report(forkserver_pid())  # complete now that it has exited
+            await_zygote_exit()
+            report = take_report(zygote_pid())  # complete now that it has exited
             if not self._preload:
                 raise WorkerStartupError(
                     f"process middleware {self.name!r}: the forkserver that starts workers "
                     f"failed ({last_line(report) or f'{type(exc).__name__}: {exc}'})"
                 ) from None
-            self._ctx = mp_context(drop=self._preload)
+            self._ctx = zygote_context(drop=self._preload)
             self._preload = []
             self._open_generation()
 
