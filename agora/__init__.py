@@ -84,6 +84,8 @@ _LAZY = {
     "ProcessBatchMiddleware": "agora.process",
     "ArrowProcessBatchMiddleware": "agora.process",
     "WorkerPool": "agora.process",
+    # Imports nothing of Dask until an executor is built (optional extra agora[dask]).
+    "DaskExecutor": "agora.process.dask_executor",
 }
 
 
@@ -124,6 +126,7 @@ __all__ = [
     "CsvSource",
     "DLQFailurePolicy",
     "DLQRecord",
+    "DaskExecutor",
     "DataPlane",
     "DeliveryConfig",
     "FailurePolicy",

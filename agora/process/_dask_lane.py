@@ -1,0 +1,376 @@
+"""One lease on a Dask cluster: one middleware's batches for one run — time out, re-run, cancel.
+
+::
+
+    submit(batch) ─► slot (one per cluster thread) ─► scatter ─► client.submit(run_batch)
+                                                                    │
+        result ◄── checked (length / row count) ◄── await future ◄──┤ worker runs fn
+        ProcessBatchError ◄── fn raised / KilledWorker ◄────────────┤ Dask re-runs a batch
+                                                                    │ whose worker died
+        timeout_s ─► cancel the future ─► restart the worker running it (its nanny
+                     kills the process) ─► the batch fails (timed_out) ─► slot freed
+
+**Slots** — the lease sends at most one batch per worker thread of the cluster (an
+asyncio semaphore; more wait in the driver). So the timeout clock, started when a batch
+is sent, measures the batch's own run time, and a worker never holds a second batch of
+ours that its death would charge.
+
+**Timeouts** — the future is cancelled first, so nothing it returns can ever be
+committed, and then the worker running it is restarted, so the stuck code stops burning
+CPU. Only that worker is touched: batches on other workers go on, none is invalidated.
+
+**Deaths** — Dask re-runs a batch whose worker died; after
+``distributed.scheduler.allowed-failures`` deaths it gives up with ``KilledWorker``,
+which fails that batch ("worker died"). An executor that owns its cluster sets that
+budget to 1: a batch is re-run once, like the local pool's rule.
+
+**Broken** — more than ``max_pool_recycles`` timeouts or deaths in a row without any
+batch coming back break the lease: that batch and every later one fail with
+``ProcessPoolBrokenError`` (terminal for the run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import pickle
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from agora.errors import LifecycleError, ProcessBatchError, ProcessPoolBrokenError
+from agora.process._dask_task import run_batch
+
+__all__ = ["DaskLease", "DaskLeaseMetrics"]
+
+log = logging.getLogger("agora.process")
+
+#: How long the nanny gives a worker running a stuck batch to close in an orderly way
+#: (so the scheduler knows it left on purpose and charges no other task for it) before it
+#: kills the process. Short, because the stuck code will not cooperate anyway.
+STOP_GRACE_S = 0.5
+#: How long release() waits for the cancellations it started.
+REAP_WAIT_S = 10.0
+
+
+@dataclass
+class DaskLeaseMetrics:
+    """Counters of one lease, under the local pool's names (``PoolMetrics``)."""
+
+    batches_submitted: int = 0
+    batches_ok: int = 0
+    batches_failed: int = 0
+    batches_timed_out: int = 0
+    batches_invalidated: int = 0  # always 0: a timeout touches only its own worker
+    worker_deaths: int = 0  # batches that failed because their workers kept dying
+    pool_recycles: int = 0  # workers restarted after a timeout or a cancellation
+    recycle_seconds: float = 0.0
+    peak_in_flight: int = 0
+    transport_bytes_in: int = 0
+    transport_bytes_out: int = 0
+    workers_restarted: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "batches_submitted": self.batches_submitted,
+            "batches_ok": self.batches_ok,
+            "batches_failed": self.batches_failed,
+            "batches_timed_out": self.batches_timed_out,
+            "batches_invalidated": self.batches_invalidated,
+            "worker_deaths": self.worker_deaths,
+            "pool_recycles": self.pool_recycles,
+            "recycle_seconds": round(self.recycle_seconds, 6),
+            "peak_in_flight": self.peak_in_flight,
+            "transport_bytes_in": self.transport_bytes_in,
+            "transport_bytes_out": self.transport_bytes_out,
+        }
+
+
+class DaskLease:
+    """One middleware's ``fn`` on a Dask cluster for one run (an executor ``Lease``).
+
+    Built by :meth:`DaskExecutor.acquire` with an asynchronous client on the run's
+    event loop; every method must be called on that loop. :meth:`run` raises
+    :class:`ProcessBatchError` for a failed batch and :class:`ProcessPoolBrokenError`
+    once the lease is broken.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        name: str,
+        lane: str,
+        fn_bytes: bytes,
+        timeout_s: float | None,
+        max_pool_recycles: int,
+        slots: int,
+        worker_pids: dict[str, int],
+    ) -> None:
+        self.name = name
+        self.lane = lane
+        self.counters = DaskLeaseMetrics()
+        self._client = client
+        self._fn_bytes = fn_bytes
+        self._timeout_s = timeout_s
+        self._max_recycles = max_pool_recycles
+        self._slots = asyncio.Semaphore(slots)
+        # dask key -> (the batch's future, its scattered data)
+        self._in_flight: dict[str, tuple[Any, Any]] = {}
+        self._worker_pids = worker_pids
+        self._rss_peak: dict[int, int] = {}
+        self._reaping: set[asyncio.Task[None]] = set()
+        self._strikes = 0  # timeouts and deaths since a batch last came back
+        self._broken: str | None = None
+        self._closed = False
+
+    async def run(self, batch_index: int, payload: Any) -> Any:
+        """Run ``fn`` on one encoded batch (pickled rows or a ``RecordBatch``); return
+        the checked result (a list, or a ``RecordBatch`` with the same row count)."""
+        self._check_usable(batch_index)
+        async with self._slots:
+            self._check_usable(batch_index)
+            return await self._run_in_slot(batch_index, payload)
+
+    async def _run_in_slot(self, batch_index: int, payload: Any) -> Any:
+        from distributed import KilledWorker  # the lane exists only when it imports
+
+        client = self._client
+        key = f"agora-{self.name}-{batch_index}-{uuid.uuid4().hex[:12]}"
+        self.counters.batches_submitted += 1
+        # Scattered, not embedded in the task: the batch goes straight to a worker, a
+        # RecordBatch through Dask's Arrow serialiser (a slice ships only its rows), and
+        # a large batch never trips Dask's large-graph warning.
+        [data] = await client.scatter([payload], hash=False)
+        future = client.submit(
+            run_batch, self._fn_bytes, self.lane, data, key=key, pure=False, retries=0
+        )
+        self._in_flight[key] = (future, data)
+        self.counters.transport_bytes_in += _size_of(payload)
+        self.counters.peak_in_flight = max(self.counters.peak_in_flight, len(self._in_flight))
+        try:
+            try:
+                result = await asyncio.wait_for(_result_of(future), self._timeout_s)
+            except TimeoutError:
+                self._in_flight.pop(key, None)
+                generation = self.generation  # the one it ran on, before the restart
+                await self._retire(future, data)
+                self.counters.batches_timed_out += 1
+                raise self._failure(
+                    batch_index,
+                    f"timed out after {self._timeout_s:g} s (timeout_s); the batch was "
+                    "cancelled and the Dask worker running it restarted",
+                    timed_out=True,
+                    strike=True,
+                    generation=generation,
+                ) from None
+            except KilledWorker as exc:
+                self.counters.worker_deaths += 1
+                raise self._failure(
+                    batch_index,
+                    f"worker died while running it, and again when it was re-run ({exc})",
+                    strike=True,
+                ) from exc
+            except asyncio.CancelledError:
+                self._in_flight.pop(key, None)
+                self._reap_later(future, data)
+                raise
+            except Exception as exc:  # noqa: BLE001 - fn's own exception, carried back
+                raise self._failure(
+                    batch_index, f"fn raised {type(exc).__name__}: {exc}"
+                ) from exc
+        finally:
+            if self._in_flight.pop(key, None) is not None:  # not handed to _retire
+                future.release()
+                data.release()
+        self.counters.transport_bytes_out += _size_of(result)
+        checked = self._check_result(batch_index, payload, result)
+        self._strikes = 0
+        self.counters.batches_ok += 1
+        return checked
+
+    def _check_usable(self, batch_index: int) -> None:
+        if self._broken is not None:
+            self.counters.batches_submitted += 1
+            self.counters.batches_failed += 1
+            raise ProcessPoolBrokenError(self._broken, middleware_name=self.name,
+                                         batch_index=batch_index, generation=self.generation)
+        if self._closed:
+            raise LifecycleError(f"process middleware {self.name!r}: its Dask lease was "
+                                 "released; a lease serves one run only")
+
+    def _failure(self, batch_index: int, cause: str, *, timed_out: bool = False,
+                 strike: bool = False, generation: int | None = None) -> ProcessBatchError:
+        self.counters.batches_failed += 1
+        generation = self.generation if generation is None else generation
+        if strike:
+            self._strikes += 1
+            if self._strikes > self._max_recycles:
+                self._broken = (
+                    f"{self._strikes} timeouts or worker deaths in a row with no batch coming "
+                    f"back (max_pool_recycles={self._max_recycles}); last: {cause} — fix fn "
+                    "or raise timeout_s"
+                )
+                return ProcessPoolBrokenError(self._broken, middleware_name=self.name,
+                                              batch_index=batch_index, generation=generation)
+        return ProcessBatchError(cause, middleware_name=self.name, batch_index=batch_index,
+                                 timed_out=timed_out, generation=generation)
+
+    def _check_result(self, batch_index: int, payload: Any, result: Any) -> Any:
+        if self.lane == "rows":
+            expected, pickled = result
+            rows = pickle.loads(pickled)
+            if not isinstance(rows, list):
+                raise self._failure(batch_index, "fn must return a list (one result per "
+                                    f"record, None to drop); got {type(rows).__name__}")
+            if len(rows) != expected:
+                raise self._failure(batch_index, f"fn must return one result per record; "
+                                    f"got {len(rows)} results for {expected} records")
+            return rows
+        if not isinstance(result, pa.RecordBatch):
+            raise self._failure(batch_index, "fn must return a pyarrow.RecordBatch; got "
+                                f"{type(result).__name__}")
+        if result.num_rows != payload.num_rows:
+            raise self._failure(batch_index, "fn must preserve the row count; got "
+                                f"{result.num_rows} rows for {payload.num_rows}")
+        return result
+
+    async def _retire(self, future: Any, data: Any) -> None:
+        """Cancel ``future`` (nothing it returns is used) and restart the worker running
+        it, so its code stops. Never raises: the batch's own failure is what matters."""
+        started = time.monotonic()
+        client = self._client
+        try:
+            processing = await client.processing()
+            # The batch's scattered data goes too (before the restart, so Dask does
+            # not report it as lost).
+            await client.cancel([future, data], force=True)
+            workers = [addr for addr, keys in processing.items() if future.key in keys]
+            if workers:
+                await client.run(_stop_worker_process, workers=workers, nanny=True,
+                                 on_error="return")
+                self.counters.workers_restarted.extend(workers)
+                self.counters.pool_recycles += len(workers)
+                for addr in workers:
+                    self._worker_pids.pop(addr, None)
+        except Exception as exc:  # noqa: BLE001 - a cleanup step; logged, never masking
+            log.warning("process middleware %r on Dask: could not stop a stuck batch on the cluster "
+                        "(%s: %s); its result is discarded", self.name, type(exc).__name__,
+                        exc)
+        finally:
+            with contextlib.suppress(Exception):
+                future.release()
+                data.release()
+            self.counters.recycle_seconds += time.monotonic() - started
+
+    def _reap_later(self, future: Any, data: Any) -> None:
+        # A cancelled run() must not wait for the cluster; release() awaits the reaping.
+        task = asyncio.get_running_loop().create_task(self._retire(future, data))
+        self._reaping.add(task)
+        task.add_done_callback(self._reaping.discard)
+
+    async def release(self, grace_s: float) -> None:
+        """End the lease: cancel what is still on the cluster, restart the workers
+        running it, wait for that (bounded), then disconnect. Afterwards nothing of this
+        lease runs anywhere. ``grace_s`` is unused: idle Dask workers are the cluster's,
+        and busy ones are stopped at once (nobody wants their results)."""
+        self._closed = True
+        try:
+            for key in list(self._in_flight):
+                future, data = self._in_flight.pop(key)
+                self._reap_later(future, data)
+            if self._reaping:
+                await asyncio.wait(set(self._reaping), timeout=REAP_WAIT_S)
+            with contextlib.suppress(Exception):
+                await self._sample_rss()
+        finally:
+            await self._client.close()
+
+    def kill_now(self) -> None:
+        """Last resort after a cancelled :meth:`release`: ask the cluster to cancel what
+        is left (fire and forget). Idempotent."""
+        self._closed = True
+        for key in list(self._in_flight):
+            future, data = self._in_flight.pop(key)
+            with contextlib.suppress(Exception):
+                self._reap_later(future, data)
+
+    def worker_pids(self) -> list[int]:
+        """PIDs of the cluster's workers seen at start, minus the ones restarted since."""
+        return sorted(self._worker_pids.values())
+
+    @property
+    def generation(self) -> int:
+        """1 at start, +1 per worker restarted by a timeout or a cancellation."""
+        return 1 + self.counters.pool_recycles
+
+    @property
+    def state(self) -> str:
+        if self._broken is not None:
+            return "broken"
+        return "stopped" if self._closed else "running"
+
+    def metrics(self) -> dict[str, Any]:
+        """JSON-ready counters under the local pool's keys, plus ``pool_state``,
+        ``generation`` and ``executor="dask"``."""
+        rss = self._rss_peak
+        return {
+            **self.counters.as_dict(),
+            "shm_fallbacks_in": 0,
+            "shm_fallbacks_out": 0,
+            "worker_peak_rss_bytes": max(rss.values(), default=0),
+            "worker_peak_rss_by_pid": {str(p): v for p, v in rss.items()},
+            "worker_cpu_seconds": 0.0,
+            "pool_state": self.state,
+            "generation": self.generation,
+            "executor": "dask",
+            "workers_restarted": list(self.counters.workers_restarted),
+        }
+
+    async def _sample_rss(self) -> None:
+        samples = await self._client.run(_worker_rss, on_error="return")
+        for value in samples.values():
+            if isinstance(value, tuple):
+                pid, rss = value
+                self._rss_peak[pid] = max(self._rss_peak.get(pid, 0), rss)
+
+
+def _size_of(value: Any) -> int:
+    if isinstance(value, tuple):  # a row batch's result: (input length, pickle)
+        value = value[1]
+    if isinstance(value, pa.RecordBatch):
+        return int(value.nbytes)
+    return len(value) if isinstance(value, bytes | bytearray) else 0
+
+
+def _worker_rss() -> tuple[int, int]:
+    """Runs on a worker: its pid and resident set size."""
+    import psutil
+
+    proc = psutil.Process()
+    return proc.pid, int(proc.memory_info().rss)
+
+
+def worker_pid() -> int:
+    """Runs on a worker: its pid."""
+    return os.getpid()
+
+
+async def _stop_worker_process(dask_worker: Any) -> str:
+    """Runs in the worker's nanny: stop the worker process, without waiting for its
+    busy threads, killing it after ``STOP_GRACE_S``. The nanny then starts a fresh one."""
+    process = dask_worker.process
+    if process is None:
+        return "no worker process"
+    await process.kill(timeout=STOP_GRACE_S / 0.8, executor_wait=False,
+                       reason="agora-batch-timeout")
+    return "stopped"
+
+
+async def _result_of(future: Any) -> Any:
+    return await future

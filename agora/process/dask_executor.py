@@ -1,0 +1,200 @@
+"""``DaskExecutor``: the process lanes' batches run on a Dask distributed cluster.
+
+The executor holds the cluster (one it started, or one it was pointed at); each run of a
+process middleware opens a :class:`~agora.process._dask_lane.DaskLane` on it with its
+own asynchronous client on the run's event loop. Checkpoints, the DLQ and sinks stay in
+the driver, exactly as with the local pool: the cluster only runs ``fn``.
+
+``distributed`` is an optional dependency (``pip install 'agora[dask]'``): this module
+imports it only when an executor is built.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from enum import StrEnum
+from types import ModuleType, TracebackType
+from typing import Any
+
+from agora.errors import LifecycleError, WorkerStartupError
+from agora.process._dask_lane import DaskLease
+from agora.process._dask_task import load_fn
+from agora.process.executor import LeaseSpec
+
+__all__ = ["DaskExecutor", "DaskExecutorState", "require_distributed"]
+
+#: Worker deaths a batch may cause before Dask fails it (``KilledWorker``) on a cluster
+#: the executor starts: re-run once, then fail — the local pool's rule. A cluster we are
+#: pointed at keeps its own ``distributed.scheduler.allowed-failures`` (Dask's default 3).
+OWNED_ALLOWED_FAILURES = 1
+
+_MISSING = (
+    "DaskExecutor needs the 'distributed' package, which is not installed; install the "
+    "optional extra with: pip install 'agora[dask]'"
+)
+
+
+def require_distributed() -> ModuleType:
+    """Import ``distributed``, or raise ``ImportError`` naming the extra to install."""
+    try:
+        return importlib.import_module("distributed")
+    except ImportError as exc:
+        raise ImportError(_MISSING) from exc
+
+
+class DaskExecutorState(StrEnum):
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class DaskExecutor:
+    """Runs process-lane batches on a Dask cluster.
+
+    ``address=None`` starts a ``LocalCluster`` of ``n_workers`` worker processes with
+    one thread each, owned by the executor: :meth:`close` (or leaving the ``with``
+    block) shuts it down and leaves no scheduler or worker process behind. An address
+    string (``"tcp://host:8786"``) or a ``distributed.Client`` uses an existing cluster,
+    which the executor never closes. Workers must be able to import ``agora`` and
+    ``fn``'s module.
+
+    Raises ``ImportError`` naming ``agora[dask]`` when ``distributed`` is missing, and
+    ``ValueError``/``TypeError`` for bad arguments.
+    """
+
+    def __init__(
+        self,
+        address: str | Any | None = None,
+        *,
+        n_workers: int = 2,
+        memory_limit: str | int | None = "auto",
+    ) -> None:
+        distributed = require_distributed()
+        if isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1:
+            raise ValueError(f"DaskExecutor: n_workers must be an int >= 1; got {n_workers!r}")
+        self._lock = threading.Lock()
+        self._cluster: Any = None
+        self._client: Any = None  # a synchronous client, for addresses and introspection
+        self._owns_client = False
+        if address is None:
+            import dask
+
+            with dask.config.set({"distributed.scheduler.allowed-failures":
+                                  OWNED_ALLOWED_FAILURES}):
+                self._cluster = distributed.LocalCluster(
+                    n_workers=n_workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                    memory_limit=memory_limit,
+                )
+            try:
+                self._client = distributed.Client(self._cluster, set_as_default=False)
+            except BaseException:
+                self._cluster.close()
+                raise
+            self._owns_client = True
+        elif isinstance(address, distributed.Client):
+            self._client = address
+        elif isinstance(address, str) and address:
+            self._client = distributed.Client(address, set_as_default=False)
+            self._owns_client = True
+        else:
+            raise TypeError(
+                "DaskExecutor: address must be None (start a local cluster), a scheduler "
+                f"address string such as 'tcp://host:8786', or a distributed.Client; got "
+                f"{address!r}"
+            )
+        self.n_workers = n_workers
+        self.state = DaskExecutorState.OPEN
+
+    @property
+    def owns_cluster(self) -> bool:
+        """True when the executor started the cluster (and so closes it)."""
+        return self._cluster is not None
+
+    @property
+    def scheduler_address(self) -> str:
+        return str(self._client.scheduler.address)
+
+    @property
+    def client(self) -> Any:
+        """The executor's synchronous ``distributed.Client`` (for introspection)."""
+        return self._client
+
+    def worker_addresses(self) -> list[str]:
+        """Addresses of the cluster's workers right now."""
+        return sorted(self._client.scheduler_info(n_workers=-1)["workers"])
+
+    async def acquire(self, spec: LeaseSpec) -> DaskLease:
+        """A lease for one run of ``spec``'s middleware, once every worker has loaded
+        its ``fn``; it holds its own asynchronous client on the running event loop.
+
+        Raises ``WorkerStartupError`` naming the middleware when a worker cannot load
+        ``fn`` or the cluster has no worker, ``LifecycleError`` once the executor is
+        closed.
+        """
+        if self.state is DaskExecutorState.CLOSED:
+            raise LifecycleError(f"process middleware {spec.name!r}: its DaskExecutor is "
+                                 "closed; create a new DaskExecutor for this run")
+        distributed = require_distributed()
+        client = await distributed.Client(
+            self.scheduler_address, asynchronous=True, set_as_default=False
+        )
+        try:
+            nthreads: dict[str, int] = await client.nthreads()
+            if not nthreads:
+                raise WorkerStartupError(
+                    f"process middleware {spec.name!r}: the Dask cluster at "
+                    f"{self.scheduler_address} has no worker; start workers "
+                    "(dask worker <address>) or use DaskExecutor() for a local cluster"
+                )
+            loaded = await client.run(load_fn, spec.fn_bytes, on_error="return")
+            failed = {addr: exc for addr, exc in loaded.items() if isinstance(exc, Exception)}
+            if failed:
+                addr, exc = next(iter(failed.items()))
+                module, qualname = spec.fn_label
+                raise WorkerStartupError(
+                    f"process middleware {spec.name!r}: Dask worker {addr} cannot load fn "
+                    f"{module}.{qualname} ({type(exc).__name__}: {exc}); install fn's "
+                    "module (and agora) on every worker of the cluster"
+                ) from exc
+        except BaseException:
+            await client.close()
+            raise
+        # One batch per worker thread at most, and no more than the middleware's own
+        # worker count (``max_workers``, capped by ``max_in_flight_batches``).
+        slots = max(1, min(spec.workers, sum(nthreads.values())))
+        return DaskLease(
+            client, name=spec.name, lane=spec.lane, fn_bytes=spec.fn_bytes,
+            timeout_s=spec.timeout_s, max_pool_recycles=spec.max_pool_recycles,
+            slots=slots, worker_pids={a: p for a, p in loaded.items() if isinstance(p, int)},
+        )
+
+    def close(self) -> None:
+        """Disconnect; shut the cluster down if this executor started it. Idempotent."""
+        with self._lock:
+            if self.state is DaskExecutorState.CLOSED:
+                return
+            self.state = DaskExecutorState.CLOSED
+        try:
+            if self._owns_client:
+                self._client.close()
+        finally:
+            if self._cluster is not None:
+                self._cluster.close()
+
+    def __enter__(self) -> DaskExecutor:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        where = "local cluster" if self.owns_cluster else "cluster"
+        return f"<DaskExecutor {self.state.value} {where} at {self.scheduler_address}>"
