@@ -5,8 +5,8 @@ imports neither ``distributed`` nor anything of Agora beyond the standard librar
 pyarrow: a worker needs only ``agora`` and ``fn``'s module installed.
 
 Row batches cross as pickles (protocol 5). Arrow batches cross as ``RecordBatch``
-objects, which Dask serialises itself as Arrow IPC frames when the driver scatters them
-and when it gathers results (only a slice's rows travel, never its parent buffer). That
+objects in Dask's own serialisation (pickle protocol 5 with out-of-band buffers going in,
+Dask's Arrow IPC serialiser for results; a slice is compacted by the driver first). That
 was measured faster than shipping our own IPC bytes (``bench/bench_dask.py``; figures in
 ``docs/executors-dask.md``).
 """

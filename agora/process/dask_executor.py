@@ -85,7 +85,8 @@ class DaskExecutor:
                     n_workers=n_workers,
                     threads_per_worker=1,
                     processes=True,
-                    dashboard_address=None,
+                    # A free port: a fixed one clashes with any other cluster on the host.
+                    dashboard_address=":0",
                     memory_limit=memory_limit,
                 )
             try:
