@@ -19,10 +19,11 @@ ours that its death would charge.
 committed, and then the worker running it is restarted, so the stuck code stops burning
 CPU. Only that worker is touched: batches on other workers go on, none is invalidated.
 
-**Deaths** — Dask re-runs a batch whose worker died; after
-``distributed.scheduler.allowed-failures`` deaths it gives up with ``KilledWorker``,
-which fails that batch ("worker died"). An executor that owns its cluster sets that
-budget to 1: a batch is re-run once, like the local pool's rule.
+**Deaths** — a batch whose worker died comes back as ``KilledWorker`` (at once on a
+cluster the executor owns, whose ``allowed-failures`` is 0; on another cluster after Dask's
+own re-runs). The culprit is unknown, so the lease re-runs it *alone*: new batches wait
+and the ones in flight finish first. Only a batch that kills its worker again fails
+("worker died"); the innocent bystanders of a death go through.
 
 **Broken** — more than ``max_pool_recycles`` timeouts or deaths in a row without any
 batch coming back break the lease: that batch and every later one fail with
@@ -34,11 +35,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import pickle
 import time
 import uuid
 from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pyarrow as pa
@@ -67,7 +68,7 @@ class DaskLeaseMetrics:
     batches_failed: int = 0
     batches_timed_out: int = 0
     batches_invalidated: int = 0  # always 0: a timeout touches only its own worker
-    worker_deaths: int = 0  # batches that failed because their workers kept dying
+    worker_deaths: int = 0  # times a batch of this lease was caught in a worker death
     pool_recycles: int = 0  # workers restarted after a timeout or a cancellation
     recycle_seconds: float = 0.0
     peak_in_flight: int = 0
@@ -125,6 +126,14 @@ class DaskLease:
         self._rss_peak: dict[int, int] = {}
         self._reaping: set[asyncio.Task[None]] = set()
         self._strikes = 0  # timeouts and deaths since a batch last came back
+        # Isolation after a worker death: the gate closes while a suspect re-runs alone.
+        self._gate = asyncio.Event()
+        self._gate.set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._active = 0
+        self._suspects = 0
+        self._suspect_lock = asyncio.Lock()
         self._broken: str | None = None
         self._closed = False
 
@@ -134,7 +143,47 @@ class DaskLease:
         self._check_usable(batch_index)
         async with self._slots:
             self._check_usable(batch_index)
-            return await self._run_in_slot(batch_index, payload)
+            try:
+                async with self._alongside_others():
+                    return await self._run_in_slot(batch_index, payload)
+            except _WorkerLost as lost:
+                self._strike(batch_index, f"worker died ({lost.cause})")
+            # Its worker died; the culprit is unknown. Re-run it with nothing else of this
+            # lease on the cluster: if it kills its worker again, it is the culprit.
+            async with self._alone():
+                self._check_usable(batch_index)
+                try:
+                    return await self._run_in_slot(batch_index, payload)
+                except _WorkerLost as lost:
+                    raise self._failure(
+                        batch_index, "worker died while running it, and again when it was "
+                        f"re-run alone ({lost.cause})", strike=True,
+                    ) from lost.cause
+
+    @contextlib.asynccontextmanager
+    async def _alongside_others(self) -> AsyncIterator[None]:
+        await self._gate.wait()  # closed while a suspect batch runs alone
+        self._active += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._active -= 1
+            if self._active == 0:
+                self._idle.set()
+
+    @contextlib.asynccontextmanager
+    async def _alone(self) -> AsyncIterator[None]:
+        self._suspects += 1
+        self._gate.clear()
+        try:
+            async with self._suspect_lock:
+                await self._idle.wait()
+                yield
+        finally:
+            self._suspects -= 1
+            if self._suspects == 0:
+                self._gate.set()
 
     async def _run_in_slot(self, batch_index: int, payload: Any) -> Any:
         import dask
@@ -171,11 +220,7 @@ class DaskLease:
                 ) from None
             except KilledWorker as exc:
                 self.counters.worker_deaths += 1
-                raise self._failure(
-                    batch_index,
-                    f"worker died while running it, and again when it was re-run ({exc})",
-                    strike=True,
-                ) from exc
+                raise _WorkerLost(exc) from exc
             except asyncio.CancelledError:
                 self._in_flight.pop(key, None)
                 self._reap_later(future)
@@ -203,20 +248,28 @@ class DaskLease:
             raise LifecycleError(f"process middleware {self.name!r}: its Dask lease was "
                                  "released; a lease serves one run only")
 
+    def _strike(self, batch_index: int, cause: str) -> None:
+        """Count a timeout or a death; past the budget the lease is broken (raises)."""
+        self._strikes += 1
+        if self._strikes > self._max_recycles:
+            self._broken = (
+                f"{self._strikes} timeouts or worker deaths in a row with no batch coming "
+                f"back (max_pool_recycles={self._max_recycles}); last: {cause} — fix fn "
+                "or raise timeout_s"
+            )
+            self.counters.batches_failed += 1
+            raise ProcessPoolBrokenError(self._broken, middleware_name=self.name,
+                                         batch_index=batch_index, generation=self.generation)
+
     def _failure(self, batch_index: int, cause: str, *, timed_out: bool = False,
                  strike: bool = False, generation: int | None = None) -> ProcessBatchError:
-        self.counters.batches_failed += 1
         generation = self.generation if generation is None else generation
         if strike:
-            self._strikes += 1
-            if self._strikes > self._max_recycles:
-                self._broken = (
-                    f"{self._strikes} timeouts or worker deaths in a row with no batch coming "
-                    f"back (max_pool_recycles={self._max_recycles}); last: {cause} — fix fn "
-                    "or raise timeout_s"
-                )
-                return ProcessPoolBrokenError(self._broken, middleware_name=self.name,
-                                              batch_index=batch_index, generation=generation)
+            try:
+                self._strike(batch_index, cause)
+            except ProcessPoolBrokenError as broken:
+                return broken
+        self.counters.batches_failed += 1
         return ProcessBatchError(cause, middleware_name=self.name, batch_index=batch_index,
                                  timed_out=timed_out, generation=generation)
 
@@ -363,9 +416,12 @@ def _worker_rss() -> tuple[int, int]:
     return proc.pid, int(proc.memory_info().rss)
 
 
-def worker_pid() -> int:
-    """Runs on a worker: its pid."""
-    return os.getpid()
+class _WorkerLost(Exception):
+    """A batch's worker died (Dask's ``KilledWorker``); the lease decides what follows."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
 
 
 async def _stop_worker_process(dask_worker: Any) -> str:

@@ -24,10 +24,15 @@ from agora.process.executor import LeaseSpec
 
 __all__ = ["DaskExecutor", "DaskExecutorState", "require_distributed"]
 
-#: Worker deaths a batch may cause before Dask fails it (``KilledWorker``) on a cluster
-#: the executor starts: re-run once, then fail — the local pool's rule. A cluster we are
+#: Worker deaths Dask absorbs by re-running a batch on its own, on a cluster the executor
+#: starts: none — the lease re-runs a batch whose worker died *alone*, so an innocent
+#: batch that shared a worker with the culprit is never charged twice. A cluster we are
 #: pointed at keeps its own ``distributed.scheduler.allowed-failures`` (Dask's default 3).
-OWNED_ALLOWED_FAILURES = 1
+OWNED_ALLOWED_FAILURES = 0
+
+#: How long a new lease waits for the cluster's workers (a worker restarted after a
+#: timeout is back within about a second here; a remote one may take longer).
+WORKER_WAIT_S = 30.0
 
 _MISSING = (
     "DaskExecutor needs the 'distributed' package, which is not installed; install the "
@@ -132,8 +137,8 @@ class DaskExecutor:
         its ``fn``; it holds its own asynchronous client on the running event loop.
 
         Raises ``WorkerStartupError`` naming the middleware when a worker cannot load
-        ``fn`` or the cluster has no worker, ``LifecycleError`` once the executor is
-        closed.
+        ``fn`` or the cluster has no worker within ``WORKER_WAIT_S``, ``LifecycleError``
+        once the executor is closed.
         """
         if self.state is DaskExecutorState.CLOSED:
             raise LifecycleError(f"process middleware {spec.name!r}: its DaskExecutor is "
@@ -143,13 +148,19 @@ class DaskExecutor:
             self.scheduler_address, asynchronous=True, set_as_default=False
         )
         try:
-            nthreads: dict[str, int] = await client.nthreads()
-            if not nthreads:
+            # A worker restarted after a timeout or a cancellation may still be coming
+            # back: wait for all of ours, or for any worker on a cluster we were given.
+            wanted = self.n_workers if self.owns_cluster else 1
+            try:
+                await client.wait_for_workers(wanted, timeout=WORKER_WAIT_S)
+            except TimeoutError:
                 raise WorkerStartupError(
                     f"process middleware {spec.name!r}: the Dask cluster at "
-                    f"{self.scheduler_address} has no worker; start workers "
-                    "(dask worker <address>) or use DaskExecutor() for a local cluster"
-                )
+                    f"{self.scheduler_address} has fewer than {wanted} worker(s) after "
+                    f"{WORKER_WAIT_S:g} s; start workers (dask worker <address>) or use "
+                    "DaskExecutor() for a local cluster"
+                ) from None
+            nthreads: dict[str, int] = await client.nthreads()
             loaded = await client.run(load_fn, spec.fn_bytes, on_error="return")
             failed = {addr: exc for addr, exc in loaded.items() if isinstance(exc, Exception)}
             if failed:
