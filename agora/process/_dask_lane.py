@@ -10,10 +10,11 @@
         timeout_s ─► cancel the future ─► restart the worker running it (its nanny
                      kills the process) ─► the batch fails (timed_out) ─► slot freed
 
-**Slots** — the lease sends at most one batch per worker thread of the cluster (an
-asyncio semaphore; more wait in the driver). So the timeout clock, started when a batch
-is sent, measures the batch's own run time, and a worker never holds a second batch of
-ours that its death would charge.
+**Slots** — the lease keeps up to two batches per worker thread on the cluster (an
+asyncio semaphore; more wait in the driver): the next batch is already queued on a
+worker when the current one ends, hiding Dask's ~10 ms round trip. The timeout clock of
+a batch starts when its worker reports that it started it (an event on a topic of the
+lease), so time spent queued never counts.
 
 **Timeouts** — the future is cancelled first, so nothing it returns can ever be
 committed, and then the worker running it is restarted, so the stuck code stops burning
@@ -125,6 +126,13 @@ class DaskLease:
         self._worker_pids = worker_pids
         self._rss_peak: dict[int, int] = {}
         self._reaping: set[asyncio.Task[None]] = set()
+        # Per batch: a future that the timeout clock resolves; the clock starts when the
+        # worker reports the batch started (run_batch logs its key on this topic).
+        self._clocks: dict[str, asyncio.Future[None]] = {}
+        self._topic: str | None = None
+        if timeout_s is not None:
+            self._topic = f"agora-started-{name}-{uuid.uuid4().hex}"
+            client.subscribe_topic(self._topic, self._on_started)
         self._strikes = 0  # timeouts and deaths since a batch last came back
         # Isolation after a worker death: the gate closes while a suspect re-runs alone.
         self._gate = asyncio.Event()
@@ -198,13 +206,15 @@ class DaskLease:
         # point, hence no "large graph" warning.
         with dask.config.set({"distributed.admin.large-graph-warning-threshold": "1 PiB"}):
             future = client.submit(run_batch, self._fn_bytes, self.lane, _compact(payload),
-                                   key=key, pure=False, retries=0)
+                                   self._topic, key, key=key, pure=False, retries=0)
         self._in_flight[key] = future
+        expired: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._clocks[key] = expired
         self.counters.transport_bytes_in += _size_of(payload)
         self.counters.peak_in_flight = max(self.counters.peak_in_flight, len(self._in_flight))
         try:
             try:
-                result = await asyncio.wait_for(_result_of(future), self._timeout_s)
+                result = await _result_unless_expired(future, expired)
             except TimeoutError:
                 self._in_flight.pop(key, None)
                 generation = self.generation  # the one it ran on, before the restart
@@ -230,6 +240,9 @@ class DaskLease:
                     batch_index, f"fn raised {type(exc).__name__}: {exc}"
                 ) from exc
         finally:
+            clock = self._clocks.pop(key, None)
+            if clock is not None and not clock.done():
+                clock.cancel()  # also stops its timer (see _on_started)
             if self._in_flight.pop(key, None) is not None:  # not handed to _retire
                 future.release()
         self.counters.transport_bytes_out += _size_of(result)
@@ -237,6 +250,15 @@ class DaskLease:
         self._strikes = 0
         self.counters.batches_ok += 1
         return checked
+
+    def _on_started(self, event: tuple[float, Any]) -> None:
+        """A worker started one of our batches: start its timeout clock now."""
+        _, msg = event
+        clock = self._clocks.get(msg.get("key", "")) if isinstance(msg, dict) else None
+        if clock is None or clock.done() or self._timeout_s is None:
+            return  # already resolved, or a report from an earlier attempt
+        timer = asyncio.get_running_loop().call_later(self._timeout_s, _expire, clock)
+        clock.add_done_callback(lambda _: timer.cancel())
 
     def _check_usable(self, batch_index: int) -> None:
         if self._broken is not None:
@@ -338,6 +360,9 @@ class DaskLease:
             with contextlib.suppress(Exception):
                 await self._sample_rss()
         finally:
+            if self._topic is not None:
+                with contextlib.suppress(Exception):
+                    self._client.unsubscribe_topic(self._topic)
             await self._client.close()
 
     def kill_now(self) -> None:
@@ -433,6 +458,25 @@ async def _stop_worker_process(dask_worker: Any) -> str:
     await process.kill(timeout=STOP_GRACE_S / 0.8, executor_wait=False,
                        reason="agora-batch-timeout")
     return "stopped"
+
+
+def _expire(clock: asyncio.Future[None]) -> None:
+    if not clock.done():
+        clock.set_result(None)
+
+
+async def _result_unless_expired(future: Any, expired: asyncio.Future[None]) -> Any:
+    """The batch's result, or ``TimeoutError`` once its clock expired first."""
+    waiter = asyncio.ensure_future(_result_of(future))
+    try:
+        await asyncio.wait({waiter, expired}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        waiter.cancel()
+        raise
+    if waiter.done():
+        return waiter.result()
+    waiter.cancel()
+    raise TimeoutError
 
 
 async def _result_of(future: Any) -> Any:

@@ -45,15 +45,23 @@ class BatchExit(RuntimeError):
     not a reason for the Dask worker thread to stop."""
 
 
-def run_batch(fn_bytes: bytes, lane: str, payload: Any) -> Any:
+def run_batch(fn_bytes: bytes, lane: str, payload: Any, topic: str | None = None,
+              key: str = "") -> Any:
     """Run ``fn`` on one batch and return its result, ready for the trip back.
 
     ``lane`` is ``"rows"`` (payload is a pickle; returns ``(input length, pickled
     result)``) or ``"arrow"`` (payload is a ``RecordBatch``; the result is returned as
     ``fn`` gave it and checked by the driver).
     Exceptions of ``fn`` propagate: Dask carries them back with their traceback.
+
+    With a ``topic``, the worker first reports ``key`` on it: the driver's timeout clock
+    starts when the batch starts here, not while it waits in the worker's queue.
     """
     fn = _load_fn(fn_bytes)
+    if topic is not None:
+        from distributed import get_worker
+
+        get_worker().log_event(topic, {"key": key})
     try:
         if lane == "rows":
             records = pickle.loads(payload)

@@ -30,6 +30,11 @@ __all__ = ["DaskExecutor", "DaskExecutorState", "require_distributed"]
 #: pointed at keeps its own ``distributed.scheduler.allowed-failures`` (Dask's default 3).
 OWNED_ALLOWED_FAILURES = 0
 
+#: Batches a lease keeps per worker thread: one running and one queued behind it, so a
+#: worker never idles for a scheduler round trip between batches. More would only
+#: lengthen queues and widen what one worker's death takes with it.
+BATCHES_PER_THREAD = 2
+
 #: How long a new lease waits for the cluster's workers (a worker restarted after a
 #: timeout is back within about a second here; a remote one may take longer).
 WORKER_WAIT_S = 30.0
@@ -174,9 +179,10 @@ class DaskExecutor:
         except BaseException:
             await client.close()
             raise
-        # One batch per worker thread at most, and no more than the middleware's own
-        # worker count (``max_workers``, capped by ``max_in_flight_batches``).
-        slots = max(1, min(spec.workers, sum(nthreads.values())))
+        # Two batches per worker thread (one running, one queued behind it), for as
+        # many threads as the middleware's own worker count (``max_workers``, capped by
+        # ``max_in_flight_batches``) allows.
+        slots = BATCHES_PER_THREAD * max(1, min(spec.workers, sum(nthreads.values())))
         return DaskLease(
             client, name=spec.name, lane=spec.lane, fn_bytes=spec.fn_bytes,
             timeout_s=spec.timeout_s, max_pool_recycles=spec.max_pool_recycles,
