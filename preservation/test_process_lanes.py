@@ -4,12 +4,14 @@ real worker processes, a JSON-lines sink, an SQLite DLQ and an audited SQLite ch
 store: timeouts recycle the pool and invalidate siblings, worker deaths re-run the
 innocent and dead-letter the poison, commits follow source order whatever the completion
 order, cancellation is prompt, ``fail_closed`` stops with the ``ProcessBatchError``, and no
-worker outlives any test."""
+worker outlives any test. Every test runs on both executors: the default pool per run and a
+shared ``WorkerPool`` (closed at the end of the test, before the orphan check)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from agora import (
     ProcessBatchError,
     SQLiteCheckpointStore,
     SQLiteDLQSink,
+    WorkerPool,
 )
 from preservation.audit import AuditingCheckpointStore, dlq_id, dlq_records, sink_ids
 from preservation.faults import (
@@ -53,11 +56,29 @@ def _batches(lane: str, count: int) -> list[Any]:
     return out
 
 
+EXECUTORS = ("default", "shared")
+_executor: list[WorkerPool | None] = [None]
+
+
+@pytest.fixture(autouse=True, params=EXECUTORS)
+def executor(request: pytest.FixtureRequest, no_orphans: None) -> Iterator[WorkerPool | None]:
+    """The executor every middleware of the test runs on: None (a pool per run) or a
+    WorkerPool, closed before ``no_orphans`` checks that nothing is left."""
+    pool = WorkerPool(max_workers=4) if request.param == "shared" else None
+    _executor[0] = pool
+    try:
+        yield pool
+    finally:
+        _executor[0] = None
+        if pool is not None:
+            pool.close()
+
+
 def _middleware(lane: str, fn: Any, **kw: Any) -> Any:
     from agora import ArrowProcessBatchMiddleware, ProcessBatchMiddleware
 
     cls = ArrowProcessBatchMiddleware if lane == "arrow" else ProcessBatchMiddleware
-    return cls(fn, name="proc", **kw)
+    return cls(fn, name="proc", executor=_executor[0], **kw)
 
 
 class Harness:
@@ -331,3 +352,24 @@ def test_an_unpicklable_record_fails_its_batch_and_is_still_dead_lettered(
     assert summary.records_errored == SIZE
     assert sink_ids(h.out) == [i for i in range(h.n) if i // SIZE != 3]
     h.assert_audit_clean()
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("lane", LANES)
+def test_a_second_run_on_the_same_executor_after_a_timeout_loses_nothing(
+    tmp_path: Path, lane: str, executor: WorkerPool | None
+) -> None:
+    # The same fn in two runs: on a WorkerPool the second run gets the first run's
+    # (recycled, idle) generation back. Batch 2 hangs in both runs; everything else must
+    # arrive exactly once, and batch 2 must be dead-lettered each time.
+    hang = SleepyTransform(60, batch=2, batch_size=SIZE)
+    for attempt in ("first", "second"):
+        (tmp_path / attempt).mkdir()
+        h = Harness(tmp_path / attempt, lane, hang, max_workers=2, max_in_flight_batches=2,
+                    timeout_s=1.0)
+        h.bound.run_sync()
+        assert [dlq_id(r) for r in h.dlq()] == _ids(2, 2), attempt
+        assert sink_ids(h.out) == [i for i in range(h.n) if i not in _ids(2, 2)], attempt
+        h.assert_audit_clean()
+    if executor is not None:
+        assert executor.warm_leases == 1, "vacuous: the second run did not reuse workers"

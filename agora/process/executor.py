@@ -101,7 +101,8 @@ class Lease(Protocol):
 
     @property
     def generation(self) -> int:
-        """The current worker generation (1 at start, +1 per recycle)."""
+        """The current worker generation (+1 per recycle; a warm generation a shared
+        pool hands over keeps its number)."""
         ...
 
     def metrics(self) -> Mapping[str, Any]:

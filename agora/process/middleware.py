@@ -8,7 +8,6 @@ and sinks never leave the main process.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import pickle
 from collections.abc import Callable, Sequence
@@ -126,6 +125,7 @@ class _ProcessLane:
             "ordered": self.ordered,
             "timeout_s": self.timeout_s,
             "max_pool_recycles": self.max_pool_recycles,
+            "executor": "per-run" if self.executor is None else type(self.executor).__name__,
         }
 
     async def on_start(self, ctx: MiddlewareContext) -> None:

@@ -284,11 +284,19 @@ class LanePool:
             and not self._queue
             and not self._suspects
             and bool(self._workers)
-            and all(
-                w.ticket is None and not w.dead and w.process.exitcode is None
-                for w in self._workers
-            )
+            and all(self._idle_and_alive(w) for w in self._workers)
         )
+
+    @staticmethod
+    def _idle_and_alive(worker: WorkerHandle) -> bool:
+        if worker.ticket is not None or worker.dead or worker.process.exitcode is not None:
+            return False
+        # An idle worker sends nothing: a readable pipe means it hung up (it died, and
+        # its exit status may not have arrived yet) or said something out of turn.
+        try:
+            return not worker.conn.poll()
+        except (OSError, EOFError):
+            return False
 
     def detach(self) -> None:
         """Park a :meth:`reusable` pool: stop watching its workers on the current loop

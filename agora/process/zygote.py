@@ -27,6 +27,7 @@ import multiprocessing.forkserver as mp_forkserver
 import multiprocessing.popen_forkserver as mp_popen_forkserver
 import os
 import signal
+import threading
 import time
 from collections.abc import Sequence
 from multiprocessing import process as mp_process
@@ -55,12 +56,31 @@ PRELOAD = [
 #: How long :func:`stop_zygote` waits for the zygote to exit on its own before killing it.
 STOP_GRACE_S = 1.0
 
-_ZYGOTE = mp_forkserver.ForkServer()
+class _ZygoteServer(mp_forkserver.ForkServer):
+    """multiprocessing's ForkServer, with the private state it keeps (and this module
+    reads to report and stop it) declared for the type checker."""
+
+    _lock: threading.Lock
+    _preload_modules: list[str]
+    _forkserver_pid: int | None
+    _forkserver_alive_fd: int | None
+    _forkserver_address: str | None
+
+
+_ZYGOTE = _ZygoteServer()
+
+
+def _close_fds(*fds: int) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 class _ZygotePopen(mp_popen_forkserver.Popen):
     """Starts one process by asking *our* zygote, not the interpreter's forkserver, to
     fork it. Everything else (fd passing, exit status) is the forkserver protocol."""
+
+    _fds: list[int]
 
     def _launch(self, process_obj: Any) -> None:
         # The child unpickles these two objects; fds referenced while pickling them are
@@ -77,7 +97,7 @@ class _ZygotePopen(mp_popen_forkserver.Popen):
         # The child treats the end of this pipe as the parent being gone; hold a copy of
         # it for as long as this Popen lives.
         keep_alive = os.dup(data_w)
-        self.finalizer = util.Finalize(self, util.close_fds, (keep_alive, status_r))
+        self.finalizer = util.Finalize(self, _close_fds, (keep_alive, status_r))
         with open(data_w, "wb", closefd=True) as stream:
             stream.write(payload.getbuffer())
         self.pid = mp_forkserver.read_signed(status_r)
@@ -97,7 +117,7 @@ class ZygoteContext(BaseContext):
     """A multiprocessing context whose processes come from Agora's zygote."""
 
     _name = "forkserver"
-    Process = ZygoteProcess  # type: ignore[assignment]
+    Process = ZygoteProcess
 
 
 _CONTEXT = ZygoteContext()

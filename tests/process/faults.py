@@ -238,3 +238,19 @@ def arrow_add_doubled_with_shm_full(batch: pa.RecordBatch) -> pa.RecordBatch:
     """``arrow_add_doubled`` in a worker whose shared memory is full."""
     _refuse_shm_reservations_here()
     return arrow_add_doubled(batch)
+
+
+# ------------------------------------------------------------------ start-up probes
+
+
+def report_pyarrow_inherited(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Tags rows with the worker pid and whether the worker inherited pyarrow from the
+    process it was forked from (True) or had to import it itself (False)."""
+    from agora.process import census
+
+    inherited = census.inherited("pyarrow")
+    return [{**row, "pid": os.getpid(), "pyarrow_inherited": inherited} for row in rows]
+
+
+def arrow_tag_with_worker_pid(batch: pa.RecordBatch) -> pa.RecordBatch:
+    return batch.append_column("pid", pa.array([os.getpid()] * batch.num_rows, pa.int64()))

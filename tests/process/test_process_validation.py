@@ -126,9 +126,14 @@ def test_the_process_package_exports_exactly_its_public_names():
 
     assert agora.process.__all__ == [
         "ArrowProcessBatchMiddleware",
+        "Executor",
+        "Lease",
+        "LeaseSpec",
         "ProcessBatchMiddleware",
         "ProcessPoolBrokenError",
+        "WorkerPool",
         "WorkerStartupError",
     ]
+    assert agora.WorkerPool is agora.process.WorkerPool
     assert agora.ProcessBatchMiddleware is ProcessBatchMiddleware
     assert agora.ArrowProcessBatchMiddleware is ArrowProcessBatchMiddleware
