@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -32,6 +31,10 @@ CASES: dict[str, Callable[..., None]] = {
     "sink_failure": lanes.test_a_sink_failure_stops_the_run_with_batches_still_in_the_workers,
     "wrong_length": lanes.test_a_wrong_length_result_is_that_batch_s_failure,
 }
+#: Cases that also take the executor (None: skip the WorkerPool-only assertions).
+RERUN_CASES: dict[str, Callable[..., None]] = {
+    "second_run_after_timeout": lanes.test_a_second_run_on_the_same_executor_after_a_timeout_loses_nothing,
+}
 
 
 @pytest.fixture(scope="module")
@@ -42,14 +45,13 @@ def dask_executor() -> Iterator[DaskExecutor]:
 
 
 @pytest.fixture
-def on_dask(monkeypatch: pytest.MonkeyPatch, dask_executor: DaskExecutor) -> None:
+def on_dask(dask_executor: DaskExecutor) -> Iterator[None]:
     """Every middleware the preservation harness builds runs on the Dask executor."""
-    build = lanes._middleware
-
-    def on_the_cluster(lane: str, fn: Any, **kw: Any) -> Any:
-        return build(lane, fn, executor=dask_executor, **kw)
-
-    monkeypatch.setattr(lanes, "_middleware", on_the_cluster)
+    lanes._executor[0] = dask_executor  # type: ignore[call-overload]
+    try:
+        yield
+    finally:
+        lanes._executor[0] = None
 
 
 @pytest.mark.timeout(60)
@@ -61,6 +63,15 @@ def test_process_lane_rule_holds_on_dask(
     # no_orphans is not used: the shared cluster's workers live for the whole module
     # (the module fixture checks that none outlives it).
     CASES[case](tmp_path, lane, None)
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("lane", lanes.LANES)
+@pytest.mark.parametrize("case", sorted(RERUN_CASES))
+def test_process_lane_rule_holds_run_after_run_on_dask(
+    tmp_path: Path, case: str, lane: str, on_dask: None
+) -> None:
+    RERUN_CASES[case](tmp_path, lane, None)
 
 
 @pytest.mark.timeout(60)

@@ -53,6 +53,25 @@ def require_distributed() -> ModuleType:
         raise ImportError(_MISSING) from exc
 
 
+def _local_cluster_class(distributed: ModuleType) -> type[Any]:
+    """``LocalCluster`` that never retires a nanny whose worker went away.
+
+    A plain ``LocalCluster`` closes a worker's nanny for good when, 15 s after the worker
+    left, no worker of that name is registered (``lost-worker-timeout``). Our nannies
+    restart their workers after every timeout, so a later restart of the same worker that
+    happens to be under way at that instant would cost the cluster a worker forever
+    (seen in tests: a lease then waits for a worker that never comes). The nanny's own
+    supervision is all this cluster needs.
+    """
+    from distributed.deploy.cluster import Cluster
+
+    class _NannyKeepingCluster(distributed.LocalCluster):  # type: ignore[misc, name-defined]
+        def _update_worker_status(self, op: str, msg: Any) -> None:
+            Cluster._update_worker_status(self, op, msg)
+
+    return _NannyKeepingCluster
+
+
 class DaskExecutorState(StrEnum):
     OPEN = "open"
     CLOSED = "closed"
@@ -91,7 +110,7 @@ class DaskExecutor:
 
             with dask.config.set({"distributed.scheduler.allowed-failures":
                                   OWNED_ALLOWED_FAILURES}):
-                self._cluster = distributed.LocalCluster(
+                self._cluster = _local_cluster_class(distributed)(
                     n_workers=n_workers,
                     threads_per_worker=1,
                     processes=True,
