@@ -24,6 +24,7 @@ import pytest
 from agora import ArrowProcessBatchMiddleware, ProcessBatchError, ProcessBatchMiddleware
 from agora.errors import LifecycleError, ProcessPoolBrokenError, WorkerStartupError
 from agora.process.executor import Executor, LeaseSpec
+from preservation import test_process_lanes as lanes
 from preservation.test_process_lanes import SIZE, Harness, _ids
 from preservation.audit import dlq_id, sink_ids
 from preservation.transforms import Chain, KillWorkerOn, RaiseOn, ShortResultOn, SleepyTransform
@@ -40,9 +41,16 @@ LANES = ("rows", "arrow")
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[DaskExecutor]:
-    """A 2-worker local cluster shared by the module; closed and checked at the end."""
+    """A 2-worker local cluster shared by the module; closed and checked at the end.
+
+    The preservation ``Harness`` builds every middleware with the executor in
+    ``lanes._executor[0]``; the fixture puts this cluster there."""
     with DaskExecutor(n_workers=2) as executor:
-        yield executor
+        lanes._executor[0] = executor  # type: ignore[call-overload]
+        try:
+            yield executor
+        finally:
+            lanes._executor[0] = None
     assert_no_worker_processes()
 
 
@@ -111,8 +119,7 @@ def test_results_are_committed_in_source_order_when_batches_finish_out_of_order(
     logs.mkdir()
     fn = Chain(RaiseOn("poison batch", batch=3, batch_size=SIZE),
                SleepyTransform(1.0, batch=0, batch_size=SIZE, log_dir=logs))
-    h = Harness(tmp_path, lane, fn, max_workers=2, max_in_flight_batches=4, timeout_s=30,
-                executor=cluster)
+    h = Harness(tmp_path, lane, fn, max_workers=2, max_in_flight_batches=4, timeout_s=30)
     summary = h.bound.run_sync()
     done = [int(x) for x in (logs / "done.log").read_text().split()]
     assert done[0] != 0, f"vacuous: batch 0 finished first ({done}); nothing overtook it"
@@ -132,7 +139,7 @@ def test_a_wrong_length_result_fails_its_batch_only(
     tmp_path: Path, lane: str, cluster: DaskExecutor
 ) -> None:
     h = Harness(tmp_path, lane, ShortResultOn(batch=1, batch_size=SIZE), batches=3,
-                max_workers=2, max_in_flight_batches=2, executor=cluster)
+                max_workers=2, max_in_flight_batches=2)
     h.bound.run_sync()
     dead = h.dlq()
     assert [dlq_id(r) for r in dead] == _ids(1, 1)
@@ -170,8 +177,7 @@ def test_a_timed_out_batch_is_dead_lettered_and_its_stuck_code_never_finishes(
     logs = tmp_path / "logs"
     logs.mkdir()
     h = Harness(tmp_path, lane, SleepyTransform(4, batch=0, batch_size=SIZE, log_dir=logs),
-                batches=4, max_workers=2, max_in_flight_batches=2, timeout_s=1.0,
-                executor=cluster)
+                batches=4, max_workers=2, max_in_flight_batches=2, timeout_s=1.0)
     started = time.monotonic()
     summary = h.bound.run_sync()
     assert time.monotonic() - started < 4, "the run waited for the stuck code"
@@ -202,9 +208,14 @@ def test_time_a_batch_waits_behind_another_on_its_worker_does_not_count_toward_i
         # Two batches of 1 s each on one worker thread: the second waits ~1 s queued
         # behind the first, so 2 s pass from its submission — past timeout_s=1.6 — while
         # its own run takes 1 s.
-        h = Harness(tmp_path, "rows", SleepyTransform(1.0, log_dir=logs), batches=2,
-                    max_workers=1, max_in_flight_batches=2, timeout_s=1.6, executor=single)
-        summary = h.bound.run_sync()
+        shared = lanes._executor[0]
+        lanes._executor[0] = single  # type: ignore[call-overload]
+        try:
+            h = Harness(tmp_path, "rows", SleepyTransform(1.0, log_dir=logs), batches=2,
+                        max_workers=1, max_in_flight_batches=2, timeout_s=1.6)
+            summary = h.bound.run_sync()
+        finally:
+            lanes._executor[0] = shared
     first, second = (logs / f"started-{i * SIZE}" for i in range(2))
     assert second.stat().st_mtime - first.stat().st_mtime > 0.8, "vacuous: not queued"
     assert h.dlq() == [] and sink_ids(h.out) == _ids(0, 1)
@@ -215,8 +226,7 @@ def test_fail_closed_timeout_stops_the_run_with_the_original_error(
     tmp_path: Path, cluster: DaskExecutor
 ) -> None:
     h = Harness(tmp_path, "rows", SleepyTransform(30, batch=1, batch_size=SIZE), batches=3,
-                dlq=False, max_workers=1, max_in_flight_batches=1, timeout_s=0.5,
-                executor=cluster)
+                dlq=False, max_workers=1, max_in_flight_batches=1, timeout_s=0.5)
     with pytest.raises(ProcessBatchError) as info:
         h.bound.run_sync()
     assert info.value.timed_out and info.value.batch_index == 1
@@ -238,7 +248,7 @@ def test_a_worker_death_reruns_the_innocent_and_dead_letters_the_poison(
     fn = Chain(KillWorkerOn(batch=2, batch_size=SIZE),
                KillWorkerOn(batch=4, batch_size=SIZE, once_dir=once))
     h = Harness(tmp_path, lane, fn, batches=6, max_workers=2, max_in_flight_batches=2,
-                timeout_s=30, executor=cluster)
+                timeout_s=30)
     summary = h.bound.run_sync()
     assert (once / f"killed-{4 * SIZE}").exists(), "vacuous: batch 4 never killed a worker"
     dead = h.dlq()
@@ -256,7 +266,7 @@ def test_a_fn_that_kills_every_worker_breaks_the_lease_instead_of_flooding_the_d
 ) -> None:
     h = Harness(tmp_path, "rows", KillWorkerOn(batch=range(20), batch_size=SIZE),
                 batches=20, max_workers=2, max_in_flight_batches=2, timeout_s=30,
-                max_pool_recycles=1, executor=cluster)
+                max_pool_recycles=1)
     with pytest.raises(ProcessPoolBrokenError) as info:
         h.bound.run_sync()
     assert "max_pool_recycles=1" in str(info.value) and "worker died" in str(info.value)
@@ -274,7 +284,7 @@ def test_cancelling_the_run_stops_the_batch_on_the_cluster_promptly(
     logs = tmp_path / "logs"
     logs.mkdir()
     h = Harness(tmp_path, "rows", SleepyTransform(5, batch=0, batch_size=SIZE, log_dir=logs),
-                batches=2, max_workers=1, max_in_flight_batches=1, executor=cluster)
+                batches=2, max_workers=1, max_in_flight_batches=1)
     before = set(cluster.worker_addresses())
 
     async def main() -> float:
