@@ -2,7 +2,7 @@
 
 ::
 
-    run(batch) ─► slot (one per cluster thread) ─► client.submit(run_batch, batch)
+    run(batch) ─► slot (two per worker thread) ─► client.submit(run_batch, batch)
                                                                     │
         result ◄── checked (length / row count) ◄── await future ◄──┤ worker runs fn
         ProcessBatchError ◄── fn raised / KilledWorker ◄────────────┤ Dask re-runs a batch
@@ -26,6 +26,9 @@ own re-runs). The culprit is unknown, so the lease re-runs it *alone*: new batch
 and the ones in flight finish first. Only a batch that kills its worker again fails
 ("worker died"); the innocent bystanders of a death go through.
 
+(``_dask_ops.py`` holds the counters, the functions run on a worker or its nanny, and
+the wait for a result against its clock; ``_dask_task.py`` what a worker runs per batch.)
+
 **Broken** — more than ``max_pool_recycles`` timeouts or deaths in a row without any
 batch coming back break the lease: that batch and every later one fail with
 ``ProcessPoolBrokenError`` (terminal for the run).
@@ -39,58 +42,30 @@ import logging
 import pickle
 import time
 import uuid
-from dataclasses import dataclass, field
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pyarrow as pa
 
 from agora.errors import LifecycleError, ProcessBatchError, ProcessPoolBrokenError
+from agora.process._dask_ops import (
+    DaskLeaseMetrics,
+    WorkerLost,
+    compact,
+    expire,
+    result_unless_expired,
+    size_of,
+    stop_worker_process,
+    worker_rss,
+)
 from agora.process._dask_task import run_batch
 
 __all__ = ["DaskLease", "DaskLeaseMetrics"]
 
 log = logging.getLogger("agora.process")
 
-#: How long the nanny gives a worker running a stuck batch to close in an orderly way
-#: (so the scheduler knows it left on purpose and charges no other task for it) before it
-#: kills the process. Short, because the stuck code will not cooperate anyway.
-STOP_GRACE_S = 0.5
 #: How long release() waits for the cancellations it started.
 REAP_WAIT_S = 10.0
-
-
-@dataclass
-class DaskLeaseMetrics:
-    """Counters of one lease, under the local pool's names (``PoolMetrics``)."""
-
-    batches_submitted: int = 0
-    batches_ok: int = 0
-    batches_failed: int = 0
-    batches_timed_out: int = 0
-    batches_invalidated: int = 0  # always 0: a timeout touches only its own worker
-    worker_deaths: int = 0  # times a batch of this lease was caught in a worker death
-    pool_recycles: int = 0  # workers restarted after a timeout or a cancellation
-    recycle_seconds: float = 0.0
-    peak_in_flight: int = 0
-    transport_bytes_in: int = 0
-    transport_bytes_out: int = 0
-    workers_restarted: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "batches_submitted": self.batches_submitted,
-            "batches_ok": self.batches_ok,
-            "batches_failed": self.batches_failed,
-            "batches_timed_out": self.batches_timed_out,
-            "batches_invalidated": self.batches_invalidated,
-            "worker_deaths": self.worker_deaths,
-            "pool_recycles": self.pool_recycles,
-            "recycle_seconds": round(self.recycle_seconds, 6),
-            "peak_in_flight": self.peak_in_flight,
-            "transport_bytes_in": self.transport_bytes_in,
-            "transport_bytes_out": self.transport_bytes_out,
-        }
 
 
 class DaskLease:
@@ -154,7 +129,7 @@ class DaskLease:
             try:
                 async with self._alongside_others():
                     return await self._run_in_slot(batch_index, payload)
-            except _WorkerLost as lost:
+            except WorkerLost as lost:
                 self._strike(batch_index, f"worker died ({lost.cause})")
             # Its worker died; the culprit is unknown. Re-run it with nothing else of this
             # lease on the cluster: if it kills its worker again, it is the culprit.
@@ -162,7 +137,7 @@ class DaskLease:
                 self._check_usable(batch_index)
                 try:
                     return await self._run_in_slot(batch_index, payload)
-                except _WorkerLost as lost:
+                except WorkerLost as lost:
                     raise self._failure(
                         batch_index, "worker died while running it, and again when it was "
                         f"re-run alone ({lost.cause})", strike=True,
@@ -205,16 +180,16 @@ class DaskLease:
         # worker died (scattered data would die with that worker). Sending it is the
         # point, hence no "large graph" warning.
         with dask.config.set({"distributed.admin.large-graph-warning-threshold": "1 PiB"}):
-            future = client.submit(run_batch, self._fn_bytes, self.lane, _compact(payload),
+            future = client.submit(run_batch, self._fn_bytes, self.lane, compact(payload),
                                    self._topic, key, key=key, pure=False, retries=0)
         self._in_flight[key] = future
         expired: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._clocks[key] = expired
-        self.counters.transport_bytes_in += _size_of(payload)
+        self.counters.transport_bytes_in += size_of(payload)
         self.counters.peak_in_flight = max(self.counters.peak_in_flight, len(self._in_flight))
         try:
             try:
-                result = await _result_unless_expired(future, expired)
+                result = await result_unless_expired(future, expired)
             except TimeoutError:
                 self._in_flight.pop(key, None)
                 generation = self.generation  # the one it ran on, before the restart
@@ -230,7 +205,7 @@ class DaskLease:
                 ) from None
             except KilledWorker as exc:
                 self.counters.worker_deaths += 1
-                raise _WorkerLost(exc) from exc
+                raise WorkerLost(exc) from exc
             except asyncio.CancelledError:
                 self._in_flight.pop(key, None)
                 self._reap_later(future)
@@ -245,7 +220,7 @@ class DaskLease:
                 clock.cancel()  # also stops its timer (see _on_started)
             if self._in_flight.pop(key, None) is not None:  # not handed to _retire
                 future.release()
-        self.counters.transport_bytes_out += _size_of(result)
+        self.counters.transport_bytes_out += size_of(result)
         checked = self._check_result(batch_index, payload, result)
         self._strikes = 0
         self.counters.batches_ok += 1
@@ -257,7 +232,7 @@ class DaskLease:
         clock = self._clocks.get(msg.get("key", "")) if isinstance(msg, dict) else None
         if clock is None or clock.done() or self._timeout_s is None:
             return  # already resolved, or a report from an earlier attempt
-        timer = asyncio.get_running_loop().call_later(self._timeout_s, _expire, clock)
+        timer = asyncio.get_running_loop().call_later(self._timeout_s, expire, clock)
         clock.add_done_callback(lambda _: timer.cancel())
 
     def _check_usable(self, batch_index: int) -> None:
@@ -324,7 +299,7 @@ class DaskLease:
             await client.cancel([future], force=True)
             workers = [addr for addr, keys in processing.items() if future.key in keys]
             if workers:
-                await client.run(_stop_worker_process, workers=workers, nanny=True,
+                await client.run(stop_worker_process, workers=workers, nanny=True,
                                  on_error="return")
                 self.counters.workers_restarted.extend(workers)
                 self.counters.pool_recycles += len(workers)
@@ -407,77 +382,8 @@ class DaskLease:
         }
 
     async def _sample_rss(self) -> None:
-        samples = await self._client.run(_worker_rss, on_error="return")
+        samples = await self._client.run(worker_rss, on_error="return")
         for value in samples.values():
             if isinstance(value, tuple):
                 pid, rss = value
                 self._rss_peak[pid] = max(self._rss_peak.get(pid, 0), rss)
-
-
-def _compact(payload: Any) -> Any:
-    """A sliced ``RecordBatch`` copied into its own buffers: pickling a slice would ship
-    its whole parent (measured: a 1000-row slice of a 1M-row batch pickles to 17 MB)."""
-    if not isinstance(payload, pa.RecordBatch):
-        return payload
-    if payload.get_total_buffer_size() <= 2 * payload.nbytes + 4096:
-        return payload
-    columns = [pa.concat_arrays([column]) for column in payload.columns]
-    return pa.RecordBatch.from_arrays(columns, schema=payload.schema)
-
-
-def _size_of(value: Any) -> int:
-    if isinstance(value, tuple):  # a row batch's result: (input length, pickle)
-        value = value[1]
-    if isinstance(value, pa.RecordBatch):
-        return int(value.nbytes)
-    return len(value) if isinstance(value, bytes | bytearray) else 0
-
-
-def _worker_rss() -> tuple[int, int]:
-    """Runs on a worker: its pid and resident set size."""
-    import psutil
-
-    proc = psutil.Process()
-    return proc.pid, int(proc.memory_info().rss)
-
-
-class _WorkerLost(Exception):
-    """A batch's worker died (Dask's ``KilledWorker``); the lease decides what follows."""
-
-    def __init__(self, cause: BaseException) -> None:
-        super().__init__(str(cause))
-        self.cause = cause
-
-
-async def _stop_worker_process(dask_worker: Any) -> str:
-    """Runs in the worker's nanny: stop the worker process, without waiting for its
-    busy threads, killing it after ``STOP_GRACE_S``. The nanny then starts a fresh one."""
-    process = dask_worker.process
-    if process is None:
-        return "no worker process"
-    await process.kill(timeout=STOP_GRACE_S / 0.8, executor_wait=False,
-                       reason="agora-batch-timeout")
-    return "stopped"
-
-
-def _expire(clock: asyncio.Future[None]) -> None:
-    if not clock.done():
-        clock.set_result(None)
-
-
-async def _result_unless_expired(future: Any, expired: asyncio.Future[None]) -> Any:
-    """The batch's result, or ``TimeoutError`` once its clock expired first."""
-    waiter = asyncio.ensure_future(_result_of(future))
-    try:
-        await asyncio.wait({waiter, expired}, return_when=asyncio.FIRST_COMPLETED)
-    except asyncio.CancelledError:
-        waiter.cancel()
-        raise
-    if waiter.done():
-        return waiter.result()
-    waiter.cancel()
-    raise TimeoutError
-
-
-async def _result_of(future: Any) -> Any:
-    return await future

@@ -408,14 +408,14 @@ def test_a_cluster_without_workers_fails_start_naming_the_middleware_and_the_fix
 def test_a_worker_restarted_after_a_timeout_is_never_retired_by_the_local_cluster() -> None:
     import dask
 
-    from agora.process._dask_lane import _stop_worker_process
+    from agora.process._dask_ops import stop_worker_process
 
     # A plain LocalCluster closes the nanny of a worker that is still away when its
     # lost-worker timeout expires; with 0 s that is every restart.
     with dask.config.set({"distributed.deploy.lost-worker-timeout": "0s"}):
         with DaskExecutor(n_workers=1) as executor:
             [before] = executor.worker_addresses()
-            executor.client.run(_stop_worker_process, nanny=True)
+            executor.client.run(stop_worker_process, nanny=True)
             time.sleep(0.5)
             executor.client.wait_for_workers(1, timeout=15)
             [after] = executor.worker_addresses()
