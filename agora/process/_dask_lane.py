@@ -171,6 +171,7 @@ class DaskLease:
     async def _run_in_slot(self, batch_index: int, payload: Any) -> Any:
         import dask
         from distributed import KilledWorker  # a lease exists only when it imports
+        from distributed.client import FutureCancelledError
 
         client = self._client
         key = f"agora-{self.name}-{batch_index}-{uuid.uuid4().hex[:12]}"
@@ -206,6 +207,13 @@ class DaskLease:
             except KilledWorker as exc:
                 self.counters.worker_deaths += 1
                 raise WorkerLost(exc) from exc
+            except FutureCancelledError as exc:
+                # Not our cancellation: someone cancelled the task on the cluster (an
+                # operator, a client.restart()). It failed there, so it fails here.
+                raise self._failure(
+                    batch_index, f"the Dask cluster cancelled it ({exc}); was the cluster "
+                    "restarted or the task cancelled by another client?",
+                ) from exc
             except asyncio.CancelledError:
                 self._in_flight.pop(key, None)
                 self._reap_later(future)

@@ -11,6 +11,7 @@ import asyncio
 import pickle
 import subprocess
 import sys
+import threading
 import time
 import types
 from collections.abc import Iterator
@@ -306,6 +307,36 @@ def test_cancelling_the_run_stops_the_batch_on_the_cluster_promptly(
     assert not (logs / "done.log").exists(), "the cancelled batch's code ran to its end"
     _wait_for_workers(cluster, 2)
     assert set(cluster.worker_addresses()) != before, "no worker was restarted"
+
+
+def test_a_batch_cancelled_on_the_cluster_by_someone_else_fails_as_that_batch(
+    tmp_path: Path, cluster: DaskExecutor
+) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    h = Harness(tmp_path, "rows", SleepyTransform(3, batch=1, batch_size=SIZE, log_dir=logs),
+                batches=3, max_workers=2, max_in_flight_batches=2)
+
+    def cancel_batch_1_when_it_runs() -> None:
+        deadline = time.monotonic() + 20
+        while not (logs / f"started-{SIZE}").exists():
+            assert time.monotonic() < deadline, "batch 1 never started"
+            time.sleep(0.02)
+        keys = [k for ks in cluster.client.processing().values() for k in ks
+                if str(k).startswith("agora-proc-1-")]
+        assert keys, "vacuous: batch 1 is not on the cluster"
+        cluster.client.cancel([distributed.Future(k, cluster.client) for k in keys],
+                              force=True)
+
+    canceller = threading.Thread(target=cancel_batch_1_when_it_runs)
+    canceller.start()
+    h.bound.run_sync()
+    canceller.join(timeout=20)
+    dead = h.dlq()
+    assert [dlq_id(r) for r in dead] == _ids(1, 1)
+    assert all("the Dask cluster cancelled it" in r.error_message for r in dead)
+    assert sink_ids(h.out) == _ids(0, 0) + _ids(2, 2)
+    h.assert_audit_clean()
 
 
 # ----------------------------------------------------------------- start-up and lifecycle
