@@ -307,16 +307,24 @@ class DaskLease:
             await client.cancel([future], force=True)
             workers = [addr for addr, keys in processing.items() if future.key in keys]
             if workers:
-                await client.run(stop_worker_process, workers=workers, nanny=True,
-                                 on_error="return")
-                self.counters.workers_restarted.extend(workers)
-                self.counters.pool_recycles += len(workers)
-                for addr in workers:
+                outcome = await client.run(stop_worker_process, workers=workers,
+                                           nanny=True, on_error="return")
+                stopped = [a for a in workers if outcome.get(a) == "stopped"]
+                self.counters.workers_restarted.extend(stopped)
+                self.counters.pool_recycles += len(stopped)
+                for addr in stopped:
                     self._worker_pids.pop(addr, None)
+                failed = {a: outcome.get(a) for a in workers if a not in stopped}
+                if failed:
+                    log.warning(
+                        "process middleware %r on Dask: could not stop the worker(s) running "
+                        "a stuck batch (%s); its result is discarded but its code may run "
+                        "on — run workers under a nanny (the default of 'dask worker')",
+                        self.name, failed)
         except Exception as exc:  # noqa: BLE001 - a cleanup step; logged, never masking
-            log.warning("process middleware %r on Dask: could not stop a stuck batch on the cluster "
-                        "(%s: %s); its result is discarded", self.name, type(exc).__name__,
-                        exc)
+            log.warning("process middleware %r on Dask: could not stop a stuck batch on the "
+                        "cluster (%s: %s); its result is discarded", self.name,
+                        type(exc).__name__, exc)
         finally:
             with contextlib.suppress(Exception):
                 future.release()

@@ -339,6 +339,44 @@ def test_a_batch_cancelled_on_the_cluster_by_someone_else_fails_as_that_batch(
     h.assert_audit_clean()
 
 
+def test_a_timeout_on_workers_without_a_nanny_still_fails_the_batch_and_says_why(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Threads in this process, no nanny: the stuck code cannot be stopped, but the batch
+    # still fails on time, its result is never used, and a warning names the fix.
+    with distributed.LocalCluster(n_workers=1, processes=False, threads_per_worker=2,
+                                  dashboard_address=":0") as threads:
+        with DaskExecutor(threads.scheduler_address) as executor:
+            shared = lanes._executor[0]
+            lanes._executor[0] = executor  # type: ignore[call-overload]
+            try:
+                h = Harness(tmp_path, "rows", SleepyTransform(1.5, batch=0, batch_size=SIZE),
+                            batches=2, max_workers=1, max_in_flight_batches=1,
+                            timeout_s=0.3)
+                with caplog.at_level("WARNING", logger="agora.process"):
+                    summary = h.bound.run_sync()
+            finally:
+                lanes._executor[0] = shared
+            time.sleep(1.5)  # let the stuck thread end before its cluster closes
+    assert [dlq_id(r) for r in h.dlq()] == _ids(0, 0)
+    assert sink_ids(h.out) == _ids(1, 1)
+    assert summary.runtime["process_batch"]["proc"]["pool_recycles"] == 0
+    assert any("run workers under a nanny" in r.getMessage() for r in caplog.records)
+
+
+def test_a_released_lease_refuses_more_batches(cluster: DaskExecutor) -> None:
+    spec = LeaseSpec(name="done", lane="rows", fn_bytes=pickle.dumps(faults.double_values),
+                     fn_label=("m", "f"), workers=1, timeout_s=None, max_pool_recycles=8)
+
+    async def main() -> None:
+        lease = await cluster.acquire(spec)
+        await lease.release(1.0)
+        with pytest.raises(LifecycleError, match="'done'.*released"):
+            await lease.run(0, pickle.dumps([{"id": 1, "value": 1}]))
+
+    asyncio.run(main())
+
+
 # ----------------------------------------------------------------- start-up and lifecycle
 
 
