@@ -30,6 +30,9 @@ __all__ = ["DaskExecutor", "DaskExecutorState", "require_distributed"]
 #: pointed at keeps its own ``distributed.scheduler.allowed-failures`` (Dask's default 3).
 OWNED_ALLOWED_FAILURES = 0
 
+#: How long connecting to a scheduler address may take before the executor gives up.
+CONNECT_TIMEOUT_S = 10.0
+
 #: Batches a lease keeps per worker thread: one running and one queued behind it, so a
 #: worker never idles for a scheduler round trip between batches. More would only
 #: lengthen queues and widen what one worker's death takes with it.
@@ -87,8 +90,9 @@ class DaskExecutor:
     which the executor never closes. Workers must be able to import ``agora`` and
     ``fn``'s module.
 
-    Raises ``ImportError`` naming ``agora[dask]`` when ``distributed`` is missing, and
-    ``ValueError``/``TypeError`` for bad arguments.
+    Raises ``ImportError`` naming ``agora[dask]`` when ``distributed`` is missing,
+    ``ConnectionError`` when no scheduler answers at ``address`` within
+    ``CONNECT_TIMEOUT_S``, and ``ValueError``/``TypeError`` for bad arguments.
     """
 
     def __init__(
@@ -127,7 +131,15 @@ class DaskExecutor:
         elif isinstance(address, distributed.Client):
             self._client = address
         elif isinstance(address, str) and address:
-            self._client = distributed.Client(address, set_as_default=False)
+            try:
+                self._client = distributed.Client(address, set_as_default=False,
+                                                  timeout=CONNECT_TIMEOUT_S)
+            except (OSError, TimeoutError) as exc:
+                raise ConnectionError(
+                    f"DaskExecutor: cannot reach a Dask scheduler at {address!r} within "
+                    f"{CONNECT_TIMEOUT_S:g} s ({type(exc).__name__}: {exc}); check the "
+                    "address and that the scheduler is running (dask scheduler)"
+                ) from exc
             self._owns_client = True
         else:
             raise TypeError(

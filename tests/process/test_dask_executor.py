@@ -103,6 +103,23 @@ def test_address_of_the_wrong_type_is_refused_naming_what_is_accepted() -> None:
         DaskExecutor(42)
 
 
+def test_an_address_where_no_scheduler_answers_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import socket
+
+    import agora.process.dask_executor as module
+
+    monkeypatch.setattr(module, "CONNECT_TIMEOUT_S", 1.0)
+    with socket.socket() as probe:  # a port nobody listens on once closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(ConnectionError) as info:
+        DaskExecutor(f"tcp://127.0.0.1:{port}")
+    assert f"tcp://127.0.0.1:{port}" in str(info.value)
+    assert "scheduler is running" in str(info.value)
+
+
 def test_the_executor_satisfies_the_executor_protocol(cluster: DaskExecutor) -> None:
     assert isinstance(cluster, Executor)
     assert cluster.owns_cluster
