@@ -120,6 +120,8 @@ _LAZY = {
     "ProcessBatchMiddleware": "agora.process",
     "ArrowProcessBatchMiddleware": "agora.process",
     "WorkerPool": "agora.process",
+    # Imports nothing of Dask until an executor is built (optional extra agora[dask]).
+    "DaskExecutor": "agora.process.dask_executor",
 }
 
 
@@ -169,6 +171,7 @@ __all__ = [
     "DLQRecord",
     "DLQSink",
     "DLQStage",
+    "DaskExecutor",
     "DataPlane",
     "DeliveryConfig",
     "FailurePolicy",

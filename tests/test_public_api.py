@@ -12,7 +12,7 @@ EXPECTED = {
     "Checkpoint", "CheckpointError", "CheckpointFailurePolicy", "CheckpointFigures",
     "CheckpointStore", "CheckpointStoreProtocol", "ContractError", "CsvSink", "CsvSource",
     "DLQError", "DLQFailurePolicy", "DLQFigures", "DLQRecord", "DLQSink", "DLQStage",
-    "DataPlane", "DeliveryConfig", "FailurePolicy", "FilterMiddleware",
+    "DaskExecutor", "DataPlane", "DeliveryConfig", "FailurePolicy", "FilterMiddleware",
     "InMemoryCheckpointStore", "InternalError", "Interruption", "IterableBatchSource",
     "IterableSource", "JsonLinesDLQSink", "JsonLinesSink", "JsonLinesSource", "Lane",
     "LaneFigures", "LifecycleError", "MalformedRecord", "MapMiddleware", "MemorySink",
@@ -22,7 +22,7 @@ EXPECTED = {
     "ProcessPoolFigures", "ProcessStage", "ResourceFigures", "SQLiteCheckpointStore",
     "SQLiteDLQSink", "SinkCapabilities", "SinkCounts", "SinkDataPlaneSpec",
     "SinkFailurePolicy", "SinkFanOut", "SinkRouter", "SourceDataPlaneSpec",
-    "SourceRecordError", "StdoutSink", "WorkerStartupError", "WriteResult", "WriterKind",
+    "SourceRecordError", "StdoutSink", "WorkerPool", "WorkerStartupError", "WriteResult", "WriterKind",
     "__version__", "read_dlq",
 }
 
