@@ -18,7 +18,7 @@ from agora._safe_files import fsync_dir, open_trusted, remove_if_ours, untrusted
 from agora.sinks._files import UnsafeFileError, refusal
 from agora.sinks._parquet_parts import HashingWriter
 
-__all__ = ["DatasetLedger", "DatasetPart", "MANIFEST_NAME", "PARTIAL_NAME"]
+__all__ = ["MANIFEST_NAME", "PARTIAL_NAME", "DatasetLedger", "DatasetPart", "check_layout"]
 
 #: The manifest and the file being written start with ``_`` and ``.``: dataset readers
 #: (pyarrow, Spark, DuckDB, polars) skip such names, so they never read either.
@@ -54,6 +54,31 @@ def _index(name: str) -> int | None:
     if name.startswith(_PART_PREFIX) and name.endswith(_PART_SUFFIX) and core.isdigit():
         return int(core)
     return None
+
+
+def check_layout(sink_name: str, path: Path, layout: str, file_manifest: Path) -> None:
+    """Refuse an output of the other layout at ``path`` (``file_manifest``: where the
+    single-file layout records its unmerged parts), saying which ``layout=`` continues it."""
+    if layout == "file" and os.path.isdir(path):
+        raise ValueError(
+            f"sink {sink_name!r}: {path} is a folder (the output of layout='dataset'); pass "
+            f"layout='dataset' to continue it, or choose another path"
+        )
+    if layout != "dataset":
+        return
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise ValueError(
+            f"sink {sink_name!r}: {path} is a single Parquet file (the output of "
+            f"layout='file'), but this sink writes a dataset folder at that path; pass "
+            f"layout='file' to continue that file, or move it away (it stays a readable "
+            f"Parquet file) and run again"
+        )
+    if os.path.lexists(file_manifest):
+        raise ValueError(
+            f"sink {sink_name!r}: {file_manifest} records parts that a run with "
+            f"layout='file' sealed and never merged into {path}; resume that run with "
+            f"layout='file' so its rows are not lost, then switch layouts"
+        )
 
 
 def _visible(name: str) -> bool:
@@ -112,7 +137,7 @@ class DatasetLedger:
         ``lstat``, never read). Otherwise start the dataset over: the parts the manifest
         lists are removed. Either way a visible file the manifest does not list is an
         error, raised before anything is changed."""
-        if not self.folder.is_dir():
+        if not os.path.isdir(self.folder):
             try:
                 os.mkdir(self.folder, 0o700)
             except OSError as exc:

@@ -16,7 +16,7 @@ from agora.records import WriteResult
 from agora.sinks.base import BaseSink, SinkState
 from agora._safe_files import fsync_dir
 from agora.sinks._files import create_private_file, ensure_openable, sync_file
-from agora.sinks._parquet_dataset import DatasetLedger
+from agora.sinks._parquet_dataset import DatasetLedger, check_layout
 from agora.sinks._parquet_parts import HashingWriter, PartLedger
 from agora.sinks._parquet_schema import conform_batch, infer_batch, rows_to_batch
 
@@ -159,7 +159,7 @@ class ParquetSink(BaseSink):
         are kept and merged at ``close()``. A fresh sink discards the parts an earlier
         crashed run recorded. A failure leaves ``path`` untouched."""
         continuing = ensure_openable(self)
-        self._check_layout()
+        check_layout(self.sink_name, self.path, self.layout, self._ledger.manifest_path)
         if self.layout == "dataset":
             self._dataset.start(continuing)
             if continuing and self.schema is None:
@@ -171,29 +171,6 @@ class ParquetSink(BaseSink):
         self._continuing = continuing
         self._open_partial()
         await super().open()
-
-    def _check_layout(self) -> None:
-        """Refuse an output of the other layout at ``path``, saying which one continues it."""
-        old_parts = self._ledger.manifest_path
-        if self.layout == "file" and os.path.isdir(self.path):
-            raise ValueError(
-                f"sink {self.sink_name!r}: {self.path} is a folder (the output of "
-                f"layout='dataset'); pass layout='dataset' to continue it, or choose another "
-                f"path"
-            )
-        if self.layout == "dataset" and os.path.lexists(self.path) and not os.path.isdir(self.path):
-            raise ValueError(
-                f"sink {self.sink_name!r}: {self.path} is a single Parquet file (the output of "
-                f"layout='file'), but this sink writes a dataset folder at that path; pass "
-                f"layout='file' to continue that file, or move it away (it stays a readable "
-                f"Parquet file) and run again"
-            )
-        if self.layout == "dataset" and os.path.lexists(old_parts):
-            raise ValueError(
-                f"sink {self.sink_name!r}: {old_parts} records parts that a run with "
-                f"layout='file' sealed and never merged into {self.path}; resume that run "
-                f"with layout='file' so its rows are not lost, then switch layouts"
-            )
 
     def _previous_schema(self) -> pa.Schema | None:
         """The schema of the earlier output or of its first part that has one."""
