@@ -12,7 +12,7 @@ fsyncing, cost a job.
   end-only run divided by the number of flushes.
 
 Usage: ``python bench/bench_durability.py [--rows 4000000] [--sink-rows 1000000]
-[--quick]``. Not run by the test suite. Figures are ratios from one run.
+[--repeats 3] [--quick]``. Not run by the test suite. Figures are ratios from one run.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import asyncio
 import dataclasses
 import json
 import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -99,11 +100,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=4_000_000, help="demo job input rows")
     parser.add_argument("--sink-rows", type=int, default=1_000_000)
-    parser.add_argument("--quick", action="store_true", help="200k job rows, 200k sink rows")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per configuration")
+    parser.add_argument("--quick", action="store_true",
+                        help="200k job rows, 200k sink rows, one repeat")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args(argv)
     if args.quick:
-        args.rows, args.sink_rows = 200_000, 200_000
+        args.rows, args.sink_rows, args.repeats = 200_000, 200_000, 1
     results: dict[str, Any] = {"rows": args.rows, "sink_rows": args.sink_rows,
                                "job": {}, "sink": {}}
     with tempfile.TemporaryDirectory(prefix="agora-durability-") as tmp:
@@ -113,19 +116,34 @@ def main(argv: list[str] | None = None) -> int:
         configs = [(label, every, fsync, "dataset") for label, every in INTERVALS.items()
                    for fsync in (True, False)] + [("200k", 200_000, True, "file"),
                                                   ("200k", 200_000, True, "dataset")]
-        for label, every, fsync, layout in configs:
-            key = f"{layout} every={label} fsync={'on' if fsync else 'off'}"
-            fig = job_run(base, every, fsync=fsync, layout=layout)
-            results["job"][key] = fig
-            print(f"  job  {key:<36} {fig['wall_s']:6.2f} s  parts {fig['parts']}", flush=True)
+        sink_configs = [(label, every, fsync) for label, every in INTERVALS.items()
+                        for fsync in (True, False)]
         sink_run(base / "sink.parquet", args.sink_rows, END_ONLY, fsync=True)  # warm-up
-        for label, every in INTERVALS.items():
-            for fsync in (True, False):
+        job_walls: dict[str, list[float]] = {}
+        sink_walls: dict[str, list[float]] = {}
+        # Configurations interleaved within each repeat, medians reported: a neighbour's
+        # burst of load then spreads over all of them instead of landing on one.
+        for rep in range(args.repeats):
+            for label, every, fsync, layout in configs:
+                key = f"{layout} every={label} fsync={'on' if fsync else 'off'}"
+                fig = job_run(base, every, fsync=fsync, layout=layout)
+                results["job"][key] = fig
+                job_walls.setdefault(key, []).append(fig["wall_s"])
+                print(f"  [{rep + 1}] job  {key:<34} {fig['wall_s']:6.2f} s  parts "
+                      f"{fig['parts']}", flush=True)
+            for label, every, fsync in sink_configs:
                 key = f"every={label} fsync={'on' if fsync else 'off'}"
                 fig = sink_run(base / "sink.parquet", args.sink_rows, every, fsync=fsync)
                 results["sink"][key] = fig
-                print(f"  sink {key:<36} {fig['wall_s']:6.2f} s  flushes {fig['flushes']}",
-                      flush=True)
+                sink_walls.setdefault(key, []).append(fig["wall_s"])
+        for walls, section in ((job_walls, "job"), (sink_walls, "sink")):
+            for key, values in walls.items():
+                results[section][key]["wall_s"] = statistics.median(values)
+                results[section][key]["walls"] = values
+                fig = results[section][key]
+                count = fig.get("flushes", fig.get("parts"))
+                print(f"  {section:<4} {key:<36} median {fig['wall_s']:6.2f} s "
+                      f"(flushes/parts {count})")
     for fsync in ("on", "off"):
         end = results["sink"][f"every=end fsync={fsync}"]["wall_s"]
         for label in ("10k", "100k"):
