@@ -115,6 +115,7 @@ class DatasetLedger:
         self.partial_path = folder / PARTIAL_NAME
         self.schema: pa.Schema | None = None
         self._parts: list[DatasetPart] = []
+        self._stale: list[DatasetPart] = []  # a fresh sink's earlier parts, removed at begin()
         self._next = 0
 
     @property
@@ -133,10 +134,10 @@ class DatasetLedger:
 
     # -- opening ---------------------------------------------------------------------------
     def start(self, continuing: bool) -> None:
-        """Called by ``open()``. ``continuing``: adopt the committed parts (checked by
-        ``lstat``, never read). Otherwise start the dataset over: the parts the manifest
-        lists are removed. Either way a visible file the manifest does not list is an
-        error, raised before anything is changed."""
+        """Called by ``open()``, before anything in the folder is changed (it is created
+        if missing). ``continuing``: adopt the committed parts (checked by ``lstat``, never
+        read); otherwise :meth:`begin` starts the dataset over. A visible file the
+        manifest does not list, or a damaged part or manifest, raises here."""
         if not os.path.isdir(self.folder):
             try:
                 os.mkdir(self.folder, 0o700)
@@ -154,13 +155,19 @@ class DatasetLedger:
         if pending is not None:
             self._settle(pending)
         self._refuse_strays()
+        self._stale = []
         if continuing:
             self._parts = [self._recognise(p) for p in self._parts]
         else:
-            for part in self._parts:
-                remove_if_ours(self.folder / part.name)
-            self._parts, self.schema = [], None
+            self._stale, self._parts, self.schema = self._parts, [], None
         self._next = max((_index(p.name) or 0 for p in self._parts), default=-1) + 1
+
+    def begin(self) -> None:
+        """Called once ``open()`` can no longer fail otherwise: a fresh sink's earlier
+        parts are removed, and the manifest is rewritten (any pending part settled)."""
+        for part in self._stale:
+            remove_if_ours(self.folder / part.name)
+        self._stale = []
         self._write()
 
     def _load(self) -> DatasetPart | None:

@@ -57,8 +57,9 @@ class ParquetSink(BaseSink):
       footer, so rows go to a hidden partial file and every ``flush()`` (the runtime
       flushes before each checkpoint) *seals* it — footer, fsync, rename — into a part
       recorded (name, size, SHA-256) in an owner-only manifest replaced atomically. With
-      ``fsync=False`` the fsyncs are skipped: flushed rows then survive a killed process
-      (the kernel still holds them) but not a power loss or an operating-system crash.
+      ``fsync=False`` the parts (and, in the dataset layout, the manifest and folder) are
+      not fsynced: flushed rows then survive a killed process (the kernel still holds
+      them) but not a power loss or an operating-system crash.
     * ``layout="dataset"``: ``path`` is a folder (created 0700) of ``part-NNNNNN.parquet``
       files, one per sealed part, and ``_agora_manifest.json``, its commit record; read
       it with ``pyarrow.parquet.read_table(path)``, ``pyarrow.dataset.dataset(path)`` or
@@ -67,7 +68,7 @@ class ParquetSink(BaseSink):
       only commits, and a resumed or repeated run never reads the parts already there,
       so its cost does not grow with the output. Readers see the rows of each part as
       soon as it is sealed. A fresh sink (not resumed, not reopened) starts the dataset
-      over: ``open()`` removes the parts its manifest lists. See
+      over: a successful ``open()`` removes the parts its manifest lists. See
       :class:`~agora.sinks._parquet_dataset.DatasetLedger` for crash recovery.
     * ``layout="file"``: ``close()`` re-encodes the previous file (when the sink continues
       its output), every part and the rest into one new file renamed onto ``path``, so
@@ -170,6 +171,12 @@ class ParquetSink(BaseSink):
                 self.schema = self._previous_schema()
         self._continuing = continuing
         self._open_partial()
+        if self.layout == "dataset":
+            try:
+                self._dataset.begin()
+            except BaseException:
+                self._discard_partial()
+                raise
         await super().open()
 
     def _previous_schema(self) -> pa.Schema | None:

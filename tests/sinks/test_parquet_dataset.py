@@ -334,3 +334,34 @@ def test_fsync_false_skips_every_fsync_and_keeps_the_rows(
     monkeypatch.undo()
     assert bool(calls) is fsync
     assert ids(path) == [1, 2]
+
+
+def test_a_fresh_sink_whose_open_fails_leaves_the_earlier_dataset(tmp_path: Path) -> None:
+    path = tmp_path / "out.parquet"
+    asyncio.run(run(ParquetSink(path), [1], [2]))
+    (path / PARTIAL_NAME).symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(PermissionError, match="refusing its temporary file"):
+        asyncio.run(ParquetSink(path).open())
+    assert ids(path) == [1, 2]  # the earlier parts are removed only once open() succeeds
+
+
+def test_a_pending_part_replaced_after_the_crash_is_not_adopted(tmp_path: Path) -> None:
+    path = tmp_path / "out.parquet"
+    asyncio.run(run(ParquetSink(path), [1], [2], close=False))
+    pending = path / manifest(path)["pending"]["name"]
+    pending.unlink()
+    pq.write_table(pa.table({"n": [666]}), pending)  # another file under the pending name
+    with pytest.raises(ValueError, match=f"holds {pending.name}, which its manifest"):
+        asyncio.run(resumed(path).open())
+
+
+def test_temporary_manifests_of_a_killed_write_are_removed_only_if_ours(tmp_path: Path) -> None:
+    path = tmp_path / "out.parquet"
+    asyncio.run(run(ParquetSink(path), [1]))
+    ours = path / f"{MANIFEST_NAME}.agora-tmp-abc"
+    ours.write_bytes(b"{")
+    link = path / f"{MANIFEST_NAME}.agora-tmp-link"
+    link.symlink_to(tmp_path / "target")
+    asyncio.run(run(resumed(path), [2]))
+    assert not ours.exists() and link.is_symlink()
+    assert ids(path) == [1, 2]
