@@ -50,7 +50,7 @@ def job_run(base: Path, every: int, *, fsync: bool, layout: str) -> dict[str, An
             target.unlink(missing_ok=True)
     demo = demo_pipeline(base)
     sink = ParquetSink(base / "out.parquet", name="parquet_out", fsync=fsync,
-                       layout=layout)  # type: ignore[arg-type]
+                       layout="file" if layout == "file" else "dataset")
     bound = (Pipeline(demo.source, id=demo.pipeline_id)
              .pipe(*demo.middleware)
              .fan_out([sink], delivery=dataclasses.replace(demo.delivery,
