@@ -23,7 +23,7 @@ __all__ = ["MANIFEST_NAME", "PARTIAL_NAME", "DatasetLedger", "DatasetPart", "che
 #: The manifest and the file being written start with ``_`` and ``.``: dataset readers
 #: (pyarrow, Spark, DuckDB, polars) skip such names, so they never read either.
 MANIFEST_NAME = "_agora_manifest.json"
-PARTIAL_NAME = ".agora-partial.parquet"
+PARTIAL_NAME = ".agora-partial"  # no .parquet suffix: a `*.parquet` glob never matches it
 _FORMAT = "agora-parquet-dataset"
 _VERSION = 1
 _PART_PREFIX = "part-"
