@@ -1,9 +1,11 @@
 """ParquetSink under SIGKILL at seeded points of a real pipeline run (mid write, mid flush,
-mid close): after every kill the dataset reads cleanly, and the resumed runs lose no
-row and repeat at most the rows since the last checkpoint."""
+mid close) and inside a close() that seals a last part: after every kill the dataset
+reads cleanly, and the resumed runs lose no row and repeat at most the rows since the
+last checkpoint."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import signal
@@ -16,6 +18,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from agora.sinks._parquet_dataset import MANIFEST_NAME, PARTIAL_NAME
+from agora.sinks.parquet import ParquetSink
 
 ROWS = 1_200
 CHECKPOINT_EVERY = 100
@@ -131,3 +134,59 @@ def test_sigkill_mid_flush_or_close_loses_nothing_and_shows_no_partial_file(
     assert recorded["pending"] is None
     assert sorted(p["name"] for p in recorded["parts"]) == sorted(
         p.name for p in out.glob("part-*.parquet"))
+
+
+# The sink alone, killed inside close() while it seals the rows written since the last
+# flush: at the N-th fsync or rename of close().
+_DIRECT = """
+import asyncio, os, signal, sys
+sys.path.insert(0, {root!r})
+import pyarrow as pa
+from agora.sinks.parquet import ParquetSink
+
+hook, at = {hook!r}, {at!r}
+calls = 0
+real = getattr(os, hook)
+
+def killing(*args, **kwargs):
+    global calls
+    calls += 1
+    if calls == at:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(*args, **kwargs)
+
+async def main():
+    sink = ParquetSink({out!r})
+    await sink.open()
+    await sink.write_arrow_batch(pa.record_batch({{"n": [1, 2]}}))
+    await sink.flush()                                   # durable before the kill
+    await sink.write_arrow_batch(pa.record_batch({{"n": [3]}}))  # sealed by close()
+    setattr(os, hook, killing)
+    await sink.close()
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(("hook", "at"), [("fsync", 1), ("fsync", 2), ("fsync", 3),
+                                          ("replace", 1), ("replace", 2), ("replace", 3)])
+def test_sigkill_inside_close_keeps_every_flushed_row_and_a_readable_folder(
+        tmp_path: Path, hook: str, at: int) -> None:
+    out = tmp_path / "out.parquet"
+    script = _DIRECT.format(root=str(ROOT), hook=hook, at=at, out=str(out))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=90)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr  # the kill point was reached
+    seen = read_ids(out)
+    # Flushed rows are always there; the closing part is there whole, or not at all.
+    assert seen in ([1, 2], [1, 2, 3]), seen
+    async def resume() -> None:
+        sink = ParquetSink(out)
+        sink.resume_output()
+        await sink.open()
+        await sink.close()
+
+    asyncio.run(resume())
+    assert read_ids(out) == seen  # the resume keeps exactly what a reader saw
+    assert json.loads((out / MANIFEST_NAME).read_text())["pending"] is None
