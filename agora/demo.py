@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -120,5 +121,9 @@ def prepare(directory: Path, rows: int) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     for name in ("orders_enriched.csv", "orders_enriched.parquet", "checkpoints.db",
                  "checkpoints.db-wal", "checkpoints.db-shm", "dlq.db", "dlq.db-wal", "dlq.db-shm"):
-        (directory / name).unlink(missing_ok=True)
+        target = directory / name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)  # the Parquet output is a dataset folder
+        else:
+            target.unlink(missing_ok=True)
     generate_csv(directory / "orders.csv", rows)

@@ -98,7 +98,11 @@ def _env(**extra: str) -> dict[str, str]:
 
 def _clean(directory: Path) -> None:
     for name in _OUTPUTS:
-        (directory / name).unlink(missing_ok=True)
+        target = directory / name
+        if target.is_dir():
+            shutil.rmtree(target)  # ParquetSink's dataset folder
+        else:
+            target.unlink(missing_ok=True)
 
 
 def agora_run(directory: Path, every: str | None = None) -> dict[str, float]:

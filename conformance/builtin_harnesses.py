@@ -195,8 +195,8 @@ class JsonLinesSinkHarness(SinkHarness):
 
 class ParquetSinkHarness(SinkHarness):
     """``ParquetSink`` to ``out.parquet``, read back with ``pyarrow.parquet``: the output
-    file, then every other complete Parquet file in the namespace (what ``flush()`` made
-    durable while the sink is open), skipping files without a footer."""
+    (a dataset folder, read as one table: the parts ``flush()`` made durable), then every
+    other complete Parquet file in the namespace, skipping files without a footer."""
 
     target: Any = agora.ParquetSink
     features = ALL_FEATURES
@@ -215,6 +215,8 @@ class ParquetSinkHarness(SinkHarness):
             (p for p in ns.path.iterdir() if p.is_file()), key=lambda p: (p != main, p.name)
         )
         rows: list[dict[str, Any]] = []
+        if main.is_dir():
+            rows.extend(pq.read_table(main).to_pylist())
         for file in files:
             try:
                 table = pq.read_table(file)

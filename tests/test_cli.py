@@ -129,7 +129,7 @@ def test_demo_runs_end_to_end_and_leaves_inspectable_files(tmp_path, capsys, mon
     assert summary["runtime"]["process_batch"]["enrich"]["batches_ok"] >= 1
     d = tmp_path / "d"
     assert pq.read_table(d / "orders_enriched.parquet").num_rows == 3000
-    assert "risk" in pq.read_schema(d / "orders_enriched.parquet").names
+    assert "risk" in pq.read_table(d / "orders_enriched.parquet").schema.names
     monkeypatch.setenv("AGORA_DEMO_DIR", str(d))
     assert main(["explain", "agora.demo:pipeline"]) == 0
     assert "enrich" in capsys.readouterr().out

@@ -1,12 +1,12 @@
-"""``ParquetSink``: Arrow and Python batches into one Parquet file, buffered into row
-groups, with schema checks that name the differing fields."""
+"""``ParquetSink``: Arrow and Python batches into a Parquet dataset folder or one Parquet
+file, buffered into row groups, with schema checks that name the differing fields."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, ClassVar
+from typing import Any, BinaryIO, ClassVar, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -16,6 +16,7 @@ from agora.records import WriteResult
 from agora.sinks.base import BaseSink, SinkState
 from agora._safe_files import fsync_dir
 from agora.sinks._files import create_private_file, ensure_openable, sync_file
+from agora.sinks._parquet_dataset import DatasetLedger, check_layout
 from agora.sinks._parquet_parts import HashingWriter, PartLedger
 from agora.sinks._parquet_schema import conform_batch, infer_batch, rows_to_batch
 
@@ -26,6 +27,9 @@ __all__ = ["ParquetSink"]
 # choice for readers and keeps a wide table's buffer in the tens of megabytes.
 DEFAULT_ROW_GROUP_SIZE = 65_536
 
+Layout = Literal["dataset", "file"]
+_LAYOUTS = ("dataset", "file")
+
 
 def _codec_available(name: str) -> bool:
     try:
@@ -35,7 +39,8 @@ def _codec_available(name: str) -> bool:
 
 
 class ParquetSink(BaseSink):
-    """Writes Arrow batches and Python batches (and single rows) to one Parquet file.
+    """Writes Arrow batches and Python batches (and single rows) to Parquet: by default a
+    dataset folder at ``path`` (``layout="dataset"``), or one file (``layout="file"``).
 
     * Schema: ``schema`` if given, else the schema of the first batch (for Python batches,
       pyarrow's inference over that batch — pass ``schema=`` when early batches may be
@@ -47,25 +52,38 @@ class ParquetSink(BaseSink):
       silently dropped), a value that does not convert, or a null in a non-nullable field
       fails that record alone (``WriteResult.failed``); missing keys are nulls.
     * Buffering: rows are buffered and written as row groups of ``row_group_size`` rows,
-      and on ``flush()`` (which then fsyncs). Arrow batches are immutable and are buffered
-      by reference until then.
-    * Durability and atomic output: a Parquet file cannot be appended to and is unreadable
-      without its footer, so rows go to a hidden partial file next to ``path`` and every
-      ``flush()`` (the runtime flushes before each checkpoint) *seals* it — footer, fsync,
-      rename — into a hidden part file, recorded (name, size, SHA-256) in an owner-only
-      manifest that is replaced atomically. ``close()`` merges the previous ``path`` (when
-      the sink continues its output), every part and the rest into one file and renames it
-      onto ``path``. So ``path`` only ever holds a complete Parquet file (valid even with
-      no rows; with no rows and no known schema, an empty zero-column table), and after a
-      crash the parts hold every row flushed before the last checkpoint: a resumed sink
-      (``resume_output()``, or reopened after ``close()``) merges them in; a fresh sink
-      discards the parts an earlier crashed run recorded.
+      and on ``flush()``. Arrow batches are immutable and are buffered by reference.
+    * Durability: a Parquet file cannot be appended to and is unreadable without its
+      footer, so rows go to a hidden partial file and every ``flush()`` (the runtime
+      flushes before each checkpoint) *seals* it — footer, fsync, rename — into a part
+      recorded (name, size, SHA-256) in an owner-only manifest replaced atomically. With
+      ``fsync=False`` the parts (and, in the dataset layout, the manifest and folder) are
+      not fsynced: flushed rows then survive a killed process (the kernel still holds
+      them) but not a power loss or an operating-system crash.
+    * ``layout="dataset"``: ``path`` is a folder (created 0700) of ``part-NNNNNN.parquet``
+      files, one per sealed part, and ``_agora_manifest.json``, its commit record; read
+      it with ``pyarrow.parquet.read_table(path)``, ``pyarrow.dataset.dataset(path)`` or
+      any engine that reads a folder of Parquet files (the partial file and the manifest
+      start with ``.``/``_``, which they skip). Each row is written once: ``close()``
+      only commits, and a resumed or repeated run never reads the parts already there,
+      so its cost does not grow with the output. Readers see the rows of each part as
+      soon as it is sealed. A fresh sink (not resumed, not reopened) starts the dataset
+      over: a successful ``open()`` removes the parts its manifest lists. See
+      :class:`~agora.sinks._parquet_dataset.DatasetLedger` for crash recovery.
+    * ``layout="file"``: ``close()`` re-encodes the previous file (when the sink continues
+      its output), every part and the rest into one new file renamed onto ``path``, so
+      ``path`` only ever holds a complete file, and a fresh sink replaces it at
+      ``close()`` — at the cost of reading and writing every row again at every close,
+      the whole earlier output included. Parts live next to ``path`` until then.
     * Shared folders: only parts the manifest lists, with matching size and hash, are ever
-      merged; any other part-like file is ignored with a warning and left in place, and a
-      listed part that is missing or altered fails ``open()``/``close()`` with
-      ``ValueError`` (its rows would otherwise be lost). The sink's temporary files are
-      created exclusively (0600) and never opened through a link; a link or another user's
-      file in their place, or as the manifest, raises ``PermissionError`` naming it.
+      adopted. A listed part that is missing or altered fails ``open()``/``close()`` with
+      ``ValueError`` (its rows would otherwise be lost). A part-like file the manifest does
+      not list is ignored with a warning and left in place (``layout="file"``), or fails
+      ``open()`` naming it (``layout="dataset"``: readers would read it). The sink's
+      temporary files are created exclusively (0600) and never opened through a link; a
+      link or another user's file in their place, or as the manifest, raises
+      ``PermissionError`` naming it. An output of the other layout at ``path`` fails
+      ``open()`` with ``ValueError`` saying which ``layout=`` continues it.
     """
 
     accepted_data_planes: ClassVar[tuple[DataPlane, ...]] = (
@@ -86,6 +104,8 @@ class ParquetSink(BaseSink):
         name: str | None = None,
         compression: str = "zstd",
         row_group_size: int = DEFAULT_ROW_GROUP_SIZE,
+        layout: Layout = "dataset",
+        fsync: bool = True,
     ) -> None:
         self.path = Path(path)
         self.sink_name = name or f"parquet:{self.path.name}"
@@ -103,6 +123,13 @@ class ParquetSink(BaseSink):
                 f"sink {self.sink_name!r}: compression {compression!r} is not available in "
                 f"this pyarrow build; use 'zstd', 'snappy', 'gzip' or 'none'"
             )
+        if layout not in _LAYOUTS:
+            raise ValueError(
+                f"sink {self.sink_name!r}: layout must be 'dataset' (a folder of parts) or "
+                f"'file' (one file, rewritten at every close); got {layout!r}"
+            )
+        self.layout: Layout = layout
+        self.fsync = fsync
         self.schema: pa.Schema | None = schema
         self.compression = compression
         self.row_group_size = row_group_size
@@ -113,14 +140,18 @@ class ParquetSink(BaseSink):
         self._buffered_rows = 0
         self.records_written = 0
         self.row_groups_written = 0
+        self._part_rows = 0
         self._continuing = False
         self._ledger = PartLedger(self.path, self.sink_name)
+        self._dataset = DatasetLedger(self.path, self.sink_name, fsync=fsync)
         self._own_partial = False
 
     # -- lifecycle -------------------------------------------------------------------------
     @property
     def partial_path(self) -> Path:
         """Where rows written since the last ``flush()`` go (never read back after a crash)."""
+        if self.layout == "dataset":
+            return self._dataset.partial_path
         return self.path.with_name(f".{self.path.name}.agora-partial")
 
     async def open(self) -> None:
@@ -129,11 +160,23 @@ class ParquetSink(BaseSink):
         are kept and merged at ``close()``. A fresh sink discards the parts an earlier
         crashed run recorded. A failure leaves ``path`` untouched."""
         continuing = ensure_openable(self)
-        self._ledger.start(continuing)
-        if continuing and self.schema is None:
-            self.schema = self._previous_schema()
+        check_layout(self.sink_name, self.path, self.layout, self._ledger.manifest_path)
+        if self.layout == "dataset":
+            self._dataset.start(continuing)
+            if continuing and self.schema is None:
+                self.schema = self._dataset.schema
+        else:
+            self._ledger.start(continuing)
+            if continuing and self.schema is None:
+                self.schema = self._previous_schema()
         self._continuing = continuing
         self._open_partial()
+        if self.layout == "dataset":
+            try:
+                self._dataset.begin()
+            except BaseException:
+                self._discard_partial()
+                raise
         await super().open()
 
     def _previous_schema(self) -> pa.Schema | None:
@@ -168,17 +211,29 @@ class ParquetSink(BaseSink):
         assert self._fh is not None and self._out is not None
         self._writer.close()
         self._writer = None
-        await sync_file(self._fh)
+        await self._sync(self._fh)
         sealed = os.fstat(self._fh.fileno())
         self._fh.close()
         self._fh = None
-        self._ledger.seal(self.partial_path, self._out, sealed)
+        if self.layout == "dataset":
+            assert self.schema is not None
+            self._dataset.seal(self._out, sealed, self._part_rows, self.schema)
+        else:
+            self._ledger.seal(self.partial_path, self._out, sealed)
+        self._part_rows = 0
         self._own_partial = False
         self._open_partial()
 
+    async def _sync(self, fh: BinaryIO) -> None:
+        if self.fsync:
+            await sync_file(fh)
+        else:
+            fh.flush()
+
     async def close(self) -> None:
-        """Seal what is buffered, merge the earlier output and every part into one file
-        (row group by row group), fsync, and move it onto ``path``.
+        """Seal what is buffered; then commit the dataset's manifest (``layout="dataset"``),
+        or merge the earlier output and every part into one file (row group by row group),
+        fsync it and move it onto ``path`` (``layout="file"``).
 
         Idempotent. If that fails, ``path`` keeps what it held before, the sealed parts
         stay for a resumed run, and the error is re-raised."""
@@ -187,8 +242,16 @@ class ParquetSink(BaseSink):
         try:
             if self._state is SinkState.OPEN:
                 self._write_buffer()
-                await self._seal()
-                await self._merge()
+                if self.layout == "dataset":
+                    if (not self._dataset.parts and self._writer is None
+                            and self.schema is not None):
+                        # An empty part, so that readers learn the schema of no rows.
+                        self._start_writer(self.schema)
+                    await self._seal()
+                    self._dataset.commit(self.schema)
+                else:
+                    await self._seal()
+                    await self._merge()
         finally:
             self._discard_partial()
             self._buffer.clear()
@@ -216,14 +279,15 @@ class ParquetSink(BaseSink):
                     fh.close()
         self._writer.close()
         self._writer = None
-        await sync_file(self._fh)
+        await self._sync(self._fh)
         self._fh.close()
         self._fh = None
         # Recorded before the rename: a run killed after it knows the parts are merged.
         self._ledger.record_merged(self._out)
         os.replace(self.partial_path, self.path)
         self._own_partial = False
-        fsync_dir(self.path.parent)
+        if self.fsync:
+            fsync_dir(self.path.parent)
         self._ledger.finish()
 
     def _conform_table(self, table: pa.Table) -> pa.Table:
@@ -327,6 +391,7 @@ class ParquetSink(BaseSink):
         assert self._writer is not None
         table = pa.Table.from_batches(self._buffer, schema=self.schema)
         self._writer.write_table(table, row_group_size=self.row_group_size)
+        self._part_rows += table.num_rows
         self.row_groups_written += -(-table.num_rows // self.row_group_size)
         self._buffer.clear()
         self._buffered_rows = 0

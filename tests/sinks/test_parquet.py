@@ -4,6 +4,7 @@ Read-back uses pyarrow.parquet directly."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,11 @@ import pytest
 
 from agora.errors import LifecycleError
 from agora.planes import DataPlane
-from agora.sinks.parquet import ParquetSink
+from agora.sinks.parquet import ParquetSink as AnyLayoutParquetSink
+
+# These tests pin the single-file layout (``layout="file"``); the dataset layout has its
+# own in test_parquet_dataset.py.
+ParquetSink = functools.partial(AnyLayoutParquetSink, layout="file")
 
 
 async def write_all(sink: ParquetSink, *calls: tuple[str, Any]) -> list[Any]:
@@ -299,7 +304,7 @@ import pyarrow as pa
 from agora.sinks.parquet import ParquetSink
 
 async def main():
-    sink = ParquetSink({path!r})
+    sink = ParquetSink({path!r}, layout="file")
     await sink.open()
     await sink.write_arrow_batch(pa.record_batch({{"n": [1, 2]}}))
     await sink.flush()                      # sealed: must survive the crash

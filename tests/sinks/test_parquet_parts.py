@@ -4,6 +4,7 @@ adopted; planted, stray, altered or linked files are never merged or written thr
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
@@ -17,7 +18,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from agora.sinks._parquet_parts import PartLedger
-from agora.sinks.parquet import ParquetSink
+from agora.sinks.parquet import ParquetSink as AnyLayoutParquetSink
+
+# These tests pin the single-file layout (``layout="file"``); the dataset layout has its
+# own in test_parquet_dataset.py.
+ParquetSink = functools.partial(AnyLayoutParquetSink, layout="file")
 
 NOBODY = 65534
 
