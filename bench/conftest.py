@@ -34,15 +34,15 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def start_forkserver() -> None:
-    """Start the (shared) forkserver now, preloading the benchmark transforms.
+    """Start the interpreter's forkserver now, preloading the benchmark transforms.
 
-    A script's forkserver imports its ``__main__`` and so everything the script
-    imported; under pytest ``__main__`` is pytest's, and every fresh worker would import
-    ``bench.transforms`` (pyarrow.compute, agora) when it unpickles its first transform,
-    once per pool start, i.e. per round. Preloading is what an application's main module
-    gives it for free. Starting the server here matters: the process middleware sets its
-    own preload list each time it asks for the context, which only counts while no
-    forkserver is running yet.
+    Only the hand-written ``ProcessPoolExecutor`` baselines use this forkserver: Agora's
+    workers are forked from Agora's own (``agora/process/zygote.py``), whatever this one
+    does. A script's forkserver imports its ``__main__`` and so everything the script
+    imported; under pytest ``__main__`` is pytest's, and every fresh baseline worker would
+    import ``bench.transforms`` when it unpickles its first transform. Preloading gives the
+    baselines what an application's main module gives them for free, so the comparison is
+    fair to them.
     """
     multiprocessing.get_context("forkserver").set_forkserver_preload(
         [

@@ -11,6 +11,8 @@ diagnosis of workers that fail to start. ``executor.py`` is the seam a lane runs
 through (``Executor`` → ``Lease``); ``executors.py`` the two local executors (a pool per
 run, and the shared ``WorkerPool``); ``zygote.py`` the private forkserver every worker is
 forked from, with pyarrow preloaded (``census.py`` records what workers inherit).
+``dask_executor.py`` runs the same leases on a Dask distributed cluster (optional extra
+``agora[dask]``; ``_dask_lane.py``, ``_dask_ops.py`` and ``_dask_task.py`` are its parts).
 """
 
 from __future__ import annotations
