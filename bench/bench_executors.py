@@ -17,7 +17,7 @@ Rows (seconds per whole ``run_sync()``; Arrow lane, identity ``fn``, 2 workers,
 * ``ppe_loop``         — the same batches through an already-warm hand-written
   ``ProcessPoolExecutor`` loop shipping Arrow IPC bytes (no checkpoint, no DLQ).
 
-Targets (the lead's final run): ``fixed_default`` after a foreign forkserver ≤ 1.5× alone;
+Targets (one run): ``fixed_default`` after a foreign forkserver ≤ 1.5× alone;
 ``run_shared`` ≤ 2× ``ppe_loop``. Not part of the test suite; run it once, on a quiet
 machine: ``python bench/bench_executors.py [--rows N] [--repeats K]``. Results go to
 ``bench/results/bench_executors-<stamp>.json``.
