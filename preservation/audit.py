@@ -163,7 +163,7 @@ class BounceReport:
 
 def check_bounce(*, n: int, crashes: int, sink: list[int], dlq: list[int],
                  poison: set[int], dup_bound_per_crash: int) -> BounceReport:
-    """Assert the crash-safety guarantees (SPEC §7) over a finished crash/resume loop.
+    """Assert the crash-safety guarantees (contract §7) over a finished crash/resume loop.
 
     * zero loss: every id in ``range(n)`` is in the sink or in the DLQ;
     * disjoint: no id is both written and dead-lettered; the DLQ holds exactly ``poison``;

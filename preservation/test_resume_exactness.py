@@ -1,4 +1,4 @@
-"""Exact resume end to end (SPEC §3, §6, §7): runs cut short by ``max_records`` (which
+"""Exact resume end to end (contract §3, §6, §7): runs cut short by ``max_records`` (which
 trims a batch mid-way) and resumed from an SQLite checkpoint deliver every record exactly
 once, in order, to a sink built with the default truncating mode — the runtime tells it
 to continue its output on resume; drops are counted and passed on every lane, also when
