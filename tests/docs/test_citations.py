@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -23,15 +24,15 @@ FOREIGN_CITATION = re.compile(
 def project_text_files(root: Path) -> list[Path]:
     """Every source, doc and script file under ``root`` outside the skipped folders."""
     found = []
-    for path in sorted(root.rglob("*")):
-        parts = path.relative_to(root).parts
-        if any(part in SKIPPED_DIRS or part.endswith(".egg-info") for part in parts):
-            continue
-        if not path.is_file():
-            continue
-        if path.suffix in TEXT_SUFFIXES or (path.suffix == "" and parts[0] in SCRIPT_DIRS):
-            found.append(path)
-    return found
+    for folder, dirs, files in os.walk(root):
+        # Pruned in place so that the walk never enters an environment or a cache.
+        dirs[:] = [d for d in dirs if d not in SKIPPED_DIRS and not d.endswith(".egg-info")]
+        for name in files:
+            path = Path(folder, name)
+            parts = path.relative_to(root).parts
+            if path.suffix in TEXT_SUFFIXES or (path.suffix == "" and parts[0] in SCRIPT_DIRS):
+                found.append(path)
+    return sorted(found)
 
 
 def foreign_citations(root: Path) -> list[str]:
