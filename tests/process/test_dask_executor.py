@@ -25,10 +25,10 @@ import pytest
 from agora import ArrowProcessBatchMiddleware, ProcessBatchError, ProcessBatchMiddleware
 from agora.errors import LifecycleError, ProcessPoolBrokenError, WorkerStartupError
 from agora.process.executor import Executor, LeaseSpec
+from agora.testing import Chain, KillWorkerOn, RaiseOn, ShortResultOn, SleepyTransform
 from preservation import test_process_lanes as lanes
 from preservation.test_process_lanes import SIZE, Harness, _ids
 from preservation.audit import dlq_id, sink_ids
-from preservation.transforms import Chain, KillWorkerOn, RaiseOn, ShortResultOn, SleepyTransform
 from tests.conftest import assert_no_worker_processes
 from tests.process import faults
 
