@@ -3,21 +3,41 @@
 source → middleware chain → writer (one sink, a fan-out, or a router), with
 process-isolated batch transforms and recovery semantics for long batch jobs.
 
-Module map (imports point down; nothing below ``runtime`` imports it):
+Module map: every module, by package (imports point down — sources, sinks, middleware,
+stores and process never import ``runtime`` or ``pipeline``; the runtime imports them;
+``testing`` and the command sit on top and use the facade):
 
+    __main__.py      ``python -m agora``; cli.py the ``agora`` command, with console.py (its
+                     output), targets.py (MODULE:OBJECT → pipeline), demo.py (the demo job)
     pipeline.py      Pipeline / BoundPipeline: the builder users touch
-    runtime/         plan.py (planning + explain), engine.py (lanes, ordered commit),
-                     lifecycle.py (start/stop order), delivery.py (DLQ routing, policies,
-                     handled-prefix checkpoints), writer.py (sink planes, fan-out, router),
-                     stages.py, units.py, summary.py + report.py (run summary),
-                     resources.py (psutil), replay.py, interrupt.py
-    process/         process-isolated batch middleware: pool generations, transport
-    sources/ sinks/  built-in components and their contracts (base.py)
-    middleware/      middleware contracts (incl. the Arrow filter hook), Map/Filter built-ins
-    stores/          checkpoint stores and DLQ sinks
+    runtime/         plan.py (planning + explain), engine.py (lanes, ordered commit: diagram),
+                     units.py + stages.py (what flows, middleware applied to it), writer.py
+                     (sink planes, fan-out, router), delivery.py (DLQ routing, policies,
+                     handled-prefix checkpoints), lifecycle.py (start/stop order),
+                     interrupt.py (signals, cancellation), progress.py (live counters),
+                     summary.py + report.py (run summary), resources.py (psutil),
+                     replay.py + replay_report.py (re-sending dead letters)
+    process/         process-isolated batch middleware: middleware.py (the two classes),
+                     executor.py (the seam), executors.py (fresh pool, WorkerPool), pool.py
+                     (generations, timeouts, deaths: diagram), handles.py, courier.py,
+                     transport.py, shm.py, workers.py, worker.py, startup.py, sampler.py;
+                     zygote.py + forkserver_hook.py + census.py (the private forkserver);
+                     dask_executor.py + _dask_lane.py, _dask_ops.py, _dask_task.py (Dask)
+    sources/         base.py (contract, max_records), iterable.py, csv.py, arrow_csv.py,
+                     jsonl.py, arrow_jsonl.py, parquet.py, identity.py (input fingerprints);
+                     shared parts _builtin.py, _csvrecords.py, _csvscreen.py, _jsonfile.py,
+                     _text.py
+    sinks/           base.py (contract), fanout.py, router.py, memory.py, simple.py (Null,
+                     Stdout), csv.py, jsonl.py, parquet.py + _parquet_dataset.py,
+                     _parquet_parts.py, _parquet_schema.py; _files.py (output files)
+    middleware/      base.py (contracts, incl. the Arrow filter hook), builtins.py (Map/Filter)
+    stores/          checkpoint.py + checkpoint_sqlite.py; dlq.py (SQLite) + dlq_jsonl.py,
+                     dlq_schema.py, dlq_read.py, dlq_state.py (replay state); _files.py
+    testing/         for users' tests: faults.py (fault injectors), sinks.py (FlakySink),
+                     processes.py (no orphans, no leaks), handshake.py, calibrate.py
     protocols.py     the seams the engine drives: checkpoint store, DLQ sink, process stage
     planes.py config.py records.py errors.py   shared vocabulary
-    cli.py           the ``agora`` command
+    _safe_files.py   owner-only files in shared folders, opened without following links
 
 Public surface: every name in ``agora.__all__``, and these submodules with their own
 ``__all__`` — ``agora.errors``, ``agora.protocols``, ``agora.sources``, ``agora.sinks``,

@@ -3,6 +3,7 @@ created exclusively and owner-only, refused when another user could control them
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -19,8 +20,10 @@ __all__ = [
     "fsync_dir",
     "make_private_dirs",
     "open_trusted",
+    "process_alive",
     "remove_if_ours",
     "same_file",
+    "sweep_files_of_dead_processes",
     "untrusted_reason",
     "write_private_atomically",
 ]
@@ -256,3 +259,32 @@ def remove_if_ours(path: Path) -> bool:
         return False
     path.unlink(missing_ok=True)
     return True
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists. Another user's process counts as alive: what it
+    named after itself is not ours to judge."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_files_of_dead_processes(directory: str, creator: Callable[[str], int | None]) -> int:
+    """Remove the files in ``directory`` whose creating process is gone; return how many.
+
+    ``creator`` maps a file name to the pid it was named after, or None for a name that is
+    not one of these files (left alone). A file of a live process is never touched; one
+    that cannot be removed (already gone, not ours to remove) is skipped."""
+    removed = 0
+    for name in os.listdir(directory):
+        pid = creator(name)
+        if pid is None or process_alive(pid):
+            continue
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(directory, name))
+            removed += 1
+    return removed

@@ -9,6 +9,7 @@ import json
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -162,7 +163,7 @@ class BounceReport:
 
 def check_bounce(*, n: int, crashes: int, sink: list[int], dlq: list[int],
                  poison: set[int], dup_bound_per_crash: int) -> BounceReport:
-    """Assert the crash-safety guarantees (SPEC §7) over a finished crash/resume loop.
+    """Assert the crash-safety guarantees (contract §7) over a finished crash/resume loop.
 
     * zero loss: every id in ``range(n)`` is in the sink or in the DLQ;
     * disjoint: no id is both written and dead-lettered; the DLQ holds exactly ``poison``;
@@ -176,7 +177,7 @@ def check_bounce(*, n: int, crashes: int, sink: list[int], dlq: list[int],
     report.missing = set(range(n)) - (seen_sink | seen_dlq)
     report.sink_duplicates = sum(c - 1 for c in Counter(sink).values())
     report.dlq_duplicates = sum(c - 1 for c in Counter(dlq).values())
-    report.order_breaks = sum(1 for a, b in zip(sink, sink[1:]) if b <= a)
+    report.order_breaks = sum(1 for a, b in pairwise(sink) if b <= a)
     info = report.describe()
     assert crashes >= 1, f"vacuous run: no crash actually happened ({info})"
     assert len(seen_sink) >= n - len(poison), f"not enough records were processed ({info})"

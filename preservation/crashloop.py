@@ -51,8 +51,8 @@ CRASH_RANGES = {
 def prepare(workdir: Path, *, lane: str, n: int, batch_size: int, checkpoint_every: int,
             seed: int, poison_rate: float = 0.01, sink_delay_s: float = 0.0,
             sink: str = "jsonl") -> dict[str, Any]:
-    """Write ``input.csv`` and ``spec.json``; return the spec. Poison ids (malformed lines,
-    a middleware that raises, a sink that rejects) are drawn with ``seed``;
+    """Write ``input.csv`` and ``spec.json``; return what ``spec.json`` holds. Poison ids
+    (malformed lines, a middleware that raises, a sink that rejects) are drawn with ``seed``;
     ``sink_delay_s`` slows every sink call so that a signal from outside lands mid-run;
     ``sink`` picks the output format (``jsonl``, ``csv``, ``parquet``)."""
     rng = random.Random(seed)

@@ -66,7 +66,7 @@ OUTPUT_FILES = {"jsonl": "out.jsonl", "csv": "out.csv", "parquet": "out.parquet"
 
 def output_sink(workdir: Path, kind: str) -> Any:
     """The file sink the records go to: ``jsonl`` (default), ``csv`` or ``parquet``.
-    Each continues its output on resume (SPEC §4: the runtime calls ``resume_output``)."""
+    Each continues its output on resume (contract §4: the runtime calls ``resume_output``)."""
     path = workdir / OUTPUT_FILES[kind]
     if kind == "csv":
         return CsvSink(path, mode="a")

@@ -1,4 +1,4 @@
-"""Checkpoint gating per outcome (the SPEC §7 table), end to end on every lane with real
+"""Checkpoint gating per outcome (the contract §7 table), end to end on every lane with real
 files: a JSON-lines sink, an SQLite checkpoint store, an SQLite or JSON-lines DLQ.
 
 Every save is audited from disk before it happens (``AuditingCheckpointStore``): the

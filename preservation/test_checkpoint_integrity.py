@@ -1,4 +1,4 @@
-"""Fail-closed checkpoints (SPEC §7, §8): a corrupt, truncated, orphaned or foreign
+"""Fail-closed checkpoints (contract §7, §8): a corrupt, truncated, orphaned or foreign
 checkpoint stops the run with ``CheckpointError`` before anything is opened or written —
 never a silent restart from scratch, which would re-deliver everything."""
 

@@ -1,4 +1,4 @@
-"""Crash safety (SPEC §7): the driver process is SIGKILLed at seeded points — after a
+"""Crash safety (contract §7): the driver process is SIGKILLed at seeded points — after a
 sink write, after the sinks are flushed, after a DLQ write, after the DLQ is committed
 but before the checkpoint, right after a checkpoint — and rerun until it finishes. Then,
 in Kafka ``test_bounce`` terms: nothing is missing, duplicates are bounded, the DLQ holds

@@ -1,4 +1,4 @@
-"""DLQ routing per stage and per lane (SPEC §3, §5, §7), end to end with real DLQ files:
+"""DLQ routing per stage and per lane (contract §3, §5, §7), end to end with real DLQ files:
 ``source_record`` (malformed CSV lines), ``middleware`` (a per-record transform that
 raises), ``batch_middleware`` (a batch transform that raises), ``sink_write`` (a sink that
 rejects records, one by one or the whole call). Exactly one DLQ record per failed input
@@ -232,7 +232,7 @@ def _odd_or_bad(batch: Any) -> Any:
 def test_arrow_dead_letters_carry_the_row_as_the_source_emitted_it(tmp_path: Path,
                                                                   stage: str,
                                                                   filtered: bool) -> None:
-    """SPEC §7: ``DLQRecord.record`` is the record as the source emitted it — on the Arrow
+    """contract §7: ``DLQRecord.record`` is the record as the source emitted it — on the Arrow
     lane too, after an Arrow middleware changed the rows (a replay feeds it back to the
     start of the chain), and after an ``ArrowFilterMiddleware`` moved them. For sink
     failures ``processed_record`` carries the changed row."""
@@ -272,7 +272,7 @@ class _Opaque:
 def test_a_record_json_cannot_hold_is_dead_lettered_with_a_flagged_fallback(
     tmp_path: Path, dlq_kind: str
 ) -> None:
-    """SPEC §8: never dropped — stored with its repr and type name, not round-trippable."""
+    """contract §8: never dropped — stored with its repr and type name, not round-trippable."""
     dlq, dlq_path = _dlq(tmp_path, dlq_kind)
     data = [{"id": 0, "value": 1}, {"id": 1, "value": _Opaque()}, {"id": 2, "value": 3}]
     summary = Pipeline(IterableSource(data, name="rows"), id=PID).pipe(

@@ -1,4 +1,4 @@
-"""Process-isolated middleware end to end (SPEC §6, §7), on the row lane
+"""Process-isolated middleware end to end (contract §6, §7), on the row lane
 (``ProcessBatchMiddleware``) and the Arrow lane (``ArrowProcessBatchMiddleware``), with
 real worker processes, a JSON-lines sink, an SQLite DLQ and an audited SQLite checkpoint
 store: timeouts recycle the pool and invalidate siblings, worker deaths re-run the
@@ -337,7 +337,7 @@ def test_an_unpicklable_record_fails_its_batch_and_is_still_dead_lettered(
 ) -> None:
     """A record that cannot cross the process boundary fails its batch (one DLQ record per
     input); the DLQ stores the record it cannot JSON-encode with a flagged fallback rather
-    than dropping it (SPEC §6, §8)."""
+    than dropping it (contract §6, §8)."""
     import threading
 
     h = Harness(tmp_path, "rows", Identity(), max_workers=2, max_in_flight_batches=2)

@@ -1,4 +1,4 @@
-"""Exact resume end to end (SPEC §3, §6, §7): runs cut short by ``max_records`` (which
+"""Exact resume end to end (contract §3, §6, §7): runs cut short by ``max_records`` (which
 trims a batch mid-way) and resumed from an SQLite checkpoint deliver every record exactly
 once, in order, to a sink built with the default truncating mode — the runtime tells it
 to continue its output on resume; drops are counted and passed on every lane, also when
@@ -42,7 +42,7 @@ def test_runs_cut_by_max_records_resume_exactly(tmp_path: Path, lane: str,
     out = tmp_path / "out.jsonl"
     cuts = [17, 20, 1, None]  # 17 and 38 fall inside a batch of 6 and a writer group of 4
     expected_cover = [17, 37, 38, N]
-    for limit, cover in zip(cuts, expected_cover):
+    for limit, cover in zip(cuts, expected_cover, strict=True):
         store = AuditingCheckpointStore(SQLiteCheckpointStore(tmp_path / "ckpt.db"),
                                         covered=covered(lane), sink_paths=[out], dlq_path=None)
         bound = Pipeline(source_for(lane), id=PID).pipe(*_chain(lane, through_workers)).build(

@@ -26,7 +26,8 @@ own re-runs). The culprit is unknown, so the lease re-runs it *alone*: new batch
 and the ones in flight finish first. Only a batch that kills its worker again fails
 ("worker died"); the innocent bystanders of a death go through.
 
-(``_dask_ops.py`` holds the counters, the functions run on a worker or its nanny, and
+(Just over 400 lines: slots, timeouts and death isolation share one lease's state and
+lock; ``_dask_ops.py`` holds the counters, the functions run on a worker or its nanny, and
 the wait for a result against its clock; ``_dask_task.py`` what a worker runs per batch.)
 
 **Broken** — more than ``max_pool_recycles`` timeouts or deaths in a row without any

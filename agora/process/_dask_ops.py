@@ -9,6 +9,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from agora.process.handles import LaneCounters
+
 __all__ = [
     "DaskLeaseMetrics",
     "STOP_GRACE_S",
@@ -26,37 +28,15 @@ __all__ = [
 #: kills the process. Short, because the stuck code will not cooperate anyway.
 STOP_GRACE_S = 0.5
 
+
 @dataclass
-class DaskLeaseMetrics:
-    """Counters of one lease, under the local pool's names (``PoolMetrics``)."""
+class DaskLeaseMetrics(LaneCounters):
+    """Counters of one lease, under the local pool's names (:class:`LaneCounters`), read
+    for Dask: ``batches_invalidated`` stays 0 (a timeout touches only its own worker),
+    ``worker_deaths`` counts the times a batch of this lease was caught in a worker death,
+    and ``pool_recycles`` the workers restarted after a timeout or a cancellation."""
 
-    batches_submitted: int = 0
-    batches_ok: int = 0
-    batches_failed: int = 0
-    batches_timed_out: int = 0
-    batches_invalidated: int = 0  # always 0: a timeout touches only its own worker
-    worker_deaths: int = 0  # times a batch of this lease was caught in a worker death
-    pool_recycles: int = 0  # workers restarted after a timeout or a cancellation
-    recycle_seconds: float = 0.0
-    peak_in_flight: int = 0
-    transport_bytes_in: int = 0
-    transport_bytes_out: int = 0
     workers_restarted: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "batches_submitted": self.batches_submitted,
-            "batches_ok": self.batches_ok,
-            "batches_failed": self.batches_failed,
-            "batches_timed_out": self.batches_timed_out,
-            "batches_invalidated": self.batches_invalidated,
-            "worker_deaths": self.worker_deaths,
-            "pool_recycles": self.pool_recycles,
-            "recycle_seconds": round(self.recycle_seconds, 6),
-            "peak_in_flight": self.peak_in_flight,
-            "transport_bytes_in": self.transport_bytes_in,
-            "transport_bytes_out": self.transport_bytes_out,
-        }
 
 
 def compact(payload: Any) -> Any:

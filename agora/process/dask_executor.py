@@ -70,7 +70,8 @@ def _local_cluster_class(distributed: ModuleType) -> type[Any]:
 
     class _NannyKeepingCluster(distributed.LocalCluster):  # type: ignore[misc, name-defined]
         def _update_worker_status(self, op: str, msg: Any) -> None:
-            Cluster._update_worker_status(self, op, msg)
+            # distributed leaves this hook unannotated; the override keeps its signature.
+            Cluster._update_worker_status(self, op, msg)  # type: ignore[no-untyped-call]
 
     return _NannyKeepingCluster
 

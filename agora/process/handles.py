@@ -16,6 +16,7 @@ from agora.process.shm import Slot
 from agora.process.worker import EXIT_MEMORY_ERROR
 
 __all__ = [
+    "LaneCounters",
     "PoolMetrics",
     "PoolState",
     "RemoteTraceback",
@@ -47,7 +48,10 @@ class RemoteTraceback(Exception):
 
 
 @dataclass
-class PoolMetrics:
+class LaneCounters:
+    """The counters every executor's lease keeps, under one set of names, so that a run
+    summary reads the same whichever executor ran the batches."""
+
     batches_submitted: int = 0
     batches_ok: int = 0
     batches_failed: int = 0
@@ -59,11 +63,6 @@ class PoolMetrics:
     peak_in_flight: int = 0
     transport_bytes_in: int = 0
     transport_bytes_out: int = 0
-    #: batches / results that crossed over the pipe because shared memory could not hold them
-    shm_fallbacks_in: int = 0
-    shm_fallbacks_out: int = 0
-    rss_peak_by_pid: dict[int, int] = field(default_factory=dict)
-    cpu_by_pid: dict[int, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -78,6 +77,23 @@ class PoolMetrics:
             "peak_in_flight": self.peak_in_flight,
             "transport_bytes_in": self.transport_bytes_in,
             "transport_bytes_out": self.transport_bytes_out,
+        }
+
+
+@dataclass
+class PoolMetrics(LaneCounters):
+    """A local pool's counters: the shared ones, the shared-memory fallbacks and the
+    workers' sampled memory and CPU."""
+
+    #: batches / results that crossed over the pipe because shared memory could not hold them
+    shm_fallbacks_in: int = 0
+    shm_fallbacks_out: int = 0
+    rss_peak_by_pid: dict[int, int] = field(default_factory=dict)
+    cpu_by_pid: dict[int, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **super().as_dict(),
             "shm_fallbacks_in": self.shm_fallbacks_in,
             "shm_fallbacks_out": self.shm_fallbacks_out,
             "worker_peak_rss_bytes": max(self.rss_peak_by_pid.values(), default=0),

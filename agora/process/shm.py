@@ -36,6 +36,8 @@ import uuid
 
 import pyarrow as pa
 
+from agora._safe_files import OWNER_ONLY, sweep_files_of_dead_processes
+
 __all__ = [
     "DEFAULT_SHM_DIR",
     "HEADER_SIZE",
@@ -265,7 +267,7 @@ class Slot(MappedSlot):
         capacity = _round_capacity(capacity)
         directory = directory if directory is not None else shm_dir()
         path = os.path.join(directory, f"{SLOT_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:16]}")
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, OWNER_ONLY)
         try:
             os.ftruncate(fd, capacity)
         finally:
@@ -302,25 +304,14 @@ def leftover_slot_paths(creator_pid: int | None = None, directory: str | None = 
     return found
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _slot_creator(name: str) -> int | None:
+    match = _SLOT_NAME.match(name)
+    return int(match.group(1)) if match else None
 
 
 def sweep_stale_slots(directory: str | None = None) -> int:
     """Unlink slots whose creator process is gone (a run killed with SIGKILL); return
     how many were removed. Slots of live processes are never touched."""
-    removed = 0
-    for path in leftover_slot_paths(directory=directory):
-        match = _SLOT_NAME.match(os.path.basename(path))
-        if match is None or _pid_alive(int(match.group(1))):
-            continue
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-            removed += 1
-    return removed
+    return sweep_files_of_dead_processes(
+        directory if directory is not None else shm_dir(), _slot_creator
+    )

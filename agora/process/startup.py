@@ -30,6 +30,8 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
+from agora._safe_files import OWNER_ONLY, sweep_files_of_dead_processes
+
 __all__ = [
     "WORKER_NAME_PREFIX",
     "capture_excepthook",
@@ -58,7 +60,7 @@ def report_path(pid: int) -> str:
 def write_report(pid: int, text: str) -> None:
     # Owner-only, and never through a symlink someone planted in the shared temp dir.
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
-    fd = os.open(report_path(pid), flags, 0o600)
+    fd = os.open(report_path(pid), flags, OWNER_ONLY)
     with os.fdopen(fd, "w", encoding="utf-8") as out:
         out.write(text)
 
@@ -84,28 +86,14 @@ def take_report(pid: int | None) -> str:
 def sweep_stale_reports() -> int:
     """Remove reports of processes that are gone (left when a driver was killed before
     it read them); return how many."""
-    removed = 0
-    directory = tempfile.gettempdir()
-    for name in os.listdir(directory):
-        if not (name.startswith(_REPORT_PREFIX) and name.endswith(".txt")):
-            continue
-        pid_text = name[len(_REPORT_PREFIX) : -len(".txt")]
-        if not pid_text.isdigit() or _alive(int(pid_text)):
-            continue
-        with contextlib.suppress(OSError):
-            os.unlink(os.path.join(directory, name))
-            removed += 1
-    return removed
+    return sweep_files_of_dead_processes(tempfile.gettempdir(), _report_creator)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _report_creator(name: str) -> int | None:
+    if not (name.startswith(_REPORT_PREFIX) and name.endswith(".txt")):
+        return None
+    pid_text = name[len(_REPORT_PREFIX) : -len(".txt")]
+    return int(pid_text) if pid_text.isdigit() else None
 
 
 def last_line(text: str) -> str:

@@ -79,7 +79,7 @@ class FlakySink(BaseSink):
         bad = [i for i, rid in enumerate(ids) if rid in self.fail_on]
         if bad and self.whole_call:
             raise self._error(ids[bad[0]])
-        keep = [r for r, rid in zip(records, ids) if rid not in self.fail_on]
+        keep = [r for r, rid in zip(records, ids, strict=True) if rid not in self.fail_on]
         inner = await self.inner.write_batch(keep) if keep else None
         self._event("sink_write")
         return self._merge(ids, inner) if bad or inner is not None else None

@@ -53,7 +53,7 @@ def check_is_a_sink(ctx: SinkContext) -> None:
 def check_plane_declaration_valid(ctx: SinkContext) -> None:
     """contract §2: ``data_plane_spec()`` reads without error; every plane is a ``DataPlane``;
     rows are always accepted; native planes are non-empty and a subset of the accepted
-    ones; the spec names the sink."""
+    ones; the plane spec names the sink."""
     sink = ctx.probe()
     spec = _spec(ctx, sink)
     planes = set(spec.accepted_planes) | set(spec.native_planes)

@@ -11,7 +11,7 @@ import stat
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from conformance._agora import DLQRecord
+from conformance._agora import DLQRecord, DLQStage
 from conformance.catalogue import NotVerifiable, Unsupported, sink_check
 from conformance.checks._context import SinkContext
 from conformance.harness import DLQSinkHarness, Namespace
@@ -56,7 +56,7 @@ def dlq_records(n: int, *, start: int = 0, run_id: str = "run-1") -> list[Any]:
         DLQRecord(
             pipeline_id="conformance",
             run_id=run_id,
-            stage="sink_write",
+            stage=DLQStage.SINK_WRITE,
             error_type="ValueError",
             error_message=f"record {i} refused — ünïcode ✓",
             source="conformance-source",

@@ -357,7 +357,7 @@ def test_summary_table_and_json_report(tmp_path: Path) -> None:
 
 def test_canonical_values_compare_nan_and_time_zones() -> None:
     assert canonical_value(float("nan")) == NAN
-    utc = dt.datetime(2024, 1, 1, 12, tzinfo=dt.timezone.utc)
+    utc = dt.datetime(2024, 1, 1, 12, tzinfo=dt.UTC)
     plus2 = utc.astimezone(dt.timezone(dt.timedelta(hours=2)))
     assert (
         canonical_value(utc) == canonical_value(plus2) != canonical_value(utc.replace(tzinfo=None))
@@ -379,7 +379,7 @@ def test_text_and_json_cells_agree_across_spellings() -> None:
     assert text_cell(None) == text_cell("") is None
     assert text_cell(float("nan")) == text_cell("nan") == NAN
     assert text_cell(2**53 + 1) != text_cell(2**53)
-    stamp = dt.datetime(2024, 1, 2, 3, 4, 5, 6, tzinfo=dt.timezone.utc)
+    stamp = dt.datetime(2024, 1, 2, 3, 4, 5, 6, tzinfo=dt.UTC)
     assert text_cell(stamp) == text_cell("2024-01-02 03:04:05.000006Z")
     assert text_cell("plain words") == "plain words"
     assert json_cell("NaN") == json_cell(math.nan)

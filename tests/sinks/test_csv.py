@@ -49,7 +49,7 @@ MIXED = pa.record_batch({
     "q": ['x,"y"', "line\nbreak", "Zoë 🚀"],
     "b": [True, False, None],
     "ts": [dt.datetime(2020, 1, 2, 3, 4, 5, 6000), None, dt.datetime(2020, 1, 2)],
-    "tz": pa.array([dt.datetime(2020, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc), None, None],
+    "tz": pa.array([dt.datetime(2020, 1, 2, 3, 4, 5, tzinfo=dt.UTC), None, None],
                    pa.timestamp("us", tz="Europe/Paris")),
     "d": [dt.date(2020, 1, 2), None, None],
     "dec": [decimal.Decimal("1.50"), None, decimal.Decimal("-0.25")],
@@ -80,7 +80,7 @@ def test_arrow_path_and_row_path_write_identical_text(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("tz", ["UTC", "America/New_York", "-05:30", "Asia/Kolkata"])
 def test_timezone_aware_timestamps_match_across_paths(tmp_path: Path, tz: str) -> None:
-    moments = [dt.datetime(2020, 7, 1, 12, 0, 0, 1, tzinfo=dt.timezone.utc), None]
+    moments = [dt.datetime(2020, 7, 1, 12, 0, 0, 1, tzinfo=dt.UTC), None]
     batch = pa.record_batch({"t": pa.array(moments, pa.timestamp("us", tz=tz))})
     arrow = csv_text(tmp_path, "a.csv", ("write_arrow_batch", batch))
     rows = csv_text(tmp_path, "r.csv", ("write_batch", batch.to_pylist()))

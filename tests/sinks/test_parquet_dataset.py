@@ -68,7 +68,7 @@ def test_each_flush_is_a_readable_part_and_close_only_commits(tmp_path: Path) ->
         assert visible(path) == ["part-000000.parquet", "part-000001.parquet"]
         assert (path / PARTIAL_NAME).exists()
         assert ids(path) == [1, 2, 3]
-        await sink.write(({"n": 4}))
+        await sink.write({"n": 4})
         await sink.close()
 
     asyncio.run(main())
