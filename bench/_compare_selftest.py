@@ -82,6 +82,66 @@ def check_regression_detected() -> None:
     assert verdicts["rows_cheap_vs_ppe_pickle"] == "ok", verdicts
 
 
+# Constructed repeat sets of a quiet machine (noise about ±6%): a baseline, a rerun of
+# the unchanged tree, and the rerun with every lane pass 25% longer (each ratio / 1.25).
+QUIET_BASE = [8.62, 9.31, 9.01, 8.75, 9.46]
+QUIET_UNCHANGED = [9.74, 8.40, 9.12, 10.05, 8.93]
+QUIET_SLOWED = [round(v / 1.25, 3) for v in QUIET_UNCHANGED]
+# Repeat sets recorded on the shared 2-core machine (quick mode, k=5, about 1.4 cores
+# used by other processes): arrow_heavy_vs_serial in two runs of the unchanged tree, and
+# pipeline_fixed_s of a run of the unchanged tree and of a run with AGORA_BENCH_SLOWDOWN=0.25.
+RECORDED_HEAVY = ([1.7364, 1.2703, 1.2225, 1.3906, 1.595], [2.1941, 1.7205, 0.9401, 1.3172, 1.3518])
+RECORDED_FIXED = ([0.2127, 0.0994, 0.1279, 0.1446, 0.1192], [0.3277, 0.3159, 0.3057, 0.2767, 0.2156])
+
+
+def _with_repeats(values: list[float], metric: str = "arrow_identity_vs_ppe_ipc") -> dict[str, Any]:
+    doc = copy.deepcopy(LANES)
+    doc["ratios"][metric] = sorted(values)[len(values) // 2]
+    doc["repeats"] = {metric: values}
+    return doc
+
+
+def _noise_row(base: list[float], cur: list[float],
+               metric: str = "arrow_identity_vs_ppe_ipc") -> cmp.Row:
+    rows = cmp.compare(_with_repeats(base, metric), _with_repeats(cur, metric), 0.25)
+    return next(r for r in rows if r.metric == metric)
+
+
+def check_repeats_unchanged_spread_passes() -> None:
+    row = _noise_row(QUIET_BASE, QUIET_UNCHANGED)
+    assert row.verdict == "ok", row
+    assert "band" in row.note and "median" in row.note, row.note
+    row = _noise_row(*RECORDED_HEAVY, metric="arrow_heavy_vs_serial")
+    assert row.verdict == "ok", row  # -3% median on a noisy machine: not a regression
+
+
+def check_repeats_slowdown_caught() -> None:
+    row = _noise_row(QUIET_BASE, QUIET_SLOWED)
+    assert row.verdict == "REGRESSED", row
+    assert "slower than the band's edge" in row.note, row.note
+    row = _noise_row(*RECORDED_FIXED, metric="pipeline_fixed_s")  # a *_s metric: lower
+    assert row.verdict == "REGRESSED", row
+
+
+def check_repeats_noise_widens_band() -> None:
+    # a current run whose own repeats swing ±60% cannot prove a 20% drop
+    noisy = [4.0, 7.2, 8.0, 9.0, 13.6]
+    verdict = cmp.compare(_with_repeats(QUIET_BASE), _with_repeats(noisy), 0.25)
+    assert {r.metric: r.verdict for r in verdict}["arrow_identity_vs_ppe_ipc"] == "ok", verdict
+
+
+def check_bad_repeats_rejected() -> None:
+    for bad in ([9.0, 9.1], [9.0, 0.0, 9.2], "9.0"):
+        doc = _with_repeats(QUIET_BASE)
+        doc["repeats"]["arrow_identity_vs_ppe_ipc"] = bad
+        try:
+            cmp.compare(_with_repeats(QUIET_BASE), doc, 0.25)
+        except cmp.UsageError as exc:
+            assert "arrow_identity_vs_ppe_ipc" in str(exc) and "rerun" in str(exc), exc
+        else:
+            raise AssertionError(f"repeats {bad!r} were accepted")
+
+
 def check_improvement_not_flagged() -> None:
     current = copy.deepcopy(LANES)
     current["ratios"]["arrow_identity_vs_ppe_ipc"] = 20.0
@@ -193,6 +253,10 @@ CHECKS = [
     check_scaling_directions,
     check_missing_and_new_metrics,
     check_command_line,
+    check_repeats_unchanged_spread_passes,
+    check_repeats_slowdown_caught,
+    check_repeats_noise_widens_band,
+    check_bad_repeats_rejected,
 ]
 
 

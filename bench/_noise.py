@@ -76,11 +76,12 @@ def judge_repeats(name: str, baseline: Sequence[float], current: Sequence[float]
     cur = check_repeats(name, "current", current)
     b_med, c_med = statistics.median(base), statistics.median(cur)
     noise = max(noise_of(base), noise_of(cur))
-    lo, hi = b_med * (1 - noise), b_med * (1 + noise)
+    lo, hi = b_med * max(0.0, 1 - noise), b_med * (1 + noise)
     if higher_is_better:
         bad_edge, good_edge = lo, hi
         # time per unit of work grows as 1/ratio: express both sides as a slowdown
-        slower = bad_edge / c_med - 1 if bad_edge > 0 else float("inf")
+        # a band reaching 0 means the noise swamps any slowdown: nothing can be flagged
+        slower = bad_edge / c_med - 1 if bad_edge > 0 else 0.0
         faster = 1 - good_edge / c_med if c_med > good_edge else 0.0
     else:
         bad_edge, good_edge = hi, lo

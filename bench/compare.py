@@ -151,7 +151,8 @@ def judge(base: Metric, value: float, threshold: float) -> tuple[float | None, s
     return change, "ok"
 
 
-def compare(baseline: Any, current: Any, threshold: float, ignore: Sequence[str] = ()) -> list[Row]:
+def compare(baseline: Any, current: Any, threshold: float, ignore: Sequence[str] = (),
+            noise_threshold: float = 0.10) -> list[Row]:
     """One row per metric of either document, baseline order first. Metrics matching an
     ``ignore`` glob are shown with verdict "ignored" and never count as regressions."""
     if threshold < 0:
@@ -171,13 +172,13 @@ def compare(baseline: Any, current: Any, threshold: float, ignore: Sequence[str]
         if name in reps_b and name in reps_c:
             try:
                 v = _noise.judge_repeats(name, reps_b[name], reps_c[name],
-                                         b.higher_is_better, threshold)
+                                         b.higher_is_better, noise_threshold)
             except ValueError as exc:
                 raise UsageError(str(exc)) from exc
             b = Metric(name, v.baseline_median, b.higher_is_better, b.target)
             c = Metric(name, v.current_median, c.higher_is_better, c.target)
             change = v.current_median / v.baseline_median - 1
-            verdict, note = v.verdict, v.explain(threshold)
+            verdict, note = v.verdict, v.explain(noise_threshold)
         elif name in reps_b:
             note = "current has no repeats: one value against the baseline's median"
         if any(fnmatch.fnmatchcase(name, pattern) for pattern in ignore):
@@ -356,6 +357,13 @@ def main(argv: list[str] | None = None) -> int:
         default=0.25,
         help="flag a move in the bad direction beyond this fraction (0.25)",
     )
+    parser.add_argument(
+        "--noise-threshold",
+        type=float,
+        default=0.10,
+        help="for metrics with repeats: flag a slowdown beyond the noise band's edge "
+        "by more than this fraction (0.10)",
+    )
     parser.add_argument("--plot-dir", type=Path, help="write SVG bar charts here")
     parser.add_argument(
         "--ignore",
@@ -375,7 +383,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--baseline and --current are required (or --self-test)")
     try:
         baseline, current = load(args.baseline), load(args.current)
-        rows = compare(baseline, current, args.threshold, args.ignore)
+        if args.noise_threshold < 0:
+            raise UsageError(f"--noise-threshold must be >= 0; got {args.noise_threshold}")
+        rows = compare(baseline, current, args.threshold, args.ignore, args.noise_threshold)
     except UsageError as exc:
         print(f"compare.py: {exc}", file=sys.stderr)
         return 2
