@@ -12,6 +12,7 @@ import copy
 import io
 import json
 import tempfile
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
@@ -142,6 +143,54 @@ def check_bad_repeats_rejected() -> None:
             raise AssertionError(f"repeats {bad!r} were accepted")
 
 
+def check_slowdown_setting() -> None:
+    import os
+
+    from bench import _noise_pipeline as inject
+
+    saved = os.environ.get(inject.SLOWDOWN_ENV)
+    try:
+        os.environ[inject.SLOWDOWN_ENV] = "0.25"
+        assert inject.injected_slowdown() == 0.25
+        for bad in ("fast", "-0.1"):
+            os.environ[inject.SLOWDOWN_ENV] = bad
+            try:
+                inject.injected_slowdown()
+            except ValueError as exc:
+                assert inject.SLOWDOWN_ENV in str(exc) and "unset it" in str(exc), exc
+            else:
+                raise AssertionError(f"{inject.SLOWDOWN_ENV}={bad!r} was accepted")
+        os.environ.pop(inject.SLOWDOWN_ENV)
+        assert inject.injected_slowdown() == 0.0
+        os.environ[inject.SLOWDOWN_ENV] = "0.5"
+        inner: list[float] = []
+
+        def one_pass() -> int:
+            began = time.perf_counter()
+            time.sleep(0.02)
+            inner.append(time.perf_counter() - began)
+            return 7
+
+        started = time.perf_counter()
+        assert inject.slowed(one_pass)() == 7  # the pass's rows come back
+        total = time.perf_counter() - started
+        assert total >= 1.5 * inner[0], (total, inner)  # spun for half the pass's time
+    finally:
+        if saved is None:
+            os.environ.pop(inject.SLOWDOWN_ENV, None)
+        else:
+            os.environ[inject.SLOWDOWN_ENV] = saved
+
+
+def check_noise_threshold_usage() -> None:
+    with tempfile.TemporaryDirectory(prefix="agora-compare-") as tmp:
+        path = Path(tmp) / "r.json"
+        path.write_text(json.dumps(_with_repeats(QUIET_BASE)))
+        argv = ["--baseline", str(path), "--current", str(path)]
+        assert _quiet(cmp.main, argv) == 0
+        assert _quiet(cmp.main, [*argv, "--noise-threshold", "-0.1"]) == 2
+
+
 def check_improvement_not_flagged() -> None:
     current = copy.deepcopy(LANES)
     current["ratios"]["arrow_identity_vs_ppe_ipc"] = 20.0
@@ -257,6 +306,8 @@ CHECKS = [
     check_repeats_slowdown_caught,
     check_repeats_noise_widens_band,
     check_bad_repeats_rejected,
+    check_slowdown_setting,
+    check_noise_threshold_usage,
 ]
 
 
