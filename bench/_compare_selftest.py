@@ -191,6 +191,17 @@ def check_noise_threshold_usage() -> None:
         assert _quiet(cmp.main, [*argv, "--noise-threshold", "-0.1"]) == 2
 
 
+def check_too_few_repeats_refused() -> None:
+    from bench import bench_process_lanes
+
+    try:
+        _quiet(bench_process_lanes.main, ["--quick", "--repeats", "2"])
+    except SystemExit as exc:
+        assert exc.code == 2, exc.code  # argparse's usage error, before anything runs
+    else:
+        raise AssertionError("--repeats 2 was accepted")
+
+
 def check_improvement_not_flagged() -> None:
     current = copy.deepcopy(LANES)
     current["ratios"]["arrow_identity_vs_ppe_ipc"] = 20.0
@@ -308,6 +319,7 @@ CHECKS = [
     check_bad_repeats_rejected,
     check_slowdown_setting,
     check_noise_threshold_usage,
+    check_too_few_repeats_refused,
 ]
 
 
