@@ -10,8 +10,11 @@ memory growth and peak RSS) and pytest-benchmark's ``--benchmark-json`` output (
 median of every benchmark, plus the within-run lane/baseline speed ratios of
 ``bench/test_bench_lanes.py``). Direction matters: ratios and rows/s are better higher,
 seconds and RSS better lower. A metric that moved the wrong way by more than
-``threshold`` (a fraction of the baseline) is a regression. Exit status: 0 none, 1 at
-least one regression, 2 usage error (unreadable file, unknown or mismatched format).
+``threshold`` (a fraction of the baseline) is a regression. When both process-lanes
+documents carry per-repeat values (``repeats``), a metric is judged by its medians
+against a noise band measured from both repeat sets instead (``bench/_noise.py``), and
+each verdict is explained on one line. Exit status: 0 none, 1 at least one regression,
+2 usage error (unreadable file, unknown or mismatched format, unusable repeats).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make ``bench`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import _svg
+from bench import _noise, _svg
 
 #: Lane / baseline pairs whose within-run speed ratio is compared for pytest-benchmark
 #: runs of bench/test_bench_lanes.py (a ratio from one run travels better than a median).
@@ -61,6 +64,7 @@ class Row:
     verdict: str  # "ok", "improved", "REGRESSED", "missing", "new", "ignored"
     higher_is_better: bool
     target: float | None = None
+    note: str = ""  # why the verdict follows, when judged from repeats
 
     @property
     def regressed(self) -> bool:
@@ -147,7 +151,8 @@ def judge(base: Metric, value: float, threshold: float) -> tuple[float | None, s
     return change, "ok"
 
 
-def compare(baseline: Any, current: Any, threshold: float, ignore: Sequence[str] = ()) -> list[Row]:
+def compare(baseline: Any, current: Any, threshold: float, ignore: Sequence[str] = (),
+            noise_threshold: float = 0.10) -> list[Row]:
     """One row per metric of either document, baseline order first. Metrics matching an
     ``ignore`` glob are shown with verdict "ignored" and never count as regressions."""
     if threshold < 0:
@@ -156,13 +161,26 @@ def compare(baseline: Any, current: Any, threshold: float, ignore: Sequence[str]
     if kinds[0] != kinds[1]:
         raise UsageError(f"cannot compare a {kinds[0]} result with a {kinds[1]} result")
     base, cur = metrics_of(baseline), metrics_of(current)
+    reps_b, reps_c = baseline.get("repeats") or {}, current.get("repeats") or {}
     rows = []
     for name, b in base.items():
         c = cur.get(name)
         if c is None:
             rows.append(Row(name, b.value, None, None, "missing", b.higher_is_better, b.target))
             continue
-        change, verdict = judge(b, c.value, threshold)
+        change, verdict, note = *judge(b, c.value, threshold), ""
+        if name in reps_b and name in reps_c:
+            try:
+                v = _noise.judge_repeats(name, reps_b[name], reps_c[name],
+                                         b.higher_is_better, noise_threshold)
+            except ValueError as exc:
+                raise UsageError(str(exc)) from exc
+            b = Metric(name, v.baseline_median, b.higher_is_better, b.target)
+            c = Metric(name, v.current_median, c.higher_is_better, c.target)
+            change = v.current_median / v.baseline_median - 1
+            verdict, note = v.verdict, v.explain(noise_threshold)
+        elif name in reps_b:
+            note = "current has no repeats: one value against the baseline's median"
         if any(fnmatch.fnmatchcase(name, pattern) for pattern in ignore):
             verdict = "ignored"
         rows.append(
@@ -174,6 +192,7 @@ def compare(baseline: Any, current: Any, threshold: float, ignore: Sequence[str]
                 verdict,
                 b.higher_is_better,
                 c.target if c.target is not None else b.target,
+                note,
             )
         )
     for name, c in cur.items():
@@ -202,6 +221,8 @@ def render(rows: list[Row], threshold: float) -> str:
             f"{r.metric:<{width}}  {'higher' if r.higher_is_better else 'lower':>6}  "
             f"{num(r.baseline):>10}  {num(r.current):>10}  {change:>8}  {verdict}"
         )
+        if r.note:
+            lines.append(f"{'':<{width}}    {r.note}")
     regressed = sum(r.regressed for r in rows)
     lines.append(
         f"\n{regressed} regression(s) beyond {threshold:.0%} of the baseline"
@@ -336,6 +357,13 @@ def main(argv: list[str] | None = None) -> int:
         default=0.25,
         help="flag a move in the bad direction beyond this fraction (0.25)",
     )
+    parser.add_argument(
+        "--noise-threshold",
+        type=float,
+        default=0.10,
+        help="for metrics with repeats: flag a slowdown beyond the noise band's edge "
+        "by more than this fraction (0.10)",
+    )
     parser.add_argument("--plot-dir", type=Path, help="write SVG bar charts here")
     parser.add_argument(
         "--ignore",
@@ -355,7 +383,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--baseline and --current are required (or --self-test)")
     try:
         baseline, current = load(args.baseline), load(args.current)
-        rows = compare(baseline, current, args.threshold, args.ignore)
+        if args.noise_threshold < 0:
+            raise UsageError(f"--noise-threshold must be >= 0; got {args.noise_threshold}")
+        rows = compare(baseline, current, args.threshold, args.ignore, args.noise_threshold)
     except UsageError as exc:
         print(f"compare.py: {exc}", file=sys.stderr)
         return 2
