@@ -56,6 +56,8 @@ from agora.middleware import (
     ArrowFilterMiddleware,
     ArrowMapMiddleware,
     ArrowRowFilter,
+    AsyncMiddleware,
+    Backpressure,
     BatchFilterMiddleware,
     BatchMapMiddleware,
     BatchMiddleware,
@@ -64,6 +66,7 @@ from agora.middleware import (
     Middleware,
     MiddlewareContext,
     MiddlewareKind,
+    RetryPolicy,
 )
 from agora.pipeline import BoundPipeline, Pipeline
 from agora.planes import DataPlane, SinkCapabilities, SinkDataPlaneSpec, SourceDataPlaneSpec
@@ -150,6 +153,8 @@ __all__ = [
     "ArrowMapMiddleware",
     "ArrowProcessBatchMiddleware",
     "ArrowRowFilter",
+    "AsyncMiddleware",
+    "Backpressure",
     "BaseSink",
     "BaseSource",
     "BatchFilterMiddleware",
@@ -207,6 +212,7 @@ __all__ = [
     "ProcessPoolFigures",
     "ProcessStage",
     "ResourceFigures",
+    "RetryPolicy",
     "SQLiteCheckpointStore",
     "SQLiteDLQSink",
     "SinkCapabilities",
