@@ -103,6 +103,13 @@ class AsyncMiddleware(Middleware):
     #: marks the class family; a plain Middleware may also opt in with ``concurrency``
     io_lane: ClassVar[bool] = True
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Each subclass is named after itself unless it sets ``name``; the inherited
+        # name would make every I/O stage "AsyncMiddleware" in the summary and the DLQ.
+        if "name" not in cls.__dict__:
+            cls.name = cls.__name__
+
 
 def io_concurrency_of(mw: AnyMiddleware) -> int | None:
     """The I/O-lane concurrency ``mw`` declares, or None if it is an ordinary stage.

@@ -214,3 +214,13 @@ def test_explain_and_summary_show_the_lane():
     assert "I/O lane, up to 5 in flight" in str(ex)
     s = bound.run_sync()
     assert "I/O lane: limit 5 of 5, peak in flight 3" in str(s)
+
+
+def test_a_subclass_is_named_after_itself_unless_it_sets_a_name():
+    class FetchPrices(AsyncMiddleware):
+        pass
+
+    class Named(AsyncMiddleware):
+        name = "lookup"
+
+    assert (FetchPrices().name, Named().name) == ("FetchPrices", "lookup")
