@@ -217,3 +217,14 @@ def test_adaptive_backpressure_lowers_the_limit_on_errors():
     asyncio.run(lane.apply(unit, StopFlag()))
     assert lane.limiter.limit == 1 and lane.moves >= 2
     assert unit.errored == 16
+
+
+def test_latency_percentiles_keep_only_the_latest_samples(monkeypatch: pytest.MonkeyPatch):
+    import agora.runtime.io_lane as io_lane
+
+    monkeypatch.setattr(io_lane, "LATENCY_SAMPLES", 100)
+    lane, _ = lane_over(FlakyLookup(ids=set(), fail_times=0), 1)
+    for ms in range(1, 301):  # 1..300 ms; only 201..300 are kept
+        lane._observe(ms / 1000, failed=False)
+    assert len(lane._sorted) == len(lane._latencies) == 100
+    assert lane.percentiles_ms() == (251.0, 296.0, 300.0)
