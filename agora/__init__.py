@@ -76,6 +76,8 @@ from agora.middleware import (
     ArrowFilterMiddleware,
     ArrowMapMiddleware,
     ArrowRowFilter,
+    AsyncMiddleware,
+    Backpressure,
     BatchFilterMiddleware,
     BatchMapMiddleware,
     BatchMiddleware,
@@ -84,6 +86,7 @@ from agora.middleware import (
     Middleware,
     MiddlewareContext,
     MiddlewareKind,
+    RetryPolicy,
 )
 from agora.pipeline import BoundPipeline, Pipeline
 from agora.planes import DataPlane, SinkCapabilities, SinkDataPlaneSpec, SourceDataPlaneSpec
@@ -170,6 +173,8 @@ __all__ = [
     "ArrowMapMiddleware",
     "ArrowProcessBatchMiddleware",
     "ArrowRowFilter",
+    "AsyncMiddleware",
+    "Backpressure",
     "BaseSink",
     "BaseSource",
     "BatchFilterMiddleware",
@@ -227,6 +232,7 @@ __all__ = [
     "ProcessPoolFigures",
     "ProcessStage",
     "ResourceFigures",
+    "RetryPolicy",
     "SQLiteCheckpointStore",
     "SQLiteDLQSink",
     "SinkCapabilities",

@@ -12,6 +12,7 @@ from agora.middleware.base import (
     MiddlewareContext,
     MiddlewareKind,
 )
+from agora.middleware.io import AsyncMiddleware, Backpressure, RetryPolicy
 from agora.middleware.builtins import (
     ArrowFilterMiddleware,
     ArrowMapMiddleware,
@@ -27,6 +28,8 @@ __all__ = [
     "ArrowFilterMiddleware",
     "ArrowMapMiddleware",
     "ArrowRowFilter",
+    "AsyncMiddleware",
+    "Backpressure",
     "BatchFilterMiddleware",
     "BatchMapMiddleware",
     "BatchMiddleware",
@@ -35,4 +38,5 @@ __all__ = [
     "Middleware",
     "MiddlewareContext",
     "MiddlewareKind",
+    "RetryPolicy",
 ]

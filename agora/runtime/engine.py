@@ -96,7 +96,8 @@ class _Run:
         linear = plan.lane is Lane.LINEAR
         self.stages = [Stage(mw, ctx, per_record_batches=linear, stop=self.stop)
                        for mw, ctx in zip(middleware, self.contexts, strict=True)]
-        proc = [i for i, st in enumerate(self.stages) if st.process is not None]
+        # Process-isolated and I/O-lane stages overlap units; the rest run inline.
+        proc = [i for i, st in enumerate(self.stages) if st.window is not None]
         self.prefix: list[Stage]
         self.middle: list[Stage]
         self.suffix: list[Stage]
@@ -104,8 +105,7 @@ class _Run:
             self.prefix = self.stages[: proc[0]]
             self.middle = self.stages[proc[0] : proc[-1] + 1]
             self.suffix = self.stages[proc[-1] + 1 :]
-            self.window = min(st.process.max_in_flight_batches
-                              for st in self.stages if st.process is not None)
+            self.window = min(st.window for st in self.stages if st.window is not None)
         else:
             self.prefix, self.middle, self.suffix, self.window = self.stages, [], [], 1
         self.writer = Writer(plan, self.router)

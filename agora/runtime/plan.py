@@ -11,6 +11,7 @@ from typing import Any, TypeAlias
 
 from agora.errors import PipelineError
 from agora.middleware.base import AnyMiddleware, MiddlewareKind
+from agora.middleware.io import io_concurrency_of
 from agora.planes import DataPlane, SinkDataPlaneSpec
 from agora.protocols import ProcessStage
 from agora.sinks.base import BaseSink
@@ -57,6 +58,8 @@ class MiddlewareExplain:
     input_plane: str
     output_plane: str
     process_isolated: bool
+    #: records this stage keeps in flight on the I/O lane (None: not on the I/O lane)
+    io_concurrency: int | None = None
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,8 @@ class PipelineExplain:
             lines.append(f"  middleware  {chain}")
             for mw in self.middleware:
                 where = "process-isolated" if mw.process_isolated else "in-process"
+                if mw.io_concurrency is not None:
+                    where = f"I/O lane, up to {mw.io_concurrency} in flight"
                 lines.append(
                     f"    [{mw.index}] {mw.name:<28} {mw.kind:<6} "
                     f"{mw.input_plane} -> {mw.output_plane}  {where}"
@@ -230,6 +235,7 @@ def make_plan(
                 input_plane=plane.value,
                 output_plane=plane.value,
                 process_isolated=bool(mw.process_isolated),
+                io_concurrency=io_concurrency_of(mw),  # raises on a bad concurrency
             )
         )
     explain = PipelineExplain(

@@ -16,9 +16,11 @@ from agora.middleware.base import (
     Middleware,
     MiddlewareContext,
 )
+from agora.middleware.io import io_concurrency_of
 from agora.protocols import ProcessStage
 from agora.records import DLQStage
 from agora.runtime.interrupt import StopFlag
+from agora.runtime.io_lane import IOLane
 from agora.runtime.units import GONE, UNKNOWN_ROWS, Failure, RowMap, Unit, source_rows_of
 
 __all__ = ["Stage", "process_stage_of"]
@@ -56,12 +58,24 @@ class Stage:
         self.counters = ctx.metrics
         for key in ("in", "out", "dropped", "errored"):
             self.counters.setdefault(key, 0)
+        # An async per-record middleware declaring a concurrency runs on the I/O lane.
+        n = io_concurrency_of(mw)
+        self.io_lane = IOLane(mw, ctx, n) if n is not None and isinstance(mw, Middleware) else None
+
+    @property
+    def window(self) -> int | None:
+        """How many units may overlap in this stage, or None for an inline stage."""
+        if self.process is not None:
+            return self.process.max_in_flight_batches
+        return self.io_lane.concurrency if self.io_lane is not None else None
 
     async def apply(self, unit: Unit) -> None:
         if unit.abandoned:
             return
         mw = self.mw
-        if isinstance(mw, ArrowBatchMiddleware):
+        if self.io_lane is not None:
+            await self.io_lane.apply(unit, self.stop)
+        elif isinstance(mw, ArrowBatchMiddleware):
             await self._apply_arrow(unit, mw)
         elif isinstance(mw, Middleware):
             await self._apply_rows(unit, mw)

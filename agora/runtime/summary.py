@@ -329,6 +329,13 @@ class PipelineRunSummary:
                 f"  middleware {name}: in {m.get('in', 0):,} out {m.get('out', 0):,} "
                 f"dropped {m.get('dropped', 0):,} errored {m.get('errored', 0):,}"
             )
+            if m.get("lane") == "io":
+                lines.append(
+                    f"    I/O lane: limit {m['limit']} of {m['concurrency']}, peak in flight "
+                    f"{m['peak_in_flight']}, retries {m['retries']}, backpressure moves "
+                    f"{m['backpressure_moves']}, latency p50/p95/p99 {m['latency_p50_ms']}/"
+                    f"{m['latency_p95_ms']}/{m['latency_p99_ms']} ms"
+                )
         for name, s in self.by_sink.items():
             lines.append(f"  sink {name}: written {s.written:,} failed {s.failed:,}")
         return "\n".join(lines)

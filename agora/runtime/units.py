@@ -66,6 +66,9 @@ class Failure:
     record: Any  # as the source emitted it (Arrow: the row entering the failed stage)
     processed_record: Any = None
     is_sink: bool = False
+    #: I/O lane: the attempt that failed last, and the retry policy's attempt budget
+    attempt: int | None = None
+    max_attempts: int | None = None
 
 
 @dataclass(slots=True)

@@ -100,6 +100,20 @@ def test_dlq_replay_adds_the_fixed_records(tmp_path: Path, no_orphans: None) -> 
     assert ids == list(range(40)), "37 from the first run plus the 3 replayed, once each"
 
 
+@pytest.mark.timeout(150)
+def test_enrich_http_keeps_source_order_and_dead_letters_the_unknown_customer(
+        tmp_path: Path, no_orphans: None) -> None:
+    out, finished = run_example("enrich_http", tmp_path)
+    lines = [json.loads(line) for line in (out / "orders.jsonl").read_text().splitlines()]
+    assert [r["order_id"] for r in lines] == [i for i in range(200) if i % 40 != 13]
+    assert all(r["tier"] == ("gold" if r["customer_id"] % 3 == 0 else "basic") for r in lines)
+    dead = [json.loads(line) for line in (out / "dlq.jsonl").read_text().splitlines()]
+    assert [d["record"]["order_id"] for d in dead] == [13, 53, 93, 133, 173]
+    assert all("404" in d["error_message"] for d in dead)
+    assert "I/O lane, up to 32 in flight" in finished.stdout
+    assert "retries 4," in finished.stdout  # customers 0, 10, 20, 30 were busy once
+
+
 # -- what every example promises -----------------------------------------------------------
 
 def example_files() -> list[Path]:
