@@ -47,6 +47,7 @@ from agora.runtime.resources import ResourceSampler
 from agora.runtime.summary import PipelineRunSummary
 from agora.runtime.units import Failure, Unit
 from agora.runtime.writer import Writer
+from agora.sinks.fanout import SinkFanOut
 from agora.sinks.router import SinkRouter
 from agora.sources.base import BaseSource
 
@@ -108,7 +109,8 @@ class _Run:
             self.window = min(st.window for st in self.stages if st.window is not None)
         else:
             self.prefix, self.middle, self.suffix, self.window = self.stages, [], [], 1
-        self.writer = Writer(plan, self.router)
+        self.writer = Writer(plan, self.router, sink_concurrency=(
+            writer.sink_concurrency if isinstance(writer, SinkFanOut) else 1))
         self.checkpoint_key = config.checkpoint_key or pipeline_id
         self.committer = Committer(
             config=config, pipeline_id=pipeline_id, run_id=self.run_id,

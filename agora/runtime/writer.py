@@ -4,7 +4,8 @@ counts and ``Failure`` entries for the committer."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +14,10 @@ from agora.planes import DataPlane
 from agora.records import DLQStage, WriteResult
 from agora.runtime.plan import Plan, SinkPlan
 from agora.runtime.units import GONE, Failure, Unit, source_rows_of
+from agora.sinks.base import BaseSink
+from agora.sinks.csv import CsvSink
+from agora.sinks.jsonl import JsonLinesSink
+from agora.sinks.parquet import ParquetSink
 from agora.sinks.router import SinkRouter
 
 __all__ = ["SinkTally", "Writer"]
@@ -29,10 +34,11 @@ class SinkTally:
 class Writer:
     """Writes units; never raises for a sink failure (those become ``Failure`` entries)."""
 
-    def __init__(self, plan: Plan, router: SinkRouter | None) -> None:
+    def __init__(self, plan: Plan, router: SinkRouter | None, *, sink_concurrency: int = 1) -> None:
         self.plan = plan
         self.router = router
         self.sink_plans = plan.sinks
+        self.sink_concurrency = sink_concurrency if len(plan.sinks) > 1 else 1
         self.unrouted = 0
         self.per_sink: dict[str, SinkTally] = {sp.sink.sink_name: SinkTally() for sp in plan.sinks}
 
@@ -47,14 +53,11 @@ class Writer:
         if self.router is not None:
             await self._write_routed(payload.rows(), outcome, payload)
         else:
-            for sp in self.sink_plans:
-                if sp.selected is DataPlane.ARROW_BATCHES:
-                    results = await _call(sp, "write_arrow_batch", sp.sink.write_arrow_batch,
-                                          unit.batch, n)
-                elif sp.selected is DataPlane.PYTHON_BATCHES:
-                    results = await _call(sp, "write_batch", sp.sink.write_batch, payload.rows(), n)
-                else:
-                    results = await _write_rows(sp, payload.rows())
+            if self.sink_concurrency > 1:
+                all_results = await self._write_concurrently(unit, payload, n)
+            else:
+                all_results = [await _write_one(sp, unit, payload, n) for sp in self.sink_plans]
+            for sp, results in zip(self.sink_plans, all_results, strict=True):
                 if results is not None:
                     self._collect(sp, results, outcome, payload)
                 else:
@@ -74,6 +77,35 @@ class Writer:
         if outcome.failed:
             for i in sorted(outcome.failed):
                 unit.failures.extend(outcome.failed[i])
+
+    async def _write_concurrently(self, unit: Unit, payload: _Payload,
+                                  n: int) -> list[list[WriteResult] | Exception | None]:
+        """Write every sink of the fan-out, at most ``sink_concurrency`` at once; results in
+        sink order. Returns only when every write has ended, even if cancelled meanwhile:
+        a write running in a thread cannot be stopped, and the sink must not be flushed or
+        closed under it."""
+        if any(sp.selected is not DataPlane.ARROW_BATCHES for sp in self.sink_plans):
+            payload.rows()  # materialised once here, not raced for by the threads
+        gate = asyncio.Semaphore(self.sink_concurrency)
+
+        async def one(sp: SinkPlan) -> list[WriteResult] | Exception | None:
+            async with gate:
+                if writes_in_thread(sp.sink):
+                    return await asyncio.to_thread(_run_on_private_loop,
+                                                   _write_one(sp, unit, payload, n))
+                return await _write_one(sp, unit, payload, n)
+
+        tasks = [asyncio.ensure_future(one(sp)) for sp in self.sink_plans]
+        cancelled = False
+        while True:
+            try:
+                await asyncio.wait(tasks)
+                break
+            except asyncio.CancelledError:
+                cancelled = True  # finish the writes first (bounded: one batch each)
+        if cancelled:
+            raise asyncio.CancelledError
+        return [t.result() for t in tasks]
 
     def _collect(self, sp: SinkPlan, results: list[WriteResult] | Exception,
                  outcome: _Outcome, payload: _Payload) -> None:
@@ -190,6 +222,40 @@ class _Outcome:
 
     def errored_count(self) -> int:
         return sum(1 for i in self.failed if not self.is_written(i))
+
+
+#: Sinks whose writes only touch their own file and encoder and release the GIL while
+#: encoding: safe to write from a worker thread. Exact types: a subclass may add state
+#: bound to the event loop, so it must opt in with ``writes_in_thread = True``.
+_THREAD_SAFE_SINKS: frozenset[type] = frozenset({CsvSink, JsonLinesSink, ParquetSink})
+
+
+def writes_in_thread(sink: BaseSink) -> bool:
+    """Whether a concurrent fan-out writes ``sink`` in a worker thread."""
+    flag = getattr(sink, "writes_in_thread", None)
+    if flag is not None:
+        return bool(flag)
+    return type(sink) in _THREAD_SAFE_SINKS
+
+
+def _run_on_private_loop(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run a sink's write coroutine to its end in this worker thread, on a loop of its own
+    (a write that awaits, e.g. ``asyncio.to_thread``, works as on the main loop)."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.close()
+
+
+async def _write_one(sp: SinkPlan, unit: Unit, payload: _Payload,
+                     n: int) -> list[WriteResult] | Exception | None:
+    """One sink's write of one unit, on its planned plane; never raises for a sink error."""
+    if sp.selected is DataPlane.ARROW_BATCHES:
+        return await _call(sp, "write_arrow_batch", sp.sink.write_arrow_batch, unit.batch, n)
+    if sp.selected is DataPlane.PYTHON_BATCHES:
+        return await _call(sp, "write_batch", sp.sink.write_batch, payload.rows(), n)
+    return await _write_rows(sp, payload.rows())
 
 
 async def _call(sp: SinkPlan, method: str,

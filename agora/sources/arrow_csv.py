@@ -26,6 +26,7 @@ from agora.sources._builtin import (
     positive_int_or_none,
 )
 from agora.sources._csvscreen import CsvScreen
+from agora.sources._readahead import END, ReadAhead
 from agora.sources._text import DEFAULT_MAX_RECORD_BYTES, malformed, record_bytes_setting
 from agora.sources.identity import (
     PrefixHash,
@@ -40,6 +41,8 @@ __all__ = ["ArrowCsvSource"]
 #: pyarrow's own default block size. A block is parsed and converted at once, so it bounds
 #: the reader's memory (a few times the block) and sets the rows per batch (block / row size).
 DEFAULT_BLOCK_SIZE = 1 << 20
+#: Blocks parsed ahead of the pipeline by the reading thread (each a few block sizes of memory).
+DEFAULT_READ_AHEAD = 2
 
 
 class ArrowCsvSource(BuiltinSource):
@@ -71,6 +74,13 @@ class ArrowCsvSource(BuiltinSource):
     re-parse of the part already read. The resume first verifies that the file still
     starts with the bytes consumed (appending is fine; a replaced or edited file is a
     ``CheckpointError``).
+
+    Read-ahead: a thread parses up to ``read_ahead`` blocks (default 2) ahead of the
+    pipeline — pyarrow releases the GIL while it parses, so reading overlaps the rest of the
+    job. Order, checkpoints and errors are unchanged: a read error or a fatal malformed row
+    is raised when the pipeline reaches the block it is in, never earlier, and a block's
+    malformed-row markers still come just before that block's rows. ``read_ahead=0`` reads
+    on the caller's thread. ``close()`` (and an abandoned stream) stops the thread.
     """
 
     plane = DataPlane.ARROW_BATCHES
@@ -87,9 +97,16 @@ class ArrowCsvSource(BuiltinSource):
         convert_options: pa_csv.ConvertOptions | None = None,
         memory_pool: pa.MemoryPool | None = None,
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        read_ahead: int = DEFAULT_READ_AHEAD,
         name: str | None = None,
     ) -> None:
         super().__init__(file_source_name("arrow_csv", path, name))
+        if not isinstance(read_ahead, int) or isinstance(read_ahead, bool) or read_ahead < 0:
+            raise ValueError(
+                f"source {self.source_name!r}: read_ahead must be an int >= 0 (blocks parsed "
+                f"ahead; 0 reads inline); got {read_ahead!r}"
+            )
+        self.read_ahead = read_ahead
         self.path = os.fspath(path)
         self.on_malformed = parse_on_malformed(self.source_name, on_malformed)
         self.batch_size = positive_int_or_none(self.source_name, "batch_size", batch_size)
@@ -123,21 +140,29 @@ class ArrowCsvSource(BuiltinSource):
         self._skip_rows = 0
         self._skip_malformed = 0
         self._scanned = 0  # data rows parsed so far, good or bad (for error locations)
-        self._pending: list[MalformedRecord] = []
+        self._pending: list[MalformedRecord] = []  # found by the reading thread
+        self._pending_out: list[MalformedRecord] = []  # handed over, not yet emitted
         self._invalid: Any = None  # first invalid row under "fail"
         self._last_start = 0
+        # The input identity as of the last block handed to the pipeline: the screen's own
+        # hasher runs ahead in the reading thread and must not be read from here.
+        self._seen_input: dict[str, Any] | None = None
+        self._readahead: ReadAhead[Any] | None = None
         self._stats = {"blocks": 0, "rows": 0, "malformed": 0, "rescanned_rows": 0}
 
     # -- checkpointing ----------------------------------------------------------------
     def _input(self) -> dict[str, Any]:
         return (self._screen.hasher if self._screen is not None else PrefixHash()).identity()
 
+    def _handed_input(self) -> dict[str, Any]:
+        return self._seen_input if self._seen_input is not None else self._input()
+
     def current_checkpoint(self) -> dict[str, Any]:
-        return {"row": self._rows, "malformed": self._malformed, "input": self._input()}
+        return {"row": self._rows, "malformed": self._malformed, "input": self._handed_input()}
 
     def checkpoint_within_last_batch(self, rows: int) -> dict[str, Any]:
         return {"row": self._last_start + rows, "malformed": self._malformed,
-                "input": self._input()}
+                "input": self._handed_input()}
 
     def _apply_checkpoint(self, value: Any) -> None:
         expected = '{"row": <int >= 0>, "malformed": <int >= 0>, "input": {...}}'
@@ -225,6 +250,7 @@ class ArrowCsvSource(BuiltinSource):
             )
 
     def _close(self) -> None:
+        self._stop_reading_ahead()  # before the reader and file it uses go away
         if self._reader is not None:
             self._reader.close()
             self._reader = None
@@ -297,38 +323,66 @@ class ArrowCsvSource(BuiltinSource):
 
     async def stream_batches(self) -> AsyncIterator[Any]:
         self._require_open("stream_batches")
-        while self._reader is not None:
-            batch = self._call(self._next_batch)
-            if batch is _EOF:
-                break
+        if self._reader is not None:
+            self._seen_input = self._input()
+            if self.read_ahead:
+                self._readahead = ReadAhead(self._read_block, depth=self.read_ahead,
+                                            name=f"agora-readahead-{self.source_name}")
+        try:
+            while self._reader is not None:
+                if self._readahead is not None:
+                    batch, markers, seen = await self._readahead.next()
+                else:
+                    batch, markers, seen = self._read_block()
+                self._pending_out = markers
+                if batch is END:
+                    self._seen_input = seen
+                    break
+                for record in self._drain():
+                    yield record
+                self._seen_input = seen
+                for piece in self._pieces(batch):
+                    self._last_start = self._rows
+                    self._rows += piece.num_rows
+                    self._stats["rows"] += piece.num_rows
+                    yield piece
             for record in self._drain():
                 yield record
-            for piece in self._pieces(batch):
-                self._last_start = self._rows
-                self._rows += piece.num_rows
-                self._stats["rows"] += piece.num_rows
-                yield piece
-        for record in self._drain():
-            yield record
+        finally:
+            self._stop_reading_ahead()
         if self._skip_rows or self._skip_malformed:
             raise self._past_end()
+
+    def _read_block(self) -> tuple[Any, list[MalformedRecord], dict[str, Any]]:
+        """Parse the next block (in the read-ahead thread): the batch (or ``END``), the
+        malformed-row markers found up to it, and the input identity after it. Only this
+        function touches the reader, the screen and the malformed-row bookkeeping."""
+        batch = self._call(self._next_batch)
+        markers, self._pending = self._pending, []
+        if batch is not END:
+            self._scanned += batch.num_rows
+        return batch, markers, self._input()
+
+    def _stop_reading_ahead(self) -> None:
+        readahead, self._readahead = self._readahead, None
+        if readahead is not None:
+            readahead.close()
 
     def _next_batch(self) -> Any:
         try:
             return self._reader.read_next_batch()
         except StopIteration:
-            return _EOF
+            return END
 
     def _drain(self) -> Iterator[MalformedRecord]:
-        while self._pending:
-            record = self._pending.pop(0)
+        while self._pending_out:
+            record = self._pending_out.pop(0)
             self._malformed += 1
             self._stats["malformed"] += 1
             yield record
 
     def _pieces(self, batch: pa.RecordBatch) -> Iterator[pa.RecordBatch]:
         self._stats["blocks"] += 1
-        self._scanned += batch.num_rows
         start = 0
         if self._skip_rows:
             start = min(self._skip_rows, batch.num_rows)
@@ -349,5 +403,3 @@ class ArrowCsvSource(BuiltinSource):
             f"since the checkpoint was taken — reset the checkpoint or restore the file"
         )
 
-
-_EOF = object()
