@@ -50,7 +50,7 @@ class RetryPolicy:
 
     def delay(self, attempt: int, rand: float) -> float:
         """Seconds to wait after failed attempt ``attempt`` (``rand`` in [0, 1))."""
-        base = min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1))
+        base = min(self.max_backoff_s, self.backoff_s * 2.0 ** (attempt - 1))
         return base * (1.0 - self.jitter * rand)
 
 
@@ -134,6 +134,6 @@ def io_concurrency_of(mw: AnyMiddleware) -> int | None:
 def io_call_of(mw: Middleware) -> Callable[[Any, MiddlewareContext], Any]:
     """The per-record call of an I/O-lane middleware: ``submit`` for the older spelling."""
     if not hasattr(mw, "concurrency") and hasattr(mw, "min_concurrency"):
-        submit: Callable[[Any, MiddlewareContext], Any] = getattr(mw, "submit")
+        submit: Callable[[Any, MiddlewareContext], Any] = mw.submit  # type: ignore[attr-defined]  # upstream spelling; hasattr-checked above
         return submit
     return mw.process
