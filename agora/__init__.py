@@ -16,7 +16,8 @@ stores and process never import ``runtime`` or ``pipeline``; the runtime imports
                      handled-prefix checkpoints), lifecycle.py (start/stop order),
                      interrupt.py (signals, cancellation), progress.py (live counters),
                      summary.py + report.py (run summary), resources.py (psutil),
-                     replay.py + replay_report.py (re-sending dead letters)
+                     replay.py + replay_report.py (re-sending dead letters), io_lane.py
+                     (bounded-concurrency async stages)
     process/         process-isolated batch middleware: middleware.py (the two classes),
                      executor.py (the seam), executors.py (fresh pool, WorkerPool), pool.py
                      (generations, timeouts, deaths: diagram), handles.py, courier.py,
@@ -26,11 +27,12 @@ stores and process never import ``runtime`` or ``pipeline``; the runtime imports
     sources/         base.py (contract, max_records), iterable.py, csv.py, arrow_csv.py,
                      jsonl.py, arrow_jsonl.py, parquet.py, identity.py (input fingerprints);
                      shared parts _builtin.py, _csvrecords.py, _csvscreen.py, _jsonfile.py,
-                     _text.py
+                     _text.py, _readahead.py (bounded read-ahead thread)
     sinks/           base.py (contract), fanout.py, router.py, memory.py, simple.py (Null,
                      Stdout), csv.py, jsonl.py, parquet.py + _parquet_dataset.py,
                      _parquet_parts.py, _parquet_schema.py; _files.py (output files)
-    middleware/      base.py (contracts, incl. the Arrow filter hook), builtins.py (Map/Filter)
+    middleware/      base.py (contracts, incl. the Arrow filter hook), builtins.py (Map/Filter),
+                     io.py (AsyncMiddleware, RetryPolicy, Backpressure)
     stores/          checkpoint.py + checkpoint_sqlite.py; dlq.py (SQLite) + dlq_jsonl.py,
                      dlq_schema.py, dlq_read.py, dlq_state.py (replay state); _files.py
     testing/         for users' tests: faults.py (fault injectors), sinks.py (FlakySink),
