@@ -103,6 +103,7 @@ from agora.sources import (
     JsonLinesSource,
     ParquetSource,
 )
+from agora.sources.base import is_batch_capable_source
 from agora.stores import (
     CheckpointStore,
     InMemoryCheckpointStore,
@@ -223,5 +224,6 @@ __all__ = [
     "WriteResult",
     "WriterKind",
     "__version__",
+    "is_batch_capable_source",
     "read_dlq",
 ]

@@ -10,7 +10,7 @@ from agora.errors import CheckpointError
 from agora.planes import DataPlane, SourceDataPlaneSpec, warn_legacy_flag
 from agora.records import Checkpoint, MalformedRecord
 
-__all__ = ["BaseSource", "LimitedSource", "batch_num_rows", "slice_batch"]
+__all__ = ["BaseSource", "LimitedSource", "batch_num_rows", "is_batch_capable_source", "slice_batch"]
 
 #: Returned by ``BaseSource.checkpoint_within_last_batch`` when a source cannot position
 #: inside a batch; the runtime then keeps the checkpoint from *before* that batch.
@@ -116,6 +116,12 @@ class BaseSource(Generic[RecordT]):
         from before the trimmed batch (a resume re-reads it: safe, never past a row).
         """
         return NO_INTRA_BATCH_CHECKPOINT
+
+
+def is_batch_capable_source(source: object) -> bool:
+    """True when ``source`` is a ``BaseSource`` that emits batches (Python lists or Arrow
+    record batches) through ``stream_batches()`` rather than rows through ``stream()``."""
+    return isinstance(source, BaseSource) and source.emitted_data_plane is not DataPlane.PYTHON_ROWS
 
 
 def batch_num_rows(batch: Any) -> int:
