@@ -128,6 +128,7 @@ from agora.sources import (
     JsonLinesSource,
     ParquetSource,
 )
+from agora.sources.base import is_batch_capable_source
 from agora.stores import (
     CheckpointStore,
     InMemoryCheckpointStore,
@@ -251,5 +252,6 @@ __all__ = [
     "WriteResult",
     "WriterKind",
     "__version__",
+    "is_batch_capable_source",
     "read_dlq",
 ]

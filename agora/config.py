@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import InitVar, dataclass, field
+from typing import Any
 from enum import StrEnum
 
 from agora.protocols import (
@@ -15,6 +18,7 @@ from agora.protocols import (
     DLQSink,
 )
 from agora.records import Checkpoint, DLQRecord
+from agora.sinks.base import DUCK_SINK_METHODS, DuckTypedSink
 
 __all__ = [
     "CheckpointFailurePolicy",
@@ -57,13 +61,15 @@ class DeliveryConfig:
 
     * ``dlq``: a DLQ sink (:class:`~agora.protocols.DLQSink`: ``SQLiteDLQSink(path)``,
       ``JsonLinesDLQSink(path)``, ``MemorySink()``, or any object with async ``open``,
-      ``write_batch``, ``flush`` and ``close``) or None.
+      ``write_batch``, ``flush`` and ``close``) or None. An object with async ``open``,
+      ``write`` and ``close`` only is adapted (records written one by one); ``dlq`` is
+      then the adapter, whose ``inner`` is the object given.
     * ``checkpoint``: a checkpoint store (a :class:`~agora.CheckpointStore`, or any
       object with the synchronous methods of
       :class:`~agora.protocols.CheckpointStoreProtocol`) or None. An object with only
       ``load`` and ``save`` is accepted too; it gets no-op ``claim``/``release`` (it
-      cannot fence concurrent runs) — see :attr:`checkpoint_store`. A store with
-      ``async`` methods is refused: the engine calls stores synchronously.
+      cannot fence concurrent runs) — see :attr:`checkpoint_store`. A store whose methods
+      are coroutines (``async def``) is adapted (:class:`AsyncStoreAdapter`).
     * ``checkpoint_every``: handled records between checkpoint saves (a save also happens
       at the clean end of the stream). Trade-off: smaller means fewer duplicates after a
       crash, larger means fewer durable commits.
@@ -131,7 +137,7 @@ class DeliveryConfig:
                 f"got {_describe(self.dlq_redactor)}"
             )
         if self.dlq is not None:
-            _check_dlq(self.dlq)
+            object.__setattr__(self, "dlq", _check_dlq(self.dlq))
         if self.checkpoint is not None:
             object.__setattr__(self, "_store", _checkpoint_store(self.checkpoint))
 
@@ -167,8 +173,14 @@ _DLQ_FIX = ("pass SQLiteDLQSink(path), JsonLinesDLQSink(path) or MemorySink(), o
             "agora.BaseSink")
 
 
-def _check_dlq(dlq: object) -> None:
-    """Refuse a ``dlq`` the engine could not drive, naming what is missing."""
+def _check_dlq(dlq: object) -> DLQSink:
+    """The DLQ the engine will drive: ``dlq`` itself, or — for an object with async
+    ``open``/``write``/``close`` but no ``write_batch`` — a :class:`DuckTypedSink` around
+    it. Anything else is refused, naming what is missing."""
+    if not callable(getattr(dlq, "write_batch", None)) and all(
+        inspect.iscoroutinefunction(getattr(dlq, m, None)) for m in DUCK_SINK_METHODS
+    ):
+        return DuckTypedSink(dlq)
     missing = [m for m in DLQ_SINK_METHODS if not callable(getattr(dlq, m, None))]
     if missing or not isinstance(dlq, DLQSink):
         what = f" (it has no {', '.join(missing)})" if missing and len(missing) < 4 else ""
@@ -184,6 +196,7 @@ def _check_dlq(dlq: object) -> None:
             f"coroutines (async def); {type(dlq).__name__}.{sync[0]} is not — subclass "
             f"agora.BaseSink or make it async"
         )
+    return dlq
 
 
 def _checkpoint_store(store: object) -> CheckpointStoreProtocol:
@@ -197,17 +210,78 @@ def _checkpoint_store(store: object) -> CheckpointStoreProtocol:
             f"SQLiteCheckpointStore(path) or InMemoryCheckpointStore() (a CheckpointStore, "
             f"with load() and save()); got {_describe(store)}{hint}"
         )
-    for name in present:
-        if inspect.iscoroutinefunction(getattr(store, name)):
-            raise TypeError(
-                f"DeliveryConfig.checkpoint: {type(store).__name__}.{name} is a coroutine "
-                f"function, but checkpoint store methods must be synchronous (the engine "
-                f"calls them directly; each is one short local operation) — make {name}() "
-                f"a plain method"
-            )
+    if any(inspect.iscoroutinefunction(getattr(store, name)) for name in present):
+        return AsyncStoreAdapter(store)
     if isinstance(store, CheckpointStoreProtocol):
         return store
     return LoadSaveStoreAdapter(store)  # type: ignore[arg-type]
+
+
+class AsyncStoreAdapter:
+    """Drives a store whose methods are coroutines (``async def load/save/close`` — the
+    shape some stores are written in) through the synchronous protocol the engine calls.
+
+    Each coroutine runs to completion on one private event loop, on a helper thread the
+    adapter starts at ``open()`` and stops at ``close()``; the caller waits for it, exactly
+    as it waits for a synchronous store. Every call therefore runs on the same loop, so a
+    store may keep loop-bound resources (a connection) between calls. Synchronous methods
+    are called directly; a missing ``open``/``claim``/``release``/``close`` is a no-op (no
+    ``claim`` means the store cannot refuse a second run on the same key). An exception
+    raised by the store reaches the engine unchanged."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def _call(self, name: str, *args: object) -> Any:
+        method = getattr(self.inner, name, None)
+        if not callable(method):
+            return None
+        if not inspect.iscoroutinefunction(method):
+            return method(*args)
+        if self._loop is None:
+            self._start()
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(method(*args), self._loop).result()
+
+    def _start(self) -> None:
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name="agora-async-store",
+                                  daemon=True)
+        thread.start()
+        self._loop, self._thread = loop, thread
+
+    def _stop(self) -> None:
+        loop, thread = self._loop, self._thread
+        self._loop = self._thread = None
+        if loop is None or thread is None:
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+
+    def open(self) -> None:
+        self._call("open")
+
+    def claim(self, key: str) -> None:
+        self._call("claim", key)
+
+    def load(self, key: str) -> Checkpoint | None:
+        result: Checkpoint | None = self._call("load", key)
+        return result
+
+    def save(self, key: str, checkpoint: Checkpoint) -> None:
+        self._call("save", key, checkpoint)
+
+    def release(self, key: str) -> None:
+        self._call("release", key)
+
+    def close(self) -> None:
+        try:
+            self._call("close")
+        finally:
+            self._stop()
 
 
 class LoadSaveStore:

@@ -8,6 +8,7 @@ import hashlib
 import os
 import threading
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from agora.config import DeliveryConfig
 from agora.errors import PipelineError
@@ -21,9 +22,12 @@ from agora.runtime.engine import Progress, run_pipeline
 from agora.runtime.plan import PipelineExplain, Plan, WriterTarget, make_plan
 from agora.runtime.replay import ReplayReport, run_replay
 from agora.runtime.summary import PipelineRunSummary
+from agora.middleware.builtins import FilterMiddleware
 from agora.sinks.base import BaseSink
+from agora.sinks.base import as_sink
 from agora.sinks.fanout import SinkFanOut
 from agora.sinks.router import SinkRouter
+from agora.sinks.simple import StdoutSink
 from agora.sources.base import BaseSource, LimitedSource
 
 __all__ = ["BoundPipeline", "Pipeline"]
@@ -64,23 +68,50 @@ class Pipeline:
                 )
         return Pipeline(self.source, self.id, _middleware=self.middleware + tuple(middleware))
 
-    def build(self, sink: WriterTarget, *,
-              delivery: DeliveryConfig | None = None) -> BoundPipeline:
+    def filter(self, predicate: Callable[[Any], Any], *, name: str | None = None) -> Pipeline:
+        """Return a new pipeline that keeps only records for which ``predicate`` is true
+        (shorthand for ``pipe(FilterMiddleware(predicate))``)."""
+        return self.pipe(FilterMiddleware(predicate, name=name))
+
+    def build(self, sink: WriterTarget | None = None, *,
+              delivery: DeliveryConfig | None = None,
+              config: DeliveryConfig | None = None) -> BoundPipeline:
+        """Bind the pipeline to ``sink`` (default: a :class:`StdoutSink`).
+
+        ``delivery=`` is the preferred spelling of the delivery config; ``config=`` is
+        accepted as its alias. A sink may be a :class:`BaseSink`, a fan-out, a router, or
+        any object with async ``open`` / ``write`` / ``close`` methods (adapted)."""
+        chosen = _one_config("build", delivery, config)
+        if sink is None:
+            sink = StdoutSink()
         if isinstance(sink, (SinkFanOut, SinkRouter)):
-            return BoundPipeline(self, sink, delivery)
-        if not isinstance(sink, BaseSink):
-            raise PipelineError(f"build() needs a BaseSink; got {type(sink).__name__}")
-        return BoundPipeline(self, sink, delivery)
+            return BoundPipeline(self, sink, chosen)
+        return BoundPipeline(self, as_sink(sink, where="build()"), chosen)
 
     def fan_out(self, sinks: Iterable[BaseSink] | SinkFanOut, *,
-                delivery: DeliveryConfig | None = None) -> BoundPipeline:
-        fan = sinks if isinstance(sinks, SinkFanOut) else SinkFanOut(sinks)
-        return BoundPipeline(self, fan, delivery)
+                delivery: DeliveryConfig | None = None,
+                config: DeliveryConfig | None = None) -> BoundPipeline:
+        chosen = _one_config("fan_out", delivery, config)
+        fan = sinks if isinstance(sinks, SinkFanOut) else SinkFanOut(
+            [as_sink(s, where="fan_out()") for s in sinks])
+        return BoundPipeline(self, fan, chosen)
 
-    def route(self, router: SinkRouter, *, delivery: DeliveryConfig | None = None) -> BoundPipeline:
+    def route(self, router: SinkRouter, *, delivery: DeliveryConfig | None = None,
+              config: DeliveryConfig | None = None) -> BoundPipeline:
+        chosen = _one_config("route", delivery, config)
         if not isinstance(router, SinkRouter):
             raise PipelineError(f"route() needs a SinkRouter; got {type(router).__name__}")
-        return BoundPipeline(self, router, delivery)
+        return BoundPipeline(self, router, chosen)
+
+
+def _one_config(method: str, delivery: DeliveryConfig | None,
+                config: DeliveryConfig | None) -> DeliveryConfig | None:
+    """``delivery=`` and its alias ``config=`` name the same setting: at most one may be given."""
+    if delivery is not None and config is not None:
+        raise TypeError(
+            f"{method}() got both delivery= and config=; they are the same setting — "
+            f"pass only delivery=")
+    return delivery if delivery is not None else config
 
 
 class BoundPipeline:
@@ -136,7 +167,8 @@ class BoundPipeline:
 
     async def run(self, max_records: int | None = None, *,
                   progress: Callable[[Progress], None] | None = None,
-                  handle_signals: bool = True) -> PipelineRunSummary:
+                  handle_signals: bool = True,
+                  run_id: str | None = None) -> PipelineRunSummary:
         """Run to the end of the source (or ``max_records``).
 
         Raises the original exception of a failure. A first SIGINT/SIGTERM (when run on
@@ -146,7 +178,11 @@ class BoundPipeline:
         ``KeyboardInterrupt`` (``CancelledError`` for a cancel); a second signal abandons
         in-flight work at once. ``handle_signals=False`` leaves signal handlers alone.
         However the run ends, ``last_summary`` is this run's summary (``None`` if the
-        run never started, e.g. an invalid plan)."""
+        run never started, e.g. an invalid plan). ``run_id`` names the run in its summary,
+        checkpoints and DLQ records (default: a fresh random id)."""
+        if run_id is not None and (not isinstance(run_id, str) or not run_id):
+            raise PipelineError(f"run_id must be a non-empty string or None; got {run_id!r}",
+                                stage="run")
         if not self._running.acquire(blocking=False):
             raise PipelineError(
                 f"pipeline {self.pipeline_id!r} is already running; runs of one BoundPipeline "
@@ -158,7 +194,7 @@ class BoundPipeline:
             return await run_pipeline(
                 pipeline_id=self.pipeline_id, source=source, middleware=self.middleware,
                 writer=self.writer, plan=plan, config=self.delivery, progress=progress,
-                on_summary=self._remember, signals=handle_signals,
+                on_summary=self._remember, signals=handle_signals, run_id=run_id,
             )
         finally:
             self._running.release()
@@ -205,19 +241,20 @@ class BoundPipeline:
         self.last_summary = summary
 
     def run_sync(self, max_records: int | None = None, *,
-                 progress: Callable[[Progress], None] | None = None) -> PipelineRunSummary:
+                 progress: Callable[[Progress], None] | None = None,
+                 run_id: str | None = None) -> PipelineRunSummary:
         """Blocking ``run()``; works with or without an event loop running in this thread
         (inside a running loop it runs on a helper thread with its own loop)."""
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return asyncio.run(self.run(max_records, progress=progress))
+            return asyncio.run(self.run(max_records, progress=progress, run_id=run_id))
         results: list[PipelineRunSummary] = []
         errors: list[BaseException] = []
 
         def target() -> None:
             try:
-                results.append(asyncio.run(self.run(max_records, progress=progress)))
+                results.append(asyncio.run(self.run(max_records, progress=progress, run_id=run_id)))
             except BaseException as exc:  # re-raised in the caller's thread
                 errors.append(exc)
 

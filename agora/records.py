@@ -58,9 +58,27 @@ class Checkpoint:
     run_id: str
     source: str
     value: Any
-    recorded_at: str = field(
+    recorded_at: str | _dt.datetime = field(
         default_factory=lambda: _dt.datetime.now(_dt.UTC).isoformat()
     )
+
+    def __post_init__(self) -> None:
+        # A datetime (the type some callers pass) is kept as its ISO string, the form
+        # every store persists, so a checkpoint reads back equal to what was saved.
+        if isinstance(self.recorded_at, _dt.datetime):
+            stamp = self.recorded_at
+            if stamp.tzinfo is None:
+                stamp = stamp.replace(tzinfo=_dt.UTC)
+            object.__setattr__(self, "recorded_at", stamp.isoformat())
+        elif not isinstance(self.recorded_at, str):
+            raise TypeError(
+                f"Checkpoint.recorded_at must be an ISO string or a datetime; got "
+                f"{type(self.recorded_at).__name__} — pass datetime.now(UTC)")
+
+    @property
+    def recorded_at_datetime(self) -> _dt.datetime:
+        """``recorded_at`` as an aware ``datetime``."""
+        return _dt.datetime.fromisoformat(self.recorded_at)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

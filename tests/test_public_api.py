@@ -25,8 +25,40 @@ EXPECTED = {
     "SQLiteDLQSink", "SinkCapabilities", "SinkCounts", "SinkDataPlaneSpec",
     "SinkFailurePolicy", "SinkFanOut", "SinkRouter", "SourceDataPlaneSpec",
     "SourceRecordError", "StdoutSink", "WorkerPool", "WorkerStartupError", "WriteResult", "WriterKind",
-    "__version__", "read_dlq",
+    "__version__", "is_batch_capable_source", "read_dlq",
 }
+
+#: Import paths kept for programs and plugins written against 0.3.0: each is a thin
+#: re-export, so every name must be the very object the facade exports.
+COMPAT_MODULES = {
+    "agora.core": ["Pipeline", "BaseSource", "BaseSink", "DataPlane", "SourceDataPlaneSpec",
+                   "SinkDataPlaneSpec", "Checkpoint", "DLQRecord", "WriteResult"],
+    "agora.core.source": ["BaseSource", "IterableSource", "SourceRecordError",
+                          "is_batch_capable_source"],
+    "agora.core.sink": ["BaseSink", "SinkFanOut", "SinkRouter", "WriteResult"],
+    "agora.core.dlq": ["DLQRecord", "DLQSink", "SQLiteDLQSink", "JsonLinesDLQSink"],
+    "agora.core.checkpoint": ["Checkpoint", "CheckpointStore", "InMemoryCheckpointStore",
+                              "SQLiteCheckpointStore"],
+    "agora.core.middleware": ["Middleware", "MapMiddleware", "FilterMiddleware",
+                              "BatchMapMiddleware", "BatchMiddleware"],
+    "agora.core.pipeline": ["Pipeline", "BoundPipeline"],
+    "agora.middlewares": ["MapMiddleware", "FilterMiddleware", "ArrowMapMiddleware"],
+    "agora.middlewares.process": ["ProcessBatchMiddleware", "ArrowProcessBatchMiddleware"],
+    "agora.sinks.file.csv": ["CsvSink"],
+    "agora.sinks.file.jsonlines": ["JsonLinesSink"],
+    "agora.sinks.io.stdout": ["StdoutSink"],
+    "agora.sources.file.parquet": ["ParquetSource"],
+}
+
+
+def test_compat_import_paths_re_export_the_facade_objects():
+    import importlib
+
+    for module_name, names in COMPAT_MODULES.items():
+        module = importlib.import_module(module_name)
+        assert set(names) <= set(module.__all__), module_name
+        for name in module.__all__:
+            assert getattr(module, name) is getattr(agora, name), (module_name, name)
 
 
 def test_all_is_pinned_and_sorted():

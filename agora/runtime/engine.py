@@ -70,7 +70,8 @@ class _Run:
                  middleware: Sequence[AnyMiddleware], writer: WriterTarget, plan: Plan,
                  config: DeliveryConfig,
                  progress: Callable[[Progress], None] | None,
-                 stop: StopFlag | None = None, signals: bool = True) -> None:
+                 stop: StopFlag | None = None, signals: bool = True,
+                 run_id: str | None = None) -> None:
         self.pipeline_id = pipeline_id
         self.stop = stop or StopFlag()
         self.signals = signals
@@ -78,7 +79,7 @@ class _Run:
         self.summary: PipelineRunSummary | None = None
         self._stop_seen: set[str] = set()  # stop states already acted on (requested, forced)
         self._drain_timer: asyncio.TimerHandle | None = None
-        self.run_id = uuid.uuid4().hex[:12]
+        self.run_id = run_id or uuid.uuid4().hex[:12]
         self.source = source
         self.middleware = middleware
         self.plan = plan
@@ -390,12 +391,14 @@ async def run_pipeline(*, pipeline_id: str, source: BaseSource,
                        progress: Callable[[Progress], None] | None = None,
                        on_summary: Callable[[PipelineRunSummary], None] | None = None,
                        stop: StopFlag | None = None, signals: bool = True,
+                       run_id: str | None = None,
                        ) -> PipelineRunSummary:
     """Run once (see the module docstring). ``on_summary`` receives the summary however
     the run ends; ``stop`` lets a caller request a stop; ``signals=False`` leaves the
-    process's SIGINT/SIGTERM handlers alone."""
+    process's SIGINT/SIGTERM handlers alone; ``run_id`` names the run (default: random)."""
     run = _Run(pipeline_id=pipeline_id, source=source, middleware=middleware, writer=writer,
-               plan=plan, config=config, progress=progress, stop=stop, signals=signals)
+               plan=plan, config=config, progress=progress, stop=stop, signals=signals,
+               run_id=run_id)
     try:
         return await run.execute()
     finally:

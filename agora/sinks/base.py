@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from agora.errors import LifecycleError
 from agora.planes import DataPlane, SinkCapabilities, SinkDataPlaneSpec, warn_legacy_flag
 from agora.records import WriteResult
 
-__all__ = ["BaseSink", "SinkState"]
+__all__ = ["BaseSink", "DuckTypedSink", "SinkState", "as_sink"]
 
 
 class SinkState(StrEnum):
@@ -21,7 +22,10 @@ class SinkState(StrEnum):
     CLOSED = "closed"
 
 
-class BaseSink:
+RecordT = TypeVar("RecordT")
+
+
+class BaseSink(Generic[RecordT]):
     """Base class for every sink.
 
     Contract:
@@ -48,6 +52,11 @@ class BaseSink:
     # Legacy flags (deprecated in 0.3, removed in 0.4).
     batch_writable_native: ClassVar[bool | None] = None
     arrow_passthrough_native: ClassVar[bool | None] = None
+
+    #: True when every record must be a mapping (a CSV row, a Parquet row). Such a sink
+    #: fails any other record on its own (``WriteResult.failed`` with a ``TypeError``
+    #: naming the sink and the record type), so it is dead-lettered, never lost.
+    requires_mappings: ClassVar[bool] = False
 
     _state: SinkState = SinkState.NEW
     #: Set by ``resume_output()``: the next ``open()`` continues existing output.
@@ -159,3 +168,62 @@ class BaseSink:
             if len(legacy) > 1:
                 accepted = native = tuple(legacy)
         return SinkDataPlaneSpec.build(self.sink_name, accepted, native)
+
+
+#: The methods an object needs to be used as a sink without subclassing ``BaseSink``.
+DUCK_SINK_METHODS: tuple[str, ...] = ("open", "write", "close")
+
+
+class DuckTypedSink(BaseSink[Any]):
+    """Adapts an object that has async ``open`` / ``write`` / ``close`` (and optionally
+    ``write_batch`` / ``flush``) but does not subclass ``BaseSink``.
+
+    Rows only; ``write_batch`` is the object's own when it has one (its return value is
+    taken as the per-record results), else records are written one by one. ``close()``
+    is called once."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.sink_name = str(getattr(inner, "sink_name", "") or type(inner).__name__)
+
+    async def open(self) -> None:
+        await self.inner.open()
+        await super().open()
+
+    async def write(self, record: Any) -> None:
+        await self.inner.write(record)
+
+    async def write_batch(self, records: Sequence[Any]) -> list[WriteResult] | None:
+        own = getattr(self.inner, "write_batch", None)
+        if own is None:
+            return await super().write_batch(records)
+        result = await own(list(records))
+        return result if isinstance(result, list) else None
+
+    async def flush(self) -> None:
+        own = getattr(self.inner, "flush", None)
+        if own is not None:
+            await own()
+
+    async def close(self) -> None:
+        if self._state is SinkState.CLOSED:
+            return
+        try:
+            await self.inner.close()
+        finally:
+            await super().close()
+
+
+def as_sink(obj: Any, *, where: str) -> BaseSink[Any]:
+    """``obj`` as a ``BaseSink``: itself, or a :class:`DuckTypedSink` when it has the
+    sink methods as coroutines. Raises ``TypeError`` naming what is missing."""
+    if isinstance(obj, BaseSink):
+        return obj
+    missing = [m for m in DUCK_SINK_METHODS
+               if not inspect.iscoroutinefunction(getattr(obj, m, None))]
+    if missing:
+        raise TypeError(
+            f"{where} needs a sink: a BaseSink, or an object with async "
+            f"{', '.join(DUCK_SINK_METHODS)} methods; {type(obj).__name__} has no async "
+            f"{', '.join(missing)} — subclass agora.BaseSink or add them")
+    return DuckTypedSink(obj)

@@ -194,6 +194,7 @@ class CsvSink(TextFileSink):
         DataPlane.ARROW_BATCHES,
     )
     native_data_planes: ClassVar[tuple[DataPlane, ...]] = accepted_data_planes
+    requires_mappings: ClassVar[bool] = True
 
     def __init__(
         self,

@@ -4,20 +4,23 @@ around every source before a run."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from agora.errors import CheckpointError
 from agora.planes import DataPlane, SourceDataPlaneSpec, warn_legacy_flag
 from agora.records import Checkpoint, MalformedRecord
 
-__all__ = ["BaseSource", "LimitedSource", "batch_num_rows", "slice_batch"]
+__all__ = ["BaseSource", "LimitedSource", "batch_num_rows", "is_batch_capable_source", "slice_batch"]
 
 #: Returned by ``BaseSource.checkpoint_within_last_batch`` when a source cannot position
 #: inside a batch; the runtime then keeps the checkpoint from *before* that batch.
 NO_INTRA_BATCH_CHECKPOINT: Any = object()
 
 
-class BaseSource:
+RecordT = TypeVar("RecordT")
+
+
+class BaseSource(Generic[RecordT]):
     """Base class for every source.
 
     A source emits either rows (``stream()``, one dict per item) or batches
@@ -95,6 +98,11 @@ class BaseSource:
                 f"was found for it; reset it (agora checkpoint reset) or use a checkpointable source"
             )
 
+    def limit(self, n: int) -> BaseSource[RecordT]:
+        """This source, reading at most ``n`` records per run (a wrapper; the source
+        itself is unchanged). Raises ``TypeError``/``ValueError`` for a bad ``n``."""
+        return LimitedSource(self, n)
+
     @property
     def runtime_metrics(self) -> dict[str, int | float]:
         """Counters merged into the run summary's ``runtime["source_metrics"]``."""
@@ -110,6 +118,12 @@ class BaseSource:
         return NO_INTRA_BATCH_CHECKPOINT
 
 
+def is_batch_capable_source(source: object) -> bool:
+    """True when ``source`` is a ``BaseSource`` that emits batches (Python lists or Arrow
+    record batches) through ``stream_batches()`` rather than rows through ``stream()``."""
+    return isinstance(source, BaseSource) and source.emitted_data_plane is not DataPlane.PYTHON_ROWS
+
+
 def batch_num_rows(batch: Any) -> int:
     num_rows = getattr(batch, "num_rows", None)
     return num_rows if num_rows is not None else len(batch)
@@ -121,7 +135,7 @@ def slice_batch(batch: Any, length: int) -> Any:
     return batch[:length]
 
 
-class LimitedSource(BaseSource):
+class LimitedSource(BaseSource[Any]):
     """Wraps a source so a run processes at most ``limit`` records (``run(max_records=N)``).
 
     Row sources emit exactly ``limit`` records and never pull record ``limit + 1``. Batch
@@ -133,9 +147,11 @@ class LimitedSource(BaseSource):
 
     def __init__(self, inner: BaseSource, limit: int) -> None:
         if not isinstance(limit, int) or isinstance(limit, bool):
-            raise TypeError(f"max_records must be an int or None; got {type(limit).__name__}")
+            raise TypeError(f"max_records must be an int or None; got {type(limit).__name__} "
+                            f"(source {inner.source_name!r}) — pass a whole number")
         if limit < 0:
-            raise ValueError(f"max_records must be >= 0; got {limit}")
+            raise ValueError(f"max_records must be >= 0; got {limit} "
+                             f"(source {inner.source_name!r}) — pass 0 or more")
         self.inner = inner
         self.limit = limit
         self.source_name = inner.source_name

@@ -89,13 +89,14 @@ class _IteratingSource(BuiltinSource):
 
 
 class IterableSource(_IteratingSource):
-    """Rows from an iterable of dicts, or a callable returning one (``python_rows``).
+    """Rows from an iterable of records, or a callable returning one (``python_rows``).
 
     Checkpoint: the number of records emitted (an int). A resume skips that many items of
     the iterable it is given, so resuming needs a *re-iterable* input (a list, a factory,
     or a fresh iterator over the same data passed to the new instance); an input shorter than the
-    checkpoint raises ``CheckpointError``. Items must be mappings (a ``MalformedRecord``
-    passes through and counts as a unit). Items are pulled one at a time, so the runtime's
+    checkpoint raises ``CheckpointError``. Items are opaque records — dicts, dataclasses,
+    ints, anything; a sink that needs mappings says so and fails other records one by one
+    (a ``MalformedRecord`` passes through and counts as a unit). Items are pulled one at a time, so the runtime's
     ``max_records`` never pulls one too many.
     """
 
@@ -103,7 +104,7 @@ class IterableSource(_IteratingSource):
 
     def __init__(
         self,
-        iterable: Iterable[Mapping[str, Any]] | Callable[[], Iterable[Mapping[str, Any]]],
+        iterable: Iterable[Any] | Callable[[], Iterable[Any]],
         *,
         name: str | None = None,
     ) -> None:
@@ -131,15 +132,10 @@ class IterableSource(_IteratingSource):
         for done in range(skip):
             if next(it, _END) is _END:
                 raise _input_too_short(self.source_name, skip, done)
-        index = self._emitted
         for item in it:
-            if not isinstance(item, (Mapping, MalformedRecord)):
-                raise TypeError(
-                    f"source {self.source_name!r}: item {index} is a {type(item).__name__}; "
-                    f"rows must be dicts"
-                )
+            # Records are opaque: whether a record must be a mapping is the sink's
+            # business (it declares ``requires_mappings`` and fails such records itself).
             self._emitted += 1
-            index += 1
             yield item
 
 

@@ -132,16 +132,18 @@ def test_an_object_without_load_and_save_is_refused():
 
 
 @pytest.mark.parametrize("method", ["load", "save", "claim", "open"])
-def test_a_store_with_an_async_method_is_refused_at_construction(method: str):
+def test_a_store_with_an_async_method_is_adapted_at_construction(method: str):
+    from agora.config import AsyncStoreAdapter
+
     class AsyncStore(InMemoryCheckpointStore):
         pass
 
     async def coroutine(self: Any, *args: Any) -> None: ...
 
     setattr(AsyncStore, method, coroutine)
-    with pytest.raises(TypeError, match=rf"AsyncStore\.{method} is a coroutine function, but "
-                                        rf"checkpoint store methods must be synchronous"):
-        DeliveryConfig(checkpoint=AsyncStore())
+    store = AsyncStore()
+    adapted = DeliveryConfig(checkpoint=store).checkpoint_store
+    assert isinstance(adapted, AsyncStoreAdapter) and adapted.inner is store
 
 
 @pytest.mark.parametrize("key", [3, "", b"k"])

@@ -1,0 +1,7 @@
+"""Import path kept for 0.3.0 programs: the stream sinks."""
+
+from __future__ import annotations
+
+from agora.sinks.simple import StdoutSink
+
+__all__ = ["StdoutSink"]
