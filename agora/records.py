@@ -78,7 +78,9 @@ class Checkpoint:
     @property
     def recorded_at_datetime(self) -> _dt.datetime:
         """``recorded_at`` as an aware ``datetime``."""
-        return _dt.datetime.fromisoformat(self.recorded_at)
+        stamp = self.recorded_at
+        # __post_init__ stores text; the isinstance keeps the type checker honest.
+        return stamp if isinstance(stamp, _dt.datetime) else _dt.datetime.fromisoformat(stamp)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

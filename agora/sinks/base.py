@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from agora.errors import LifecycleError
 from agora.planes import DataPlane, SinkCapabilities, SinkDataPlaneSpec, warn_legacy_flag
@@ -22,7 +22,14 @@ class SinkState(StrEnum):
     CLOSED = "closed"
 
 
-RecordT = TypeVar("RecordT")
+if TYPE_CHECKING:
+    # A default lets un-parameterised uses mean "any record" under mypy --strict;
+    # the runtime TypeVar needs none.
+    from typing_extensions import TypeVar as _DefaultedTypeVar
+
+    RecordT = _DefaultedTypeVar("RecordT", default=Any)
+else:
+    RecordT = TypeVar("RecordT")
 
 
 class BaseSink(Generic[RecordT]):

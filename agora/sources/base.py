@@ -4,7 +4,7 @@ around every source before a run."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from agora.errors import CheckpointError
 from agora.planes import DataPlane, SourceDataPlaneSpec, warn_legacy_flag
@@ -17,7 +17,14 @@ __all__ = ["BaseSource", "LimitedSource", "batch_num_rows", "is_batch_capable_so
 NO_INTRA_BATCH_CHECKPOINT: Any = object()
 
 
-RecordT = TypeVar("RecordT")
+if TYPE_CHECKING:
+    # A default lets un-parameterised uses mean "any record" under mypy --strict;
+    # the runtime TypeVar needs none.
+    from typing_extensions import TypeVar as _DefaultedTypeVar
+
+    RecordT = _DefaultedTypeVar("RecordT", default=Any)
+else:
+    RecordT = TypeVar("RecordT")
 
 
 class BaseSource(Generic[RecordT]):
@@ -153,7 +160,7 @@ class LimitedSource(BaseSource[Any]):
             raise ValueError(f"max_records must be >= 0; got {limit} "
                              f"(source {inner.source_name!r}) — pass 0 or more")
         self.inner = inner
-        self.limit = limit
+        self.max_records = limit
         self.source_name = inner.source_name
         self.supports_checkpoint = inner.supports_checkpoint
         self._emitted = 0
@@ -182,7 +189,7 @@ class LimitedSource(BaseSource[Any]):
         return self.inner.current_checkpoint()
 
     async def stream(self) -> AsyncIterator[Any]:
-        if self.limit == 0:
+        if self.max_records == 0:
             return
         agen = self.inner.stream()
         try:
@@ -190,13 +197,13 @@ class LimitedSource(BaseSource[Any]):
                 yield item
                 if not isinstance(item, MalformedRecord):
                     self._emitted += 1
-                    if self._emitted >= self.limit:
+                    if self._emitted >= self.max_records:
                         return
         finally:
             await _aclose(agen)
 
     async def stream_batches(self) -> AsyncIterator[Any]:
-        if self.limit == 0:
+        if self.max_records == 0:
             return
         agen = self.inner.stream_batches()
         try:
@@ -206,12 +213,12 @@ class LimitedSource(BaseSource[Any]):
                     yield batch
                     before = self.inner.current_checkpoint()
                     continue
-                room = self.limit - self._emitted
+                room = self.max_records - self._emitted
                 n = batch_num_rows(batch)
                 if n <= room:
                     self._emitted += n
                     yield batch
-                    if self._emitted >= self.limit:
+                    if self._emitted >= self.max_records:
                         return
                     before = self.inner.current_checkpoint()
                     continue

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
 import pyarrow as pa
 
 from agora.errors import CheckpointError, LifecycleError
 from agora.planes import DataPlane
-from agora.records import MalformedRecord
 from agora.sources._builtin import (
     BuiltinSource,
     OnMalformed,

@@ -204,7 +204,7 @@ class InMemoryCheckpointStore(CheckpointStore):
                 checkpoint.run_id,
                 checkpoint.source,
                 value,
-                checkpoint.recorded_at,
+                str(checkpoint.recorded_at),  # text after Checkpoint.__post_init__
             )
 
     def reset(self, key: str) -> bool:
