@@ -4,12 +4,13 @@ and planes, checkpoint, DLQ, interruption, process pools, per sink, resources)."
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
 from agora.planes import DataPlane
+from agora.records import Checkpoint
 from agora.runtime.plan import Lane
 
 __all__ = [
@@ -18,10 +19,12 @@ __all__ = [
     "DLQFigures",
     "Interruption",
     "LaneFigures",
+    "MiddlewareCounts",
     "Outcome",
     "PipelineRunSummary",
     "ProcessPoolFigures",
     "ResourceFigures",
+    "RuntimeFigures",
     "SinkCounts",
     "describe_error",
 ]
@@ -60,17 +63,21 @@ class LaneFigures:
     source_plane: DataPlane
     writer_input_plane: DataPlane
     downgraded_sinks: tuple[str, ...] = ()
+    direct_flush_active: bool = False
+    arrow_fast_path_active: bool = False
+    arrow_chain_active: bool = False
 
 
 @dataclass(frozen=True)
 class CheckpointFigures:
     """The checkpoint key, the position the run resumed from (None: from the start),
-    and how many saves succeeded and failed."""
+    how many saves succeeded and failed, and whether a checkpoint store was configured."""
 
     key: str
     resumed_from: Any = None
     saves: int = 0
     failures: int = 0
+    enabled: bool = False
 
 
 @dataclass(frozen=True)
@@ -90,6 +97,75 @@ class Interruption:
 
     reason: str
     forced: bool
+
+
+class MiddlewareCounts(Mapping[str, Any]):
+    """One middleware's counters: read-only, by key (``counts["in"]``, and any counter the
+    middleware added) or as ``records_in`` / ``records_out`` / ``records_dropped`` /
+    ``records_errored`` (the 0.3.0 names)."""
+
+    __slots__ = ("_counts",)
+
+    def __init__(self, counts: Mapping[str, Any]) -> None:
+        self._counts = dict(counts)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._counts[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._counts)
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+    def __repr__(self) -> str:
+        return f"MiddlewareCounts({self._counts!r})"
+
+    @property
+    def records_in(self) -> int:
+        return int(self._counts.get("in", 0))
+
+    @property
+    def records_out(self) -> int:
+        return int(self._counts.get("out", 0))
+
+    @property
+    def records_dropped(self) -> int:
+        return int(self._counts.get("dropped", 0))
+
+    @property
+    def records_errored(self) -> int:
+        return int(self._counts.get("errored", 0))
+
+
+class RuntimeFigures(dict[str, Any]):
+    """The ``runtime`` dict of a summary, also readable by attribute
+    (``summary.runtime.execution_lane``), as 0.3.0 code reads it. A name that is not a
+    key is an AttributeError naming the keys there are."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(
+                f"summary.runtime has no {name!r}; its keys are {', '.join(sorted(self))}"
+            ) from None
+
+
+#: 0.3.0 runtime keys that name mechanisms Agora does not have; they read as off/zero.
+_ABSENT_MECHANISMS: dict[str, bool | int] = {
+    "rust_prefetch_active": False,
+    "rust_prefetch_wait_count": 0,
+    "rust_prefetch_batch_drain_count": 0,
+    "rust_prefetch_push_batch_count": 0,
+    "adaptive_backpressure_enabled": False,
+    "adaptive_backpressure_scale_up_count": 0,
+    "adaptive_backpressure_scale_down_count": 0,
+}
+
+#: The CSV sink's Arrow counters, reported under these keys even when no CSV sink ran.
+_CSV_ARROW_KEYS = ("csv_arrow_native_batch_count", "csv_arrow_native_row_count",
+                   "csv_arrow_downgrade_batch_count", "csv_arrow_downgrade_row_count")
 
 
 @dataclass(frozen=True)
@@ -185,7 +261,9 @@ class PipelineRunSummary:
     (each middleware's counter dict — open-ended: a middleware may add its own),
     ``sink_metrics`` (sinks' ``runtime_metrics`` summed by key), ``source_metrics`` and
     ``unrouted_records``. ``runtime`` is the same facts as one JSON-ready dict under
-    their 0.3 names (each once); ``to_dict()`` holds it under ``"runtime"``.
+    their 0.3 names (also readable by attribute); ``to_dict()`` holds it under
+    ``"runtime"``. ``last_checkpoint`` is the committed position's value;
+    ``last_checkpoint_record`` is the same as a ``Checkpoint``.
     """
 
     pipeline_id: str
@@ -202,7 +280,7 @@ class PipelineRunSummary:
     error: Mapping[str, str] | None = None
     records_abandoned: int = 0
     records_partially_written: int = 0
-    by_middleware: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    by_middleware: Mapping[str, MiddlewareCounts] = field(default_factory=dict)
     by_sink: Mapping[str, SinkCounts] = field(default_factory=dict)
     dlq: DLQFigures = field(default_factory=DLQFigures)
     interruption: Interruption | None = None
@@ -211,6 +289,22 @@ class PipelineRunSummary:
     sink_metrics: Mapping[str, int | float] = field(default_factory=dict)
     source_metrics: Mapping[str, int | float] = field(default_factory=dict)
     unrouted_records: int = 0
+    source_name: str = ""
+
+    def __post_init__(self) -> None:
+        # Counter dicts handed in (by the runtime or by a test) become MiddlewareCounts.
+        object.__setattr__(self, "by_middleware", {
+            name: counts if isinstance(counts, MiddlewareCounts) else MiddlewareCounts(counts)
+            for name, counts in self.by_middleware.items()})
+
+    @property
+    def last_checkpoint_record(self) -> Checkpoint | None:
+        """``last_checkpoint`` as a :class:`~agora.records.Checkpoint` (pipeline, run,
+        source, value), or None when the run committed nothing."""
+        if self.last_checkpoint is None:
+            return None
+        return Checkpoint(pipeline_id=self.pipeline_id, run_id=self.run_id, source=self.source_name,
+                          value=self.last_checkpoint)
 
     @property
     def interrupted(self) -> bool:
@@ -221,14 +315,23 @@ class PipelineRunSummary:
         return self.records_consumed / self.elapsed_seconds if self.elapsed_seconds > 0 else 0.0
 
     @property
-    def runtime(self) -> dict[str, Any]:
+    def runtime(self) -> RuntimeFigures:
         """The lane, checkpoint, DLQ, interruption, process-pool, sink, source and
         resource facts as one JSON-ready dict (a fresh copy on every access), under the
         keys 0.3 used: ``execution_lane``, ``source_plane``, ``writer_input_plane``,
         ``downgraded_sinks``, ``checkpoint_key``, ``resumed_from``, ``checkpoint_saves``,
         ``checkpoint_failures``, ``dlq_writes``, ``dlq_failures``,
         ``failures_continued_without_dlq``, ``unrouted_records``, ``interruption``,
-        ``process_batch``, ``sink_metrics``, ``source_metrics``, ``resources``."""
+        ``process_batch``, ``sink_metrics``, ``source_metrics``, ``resources``.
+
+        The same facts also appear under the names 0.3.0 gave them, so code written for it
+        reads them unchanged: ``source_data_plane``, ``writer_input_data_plane``,
+        ``direct_flush_active``, ``arrow_fast_path_active``, ``arrow_chain_active``,
+        ``writer_downgraded_sink_count``, ``checkpoint_enabled``,
+        ``checkpoint_save_count``, ``checkpoint_failure_count``, ``dlq_failure_count``,
+        ``process_batch_stage_max_in_flight`` and the four ``csv_arrow_*`` counters; keys naming
+        mechanisms Agora does not have (``rust_prefetch_*``, ``adaptive_backpressure_*``)
+        read as off/zero. Readable by key or by attribute."""
         stop = self.interruption
         data = {
             "execution_lane": self.lane.execution_lane.value,
@@ -254,8 +357,25 @@ class PipelineRunSummary:
                 "workers_peak_rss_bytes": self.resources.workers_peak_rss_bytes,
             },
         }
-        result: dict[str, Any] = _json(data)
-        return result
+        lane = self.lane
+        data.update({
+            "source_data_plane": lane.source_plane.value,
+            "writer_input_data_plane": lane.writer_input_plane.value,
+            "direct_flush_active": lane.direct_flush_active,
+            "arrow_fast_path_active": lane.arrow_fast_path_active,
+            "arrow_chain_active": lane.arrow_chain_active,
+            "writer_downgraded_sink_count": len(lane.downgraded_sinks),
+            "checkpoint_enabled": self.checkpoint.enabled,
+            "checkpoint_save_count": self.checkpoint.saves,
+            "checkpoint_failure_count": self.checkpoint.failures,
+            "dlq_failure_count": self.dlq.failures,
+            "process_batch_stage_max_in_flight": max(
+                (p.peak_in_flight for p in self.process_pools.values()), default=0),
+        })
+        for key in _CSV_ARROW_KEYS:
+            data[key] = self.sink_metrics.get(key, 0)
+        data.update(_ABSENT_MECHANISMS)
+        return RuntimeFigures(_json(data))
 
     def to_dict(self) -> dict[str, Any]:
         """Everything, JSON-ready: the counts, ``outcome``, ``error``,
