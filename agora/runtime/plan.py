@@ -74,8 +74,9 @@ class PipelineExplain:
 
     ``direct_flush_eligible``: the row lane hands each group of ``batch_size`` records to
     the writer in one call. ``arrow_fast_path_eligible``: at least one sink receives the
-    ``RecordBatch`` itself. ``arrow_chain_eligible``: that, and the middleware chain (if
-    any) works on Arrow too, so no rows are built between source and those sinks."""
+    ``RecordBatch`` itself. ``arrow_chain_eligible``: the source emits Arrow and the
+    middleware chain (if any) works on Arrow, so no rows are built before the writer
+    (a sink that does not take Arrow still gets rows there)."""
 
     pipeline_id: str
     source_name: str
@@ -331,7 +332,7 @@ def make_plan(
         writer_input_plane=writer_plane.value,
         direct_flush_eligible=direct_flush,
         arrow_fast_path_eligible=fast_path,
-        arrow_chain_eligible=fast_path and chain_plane is DataPlane.ARROW_BATCHES,
+        arrow_chain_eligible=chain_plane is DataPlane.ARROW_BATCHES,
         sinks=tuple(
             SinkExplain(
                 name=sp.sink.sink_name,

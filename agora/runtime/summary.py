@@ -4,12 +4,18 @@ and planes, checkpoint, DLQ, interruption, process pools, per sink, resources)."
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
 from agora.planes import DataPlane
+from agora.runtime.counters import (
+    ABSENT_MECHANISMS,
+    CSV_ARROW_KEYS,
+    MiddlewareCounts,
+    RuntimeFigures,
+)
 from agora.records import Checkpoint
 from agora.runtime.plan import Lane
 
@@ -97,75 +103,6 @@ class Interruption:
 
     reason: str
     forced: bool
-
-
-class MiddlewareCounts(Mapping[str, Any]):
-    """One middleware's counters: read-only, by key (``counts["in"]``, and any counter the
-    middleware added) or as ``records_in`` / ``records_out`` / ``records_dropped`` /
-    ``records_errored`` (the 0.3.0 names)."""
-
-    __slots__ = ("_counts",)
-
-    def __init__(self, counts: Mapping[str, Any]) -> None:
-        self._counts = dict(counts)
-
-    def __getitem__(self, key: str) -> Any:
-        return self._counts[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._counts)
-
-    def __len__(self) -> int:
-        return len(self._counts)
-
-    def __repr__(self) -> str:
-        return f"MiddlewareCounts({self._counts!r})"
-
-    @property
-    def records_in(self) -> int:
-        return int(self._counts.get("in", 0))
-
-    @property
-    def records_out(self) -> int:
-        return int(self._counts.get("out", 0))
-
-    @property
-    def records_dropped(self) -> int:
-        return int(self._counts.get("dropped", 0))
-
-    @property
-    def records_errored(self) -> int:
-        return int(self._counts.get("errored", 0))
-
-
-class RuntimeFigures(dict[str, Any]):
-    """The ``runtime`` dict of a summary, also readable by attribute
-    (``summary.runtime.execution_lane``), as 0.3.0 code reads it. A name that is not a
-    key is an AttributeError naming the keys there are."""
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(
-                f"summary.runtime has no {name!r}; its keys are {', '.join(sorted(self))}"
-            ) from None
-
-
-#: 0.3.0 runtime keys that name mechanisms Agora does not have; they read as off/zero.
-_ABSENT_MECHANISMS: dict[str, bool | int] = {
-    "rust_prefetch_active": False,
-    "rust_prefetch_wait_count": 0,
-    "rust_prefetch_batch_drain_count": 0,
-    "rust_prefetch_push_batch_count": 0,
-    "adaptive_backpressure_enabled": False,
-    "adaptive_backpressure_scale_up_count": 0,
-    "adaptive_backpressure_scale_down_count": 0,
-}
-
-#: The CSV sink's Arrow counters, reported under these keys even when no CSV sink ran.
-_CSV_ARROW_KEYS = ("csv_arrow_native_batch_count", "csv_arrow_native_row_count",
-                   "csv_arrow_downgrade_batch_count", "csv_arrow_downgrade_row_count")
 
 
 @dataclass(frozen=True)
@@ -372,9 +309,9 @@ class PipelineRunSummary:
             "process_batch_stage_max_in_flight": max(
                 (p.peak_in_flight for p in self.process_pools.values()), default=0),
         })
-        for key in _CSV_ARROW_KEYS:
+        for key in CSV_ARROW_KEYS:
             data[key] = self.sink_metrics.get(key, 0)
-        data.update(_ABSENT_MECHANISMS)
+        data.update(ABSENT_MECHANISMS)
         return RuntimeFigures(_json(data))
 
     def to_dict(self) -> dict[str, Any]:
