@@ -237,7 +237,8 @@ class PipelineRunSummary:
     @property
     def last_checkpoint_record(self) -> Checkpoint | None:
         """``last_checkpoint`` as a :class:`~agora.records.Checkpoint` (pipeline, run,
-        source, value), or None when the run committed nothing."""
+        source, value), or None when the run recorded no position (nothing committed, or no
+        checkpoint store)."""
         if self.last_checkpoint is None:
             return None
         return Checkpoint(pipeline_id=self.pipeline_id, run_id=self.run_id, source=self.source_name,
