@@ -84,6 +84,16 @@ DLQ_STAGES: tuple[str, ...] = tuple(stage.value for stage in DLQStage)
 DEFAULT_MAX_VALUE_SIZE = 1_000_000
 
 
+class _Required:
+    """Marks a field with no default that follows fields with one (kept positional)."""
+
+    def __repr__(self) -> str:
+        return "<required>"
+
+
+_REQUIRED: Any = _Required()
+
+
 @dataclass(frozen=True)
 class DLQRecord:
     """One failed record, with enough context to understand and replay it.
@@ -108,9 +118,9 @@ class DLQRecord:
     stage: DLQStage
     error_type: str
     error_message: str
-    source: str
-    checkpoint: Any
-    record: Any
+    source: str | None = None
+    checkpoint: Any = None
+    record: Any = _REQUIRED
     processed_record: Any = None
     middleware: str | None = None
     sink: str | None = None
@@ -124,6 +134,11 @@ class DLQRecord:
     max_attempts: int | None = None
 
     def __post_init__(self) -> None:
+        if self.record is _REQUIRED:
+            raise TypeError(
+                "DLQRecord needs record= (the failed record as the source emitted it); got "
+                "none — pass record=…"
+            )
         # A plain string is accepted (records read back from a file carry one) and stored
         # as the enum member; str() and JSON give the same string either way.
         try:
@@ -183,6 +198,8 @@ class DLQRecord:
         for key in ("checkpoint", "record", "processed_record", "original_record"):
             if key in data:
                 data[key] = json_safe(data[key], flags, max_value_size=max_value_size)
+        if data["source"] is None:
+            data["source"] = ""  # not known to whoever built the record; stores need text
         for key in _TEXT_FIELDS:
             if data[key] is not None or key not in ("middleware", "sink"):
                 data[key] = safe_text(data[key])

@@ -72,3 +72,60 @@ def test_an_original_record_json_cannot_hold_is_stored_flagged_not_dropped():
     data = rec.to_dict()
     assert "original_record" in data and data["round_trippable"] is False
     json.dumps(data)
+
+
+def test_code_may_leave_out_source_and_checkpoint_but_never_the_record():
+    rec = DLQRecord(pipeline_id="p", run_id="r", stage="middleware", error_type="E",
+                    error_message="m", record={"k": 1})
+    assert (rec.source, rec.checkpoint) == (None, None)
+    assert rec.to_dict()["source"] == ""  # stores keep a text column
+    with pytest.raises(TypeError, match="DLQRecord needs record="):
+        DLQRecord(pipeline_id="p", run_id="r", stage="middleware", error_type="E",
+                  error_message="m")
+
+
+def test_positional_construction_keeps_its_order():
+    rec = DLQRecord("p", "r", "middleware", "E", "m", "src", 4, {"k": 1})
+    assert (rec.source, rec.checkpoint, rec.record) == ("src", 4, {"k": 1})
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "jsonl"])
+def test_a_record_without_a_source_is_stored_by_both_dlq_files(tmp_path, kind):
+    import asyncio
+
+    from agora import JsonLinesDLQSink, SQLiteDLQSink, read_dlq
+
+    path = tmp_path / ("dlq.db" if kind == "sqlite" else "dlq.jsonl")
+    sink = SQLiteDLQSink(path) if kind == "sqlite" else JsonLinesDLQSink(path)
+    rec = DLQRecord(pipeline_id="p", run_id="r", stage="middleware", error_type="E",
+                    error_message="m", record={"k": 1})
+
+    async def store() -> None:
+        await sink.open()
+        await sink.write(rec)
+        await sink.flush()
+        await sink.close()
+
+    asyncio.run(store())
+    [back] = list(read_dlq(path))
+    assert back.record == {"k": 1} and back.source == ""
+
+
+def test_the_json_lines_dlq_keeps_the_replay_bookkeeping(tmp_path):
+    import asyncio
+
+    from agora import JsonLinesDLQSink, read_dlq
+
+    path = tmp_path / "dlq.jsonl"
+    sink = JsonLinesDLQSink(path)
+    rec = _rec(attempt=1, max_attempts=3, original_record={"raw": "source"})
+
+    async def store() -> None:
+        await sink.open()
+        await sink.write(rec)
+        await sink.flush()
+        await sink.close()
+
+    asyncio.run(store())
+    [back] = list(read_dlq(path))
+    assert (back.attempt, back.max_attempts, back.original_record) == (1, 3, {"raw": "source"})
