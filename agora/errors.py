@@ -59,11 +59,61 @@ class PipelineError(AgoraError):
 
     ``stage`` names the phase that rejected it (``"pipeline_build"`` for planning).
     Raised before any source, middleware, sink or store is opened.
+
+    The optional context (``pipeline_id``, ``run_id``, ``source_name``, ``sink_name``,
+    ``checkpoint``) says where it happened; ``str()`` is the message followed by the stage
+    and every context field that is set, so a log line alone locates the failure.
+    :meth:`with_context` returns a copy with more context, leaving this error unchanged.
     """
 
-    def __init__(self, message: str, *, stage: str = "pipeline_build") -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        stage: str | None = "pipeline_build",
+        pipeline_id: str | None = None,
+        run_id: str | None = None,
+        source_name: str | None = None,
+        sink_name: str | None = None,
+        checkpoint: object = None,
+    ) -> None:
         super().__init__(message)
+        self.message = message
         self.stage = stage
+        self.pipeline_id = pipeline_id
+        self.run_id = run_id
+        self.source_name = source_name
+        self.sink_name = sink_name
+        self.checkpoint = checkpoint
+
+    def _context(self) -> dict[str, object]:
+        return {key: value for key, value in (
+            ("stage", self.stage), ("pipeline", self.pipeline_id), ("run", self.run_id),
+            ("source", self.source_name), ("sink", self.sink_name),
+            ("checkpoint", self.checkpoint),
+        ) if value is not None}
+
+    def __str__(self) -> str:
+        context = self._context()
+        if not context:
+            return self.message
+        return f"{self.message} [{', '.join(f'{k}={v}' for k, v in context.items())}]"
+
+    def with_context(self, **context: object) -> PipelineError:
+        """A copy of this error with the given context fields set (others kept); the
+        copy's ``__cause__`` is this error's cause. Unknown field names are a TypeError."""
+        names = ("stage", "pipeline_id", "run_id", "source_name", "sink_name", "checkpoint")
+        unknown = sorted(set(context) - set(names))
+        if unknown:
+            raise TypeError(
+                f"PipelineError.with_context() fields must be among {names}; got {unknown}"
+            )
+        merged = {name: getattr(self, name) for name in names}
+        merged.update(context)
+        copy = type(self).__new__(type(self))
+        PipelineError.__init__(copy, self.message, **merged)  # type: ignore[arg-type]
+        copy.__cause__ = self.__cause__
+        return copy
 
 
 class ProcessBatchError(AgoraError):

@@ -104,13 +104,27 @@ DLQ_STAGES: tuple[str, ...] = tuple(stage.value for stage in DLQStage)
 DEFAULT_MAX_VALUE_SIZE = 1_000_000
 
 
+class _Required:
+    """Marks a field with no default that follows fields with one (kept positional)."""
+
+    def __repr__(self) -> str:
+        return "<required>"
+
+
+_REQUIRED: Any = _Required()
+
+
 @dataclass(frozen=True)
 class DLQRecord:
     """One failed record, with enough context to understand and replay it.
 
     ``record`` is the record as the source emitted it (for Arrow lanes: the row, as a dict,
     that entered the failing stage); ``processed_record`` is what reached the sink, for
-    ``stage="sink_write"``.
+    ``stage="sink_write"``. ``original_record`` is set only when the source's record
+    differs from ``record`` (None: ``record`` is the source's record); ``attempt`` counts
+    replays of this failure (0: first capture) and ``max_attempts`` bounds them (None: no
+    bound). :meth:`replay_payload` picks what to send again. These three are stored only
+    when set.
 
     Capture never fails because of content: ``to_dict()`` is always JSON-serialisable and
     ``to_json()`` is always encodable as UTF-8. Values JSON cannot hold are stored in a
@@ -124,9 +138,9 @@ class DLQRecord:
     stage: DLQStage
     error_type: str
     error_message: str
-    source: str
-    checkpoint: Any
-    record: Any
+    source: str | None = None
+    checkpoint: Any = None
+    record: Any = _REQUIRED
     processed_record: Any = None
     middleware: str | None = None
     sink: str | None = None
@@ -135,8 +149,16 @@ class DLQRecord:
     )
     round_trippable: bool = True
     truncated: bool = False
+    original_record: Any = None
+    attempt: int = 0
+    max_attempts: int | None = None
 
     def __post_init__(self) -> None:
+        if self.record is _REQUIRED:
+            raise TypeError(
+                "DLQRecord needs record= (the failed record as the source emitted it); got "
+                "none — pass record=…"
+            )
         # A plain string is accepted (records read back from a file carry one) and stored
         # as the enum member; str() and JSON give the same string either way.
         try:
@@ -146,6 +168,31 @@ class DLQRecord:
                 f"DLQRecord.stage must be one of {DLQ_STAGES}; got {self.stage!r}"
             ) from None
         object.__setattr__(self, "stage", stage)
+        if isinstance(self.attempt, bool) or not isinstance(self.attempt, int) or self.attempt < 0:
+            raise ValueError(
+                f"DLQRecord.attempt must be an int >= 0; got {self.attempt!r} — count replays "
+                f"from 0 (the first capture)"
+            )
+        if self.max_attempts is not None and (
+                isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int)
+                or self.max_attempts < 1):
+            raise ValueError(
+                f"DLQRecord.max_attempts must be None (no limit) or an int >= 1; got "
+                f"{self.max_attempts!r}"
+            )
+
+    def replay_payload(self, mode: str = "pipeline") -> Any:
+        """What to send again: ``mode="pipeline"`` gives the record as the source emitted
+        it (``original_record`` if set, else ``record``), to run through the whole
+        pipeline; ``mode="sink"`` gives what reached the sink (``processed_record`` if set,
+        else ``record``), to write straight to a sink. Any other mode is a ValueError."""
+        if mode == "pipeline":
+            return self.record if self.original_record is None else self.original_record
+        if mode == "sink":
+            return self.record if self.processed_record is None else self.processed_record
+        raise ValueError(
+            f"DLQRecord.replay_payload() mode must be 'pipeline' or 'sink'; got {mode!r}"
+        )
 
     @classmethod
     def from_exception(cls, exc: BaseException, **fields: Any) -> DLQRecord:
@@ -160,8 +207,19 @@ class DLQRecord:
         # cannot be copied — it must still be stored (flagged), never dropped.
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         flags = {"ok": True, "truncated": False}
-        for key in ("checkpoint", "record", "processed_record"):
-            data[key] = json_safe(data[key], flags, max_value_size=max_value_size)
+        # Replay bookkeeping is stored only when set, so records captured before these
+        # fields existed and records captured now read (and de-duplicate) the same.
+        # (Compared by identity: a record's own __eq__ may raise, and capture must not.)
+        for key in ("original_record", "max_attempts"):
+            if data[key] is None:
+                del data[key]
+        if self.attempt == 0:  # an int, checked at construction
+            del data["attempt"]
+        for key in ("checkpoint", "record", "processed_record", "original_record"):
+            if key in data:
+                data[key] = json_safe(data[key], flags, max_value_size=max_value_size)
+        if data["source"] is None:
+            data["source"] = ""  # not known to whoever built the record; stores need text
         for key in _TEXT_FIELDS:
             if data[key] is not None or key not in ("middleware", "sink"):
                 data[key] = safe_text(data[key])

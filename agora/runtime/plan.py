@@ -73,7 +73,13 @@ class SinkExplain:
 
 @dataclass(frozen=True)
 class PipelineExplain:
-    """What a run would do, computed without opening, reading or starting anything."""
+    """What a run would do, computed without opening, reading or starting anything.
+
+    ``direct_flush_eligible``: the row lane hands each group of ``batch_size`` records to
+    the writer in one call. ``arrow_fast_path_eligible``: at least one sink receives the
+    ``RecordBatch`` itself. ``arrow_chain_eligible``: the source emits Arrow and the
+    middleware chain (if any) works on Arrow, so no rows are built before the writer
+    (a sink that does not take Arrow still gets rows there)."""
 
     pipeline_id: str
     source_name: str
@@ -87,9 +93,83 @@ class PipelineExplain:
     writer_kind: WriterKind
     writer_input_plane: str
     sinks: tuple[SinkExplain, ...]
+    direct_flush_eligible: bool = False
+    arrow_fast_path_eligible: bool = False
+    arrow_chain_eligible: bool = False
+
+    # -- the same plan under the names 0.3.0 used (``explain.planned_lane`` …) ------------
+    # Our ``middleware_input_plane`` is the plane the middleware *work on* (rows after the
+    # chain entry materialises Arrow); 0.3.0's ``middleware_input_data_plane`` is the plane
+    # that *enters* the chain (Arrow, with the materialise flag set). Both are kept.
+
+    @property
+    def planned_lane(self) -> str:
+        return self.lane.value
+
+    @property
+    def source_limit(self) -> int | None:
+        return self.max_records
+
+    @property
+    def batch_source(self) -> bool:
+        return self.lane is Lane.BATCH
+
+    @property
+    def source_data_plane(self) -> str:
+        return self.source_plane
+
+    @property
+    def middleware_input_data_plane(self) -> str:
+        """The plane entering the chain: the source's when there is no middleware or
+        when the chain entry materialises Arrow to rows."""
+        if self.middleware_input_plane is None or self.materializes_arrow_to_rows:
+            return self.source_plane
+        return self.middleware_input_plane
+
+    @property
+    def middleware_output_data_plane(self) -> str:
+        return self.middleware_output_plane or self.source_plane
+
+    @property
+    def middleware_materializes_arrow_to_rows(self) -> bool:
+        return self.materializes_arrow_to_rows
+
+    @property
+    def writer_input_data_plane(self) -> str:
+        return self.writer_input_plane
+
+    @property
+    def sink_downgrade_count(self) -> int:
+        return sum(1 for sink in self.sinks if sink.downgraded)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: every field above, plus the same plan under 0.3.0's keys
+        (``planned_lane``, ``source_data_plane``, ``middleware_input_data_plane``,
+        ``middleware_materializes_arrow_to_rows``, ``middleware_matrix``,
+        ``writer_input_data_plane``, ``sink_downgrade_count``, the ``*_eligible`` flags,
+        and per sink ``sink_name``, ``selected_data_plane``, ``downgraded_from_input``…)."""
         data: dict[str, Any] = json.loads(json.dumps(asdict(self)))
+        data.update(
+            planned_lane=self.planned_lane,
+            source_limit=self.source_limit,
+            batch_source=self.batch_source,
+            source_data_plane=self.source_data_plane,
+            middleware_input_data_plane=self.middleware_input_data_plane,
+            middleware_output_data_plane=self.middleware_output_data_plane,
+            middleware_materializes_arrow_to_rows=self.middleware_materializes_arrow_to_rows,
+            middleware_matrix=[{"index": mw.index, "name": mw.name,
+                                "data_plane": mw.input_plane} for mw in self.middleware],
+            writer_input_data_plane=self.writer_input_data_plane,
+            sink_downgrade_count=self.sink_downgrade_count,
+        )
+        for entry, sink in zip(data["sinks"], self.sinks, strict=True):
+            entry.update(
+                sink_name=sink.name,
+                accepted_data_planes=list(sink.accepted_planes),
+                native_data_planes=list(sink.native_planes),
+                selected_data_plane=sink.selected_plane,
+                downgraded_from_input=sink.downgraded,
+            )
         return data
 
     def __str__(self) -> str:
@@ -221,6 +301,12 @@ def make_plan(
         sink_spec = sink.data_plane_spec()
         sink_plans.append(SinkPlan(sink, sink_spec, sink_spec.selected_plane_for(writer_plane)))
 
+    # The row lane hands each group of batch_size records to the writer in one call.
+    direct_flush = lane is Lane.LINEAR and batch_size > 1 and writer_kind is not WriterKind.ROUTER
+    # Some sink receives the RecordBatch itself (no rows are built for it).
+    fast_path = writer_plane is DataPlane.ARROW_BATCHES and any(
+        sp.selected is DataPlane.ARROW_BATCHES for sp in sink_plans)
+
     mw_explain = []
     for i, mw in enumerate(middleware):
         if mw.kind == MiddlewareKind.ARROW:
@@ -250,6 +336,9 @@ def make_plan(
         middleware=tuple(mw_explain),
         writer_kind=writer_kind,
         writer_input_plane=writer_plane.value,
+        direct_flush_eligible=direct_flush,
+        arrow_fast_path_eligible=fast_path,
+        arrow_chain_eligible=chain_plane is DataPlane.ARROW_BATCHES,
         sinks=tuple(
             SinkExplain(
                 name=sp.sink.sink_name,

@@ -10,6 +10,13 @@ from enum import StrEnum
 from typing import Any
 
 from agora.planes import DataPlane
+from agora.runtime.counters import (
+    ABSENT_MECHANISMS,
+    CSV_ARROW_KEYS,
+    MiddlewareCounts,
+    RuntimeFigures,
+)
+from agora.records import Checkpoint
 from agora.runtime.plan import Lane
 
 __all__ = [
@@ -18,10 +25,12 @@ __all__ = [
     "DLQFigures",
     "Interruption",
     "LaneFigures",
+    "MiddlewareCounts",
     "Outcome",
     "PipelineRunSummary",
     "ProcessPoolFigures",
     "ResourceFigures",
+    "RuntimeFigures",
     "SinkCounts",
     "describe_error",
 ]
@@ -60,17 +69,21 @@ class LaneFigures:
     source_plane: DataPlane
     writer_input_plane: DataPlane
     downgraded_sinks: tuple[str, ...] = ()
+    direct_flush_active: bool = False
+    arrow_fast_path_active: bool = False
+    arrow_chain_active: bool = False
 
 
 @dataclass(frozen=True)
 class CheckpointFigures:
     """The checkpoint key, the position the run resumed from (None: from the start),
-    and how many saves succeeded and failed."""
+    how many saves succeeded and failed, and whether a checkpoint store was configured."""
 
     key: str
     resumed_from: Any = None
     saves: int = 0
     failures: int = 0
+    enabled: bool = False
 
 
 @dataclass(frozen=True)
@@ -185,7 +198,9 @@ class PipelineRunSummary:
     (each middleware's counter dict — open-ended: a middleware may add its own),
     ``sink_metrics`` (sinks' ``runtime_metrics`` summed by key), ``source_metrics`` and
     ``unrouted_records``. ``runtime`` is the same facts as one JSON-ready dict under
-    their 0.3 names (each once); ``to_dict()`` holds it under ``"runtime"``.
+    their 0.3 names (also readable by attribute); ``to_dict()`` holds it under
+    ``"runtime"``. ``last_checkpoint`` is the committed position's value;
+    ``last_checkpoint_record`` is the same as a ``Checkpoint``.
     """
 
     pipeline_id: str
@@ -202,7 +217,7 @@ class PipelineRunSummary:
     error: Mapping[str, str] | None = None
     records_abandoned: int = 0
     records_partially_written: int = 0
-    by_middleware: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    by_middleware: Mapping[str, MiddlewareCounts] = field(default_factory=dict)
     by_sink: Mapping[str, SinkCounts] = field(default_factory=dict)
     dlq: DLQFigures = field(default_factory=DLQFigures)
     interruption: Interruption | None = None
@@ -211,6 +226,23 @@ class PipelineRunSummary:
     sink_metrics: Mapping[str, int | float] = field(default_factory=dict)
     source_metrics: Mapping[str, int | float] = field(default_factory=dict)
     unrouted_records: int = 0
+    source_name: str = ""
+
+    def __post_init__(self) -> None:
+        # Counter dicts handed in (by the runtime or by a test) become MiddlewareCounts.
+        object.__setattr__(self, "by_middleware", {
+            name: counts if isinstance(counts, MiddlewareCounts) else MiddlewareCounts(counts)
+            for name, counts in self.by_middleware.items()})
+
+    @property
+    def last_checkpoint_record(self) -> Checkpoint | None:
+        """``last_checkpoint`` as a :class:`~agora.records.Checkpoint` (pipeline, run,
+        source, value), or None when the run recorded no position (nothing committed, or no
+        checkpoint store)."""
+        if self.last_checkpoint is None:
+            return None
+        return Checkpoint(pipeline_id=self.pipeline_id, run_id=self.run_id, source=self.source_name,
+                          value=self.last_checkpoint)
 
     @property
     def interrupted(self) -> bool:
@@ -221,14 +253,23 @@ class PipelineRunSummary:
         return self.records_consumed / self.elapsed_seconds if self.elapsed_seconds > 0 else 0.0
 
     @property
-    def runtime(self) -> dict[str, Any]:
+    def runtime(self) -> RuntimeFigures:
         """The lane, checkpoint, DLQ, interruption, process-pool, sink, source and
         resource facts as one JSON-ready dict (a fresh copy on every access), under the
         keys 0.3 used: ``execution_lane``, ``source_plane``, ``writer_input_plane``,
         ``downgraded_sinks``, ``checkpoint_key``, ``resumed_from``, ``checkpoint_saves``,
         ``checkpoint_failures``, ``dlq_writes``, ``dlq_failures``,
         ``failures_continued_without_dlq``, ``unrouted_records``, ``interruption``,
-        ``process_batch``, ``sink_metrics``, ``source_metrics``, ``resources``."""
+        ``process_batch``, ``sink_metrics``, ``source_metrics``, ``resources``.
+
+        The same facts also appear under the names 0.3.0 gave them, so code written for it
+        reads them unchanged: ``source_data_plane``, ``writer_input_data_plane``,
+        ``direct_flush_active``, ``arrow_fast_path_active``, ``arrow_chain_active``,
+        ``writer_downgraded_sink_count``, ``checkpoint_enabled``,
+        ``checkpoint_save_count``, ``checkpoint_failure_count``, ``dlq_failure_count``,
+        ``process_batch_stage_max_in_flight`` and the four ``csv_arrow_*`` counters; keys naming
+        mechanisms Agora does not have (``rust_prefetch_*``, ``adaptive_backpressure_*``)
+        read as off/zero. Readable by key or by attribute."""
         stop = self.interruption
         data = {
             "execution_lane": self.lane.execution_lane.value,
@@ -254,8 +295,25 @@ class PipelineRunSummary:
                 "workers_peak_rss_bytes": self.resources.workers_peak_rss_bytes,
             },
         }
-        result: dict[str, Any] = _json(data)
-        return result
+        lane = self.lane
+        data.update({
+            "source_data_plane": lane.source_plane.value,
+            "writer_input_data_plane": lane.writer_input_plane.value,
+            "direct_flush_active": lane.direct_flush_active,
+            "arrow_fast_path_active": lane.arrow_fast_path_active,
+            "arrow_chain_active": lane.arrow_chain_active,
+            "writer_downgraded_sink_count": len(lane.downgraded_sinks),
+            "checkpoint_enabled": self.checkpoint.enabled,
+            "checkpoint_save_count": self.checkpoint.saves,
+            "checkpoint_failure_count": self.checkpoint.failures,
+            "dlq_failure_count": self.dlq.failures,
+            "process_batch_stage_max_in_flight": max(
+                (p.peak_in_flight for p in self.process_pools.values()), default=0),
+        })
+        for key in CSV_ARROW_KEYS:
+            data[key] = self.sink_metrics.get(key, 0)
+        data.update(ABSENT_MECHANISMS)
+        return RuntimeFigures(_json(data))
 
     def to_dict(self) -> dict[str, Any]:
         """Everything, JSON-ready: the counts, ``outcome``, ``error``,
