@@ -111,7 +111,7 @@ class PipelineError(AgoraError):
         merged = {name: getattr(self, name) for name in names}
         merged.update(context)
         copy = type(self).__new__(type(self))
-        PipelineError.__init__(copy, self.message, **merged)  # type: ignore[arg-type]
+        PipelineError.__init__(copy, self.message, **merged)
         copy.__cause__ = self.__cause__
         return copy
 
