@@ -15,7 +15,7 @@ stores and process never import ``runtime`` or ``pipeline``; the runtime imports
                      (sink planes, fan-out, router), delivery.py (DLQ routing, policies,
                      handled-prefix checkpoints), lifecycle.py (start/stop order),
                      interrupt.py (signals, cancellation), progress.py (live counters),
-                     summary.py + report.py (run summary), resources.py (psutil),
+                     summary.py + report.py + counters.py (run summary), resources.py (psutil),
                      replay.py + replay_report.py (re-sending dead letters), io_lane.py
                      (bounded-concurrency async stages)
     process/         process-isolated batch middleware: middleware.py (the two classes),
@@ -37,8 +37,15 @@ stores and process never import ``runtime`` or ``pipeline``; the runtime imports
                      dlq_schema.py, dlq_read.py, dlq_state.py (replay state); _files.py
     testing/         for users' tests: faults.py (fault injectors), sinks.py (FlakySink),
                      processes.py (no orphans, no leaks), handshake.py, calibrate.py
+    core/            upstream 0.3.0 import paths, re-exports only: source.py, sink.py,
+                     middleware.py, pipeline.py, checkpoint.py, dlq.py; and below
+    middlewares/     process.py (re-export)
+    sinks/file/      csv.py, jsonlines.py (re-exports)
+    sinks/io/        stdout.py (re-export)
+    sources/file/    parquet.py (re-export)
     protocols.py     the seams the engine drives: checkpoint store, DLQ sink, process stage
-    planes.py config.py records.py errors.py   shared vocabulary
+    planes.py config.py records.py errors.py   shared vocabulary; _json_values.py (the
+                     JSON-safe forms dead-letter records store)
     _safe_files.py   owner-only files in shared folders, opened without following links
 
 Public surface: every name in ``agora.__all__``, and these submodules with their own
