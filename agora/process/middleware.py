@@ -8,6 +8,7 @@ and sinks never leave the main process.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pickle
 from collections.abc import Callable, Sequence
@@ -15,11 +16,11 @@ from typing import Any
 
 import pyarrow as pa
 
-from agora.errors import LifecycleError, ProcessBatchError
+from agora.errors import LifecycleError, ProcessBatchError, ProcessPoolBrokenError
 from agora.middleware.base import ArrowBatchMiddleware, BatchMiddleware, MiddlewareContext
 from agora.process.executor import Executor, Lease, LeaseSpec
 from agora.process.executors import PerRunExecutor
-from agora.process.handles import PoolMetrics
+from agora.process.handles import PoolGeneration, PoolMetrics
 from agora.process.transport import ArrowTransport, RowTransport, Transport, encode_rows
 
 __all__ = ["ArrowProcessBatchMiddleware", "ProcessBatchMiddleware"]
@@ -76,19 +77,19 @@ class _ProcessLane:
             )
         if not isinstance(ordered, bool):
             raise TypeError(f"{label}: ordered must be True or False; got {ordered!r}")
-        if not ordered and max_in_flight_batches > 1:
-            raise ValueError(
-                f"{label}: unordered pipelined commit is not available (ordered=False with "
-                f"max_in_flight_batches={max_in_flight_batches}); use ordered=True — results "
-                "are still computed concurrently — or max_in_flight_batches=1"
-            )
+        # An fn that cannot be pickled is not refused here: programs written for 0.3.0
+        # build the middleware first and learn it from the first batch. The pool then
+        # never starts and every batch fails with ProcessPoolBrokenError carrying this
+        # reason, which stops a run before any record is committed.
+        fn_bytes: bytes | None = None
+        self._unpicklable: str | None = None
         try:
             fn_bytes = pickle.dumps(fn, protocol=5)
         except Exception as exc:  # noqa: BLE001 - PicklingError, AttributeError, TypeError…
-            raise TypeError(
-                f"{label}: fn {fn!r} cannot be pickled ({type(exc).__name__}: {exc}); define fn "
-                "at module top level (lambdas/closures cannot cross a process boundary)"
-            ) from exc
+            self._unpicklable = (
+                f"fn {fn!r} cannot be pickled ({type(exc).__name__}: {exc}); define fn at "
+                "module top level (lambdas/closures cannot cross a process boundary)"
+            )
         self.name = name
         self.fn = fn
         self.max_workers = max_workers
@@ -99,6 +100,8 @@ class _ProcessLane:
         self._fn_bytes = fn_bytes
         self.executor = executor
         self._pool: Lease | None = None
+        self._started = False
+        self._handle: PoolGeneration | None = None
         self._last_metrics: dict[str, Any] = {
             **PoolMetrics().as_dict(), "pool_state": "new", "generation": 0,
             "workers": self.workers,
@@ -133,18 +136,28 @@ class _ProcessLane:
 
         Raises ``WorkerStartupError`` when fn cannot be loaded in a worker.
         """
-        if self._pool is not None:
+        if self._started:
             raise LifecycleError(f"{self._kind_label} {self.name!r} is already started")
+        if not self.ordered and self.max_in_flight_batches > 1:
+            raise NotImplementedError(
+                f"{self._kind_label} {self.name!r}: unordered pipelined commit is not "
+                f"available (ordered=False with max_in_flight_batches="
+                f"{self.max_in_flight_batches}); use ordered=True — results are still "
+                "computed concurrently — or max_in_flight_batches=1"
+            )
         self._ctx = ctx
         self._local_failures = 0
-        executor: Executor = self.executor if self.executor is not None else PerRunExecutor()
-        self._pool = await executor.acquire(self._lease_spec())
+        self._auto_index = 0
+        if self._fn_bytes is not None:
+            executor: Executor = self.executor if self.executor is not None else PerRunExecutor()
+            self._pool = await executor.acquire(self._lease_spec(self._fn_bytes))
+        self._started = True
 
-    def _lease_spec(self) -> LeaseSpec:
+    def _lease_spec(self, fn_bytes: bytes) -> LeaseSpec:
         return LeaseSpec(
             name=self.name,
             lane=self._transport_factory().lane,
-            fn_bytes=self._fn_bytes,
+            fn_bytes=fn_bytes,
             fn_label=(
                 getattr(self.fn, "__module__", None) or "?",
                 getattr(self.fn, "__qualname__", None) or type(self.fn).__name__,
@@ -158,7 +171,12 @@ class _ProcessLane:
         """Stop the pool: idle workers get ``STOP_GRACE_S`` to exit, busy ones are killed.
         Afterwards no worker process remains, whatever state the run ended in."""
         pool, self._pool = self._pool, None
+        self._started, self._handle = False, None
         if pool is None:
+            if self._unpicklable is not None:
+                self._last_metrics = {**self._last_metrics, "pool_state": "broken",
+                                      "batches_submitted": self._local_failures,
+                                      "batches_failed": self._local_failures}
             return
         try:
             await pool.release(STOP_GRACE_S)
@@ -191,11 +209,55 @@ class _ProcessLane:
     async def _submit(self, batch_index: int, payload: Any) -> Any:
         pool = self._pool
         if pool is None:
-            raise LifecycleError(
-                f"{self._kind_label} {self.name!r}: submit() before on_start() or after "
+            raise self._not_running(batch_index)
+        return await pool.run(batch_index, payload)
+
+    def _not_running(self, batch_index: int) -> Exception:
+        """Why a batch cannot run now: the middleware is stopped, or its fn cannot be
+        pickled (then the pool is broken from the start, for every batch)."""
+        if not self._started:
+            return LifecycleError(
+                f"{self._kind_label} {self.name!r}: used before on_start() or after "
                 "on_stop(); the runtime starts the pool before the source opens"
             )
-        return await pool.run(batch_index, payload)
+        self._count_local_failure()
+        return ProcessPoolBrokenError(
+            f"{self._unpicklable}; the pool never started, so no batch of this run can run",
+            middleware_name=self.name,
+            batch_index=batch_index,
+        )
+
+    @property
+    def _runner(self) -> PoolGeneration | None:
+        """The running pool generation (0.3.0 programs read this name): the same object
+        while the generation serves batches, a new one after a recycle, None when the
+        middleware is stopped."""
+        if not self._started:
+            return None
+        generation = self.generation
+        if self._handle is None or self._handle.generation != generation:
+            self._handle = PoolGeneration(self.name, generation)
+        return self._handle
+
+    async def submit_batch(self, batch: Any, ctx: MiddlewareContext) -> asyncio.Task[Any]:
+        """Start one batch (numbered like ``process_batch``) and return the task that
+        resolves to its result, without waiting for it: up to ``max_in_flight_batches``
+        batches then run at once. The task raises what ``process_batch`` would."""
+        if not self._started:
+            raise self._not_running(self._auto_index)
+        self._auto_index += 1
+        task = asyncio.ensure_future(self.submit(self._auto_index - 1, batch))
+        await asyncio.sleep(0)  # let the batch reach the pool before the caller goes on
+        return task
+
+    def process(self, record: Any, ctx: MiddlewareContext) -> Any:
+        """Not supported: a process middleware works on whole batches. Raises
+        ``LifecycleError`` (a RuntimeError) saying which source to use."""
+        raise LifecycleError(
+            f"{self._kind_label} {self.name!r} requires a batch-capable source; per-record "
+            "execution is not supported — read with a batch source (e.g. IterableBatchSource, "
+            "ArrowCsvSource), or use an in-process Middleware"
+        )
 
     def _error(self, batch_index: int, cause: str) -> ProcessBatchError:
         pool = self._pool
@@ -208,8 +270,6 @@ class _ProcessLane:
 
     def _count_local_failure(self) -> None:
         self._local_failures += 1
-
-
 
 
 def _require_int(label: str, param: str, value: Any, alternative: str) -> None:
@@ -277,7 +337,9 @@ class ProcessBatchMiddleware(_ProcessLane, BatchMiddleware):
         return results
 
     async def process_batch(self, records: Sequence[Any], ctx: MiddlewareContext) -> list[Any]:
-        """The plain BatchMiddleware entry point (numbers batches itself)."""
+        """The plain BatchMiddleware entry point (numbers batches itself from 0 each run)."""
+        if not self._started:
+            raise self._not_running(self._auto_index)
         self._auto_index += 1
         return await self.submit(self._auto_index - 1, records)
 
@@ -332,6 +394,9 @@ class ArrowProcessBatchMiddleware(_ProcessLane, ArrowBatchMiddleware):
     async def process_arrow_batch(
         self, batch: pa.RecordBatch, ctx: MiddlewareContext
     ) -> pa.RecordBatch:
-        """The plain ArrowBatchMiddleware entry point (numbers batches itself)."""
+        """The plain ArrowBatchMiddleware entry point (numbers batches itself from 0 each
+        run)."""
+        if not self._started:
+            raise self._not_running(self._auto_index)
         self._auto_index += 1
         return await self.submit(self._auto_index - 1, batch)
