@@ -131,7 +131,10 @@ class ProcessLane:
     async def on_start(self, ctx: MiddlewareContext) -> None:
         """Start the worker pool (generation 1) and wait until every worker has loaded fn.
 
-        Raises ``WorkerStartupError`` when fn cannot be loaded in a worker.
+        Raises ``NotImplementedError`` for ``ordered=False`` with more than one batch in
+        flight and ``WorkerStartupError`` when fn cannot be loaded in a worker, both
+        before any worker is left running. An fn that cannot be pickled starts nothing:
+        every batch of the run then fails with ``ProcessPoolBrokenError``.
         """
         if self._started:
             raise LifecycleError(f"{self._kind_label} {self.name!r} is already started")
