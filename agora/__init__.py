@@ -19,6 +19,7 @@ stores and process never import ``runtime`` or ``pipeline``; the runtime imports
                      replay.py + replay_report.py (re-sending dead letters), io_lane.py
                      (bounded-concurrency async stages)
     process/         process-isolated batch middleware: middleware.py (the two classes),
+                     lane.py (what they share: lifecycle, submission, direct drive),
                      executor.py (the seam), executors.py (fresh pool, WorkerPool), pool.py
                      (generations, timeouts, deaths: diagram), handles.py, courier.py,
                      transport.py, shm.py, workers.py, worker.py, startup.py, sampler.py;
@@ -43,6 +44,7 @@ stores and process never import ``runtime`` or ``pipeline``; the runtime imports
     sinks/file/      csv.py, jsonlines.py (re-exports)
     sinks/io/        stdout.py (re-export)
     sources/file/    parquet.py (re-export)
+    core/runtime/    _process.py, _process_codec.py: 0.3.0's private import paths (names only)
     protocols.py     the seams the engine drives: checkpoint store, DLQ sink, process stage
     planes.py config.py records.py errors.py   shared vocabulary; _json_values.py (the
                      JSON-safe forms dead-letter records store)

@@ -116,8 +116,9 @@ class PipelineError(AgoraError):
         return copy
 
 
-class ProcessBatchError(AgoraError):
-    """A batch sent to a process-isolated middleware failed.
+class ProcessBatchError(AgoraError, RuntimeError):
+    """A batch sent to a process-isolated middleware failed (a RuntimeError, so code that
+    catches RuntimeError around a process transform keeps working).
 
     The message names the middleware, the batch index and the cause. ``timed_out`` is set
     when the batch exceeded ``timeout_s``; ``invalidated`` when it was a sibling in flight

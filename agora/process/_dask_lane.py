@@ -287,15 +287,17 @@ class DaskLease:
                 raise self._failure(batch_index, "fn must return a list (one result per "
                                     f"record, None to drop); got {type(rows).__name__}")
             if len(rows) != expected:
-                raise self._failure(batch_index, f"fn must return one result per record; "
-                                    f"got {len(rows)} results for {expected} records")
+                raise self._failure(batch_index, f"fn must return one result per record "
+                                    f"(input and output lengths must match); got {len(rows)} "
+                                    f"results for {expected} records")
             return rows
         if not isinstance(result, pa.RecordBatch):
             raise self._failure(batch_index, "fn must return a pyarrow.RecordBatch; got "
                                 f"{type(result).__name__}")
         if result.num_rows != payload.num_rows:
-            raise self._failure(batch_index, "fn must preserve the row count; got "
-                                f"{result.num_rows} rows for {payload.num_rows}")
+            raise self._failure(batch_index, "fn must preserve the row count (the row count "
+                                f"must match); got {result.num_rows} rows for "
+                                f"{payload.num_rows}")
         return result
 
     async def _retire(self, future: Any) -> None:

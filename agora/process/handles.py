@@ -1,5 +1,5 @@
 """The worker pool's records and helpers: tickets (one submitted batch), worker handles,
-metrics and the registry a finalizer kills."""
+generation handles, metrics and the registry a finalizer kills."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from agora.process.worker import EXIT_MEMORY_ERROR
 
 __all__ = [
     "LaneCounters",
+    "PoolGeneration",
     "PoolMetrics",
     "PoolState",
     "RemoteTraceback",
@@ -38,6 +39,16 @@ class PoolState(StrEnum):
     ISOLATING = "isolating"  # re-running the batches caught in a worker death, one by one
     BROKEN = "broken"  # recycle budget spent or fn unloadable: every batch fails fast
     STOPPED = "stopped"
+
+
+@dataclass(frozen=True, eq=False)
+class PoolGeneration:
+    """One generation of a middleware's workers, as the middleware shows it: the same
+    object for as long as the generation serves batches; a recycle (timeout, worker
+    death) brings a new one. Compared by identity."""
+
+    middleware_name: str
+    generation: int
 
 
 class RemoteTraceback(Exception):

@@ -1,232 +1,45 @@
 """The two process-isolated batch middlewares: rows (pickled) and Arrow (shared memory).
 
-Both run a user ``fn`` in a managed pool of worker processes (``pool.py``). The runtime
-engine drives them through :meth:`submit`, from up to ``max_in_flight_batches``
-concurrent tasks, and commits the results in source order itself; checkpoints, the DLQ
-and sinks never leave the main process.
+Both run a user ``fn`` in a managed pool of worker processes (``pool.py``); what they
+share lives in ``lane.py``. The runtime engine drives them through :meth:`submit`, from
+up to ``max_in_flight_batches`` concurrent tasks, and commits the results in source order
+itself; checkpoints, the DLQ and sinks never leave the main process.
 """
 
 from __future__ import annotations
 
-import os
-import pickle
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import pyarrow as pa
 
-from agora.errors import LifecycleError, ProcessBatchError
 from agora.middleware.base import ArrowBatchMiddleware, BatchMiddleware, MiddlewareContext
-from agora.process.executor import Executor, Lease, LeaseSpec
-from agora.process.executors import PerRunExecutor
-from agora.process.handles import PoolMetrics
-from agora.process.transport import ArrowTransport, RowTransport, Transport, encode_rows
+from agora.process.executor import Executor
+from agora.process.lane import DEFAULT_MAX_POOL_RECYCLES, ProcessLane
+from agora.process.transport import ArrowTransport, RowTransport, encode_rows
 
 __all__ = ["ArrowProcessBatchMiddleware", "ProcessBatchMiddleware"]
 
-#: Consecutive pool recycles (timeouts or worker deaths) without any batch coming back
-#: before the pool is declared broken. High enough to isolate a few poison batches in a
-#: row; low enough that a transform that kills every worker stops the run in seconds.
-DEFAULT_MAX_POOL_RECYCLES = 8
-#: How long on_stop lets idle workers exit on their own before killing them.
-STOP_GRACE_S = 1.0
+if TYPE_CHECKING:
+    # Defaults let an unparameterised ProcessBatchMiddleware mean "any records" under
+    # mypy --strict; the runtime TypeVars need none.
+    from typing_extensions import TypeVar as _DefaultedTypeVar
+
+    InT = _DefaultedTypeVar("InT", default=Any)
+    OutT = _DefaultedTypeVar("OutT", default=Any)
+else:
+    InT = TypeVar("InT")
+    OutT = TypeVar("OutT")
 
 
-class _ProcessLane:
-    """Shared parameters, validation, lifecycle and submission of both lanes."""
-
-    name: str
-    _kind_label: str
-    _transport_factory: Callable[[], Transport]
-
-    def _configure(
-        self,
-        fn: Callable[[Any], Any],
-        *,
-        max_workers: int | None,
-        ordered: bool,
-        timeout_s: float | None,
-        max_in_flight_batches: int,
-        name: str,
-        max_pool_recycles: int,
-        executor: Executor | None,
-    ) -> None:
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"{self._kind_label}: name must be a non-empty string; got {name!r}")
-        label = f"{self._kind_label} {name!r}"
-        if not callable(fn):
-            raise TypeError(f"{label}: fn must be callable; got {type(fn).__name__}")
-        if max_workers is not None:
-            _require_int(label, "max_workers", max_workers, "or None for one per CPU")
-        _require_int(label, "max_in_flight_batches", max_in_flight_batches, "")
-        _require_int(label, "max_pool_recycles", max_pool_recycles, "")
-        if timeout_s is not None:
-            if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float):
-                raise TypeError(f"{label}: timeout_s must be a number of seconds or None; "
-                                f"got {timeout_s!r}")
-            if not timeout_s > 0:
-                raise ValueError(
-                    f"{label}: timeout_s must be > 0 seconds (or None for no timeout); "
-                    f"got {timeout_s!r}"
-                )
-        if executor is not None and not isinstance(executor, Executor):
-            raise TypeError(
-                f"{label}: executor must be None (a pool per run), an agora.WorkerPool or "
-                f"another executor with an async acquire(spec) method; got {executor!r}"
-            )
-        if not isinstance(ordered, bool):
-            raise TypeError(f"{label}: ordered must be True or False; got {ordered!r}")
-        if not ordered and max_in_flight_batches > 1:
-            raise ValueError(
-                f"{label}: unordered pipelined commit is not available (ordered=False with "
-                f"max_in_flight_batches={max_in_flight_batches}); use ordered=True — results "
-                "are still computed concurrently — or max_in_flight_batches=1"
-            )
-        try:
-            fn_bytes = pickle.dumps(fn, protocol=5)
-        except Exception as exc:  # noqa: BLE001 - PicklingError, AttributeError, TypeError…
-            raise TypeError(
-                f"{label}: fn {fn!r} cannot be pickled ({type(exc).__name__}: {exc}); define fn "
-                "at module top level (lambdas/closures cannot cross a process boundary)"
-            ) from exc
-        self.name = name
-        self.fn = fn
-        self.max_workers = max_workers
-        self.ordered = ordered
-        self.timeout_s = float(timeout_s) if timeout_s is not None else None
-        self.max_in_flight_batches = max_in_flight_batches
-        self.max_pool_recycles = max_pool_recycles
-        self._fn_bytes = fn_bytes
-        self.executor = executor
-        self._pool: Lease | None = None
-        self._last_metrics: dict[str, Any] = {
-            **PoolMetrics().as_dict(), "pool_state": "new", "generation": 0,
-            "workers": self.workers,
-        }
-        self._ctx: MiddlewareContext | None = None
-        self._auto_index = 0
-        self._local_failures = 0
-
-    @property
-    def workers(self) -> int:
-        """Worker processes per generation: ``max_workers`` (default: one per CPU), but
-        never more than ``max_in_flight_batches`` — an extra worker would never get work
-        and still cost ~50 MB."""
-        wanted = self.max_workers if self.max_workers is not None else (os.cpu_count() or 1)
-        return max(1, min(wanted, self.max_in_flight_batches))
-
-    def describe(self) -> dict[str, Any]:
-        """JSON-ready configuration, for ``explain()``."""
-        return {
-            "name": self.name,
-            "lane": self._transport_factory().lane,
-            "workers": self.workers,
-            "max_in_flight_batches": self.max_in_flight_batches,
-            "ordered": self.ordered,
-            "timeout_s": self.timeout_s,
-            "max_pool_recycles": self.max_pool_recycles,
-            "executor": "per-run" if self.executor is None else type(self.executor).__name__,
-        }
-
-    async def on_start(self, ctx: MiddlewareContext) -> None:
-        """Start the worker pool (generation 1) and wait until every worker has loaded fn.
-
-        Raises ``WorkerStartupError`` when fn cannot be loaded in a worker.
-        """
-        if self._pool is not None:
-            raise LifecycleError(f"{self._kind_label} {self.name!r} is already started")
-        self._ctx = ctx
-        self._local_failures = 0
-        executor: Executor = self.executor if self.executor is not None else PerRunExecutor()
-        self._pool = await executor.acquire(self._lease_spec())
-
-    def _lease_spec(self) -> LeaseSpec:
-        return LeaseSpec(
-            name=self.name,
-            lane=self._transport_factory().lane,
-            fn_bytes=self._fn_bytes,
-            fn_label=(
-                getattr(self.fn, "__module__", None) or "?",
-                getattr(self.fn, "__qualname__", None) or type(self.fn).__name__,
-            ),
-            workers=self.workers,
-            timeout_s=self.timeout_s,
-            max_pool_recycles=self.max_pool_recycles,
-        )
-
-    async def on_stop(self, ctx: MiddlewareContext) -> None:
-        """Stop the pool: idle workers get ``STOP_GRACE_S`` to exit, busy ones are killed.
-        Afterwards no worker process remains, whatever state the run ended in."""
-        pool, self._pool = self._pool, None
-        if pool is None:
-            return
-        try:
-            await pool.release(STOP_GRACE_S)
-        finally:
-            pool.kill_now()
-            self._last_metrics = self._snapshot(pool)
-            ctx.metrics.update(self._last_metrics)
-
-    def metrics(self) -> dict[str, Any]:
-        """Counters of the current (or last) run, plus the pool's state; JSON-ready."""
-        if self._pool is not None:
-            return self._snapshot(self._pool)
-        return dict(self._last_metrics)
-
-    def _snapshot(self, pool: Lease) -> dict[str, Any]:
-        metrics = dict(pool.metrics())
-        # Batches that failed in the driver (could not be pickled) never reached the pool.
-        for key in ("batches_submitted", "batches_failed"):
-            metrics[key] = int(metrics.get(key, 0)) + self._local_failures
-        return metrics
-
-    def worker_pids(self) -> list[int]:
-        """PIDs of the current generation's live workers (empty when stopped)."""
-        return self._pool.worker_pids() if self._pool is not None else []
-
-    @property
-    def generation(self) -> int:
-        return self._pool.generation if self._pool is not None else 0
-
-    async def _submit(self, batch_index: int, payload: Any) -> Any:
-        pool = self._pool
-        if pool is None:
-            raise LifecycleError(
-                f"{self._kind_label} {self.name!r}: submit() before on_start() or after "
-                "on_stop(); the runtime starts the pool before the source opens"
-            )
-        return await pool.run(batch_index, payload)
-
-    def _error(self, batch_index: int, cause: str) -> ProcessBatchError:
-        pool = self._pool
-        return ProcessBatchError(
-            cause,
-            middleware_name=self.name,
-            batch_index=batch_index,
-            generation=pool.generation if pool is not None else 0,
-        )
-
-    def _count_local_failure(self) -> None:
-        self._local_failures += 1
-
-
-
-
-def _require_int(label: str, param: str, value: Any, alternative: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{label}: {param} must be an int; got {value!r}")
-    if value < 1:
-        extra = f" ({alternative})" if alternative else ""
-        raise ValueError(f"{label}: {param} must be >= 1{extra}; got {value!r}")
-
-
-class ProcessBatchMiddleware(_ProcessLane, BatchMiddleware):
+class ProcessBatchMiddleware(ProcessLane, BatchMiddleware, Generic[InT, OutT]):
     """Runs ``fn(list) -> list`` on batches of Python records in worker processes.
 
     ``fn`` must be a picklable (module-level) sync function returning one result per
     input record, in order (None drops a record). Records and results are pickled.
     A batch that raises, times out, kills its worker, returns the wrong length or cannot
     be pickled fails with :class:`~agora.errors.ProcessBatchError` (docs/process-lanes.md).
+    ``ProcessBatchMiddleware[In, Out]`` names the record types for a type checker.
     """
 
     process_isolated = True
@@ -235,7 +48,7 @@ class ProcessBatchMiddleware(_ProcessLane, BatchMiddleware):
 
     def __init__(
         self,
-        fn: Callable[[list[Any]], list[Any]],
+        fn: Callable[[list[InT]], Sequence[OutT | None]],
         *,
         max_workers: int | None = None,
         ordered: bool = True,
@@ -277,12 +90,14 @@ class ProcessBatchMiddleware(_ProcessLane, BatchMiddleware):
         return results
 
     async def process_batch(self, records: Sequence[Any], ctx: MiddlewareContext) -> list[Any]:
-        """The plain BatchMiddleware entry point (numbers batches itself)."""
+        """The plain BatchMiddleware entry point (numbers batches itself from 0 each run)."""
+        if not self._started:
+            raise self._not_running(self._auto_index)
         self._auto_index += 1
         return await self.submit(self._auto_index - 1, records)
 
 
-class ArrowProcessBatchMiddleware(_ProcessLane, ArrowBatchMiddleware):
+class ArrowProcessBatchMiddleware(ProcessLane, ArrowBatchMiddleware):
     """Runs ``fn(RecordBatch) -> RecordBatch`` in worker processes; the row count must
     be preserved.
 
@@ -332,6 +147,9 @@ class ArrowProcessBatchMiddleware(_ProcessLane, ArrowBatchMiddleware):
     async def process_arrow_batch(
         self, batch: pa.RecordBatch, ctx: MiddlewareContext
     ) -> pa.RecordBatch:
-        """The plain ArrowBatchMiddleware entry point (numbers batches itself)."""
+        """The plain ArrowBatchMiddleware entry point (numbers batches itself from 0 each
+        run)."""
+        if not self._started:
+            raise self._not_running(self._auto_index)
         self._auto_index += 1
         return await self.submit(self._auto_index - 1, batch)

@@ -210,8 +210,8 @@ def _check_result(lane: str, arg: Any, result: Any) -> str | None:
             )
         if result.num_rows != arg.num_rows:
             return (
-                f"fn returned {result.num_rows} rows for {arg.num_rows} input rows; "
-                "an Arrow process transform must preserve the row count"
+                f"fn returned {result.num_rows} rows for {arg.num_rows} input rows; the "
+                "row count must match: an Arrow process transform must preserve the row count"
             )
         return None
     if not isinstance(result, list | tuple):
@@ -221,8 +221,8 @@ def _check_result(lane: str, arg: Any, result: Any) -> str | None:
         )
     if len(result) != len(arg):
         return (
-            f"fn returned {len(result)} results for {len(arg)} records; it must return "
-            "exactly one result per record (None drops a record)"
+            f"fn returned {len(result)} results for {len(arg)} records; input and output "
+            "lengths must match: return exactly one result per record (None drops a record)"
         )
     return None
 

@@ -185,13 +185,29 @@ class DuckTypedSink(BaseSink[Any]):
     """Adapts an object that has async ``open`` / ``write`` / ``close`` (and optionally
     ``write_batch`` / ``flush``) but does not subclass ``BaseSink``.
 
-    Rows only; ``write_batch`` is the object's own when it has one (its return value is
-    taken as the per-record results), else records are written one by one. ``close()``
-    is called once."""
+    ``write_batch`` is the object's own when it has one (its return value is taken as the
+    per-record results), else records are written one by one. An object with an async
+    ``write_arrow_batch`` receives Arrow batches as they are (as in 0.3.0); other objects
+    get rows. ``close()`` is called once."""
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.sink_name = str(getattr(inner, "sink_name", "") or type(inner).__name__)
+
+    def data_plane_spec(self) -> SinkDataPlaneSpec:
+        """Rows, unless the object writes Arrow itself (an async ``write_arrow_batch``):
+        then every plane, Arrow batches handed over as they are."""
+        if inspect.iscoroutinefunction(getattr(self.inner, "write_arrow_batch", None)):
+            planes = (DataPlane.PYTHON_ROWS, DataPlane.PYTHON_BATCHES, DataPlane.ARROW_BATCHES)
+            return SinkDataPlaneSpec.build(self.sink_name, planes, planes)
+        return super().data_plane_spec()
+
+    async def write_arrow_batch(self, batch: Any) -> list[WriteResult] | None:
+        own = getattr(self.inner, "write_arrow_batch", None)
+        if own is None:
+            return await super().write_arrow_batch(batch)
+        result = await own(batch)
+        return result if isinstance(result, list) else None
 
     async def open(self) -> None:
         await self.inner.open()

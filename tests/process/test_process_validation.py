@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import pyarrow as pa
 import pytest
 
-from agora.errors import LifecycleError
+from agora.errors import LifecycleError, ProcessPoolBrokenError
 from agora.process import ArrowProcessBatchMiddleware, ProcessBatchMiddleware
 from tests.process import faults
-from tests.process.helpers import rows, run
+from tests.process.helpers import context, rows, run, started
 
 BOTH = [ProcessBatchMiddleware, ArrowProcessBatchMiddleware]
 
@@ -46,31 +47,56 @@ def test_wrongly_typed_parameters_are_type_errors_naming_the_parameter(cls, kwar
 
 
 @pytest.mark.parametrize("cls", BOTH)
-def test_unordered_pipelining_is_rejected_before_anything_opens(cls):
-    with pytest.raises(ValueError, match="unordered pipelined commit is not available"):
-        cls(faults.double_values, ordered=False, max_in_flight_batches=2)
+def test_unordered_pipelining_is_rejected_at_on_start_before_any_worker_starts(cls, no_orphans):
+    mw = cls(faults.double_values, ordered=False, max_in_flight_batches=2, name="loose")
+
+    async def main():
+        with pytest.raises(NotImplementedError,
+                           match="'loose'.*unordered pipelined commit is not available"):
+            await mw.on_start(context(mw.name))
+        assert mw.worker_pids() == []
+        assert mw._runner is None
+
+    run(main)
     # One batch in flight has no order to lose: allowed.
     assert cls(faults.double_values, ordered=False, max_in_flight_batches=1).ordered is False
 
 
 @pytest.mark.parametrize("cls", BOTH)
-def test_a_lambda_is_rejected_with_advice_to_define_fn_at_module_level(cls):
-    with pytest.raises(TypeError) as info:
-        cls(lambda rows: rows, name="enrich")
-    message = str(info.value)
-    assert "'enrich'" in message
-    assert "define fn at module top level" in message
-    assert "lambdas/closures cannot cross a process boundary" in message
+def test_a_lambda_breaks_the_pool_with_advice_to_define_fn_at_module_level(cls, no_orphans):
+    mw = cls(lambda rows: rows, name="enrich")
+    batch = rows(0) if cls is ProcessBatchMiddleware else pa.RecordBatch.from_pylist(rows(0))
+
+    async def main():
+        async with started(mw):
+            assert mw.worker_pids() == []  # nothing was started for an fn no worker can load
+            for _ in range(2):  # every batch learns the same recorded reason
+                with pytest.raises(ProcessPoolBrokenError) as info:
+                    await mw.submit(0, batch)
+                message = str(info.value)
+                assert "'enrich'" in message
+                assert "define fn at module top level" in message
+                assert "lambdas/closures cannot cross a process boundary" in message
+        assert mw.metrics()["pool_state"] == "broken"
+        assert mw.metrics()["batches_failed"] == 2
+
+    run(main)
 
 
-def test_a_closure_is_rejected_too():
+def test_a_closure_breaks_the_pool_too(no_orphans):
     factor = 3
 
     def scale(rows):
         return [r * factor for r in rows]
 
-    with pytest.raises(TypeError, match="cannot be pickled"):
-        ProcessBatchMiddleware(scale)
+    mw = ProcessBatchMiddleware(scale)
+
+    async def main():
+        async with started(mw) as ctx:
+            with pytest.raises(ProcessPoolBrokenError, match="cannot be pickled"):
+                await mw.process_batch([1, 2], ctx)
+
+    run(main)
 
 
 @pytest.mark.parametrize("cls", BOTH)
@@ -101,7 +127,7 @@ def test_submit_before_on_start_is_a_lifecycle_error():
     mw = ProcessBatchMiddleware(faults.double_values, name="early")
 
     async def main():
-        with pytest.raises(LifecycleError, match="'early'.*before on_start"):
+        with pytest.raises(LifecycleError, match="'early'.*used before on_start"):
             await mw.submit(0, rows(0))
 
     run(main)

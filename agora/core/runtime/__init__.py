@@ -1,0 +1,1 @@
+"""Import paths kept for 0.3.0 programs that reached into its runtime package."""
