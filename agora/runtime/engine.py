@@ -38,6 +38,7 @@ from agora.planes import DataPlane
 from agora.records import DLQStage, MalformedRecord
 from agora.runtime.delivery import Committer, RunStop
 from agora.runtime.interrupt import StopFlag, handle_signals
+from agora.runtime.io_lane import HOLD_PER_SLOT
 from agora.runtime.lifecycle import Lifecycle
 from agora.runtime.plan import Lane, Plan, WriterTarget
 from agora.runtime.progress import PROGRESS_INTERVAL_S, Progress
@@ -45,7 +46,7 @@ from agora.runtime.stages import Stage
 from agora.runtime.report import summarise
 from agora.runtime.resources import ResourceSampler
 from agora.runtime.summary import PipelineRunSummary
-from agora.runtime.units import Failure, Unit
+from agora.runtime.units import Admission, Failure, Unit
 from agora.runtime.writer import Writer
 from agora.sinks.fanout import SinkFanOut
 from agora.sinks.router import SinkRouter
@@ -110,6 +111,9 @@ class _Run:
             self.window = min(st.window for st in self.stages if st.window is not None)
         else:
             self.prefix, self.middle, self.suffix, self.window = self.stages, [], [], 1
+        io = any(st.io_lane is not None for st in self.middle)
+        self.admission = Admission(run=self.window, eager=io,
+                                   hold=self.window * (HOLD_PER_SLOT if io else 1))
         self.writer = Writer(plan, self.router, sink_concurrency=(
             writer.sink_concurrency if isinstance(writer, SinkFanOut) else 1))
         self.checkpoint_key = config.checkpoint_key or pipeline_id
@@ -324,13 +328,25 @@ class _Run:
                 raise _Abandoned
             if self.middle:
                 unit.task = asyncio.create_task(self._run_middle(unit))
+                self.admission.track(unit.task)
         self.pending.append(unit)
         self.in_flight_records += unit.n_source
-        while self.pending and (
-            len(self.pending) >= self.window
-            or self.in_flight_records > self.config.max_buffer_size
-        ):
-            await self._commit(self.pending.popleft())
+        admit, committed = self.admission, False
+        while self.pending:
+            done = self.pending[0].task is None or self.pending[0].task.done()
+            if (len(self.pending) >= admit.hold
+                    or self.in_flight_records > self.config.max_buffer_size):
+                await self._commit(self.pending.popleft())
+            elif not admit.eager:
+                return
+            elif admit.has_room() and (committed or not done):
+                return  # refill first: commit at most one finished head per refill
+            elif done:
+                committed = True
+                await asyncio.sleep(0)  # the unit just dispatched starts before this commit
+                await self._commit(self.pending.popleft())
+            else:
+                await admit.finished()
 
     async def _run_middle(self, unit: Unit) -> None:
         for stage in self.middle:
