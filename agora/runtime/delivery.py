@@ -44,6 +44,15 @@ def _value_free_detail(err: BaseException) -> str:
     return " (message not logged: it may quote record values)"
 
 
+def _attempts_of(f: Failure) -> dict[str, int]:
+    """The retry count a failure carries, as DLQ record fields: ``attempt`` counts from 0
+    (the first call), ``max_attempts`` is the retry policy's budget. Empty for failures
+    of stages without a retry policy, whose records keep the defaults."""
+    if f.attempt is None or f.max_attempts is None:
+        return {}
+    return {"attempt": f.attempt - 1, "max_attempts": f.max_attempts}
+
+
 class Committer:
     """Handles units strictly in source order and owns checkpoint saving."""
 
@@ -131,6 +140,7 @@ class Committer:
                     processed_record=f.processed_record if f.is_sink else None,
                     middleware=None if f.is_sink or f.stage is DLQStage.SOURCE_RECORD else f.component,
                     sink=f.component if f.is_sink else None,
+                    **_attempts_of(f),
                 )
                 if redactor is not None:
                     rec = redactor(rec)
