@@ -46,7 +46,8 @@ from agora.runtime.stages import Stage
 from agora.runtime.report import summarise
 from agora.runtime.resources import ResourceSampler
 from agora.runtime.summary import PipelineRunSummary
-from agora.runtime.units import Admission, Failure, Unit
+from agora.runtime.pacing import TIMED_OUT, Admission, Puller
+from agora.runtime.units import Failure, Unit
 from agora.runtime.writer import Writer
 from agora.sinks.fanout import SinkFanOut
 from agora.sinks.router import SinkRouter
@@ -219,6 +220,10 @@ class _Run:
         source = self.source
         linear = self.plan.lane is Lane.LINEAR
         agen = source.stream() if linear else source.stream_batches()
+        puller = Puller(agen)
+        interval = self.config.batch_flush_interval_ms
+        flush_s = None if interval is None else interval / 1000.0
+        loop = asyncio.get_running_loop()
         stop = self.stop
         yielded_at = time.monotonic()
         exhausted = False  # the source said it has nothing more (as opposed to a stop)
@@ -230,12 +235,25 @@ class _Run:
                     group_cp: Any = None  # source position after the group's last record
                     group_size = min(self.config.batch_size, self.config.max_buffer_size)
                     current_checkpoint = source.current_checkpoint
+                    group_since = 0.0  # loop time the group's first record arrived
                     while not stop.requested:  # checked before every pull
                         try:
-                            item = await agen.__anext__()
+                            item = await puller.next(
+                                None if flush_s is None or not (group or self.pending)
+                                else group_since + flush_s - loop.time() if group else flush_s)
                         except StopAsyncIteration:
                             exhausted = True
                             break
+                        if item is TIMED_OUT:  # the source is slow: hand on what waits
+                            if group:
+                                await self._dispatch(self._row_unit(seq, group, group_cp))
+                                seq += 1
+                                group = []
+                            await self.admission.commit_finished(self.pending, self._commit)
+                            await self.committer.save()
+                            continue
+                        if not group:
+                            group_since = loop.time()
                         if isinstance(item, MalformedRecord):
                             if group:  # committed first, with its own position (not past the marker)
                                 await self._dispatch(self._row_unit(seq, group, group_cp))
@@ -279,6 +297,7 @@ class _Run:
                 while self.pending:
                     await self._commit(self.pending.popleft())
             finally:
+                await puller.cancel()
                 aclose = getattr(agen, "aclose", None)
                 if aclose is not None:
                     await aclose()
@@ -331,22 +350,9 @@ class _Run:
                 self.admission.track(unit.task)
         self.pending.append(unit)
         self.in_flight_records += unit.n_source
-        admit, committed = self.admission, False
-        while self.pending:
-            done = self.pending[0].task is None or self.pending[0].task.done()
-            if (len(self.pending) >= admit.hold
-                    or self.in_flight_records > self.config.max_buffer_size):
-                await self._commit(self.pending.popleft())
-            elif not admit.eager:
-                return
-            elif admit.has_room() and (committed or not done):
-                return  # refill first: commit at most one finished head per refill
-            elif done:
-                committed = True
-                await asyncio.sleep(0)  # the unit just dispatched starts before this commit
-                await self._commit(self.pending.popleft())
-            else:
-                await admit.finished()
+        await self.admission.make_room(
+            self.pending, self._commit,
+            lambda: self.in_flight_records > self.config.max_buffer_size)
 
     async def _run_middle(self, unit: Unit) -> None:
         for stage in self.middle:

@@ -1,7 +1,6 @@
 """The records the engine passes between its boxes: a ``Unit`` is one source emission
 (a record group on the row lane, a batch on the batch lanes, or a malformed-record
-marker) together with everything that happened to it on the way to the commit, and the
-``Admission`` that bounds how many units are held between the source and the commit."""
+marker) together with everything that happened to it on the way to the commit."""
 
 from __future__ import annotations
 
@@ -14,7 +13,7 @@ from agora.records import DLQStage, MalformedRecord
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["GONE", "UNKNOWN_ROWS", "Admission", "Failure", "RowMap", "Unit", "source_rows_of"]
+__all__ = ["GONE", "UNKNOWN_ROWS", "Failure", "RowMap", "Unit", "source_rows_of"]
 
 
 class _Gone:
@@ -103,47 +102,3 @@ class Unit:
     failures: list[Failure] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
 
-
-class Admission:
-    """How far the pump may run ahead of the commit: the engine's window.
-
-    ``run`` units may be in their overlapped stages at once; ``hold`` units may be held
-    uncommitted, running or finished. Process lanes hold what they run (``eager`` off:
-    the pump commits the head once ``run`` units are held). An I/O lane holds more than
-    it runs (``eager`` on): a finished unit gives its place to the next one at once,
-    even while an earlier, slower unit keeps the commit waiting, and a finished head is
-    committed as soon as the pump has a turn — so the lane's calls never wait for the
-    commit, and the commit never waits for the source.
-    """
-
-    __slots__ = ("run", "hold", "eager", "running", "_wake")
-
-    def __init__(self, *, run: int, hold: int, eager: bool) -> None:
-        self.run = run
-        self.hold = max(hold, run)
-        self.eager = eager
-        self.running = 0
-        self._wake: asyncio.Future[None] | None = None
-
-    def track(self, task: asyncio.Task[None]) -> None:
-        """Count ``task`` (a unit's overlapped stages) until it finishes."""
-        self.running += 1
-        task.add_done_callback(self._finished)
-
-    def has_room(self) -> bool:
-        return self.running < self.run
-
-    async def finished(self) -> None:
-        """Wait until a tracked unit finishes (returns at once if one has room)."""
-        if self.has_room():
-            return
-        self._wake = asyncio.get_running_loop().create_future()
-        try:
-            await self._wake
-        finally:
-            self._wake = None
-
-    def _finished(self, _task: asyncio.Task[None]) -> None:
-        self.running -= 1
-        if self._wake is not None and not self._wake.done():
-            self._wake.set_result(None)
