@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from agora.config import (
@@ -66,6 +66,7 @@ class Committer:
         checkpoint_key: str,
         sinks: Sequence[BaseSink],
         checkpoint_supported: bool,
+        ack: Callable[[Any], Awaitable[None]] | None = None,
     ) -> None:
         self.config = config
         self.dlq = config.dlq
@@ -85,6 +86,9 @@ class Committer:
         self.dlq_writes = 0
         self.dlq_failures = 0
         self.uncaptured_continued = 0
+        self.ack = ack  # the source's ack hook, called after each save
+        self.acks = 0
+        self.ack_failures = 0
 
     # -- failures ---------------------------------------------------------------------
     async def handle(self, unit: Unit) -> None:
@@ -201,9 +205,31 @@ class Committer:
                 raise RunStop(exc) from exc
 
     async def save(self) -> None:
-        """Flush outputs, then durably save the checkpoint of the handled prefix."""
+        """Flush outputs, durably save the checkpoint of the handled prefix, then ack it
+        to the source (only once the outputs are durable: a flush or fail-closed save
+        failure raises before the ack)."""
         if not self.has_pending:
             return
+        value = self.pending_checkpoint
+        await self._flush_and_store()
+        await self._acknowledge(value)
+
+    async def _acknowledge(self, value: Any) -> None:
+        if self.ack is None:
+            return
+        try:
+            await self.ack(value)
+        except Exception as exc:
+            # The records are durable whatever the source says; a lost ack can only make
+            # an upstream redeliver them (at least once), so the run goes on.
+            self.ack_failures += 1
+            log.error("source %r: ack of the handled prefix failed (the records are durable; "
+                      "the next ack covers them): %s%s", self.source_name,
+                      type(exc).__name__, _value_free_detail(exc))
+            return
+        self.acks += 1
+
+    async def _flush_and_store(self) -> None:
         await self.flush_outputs()
         self.handled_since_save = 0
         self.has_pending = False

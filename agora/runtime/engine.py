@@ -122,6 +122,7 @@ class _Run:
             config=config, pipeline_id=pipeline_id, run_id=self.run_id,
             source_name=source.source_name, checkpoint_key=self.checkpoint_key,
             sinks=self.sinks, checkpoint_supported=bool(source.supports_checkpoint),
+            ack=source.ack,
         )
         self.pending: collections.deque[Unit] = collections.deque()
         self.committing: Unit | None = None
