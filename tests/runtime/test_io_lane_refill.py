@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from agora import AsyncMiddleware, DeliveryConfig, Pipeline
-from agora.runtime.io_lane import HOLD_PER_SLOT
+from agora.runtime.io_lane import HOLD_PER_SLOT, _Limiter
 from tests.runtime.doubles import FlakySink, RecordingSource, RecordingStore
 
 
@@ -107,3 +107,37 @@ def test_max_buffer_size_still_caps_what_the_lane_runs_ahead():
     assert mw.head_waited_out
     assert len(mw.started_while_head_open) == 5  # records 1-5: six held, then the head waits
     assert [r["id"] for r in sink.rows] == list(range(30))
+
+
+def test_a_waiter_cancelled_after_being_handed_a_slot_passes_it_on():
+    async def main() -> None:
+        lim = _Limiter(1)
+        await lim.acquire()
+        first = asyncio.create_task(lim.acquire())
+        second = asyncio.create_task(lim.acquire())
+        await asyncio.sleep(0)  # both wait, in order
+        lim.release()  # the slot goes to ``first`` ...
+        first.cancel()  # ... which is cancelled before it runs
+        await asyncio.gather(first, return_exceptions=True)
+        await asyncio.wait_for(second, 1)  # ``second`` got the slot ``first`` passed on
+        assert (lim.in_flight, lim.peak) == (1, 1)
+        lim.release()
+        assert lim.in_flight == 0
+
+    asyncio.run(main())
+
+
+def test_a_cancelled_waiter_is_skipped_and_a_raised_limit_wakes_the_rest():
+    async def main() -> None:
+        lim = _Limiter(1)
+        await lim.acquire()
+        gone, a, b = (asyncio.create_task(lim.acquire()) for _ in range(3))
+        await asyncio.sleep(0)
+        gone.cancel()
+        await asyncio.gather(gone, return_exceptions=True)
+        lim.limit = 3  # what backpressure does when latency falls
+        lim.wake()
+        await asyncio.wait_for(asyncio.gather(a, b), 1)
+        assert lim.in_flight == 3 and not lim._waiters
+
+    asyncio.run(main())
