@@ -4,6 +4,7 @@ after the sink and DLQ writes it covers have been flushed."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -87,6 +88,7 @@ class Committer:
         self.dlq_failures = 0
         self.uncaptured_continued = 0
         self.ack = ack  # the source's ack hook, called after each save
+        self.ack_callbacks: list[Callable[[], Awaitable[None]]] = []  # of handled units
         self.acks = 0
         self.ack_failures = 0
 
@@ -96,6 +98,7 @@ class Committer:
         if unit.failures:
             await self._handle_failures(unit, unit.failures)
             unit.failures = []
+        self.ack_callbacks.extend(unit.acks)
         self.handled_since_save += unit.n_source
         self.pending_checkpoint = unit.checkpoint
         self.has_pending = True
@@ -215,19 +218,23 @@ class Committer:
         await self._acknowledge(value)
 
     async def _acknowledge(self, value: Any) -> None:
-        if self.ack is None:
-            return
-        try:
-            await self.ack(value)
-        except Exception as exc:
-            # The records are durable whatever the source says; a lost ack can only make
-            # an upstream redeliver them (at least once), so the run goes on.
-            self.ack_failures += 1
-            log.error("source %r: ack of the handled prefix failed (the records are durable; "
-                      "the next ack covers them): %s%s", self.source_name,
-                      type(exc).__name__, _value_free_detail(exc))
-            return
-        self.acks += 1
+        """Ack the saved prefix: the source's ``ack(value)``, then the per-record
+        callbacks of the units it covers, in source order. Failures are logged only."""
+        calls, self.ack_callbacks = self.ack_callbacks, []
+        if self.ack is not None:
+            calls.insert(0, functools.partial(self.ack, value))
+        for call in calls:
+            try:
+                await call()
+            except Exception as exc:
+                # The records are durable whatever the source says; a lost ack can only
+                # make an upstream redeliver them (at least once), so the run goes on.
+                self.ack_failures += 1
+                log.error("source %r: an ack failed after its records were made durable; "
+                          "the run goes on (unacked records may be delivered again): %s%s",
+                          self.source_name, type(exc).__name__, _value_free_detail(exc))
+            else:
+                self.acks += 1
 
     async def _flush_and_store(self) -> None:
         await self.flush_outputs()

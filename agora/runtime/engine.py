@@ -226,7 +226,7 @@ class _Run:
         source = self.source
         linear = self.plan.lane is Lane.LINEAR
         agen = source.stream() if linear else source.stream_batches()
-        puller = Puller(agen)
+        puller = self.puller = Puller(agen, getattr(source, "delivery_success_callback", None))
         interval = self.config.batch_flush_interval_ms
         flush_s = None if interval is None else interval / 1000.0
         loop = asyncio.get_running_loop()
@@ -285,7 +285,7 @@ class _Run:
                     seq = 0
                     while not stop.requested:
                         try:
-                            item = await agen.__anext__()
+                            item = await puller.next()
                         except StopAsyncIteration:
                             exhausted = True
                             break
@@ -293,6 +293,7 @@ class _Run:
                             unit = self._malformed_unit(seq, item)
                         else:
                             unit = self._batch_unit(seq, item)
+                            unit.acks = puller.take(1)
                         await self._dispatch(unit)
                         seq += 1
                         if time.monotonic() - yielded_at >= YIELD_INTERVAL_S:
@@ -318,12 +319,13 @@ class _Run:
 
     def _row_unit(self, seq: int, group: list[Any], checkpoint: Any) -> Unit:
         self.consumed += len(group)
-        return Unit(seq=seq, checkpoint=checkpoint, n_source=len(group),
-                    source_rows=group, values=list(group))
+        return Unit(seq=seq, checkpoint=checkpoint, n_source=len(group), source_rows=group,
+                    values=list(group), acks=self.puller.take(len(group)))
 
     def _malformed_unit(self, seq: int, item: MalformedRecord) -> Unit:
         self.consumed += 1
-        unit = Unit(seq=seq, checkpoint=self.source.current_checkpoint(), n_source=1, malformed=item)
+        unit = Unit(seq=seq, checkpoint=self.source.current_checkpoint(), n_source=1,
+                    malformed=item, acks=self.puller.take(1))
         err = SourceRecordError(self.source.source_name, item.location, item.reason, hint=False)
         unit.failures.append(Failure(DLQStage.SOURCE_RECORD, self.source.source_name, err, item.raw))
         unit.errored = 1

@@ -10,7 +10,7 @@ from typing import Any, Final
 
 from agora.runtime.units import Unit
 
-__all__ = ["TIMED_OUT", "Admission", "Puller"]
+__all__ = ["TIMED_OUT", "AckCallback", "Admission", "Puller"]
 
 
 class _TimedOut:
@@ -92,29 +92,50 @@ class Admission:
             self._wake.set_result(None)
 
 
+AckCallback = Callable[[], Awaitable[None]]
+
+
 class Puller:
     """Pulls the source's next item, optionally giving up *waiting* after a timeout.
 
     Only the wait is given up: the pull stays pending (cancelling it would close the
     source's generator) and the next call picks it up, so no item is lost or read twice.
+    With ``hook`` (a source's ``delivery_success_callback``, the upstream spelling of a
+    per-record ack), the callback it returns right after each item is kept in pull order
+    until :meth:`take` hands it to the unit the item went into.
     """
 
-    def __init__(self, agen: AsyncIterator[Any]) -> None:
+    def __init__(self, agen: AsyncIterator[Any],
+                 hook: Callable[[], AckCallback | None] | None = None) -> None:
         self._agen = agen
         self._next: asyncio.Future[Any] | None = None
+        self._hook = hook
+        self._callbacks: collections.deque[AckCallback | None] = collections.deque()
+
+    def take(self, n: int) -> list[AckCallback]:
+        """The ack callbacks of the next ``n`` items pulled, oldest first."""
+        if self._hook is None:
+            return []
+        taken = [self._callbacks.popleft() for _ in range(min(n, len(self._callbacks)))]
+        return [cb for cb in taken if cb is not None]
 
     async def next(self, timeout: float | None = None) -> Any:
         """The next item, or ``TIMED_OUT``; raises ``StopAsyncIteration`` at the end."""
         if self._next is None:
             if timeout is None:
-                return await self._agen.__anext__()
+                return self._pulled(await self._agen.__anext__())
             self._next = asyncio.ensure_future(self._agen.__anext__())
         if timeout is not None:
             done, _ = await asyncio.wait({self._next}, timeout=max(timeout, 0.0))
             if not done:
                 return TIMED_OUT
         pull, self._next = self._next, None
-        return await pull
+        return self._pulled(await pull)
+
+    def _pulled(self, item: Any) -> Any:
+        if self._hook is not None:  # asked at once: the hook speaks of the current record
+            self._callbacks.append(self._hook())
+        return item
 
     async def cancel(self) -> None:
         """Stop a pull still pending (before the source's generator is closed)."""

@@ -116,7 +116,12 @@ class BaseSource(Generic[RecordT]):
         never for a record still in flight, and never after a crash for records not yet
         handled. Override to release upstream resources (commit a queue offset, delete a
         processed file). An exception is logged and the run goes on: the next ack covers
-        the same records. The default does nothing."""
+        the same records. The default does nothing.
+
+        The upstream spelling is accepted too: a source with
+        ``delivery_success_callback()`` has it called right after each record (or batch)
+        it emits; the async callback it returns (or None) is run at the same point as
+        ``ack``, once per record, in source order."""
 
     def limit(self, n: int) -> BaseSource[RecordT]:
         """This source, reading at most ``n`` records per run (a wrapper; the source
@@ -179,6 +184,9 @@ class LimitedSource(BaseSource[Any]):
         self._emitted = 0
         self._checkpoint_override: Any = NO_INTRA_BATCH_CHECKPOINT
         self._checkpoint_before: Any = None
+        hook = getattr(inner, "delivery_success_callback", None)
+        if callable(hook):  # upstream's per-record ack: passed through only when present
+            self.delivery_success_callback = hook
 
     def data_plane_spec(self) -> SourceDataPlaneSpec:
         return self.inner.data_plane_spec()

@@ -154,7 +154,7 @@ def test_a_failing_ack_is_logged_naming_the_source_and_the_run_goes_on(
         summary = job(source, checkpoint_every=2).run_sync()
     assert summary.records_written == 8 and [r["id"] for r in sink.rows] == list(range(8))
     assert source.acks == [2, 4, 6, 8]  # the two failed acks were followed by later ones
-    failures = [r for r in caplog.records if "ack of the handled prefix failed" in r.message]
+    failures = [r for r in caplog.records if "an ack failed" in r.message]
     assert len(failures) == 2 and "'recording'" in failures[0].message
     assert "queue commit 1 failed" in failures[0].message  # an OSError's text is kept
 
@@ -165,7 +165,7 @@ def test_a_failing_ack_does_not_log_a_foreign_message(caplog: pytest.LogCaptureF
     source = AckingSource(2, sink=sink, fail_acks=1, error=ValueError)
     with caplog.at_level(logging.ERROR, logger="agora.delivery"):
         job(source).run_sync()
-    [failure] = [r for r in caplog.records if "ack of" in r.message]
+    [failure] = [r for r in caplog.records if "an ack failed" in r.message]
     assert "queue commit" not in failure.message and "ValueError" in failure.message
 
 
@@ -175,3 +175,72 @@ def test_max_records_passes_acks_to_the_wrapped_source():
     source = AckingSource(10, sink=sink)
     job(source, checkpoint_every=2).run_sync(max_records=5)
     assert source.acks == [2, 4, 5]
+
+
+class UpstreamHookSource(RecordingSource):
+    """Upstream's spelling: ``delivery_success_callback()`` returns, right after each
+    record, an async callback for that record."""
+
+    def __init__(self, units: list[Any], *, sink: FlakySink, **kw: Any) -> None:
+        super().__init__(units, **kw)
+        self.sink = sink
+        self.acked: list[Any] = []
+        self.not_durable: list[Any] = []
+
+    def delivery_success_callback(self) -> Any:
+        unit = self.units[self.pos - 1]
+
+        async def ack() -> None:
+            self.acked.append(unit)
+            if unit["id"] not in [r["id"] for r in self.sink.rows[: self.sink.flushed_count]]:
+                self.not_durable.append(unit)
+
+        return ack
+
+
+@pytest.mark.timeout(20)
+def test_upstream_per_record_callbacks_run_in_source_order_once_durable():
+    sink = FlakySink()
+    source = UpstreamHookSource(rows(30), sink=sink)
+    (Pipeline(source).pipe(ReverseLatency(8))
+     .build(sink, delivery=DeliveryConfig(checkpoint_every=4)).run_sync())
+    assert [u["id"] for u in source.acked] == list(range(30))
+    assert source.not_durable == []
+
+
+@pytest.mark.timeout(20)
+def test_upstream_callbacks_stop_at_the_record_that_stopped_the_run():
+    def boom(r: dict[str, int]) -> dict[str, int]:
+        if r["id"] == 5:
+            raise ValueError("record 5 is bad")
+        return r
+
+    sink = FlakySink()
+    source = UpstreamHookSource(rows(12), sink=sink)
+    with pytest.raises(ValueError):
+        (Pipeline(source).pipe(MapMiddleware(boom))
+         .build(sink, delivery=DeliveryConfig(checkpoint_every=2,
+                                              failure_policy=FailurePolicy.FAIL_CLOSED))
+         .run_sync())
+    assert [u["id"] for u in source.acked] == [0, 1, 2, 3]
+
+
+@pytest.mark.timeout(20)
+def test_upstream_callbacks_come_once_per_batch_on_the_batch_lane_and_through_max_records():
+    from agora import DataPlane
+
+    batches = [[{"id": 3 * b + i} for i in range(3)] for b in range(4)]
+    sink = FlakySink()
+    source = UpstreamHookSource(batches, sink=sink, plane=DataPlane.PYTHON_BATCHES)
+    source.delivery_success_callback = lambda: _note(source)  # type: ignore[method-assign]
+    Pipeline(source).build(sink).run_sync(max_records=9)
+    assert source.acked == [1, 2, 3]  # one per batch (positions count batches); 9 rows = 3
+
+
+def _note(source: UpstreamHookSource) -> Any:
+    pos = source.pos
+
+    async def ack() -> None:
+        source.acked.append(pos)
+
+    return ack
