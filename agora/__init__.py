@@ -17,7 +17,8 @@ stores and process never import ``runtime`` or ``pipeline``; the runtime imports
                      interrupt.py (signals, cancellation), progress.py (live counters),
                      summary.py + report.py + counters.py (run summary), resources.py (psutil),
                      replay.py + replay_report.py (re-sending dead letters), io_lane.py
-                     (bounded-concurrency async stages)
+                     (bounded-concurrency async stages), pacing.py (how far the pump runs
+                     ahead; flush deadlines for slow sources)
     process/         process-isolated batch middleware: middleware.py (the two classes),
                      lane.py (what they share: lifecycle, submission, direct drive),
                      executor.py (the seam), executors.py (fresh pool, WorkerPool), pool.py

@@ -79,6 +79,12 @@ class DeliveryConfig:
       (units in flight, and the row-lane writer group); at least one unit is always
       held. It bounds memory and the duplicate window after a crash; keep it at least
       ``max_in_flight_batches`` × batch rows or it, not the pool, limits pipelining.
+    * ``batch_flush_interval_ms``: on the row lane, the longest a partial group of
+      ``batch_size`` records waits for more records (milliseconds; None: until the group
+      is full or the source ends). When it has waited that long the group is handed on,
+      finished work is committed and the checkpoint saved, so a slow trickle source
+      still reaches its sinks and its checkpoint. Trade-off: shorter means fresher
+      output, more (smaller) sink writes and checkpoint saves while the source is slow.
     * ``dlq_redactor``: ``fn(DLQRecord) -> DLQRecord`` applied before every DLQ write
       (mask or drop sensitive fields); if it raises, the DLQ write counts as failed.
     """
@@ -92,6 +98,7 @@ class DeliveryConfig:
     batch_size: int = 1
     failure_policy: FailurePolicy = FailurePolicy.FAIL_CLOSED
     max_buffer_size: int = 1_000_000
+    batch_flush_interval_ms: float | None = None
     dlq_redactor: Callable[[DLQRecord], DLQRecord] | None = None
     sink_failure_policy: InitVar[FailurePolicy | str | None] = None
     _store: CheckpointStoreProtocol | None = field(
@@ -124,6 +131,18 @@ class DeliveryConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"DeliveryConfig.{name} must be an integer >= 1; got {value!r}")
+        interval = self.batch_flush_interval_ms
+        if interval is not None and (isinstance(interval, bool)
+                                     or not isinstance(interval, (int, float))):
+            raise TypeError(
+                f"DeliveryConfig.batch_flush_interval_ms must be a number of milliseconds or "
+                f"None; got {_describe(interval)} — e.g. batch_flush_interval_ms=500"
+            )
+        if interval is not None and not 0 < interval < float("inf"):
+            raise ValueError(
+                f"DeliveryConfig.batch_flush_interval_ms must be > 0 and finite (milliseconds), "
+                f"or None to wait for full groups; got {interval!r}"
+            )
         if self.checkpoint_key is not None and (
             not isinstance(self.checkpoint_key, str) or not self.checkpoint_key
         ):

@@ -6,6 +6,9 @@ stage → NullSink, default delivery):
 
 * N=64 on the I/O lane vs Little's bound ``64 / 0.01 s = 6,400 records/s`` — the most
   any 64-slot stage with 10 ms calls can do; the ratio says what the runtime costs;
+* N=64 with long-tailed calls (exponential, mean 10 ms, capped at 100 ms; the same
+  seeded draws every run) vs Little's bound at their mean — how well a slow record's
+  neighbours keep their slots busy while it holds the ordered commit back;
 * N=1 on the I/O lane vs the same coroutine as a plain async ``Middleware`` (one record
   at a time) — the lane's own overhead when it brings no concurrency.
 
@@ -18,6 +21,7 @@ import argparse
 import asyncio
 import json
 import platform
+import random
 import time
 from pathlib import Path
 from typing import Any
@@ -36,6 +40,21 @@ class SleepOnLane(AsyncMiddleware):
 
     async def process(self, record: Any, ctx: Any) -> Any:
         await asyncio.sleep(LATENCY_S)
+        return record
+
+
+class TailOnLane(AsyncMiddleware):
+    """Awaits a long-tailed latency per record (seeded: the same draws every run)."""
+
+    def __init__(self, concurrency: int, records: int) -> None:
+        self.name = f"tail_lane_{concurrency}"
+        self.concurrency = concurrency
+        rng = random.Random(11)
+        self.latencies = [min(10 * LATENCY_S, rng.expovariate(1 / LATENCY_S))
+                          for _ in range(records)]
+
+    async def process(self, record: Any, ctx: Any) -> Any:
+        await asyncio.sleep(self.latencies[record["id"]])
         return record
 
 
@@ -66,6 +85,9 @@ def main() -> None:
     parser.add_argument("--serial-records", type=int, default=200)
     args = parser.parse_args()
     lane64 = measure(SleepOnLane(64), args.records)
+    tail = TailOnLane(64, args.records)
+    tail64 = measure(tail, args.records)
+    tail_bound = 64 / (sum(tail.latencies) / len(tail.latencies))
     lane1 = measure(SleepOnLane(1), args.serial_records)
     plain = measure(SleepPlain(), args.serial_records)
     bound = 64 / LATENCY_S
@@ -73,6 +95,8 @@ def main() -> None:
         "machine": platform.platform(), "latency_s": LATENCY_S,
         "lane_64": lane64, "littles_bound_per_s": bound,
         "lane_64_vs_bound": round(lane64["records_per_s"] / bound, 3),
+        "tail_64": tail64, "tail_littles_bound_per_s": round(tail_bound, 1),
+        "tail_64_vs_bound": round(tail64["records_per_s"] / tail_bound, 3),
         "lane_1": lane1, "plain_async": plain,
         "lane_1_vs_plain": round(lane1["records_per_s"] / plain["records_per_s"], 3),
     }

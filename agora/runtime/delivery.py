@@ -4,9 +4,10 @@ after the sink and DLQ writes it covers have been flushed."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from agora.config import (
@@ -44,6 +45,15 @@ def _value_free_detail(err: BaseException) -> str:
     return " (message not logged: it may quote record values)"
 
 
+def _attempts_of(f: Failure) -> dict[str, int]:
+    """The retry count a failure carries, as DLQ record fields: ``attempt`` counts from 0
+    (the first call), ``max_attempts`` is the retry policy's budget. Empty for failures
+    of stages without a retry policy, whose records keep the defaults."""
+    if f.attempt is None or f.max_attempts is None:
+        return {}
+    return {"attempt": f.attempt - 1, "max_attempts": f.max_attempts}
+
+
 class Committer:
     """Handles units strictly in source order and owns checkpoint saving."""
 
@@ -57,6 +67,7 @@ class Committer:
         checkpoint_key: str,
         sinks: Sequence[BaseSink],
         checkpoint_supported: bool,
+        ack: Callable[[Any], Awaitable[None]] | None = None,
     ) -> None:
         self.config = config
         self.dlq = config.dlq
@@ -76,6 +87,10 @@ class Committer:
         self.dlq_writes = 0
         self.dlq_failures = 0
         self.uncaptured_continued = 0
+        self.ack = ack  # the source's ack hook, called after each save
+        self.ack_callbacks: list[Callable[[], Awaitable[None]]] = []  # of handled units
+        self.acks = 0
+        self.ack_failures = 0
 
     # -- failures ---------------------------------------------------------------------
     async def handle(self, unit: Unit) -> None:
@@ -83,6 +98,7 @@ class Committer:
         if unit.failures:
             await self._handle_failures(unit, unit.failures)
             unit.failures = []
+        self.ack_callbacks.extend(unit.acks)
         self.handled_since_save += unit.n_source
         self.pending_checkpoint = unit.checkpoint
         self.has_pending = True
@@ -131,6 +147,7 @@ class Committer:
                     processed_record=f.processed_record if f.is_sink else None,
                     middleware=None if f.is_sink or f.stage is DLQStage.SOURCE_RECORD else f.component,
                     sink=f.component if f.is_sink else None,
+                    **_attempts_of(f),
                 )
                 if redactor is not None:
                     rec = redactor(rec)
@@ -191,9 +208,35 @@ class Committer:
                 raise RunStop(exc) from exc
 
     async def save(self) -> None:
-        """Flush outputs, then durably save the checkpoint of the handled prefix."""
+        """Flush outputs, durably save the checkpoint of the handled prefix, then ack it
+        to the source (only once the outputs are durable: a flush or fail-closed save
+        failure raises before the ack)."""
         if not self.has_pending:
             return
+        value = self.pending_checkpoint
+        await self._flush_and_store()
+        await self._acknowledge(value)
+
+    async def _acknowledge(self, value: Any) -> None:
+        """Ack the saved prefix: the source's ``ack(value)``, then the per-record
+        callbacks of the units it covers, in source order. Failures are logged only."""
+        calls, self.ack_callbacks = self.ack_callbacks, []
+        if self.ack is not None:
+            calls.insert(0, functools.partial(self.ack, value))
+        for call in calls:
+            try:
+                await call()
+            except Exception as exc:
+                # The records are durable whatever the source says; a lost ack can only
+                # make an upstream redeliver them (at least once), so the run goes on.
+                self.ack_failures += 1
+                log.error("source %r: an ack failed after its records were made durable; "
+                          "the run goes on (unacked records may be delivered again): %s%s",
+                          self.source_name, type(exc).__name__, _value_free_detail(exc))
+            else:
+                self.acks += 1
+
+    async def _flush_and_store(self) -> None:
         await self.flush_outputs()
         self.handled_since_save = 0
         self.has_pending = False

@@ -79,7 +79,8 @@ class PipelineExplain:
     the writer in one call. ``arrow_fast_path_eligible``: at least one sink receives the
     ``RecordBatch`` itself. ``arrow_chain_eligible``: the source emits Arrow and the
     middleware chain (if any) works on Arrow, so no rows are built before the writer
-    (a sink that does not take Arrow still gets rows there)."""
+    (a sink that does not take Arrow still gets rows there). ``batch_flush_interval_ms``:
+    on the row lane, how long a partial group waits for a slow source (None: no limit)."""
 
     pipeline_id: str
     source_name: str
@@ -96,6 +97,7 @@ class PipelineExplain:
     direct_flush_eligible: bool = False
     arrow_fast_path_eligible: bool = False
     arrow_chain_eligible: bool = False
+    batch_flush_interval_ms: float | None = None
 
     # -- the same plan under the names 0.3.0 used (``explain.planned_lane`` …) ------------
     # Our ``middleware_input_plane`` is the plane the middleware *work on* (rows after the
@@ -194,6 +196,9 @@ class PipelineExplain:
                 )
         else:
             lines.append("  middleware  (none)")
+        if self.batch_flush_interval_ms is not None and self.lane is Lane.LINEAR:
+            lines.append(f"  flush       a partial group waits at most "
+                         f"{self.batch_flush_interval_ms:g} ms for the source")
         lines.append(f"  writer      {self.writer_kind}, input {self.writer_input_plane}")
         for sink in self.sinks:
             mark = "  DOWNGRADED" if sink.downgraded else ""
@@ -238,6 +243,7 @@ def make_plan(
     writer: WriterTarget,
     max_records: int | None,
     batch_size: int = 1,
+    batch_flush_interval_ms: float | None = None,
 ) -> Plan:
     """Validate and plan. Raises ``PipelineError(stage="pipeline_build")`` on a bad chain."""
     spec = source.data_plane_spec()
@@ -339,6 +345,7 @@ def make_plan(
         direct_flush_eligible=direct_flush,
         arrow_fast_path_eligible=fast_path,
         arrow_chain_eligible=chain_plane is DataPlane.ARROW_BATCHES,
+        batch_flush_interval_ms=batch_flush_interval_ms,
         sinks=tuple(
             SinkExplain(
                 name=sp.sink.sink_name,

@@ -5,6 +5,7 @@ marker) together with everything that happened to it on the way to the commit.""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
@@ -101,3 +102,7 @@ class Unit:
     abandoned: bool = False
     failures: list[Failure] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
+    #: per-record ack callbacks of the source (upstream's ``delivery_success_callback``),
+    #: run in order once the unit is handled and durable
+    acks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+

@@ -105,6 +105,24 @@ class BaseSource(Generic[RecordT]):
                 f"was found for it; reset it (agora checkpoint reset) or use a checkpointable source"
             )
 
+    async def ack(self, checkpoint: Any) -> None:
+        """Called by the runtime once every record up to ``checkpoint`` is handled.
+
+        ``checkpoint`` is a value ``current_checkpoint()`` returned after a unit; the call
+        means every record the source emitted up to that point was written, dead-lettered,
+        dropped or let through by the failure policy, and the sinks and the DLQ have made
+        it durable (and the checkpoint store has saved it, when there is one). Acks come
+        in source order, at most once per checkpoint save, each covering all before it —
+        never for a record still in flight, and never after a crash for records not yet
+        handled. Override to release upstream resources (commit a queue offset, delete a
+        processed file). An exception is logged and the run goes on: the next ack covers
+        the same records. The default does nothing.
+
+        The upstream spelling is accepted too: a source with
+        ``delivery_success_callback()`` has it called right after each record (or batch)
+        it emits; the async callback it returns (or None) is run at the same point as
+        ``ack``, once per record, in source order."""
+
     def limit(self, n: int) -> BaseSource[RecordT]:
         """This source, reading at most ``n`` records per run (a wrapper; the source
         itself is unchanged). Raises ``TypeError``/``ValueError`` for a bad ``n``."""
@@ -166,6 +184,9 @@ class LimitedSource(BaseSource[Any]):
         self._emitted = 0
         self._checkpoint_override: Any = NO_INTRA_BATCH_CHECKPOINT
         self._checkpoint_before: Any = None
+        hook = getattr(inner, "delivery_success_callback", None)
+        if callable(hook):  # upstream's per-record ack: passed through only when present
+            self.delivery_success_callback = hook
 
     def data_plane_spec(self) -> SourceDataPlaneSpec:
         return self.inner.data_plane_spec()
@@ -182,6 +203,9 @@ class LimitedSource(BaseSource[Any]):
 
     async def prepare_resume(self, checkpoint: Checkpoint | None) -> None:
         await self.inner.prepare_resume(checkpoint)
+
+    async def ack(self, checkpoint: Any) -> None:
+        await self.inner.ack(checkpoint)
 
     def current_checkpoint(self) -> Any:
         if self._checkpoint_override is not NO_INTRA_BATCH_CHECKPOINT:

@@ -228,3 +228,63 @@ def test_latency_percentiles_keep_only_the_latest_samples(monkeypatch: pytest.Mo
         lane._observe(ms / 1000, failed=False)
     assert len(lane._sorted) == len(lane._latencies) == 100
     assert lane.percentiles_ms() == (251.0, 296.0, 300.0)
+
+
+def dead_letters(mw: AsyncMiddleware, dlq: Any, n: int = 6) -> list[Any]:
+    (Pipeline(RecordingSource(rows(n))).pipe(mw)
+     .build(FlakySink(), delivery=DeliveryConfig(dlq=dlq)).run_sync())
+    return list(dlq.rows)
+
+
+@pytest.mark.timeout(20)
+def test_an_exhausted_record_is_dead_lettered_with_its_attempt_count():
+    mw = FlakyLookup(ids={2}, fail_times=99, retry=RetryPolicy(attempts=3, **FAST))
+    [rec] = dead_letters(mw, MemoryDLQ())
+    # attempt counts from 0: the third (last allowed) call is attempt 2 of 3
+    assert (rec.record, rec.stage, rec.middleware) == ({"id": 2}, "middleware", "lookup")
+    assert (rec.attempt, rec.max_attempts) == (2, 3)
+
+
+@pytest.mark.timeout(20)
+def test_a_non_transient_failure_is_dead_lettered_as_a_first_attempt():
+    mw = FlakyLookup(ids={1}, fail_times=1, error=ValueError,
+                     retry=RetryPolicy(attempts=4, **FAST))
+    [rec] = dead_letters(mw, MemoryDLQ())
+    assert (rec.attempt, rec.max_attempts, rec.error_type) == (0, 4, "ValueError")
+
+
+@pytest.mark.timeout(20)
+def test_a_lane_without_retries_still_says_its_single_attempt():
+    mw = FlakyLookup(ids={0}, fail_times=1)  # default policy: one attempt, no retry
+    [rec] = dead_letters(mw, MemoryDLQ())
+    assert (rec.attempt, rec.max_attempts) == (0, 1)
+
+
+@pytest.mark.timeout(20)
+def test_attempt_counts_survive_the_json_lines_dlq(tmp_path: Any):
+    from agora import JsonLinesDLQSink
+    from agora.stores import read_dlq
+
+    path = tmp_path / "dlq.jsonl"
+    mw = FlakyLookup(ids={1, 4}, fail_times=99, retry=RetryPolicy(attempts=2, **FAST))
+    (Pipeline(RecordingSource(rows(6))).pipe(mw)
+     .build(FlakySink(), delivery=DeliveryConfig(dlq=JsonLinesDLQSink(path))).run_sync())
+    back = list(read_dlq(path))
+    assert [(r.record, r.attempt, r.max_attempts) for r in back] == [
+        ({"id": 1}, 1, 2), ({"id": 4}, 1, 2)]
+
+
+@pytest.mark.timeout(20)
+def test_failures_outside_the_lane_keep_the_default_attempt_fields():
+    from agora import MapMiddleware
+
+    def boom(r: dict[str, int]) -> dict[str, int]:
+        if r["id"] == 3:
+            raise ValueError("no")
+        return r
+
+    dlq = MemoryDLQ()
+    (Pipeline(RecordingSource(rows(5))).pipe(MapMiddleware(boom))
+     .build(FlakySink(), delivery=DeliveryConfig(dlq=dlq)).run_sync())
+    [rec] = dlq.rows
+    assert (rec.attempt, rec.max_attempts) == (0, None)
