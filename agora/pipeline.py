@@ -159,7 +159,8 @@ class BoundPipeline:
     def _plan(self, source: BaseSource, max_records: int | None) -> Plan:
         return make_plan(pipeline_id=self.pipeline_id, source=source, middleware=self.middleware,
                          writer=self.writer, max_records=max_records,
-                         batch_size=self.delivery.batch_size)
+                         batch_size=self.delivery.batch_size,
+                         batch_flush_interval_ms=self.delivery.batch_flush_interval_ms)
 
     def explain(self, max_records: int | None = None) -> PipelineExplain:
         """Describe the run without loading a checkpoint, opening, reading or starting anything."""

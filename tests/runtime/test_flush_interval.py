@@ -146,3 +146,10 @@ def test_explain_shows_the_flush_interval_on_the_row_lane():
     plain = make_plan(pipeline_id="p", source=source, middleware=(), writer=MemorySink(),
                       max_records=None, batch_size=10)
     assert "partial group" not in str(plain.explain)
+
+
+def test_bound_pipeline_explain_shows_the_configured_flush_interval():
+    bound = Pipeline(RecordingSource([{"id": 1}])).build(
+        MemorySink(), delivery=DeliveryConfig(batch_size=10, batch_flush_interval_ms=250))
+    assert bound.explain().batch_flush_interval_ms == 250
+    assert "a partial group waits at most 250 ms for the source" in str(bound.explain())
