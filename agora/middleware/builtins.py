@@ -38,7 +38,7 @@ def _fn_name(fn: Any) -> str:
 class MapMiddleware(Middleware):
     """``fn(record) -> record | None`` per record (None drops it)."""
 
-    def __init__(self, fn: Callable[[Any], Any], *, name: str | None = None) -> None:
+    def __init__(self, fn: Callable[[Any], Any], name: str | None = None) -> None:
         _check_callable("MapMiddleware", fn)
         self.fn = fn
         self.name = name or f"map:{_fn_name(fn)}"
@@ -50,7 +50,7 @@ class MapMiddleware(Middleware):
 class FilterMiddleware(Middleware):
     """Keeps records for which ``predicate(record)`` is truthy; drops the rest."""
 
-    def __init__(self, predicate: Callable[[Any], Any], *, name: str | None = None) -> None:
+    def __init__(self, predicate: Callable[[Any], Any], name: str | None = None) -> None:
         _check_callable("FilterMiddleware", predicate)
         self.predicate = predicate
         self.name = name or f"filter:{_fn_name(predicate)}"
@@ -72,7 +72,7 @@ class BatchMapMiddleware(BatchMiddleware):
     :class:`BatchApplyMiddleware` to hand ``fn`` the whole list.
     """
 
-    def __init__(self, fn: Callable[[Any], Any], *, name: str | None = None) -> None:
+    def __init__(self, fn: Callable[[Any], Any], name: str | None = None) -> None:
         _check_callable("BatchMapMiddleware", fn)
         self.fn = fn
         self.name = name or f"batch_map:{_fn_name(fn)}"
@@ -94,7 +94,7 @@ class BatchApplyMiddleware(BatchMiddleware):
     middleware). Raising fails the whole batch. On a row lane ``fn`` gets one-record
     lists."""
 
-    def __init__(self, fn: Callable[[Sequence[Any]], Sequence[Any]], *, name: str | None = None):
+    def __init__(self, fn: Callable[[Sequence[Any]], Sequence[Any]], name: str | None = None):
         _check_callable("BatchApplyMiddleware", fn)
         self.fn = fn
         self.name = name or f"batch_apply:{_fn_name(fn)}"
@@ -106,7 +106,7 @@ class BatchApplyMiddleware(BatchMiddleware):
 class BatchFilterMiddleware(BatchMiddleware):
     """Applies ``predicate(record)`` to every record of a batch; falsy → dropped."""
 
-    def __init__(self, predicate: Callable[[Any], Any], *, name: str | None = None) -> None:
+    def __init__(self, predicate: Callable[[Any], Any], name: str | None = None) -> None:
         _check_callable("BatchFilterMiddleware", predicate)
         self.predicate = predicate
         self.name = name or f"batch_filter:{_fn_name(predicate)}"
@@ -119,7 +119,7 @@ class BatchFilterMiddleware(BatchMiddleware):
 class ArrowMapMiddleware(ArrowBatchMiddleware):
     """``fn(RecordBatch) -> RecordBatch`` per Arrow batch (it may also filter rows)."""
 
-    def __init__(self, fn: Callable[[Any], Any], *, name: str | None = None) -> None:
+    def __init__(self, fn: Callable[[Any], Any], name: str | None = None) -> None:
         _check_callable("ArrowMapMiddleware", fn)
         self.fn = fn
         self.name = name or f"arrow_map:{_fn_name(fn)}"
@@ -136,7 +136,7 @@ class ArrowFilterMiddleware(ArrowBatchMiddleware):
     :class:`~agora.middleware.base.ArrowRowFilter` hook, like any filter of yours can.
     """
 
-    def __init__(self, predicate: Callable[[Any], Any], *, name: str | None = None) -> None:
+    def __init__(self, predicate: Callable[[Any], Any], name: str | None = None) -> None:
         _check_callable("ArrowFilterMiddleware", predicate)
         self.predicate = predicate
         self.name = name or f"arrow_filter:{_fn_name(predicate)}"
