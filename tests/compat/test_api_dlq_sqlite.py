@@ -23,6 +23,7 @@ from agora.cli import main
 from agora.stores import DLQError, JsonLinesDLQSink, SQLiteDLQSink, read_dlq
 from agora.stores import dlq_schema
 from agora.stores.dlq_schema import SCHEMA_VERSION
+from agora.stores.dlq_state import ReplayFailure, open_ledger
 
 
 def dead(i: int, **changes: Any) -> DLQRecord:
@@ -150,6 +151,24 @@ def test_dlq_list_json_shows_the_fields(tmp_path: Path, capsys: pytest.CaptureFi
     [shown] = json.loads(capsys.readouterr().out)["records"]
     assert (shown["original_record"], shown["attempt"], shown["max_attempts"]) == (
         "raw line", 1, 2)
+
+
+def test_replay_bookkeeping_keeps_the_fields(tmp_path: Path) -> None:
+    path = tmp_path / "dlq.db"
+    asyncio.run(write_all(SQLiteDLQSink(path),
+                          [dead(1, original_record="raw", attempt=1, max_attempts=4), dead(2)]))
+    ledger = open_ledger(path, writable=True)
+    try:
+        first, second = ledger.entries()
+        ledger.record_failures([ReplayFailure(first.entry_id, "KeyError", "again", "run-2")])
+        ledger.mark_replayed([second.entry_id], "run-2")
+        again, replayed = ledger.entries()
+    finally:
+        ledger.close()
+    assert again.attempts == 2 and again.last_error_type == "KeyError"
+    assert (again.record.original_record, again.record.attempt,
+            again.record.max_attempts) == ("raw", 1, 4)
+    assert replayed.replayed and replayed.record == second.record
 
 
 # -- older and newer files ---------------------------------------------------------------------
