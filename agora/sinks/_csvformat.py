@@ -1,8 +1,8 @@
 """How ``CsvSink`` turns values into CSV text: the dialect both its write paths share.
 
 CSV dialect (both paths write the same text for the same data wherever they can):
-UTF-8 and ``,`` by default (``encoding=``, ``delimiter=``), ``\\n`` line ends, exactly one header row. Strings (and the header)
-are always double-quoted, embedded quotes doubled; null / missing values are an empty,
+UTF-8 and ``,`` by default (``encoding=``, ``delimiter=``), ``\\n`` line ends, exactly
+one header row. Strings (and the header) are always double-quoted, embedded quotes doubled; null / missing values are an empty,
 unquoted field, so ``None`` and ``""`` stay distinguishable (``,,`` vs ``,"",``). Numbers,
 booleans (``true`` / ``false``), dates and times are unquoted. Floats use pyarrow's
 shortest round-trip format (``1``, ``0.1``, ``1e+20``, ``1e-7``, ``nan``, ``inf``, ``-0``).
