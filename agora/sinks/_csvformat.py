@@ -2,8 +2,8 @@
 
 CSV dialect (both paths write the same text for the same data wherever they can):
 UTF-8 and ``,`` by default (``encoding=``, ``delimiter=``), ``\\n`` line ends, exactly
-one header row. Strings (and the header) are always double-quoted, embedded quotes doubled; null / missing values are an empty,
-unquoted field, so ``None`` and ``""`` stay distinguishable (``,,`` vs ``,"",``). Numbers,
+one header row. Strings (and the header) are always double-quoted, embedded quotes
+doubled; null / missing values are an empty, unquoted field, so ``None`` and ``""`` stay distinguishable (``,,`` vs ``,"",``). Numbers,
 booleans (``true`` / ``false``), dates and times are unquoted. Floats use pyarrow's
 shortest round-trip format (``1``, ``0.1``, ``1e+20``, ``1e-7``, ``nan``, ``inf``, ``-0``).
 Timestamps: ``2020-01-02 03:04:05.000000`` (microseconds); timezone-aware ones in their
