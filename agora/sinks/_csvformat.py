@@ -1,16 +1,17 @@
 """How ``CsvSink`` turns values into CSV text: the dialect both its write paths share.
 
-CSV dialect (both paths write the same text for the same data wherever they can):
-UTF-8 and ``,`` by default (``encoding=``, ``delimiter=``), ``\\n`` line ends, exactly
-one header row. Strings (and the header) are always double-quoted, embedded quotes
-doubled; null / missing values are an empty, unquoted field, so ``None`` and ``""`` stay distinguishable (``,,`` vs ``,"",``). Numbers,
-booleans (``true`` / ``false``), dates and times are unquoted. Floats use pyarrow's
-shortest round-trip format (``1``, ``0.1``, ``1e+20``, ``1e-7``, ``nan``, ``inf``, ``-0``).
-Timestamps: ``2020-01-02 03:04:05.000000`` (microseconds); timezone-aware ones in their
-zone's wall time with ``Z`` (UTC) or a ``+0100``-style offset. Durations: an integer
-count of the column's unit (row path: microseconds). Bytes: UTF-8 text (row path: invalid
-bytes as ``\\xNN`` escapes). Lists and dicts (row path only — pyarrow cannot write nested
-columns, so such batches downgrade): compact JSON text, quoted.
+CSV dialect (both paths write the same text for the same data wherever they can): UTF-8
+and ``,`` by default (``encoding=``, ``delimiter=``), ``\\n`` line ends, exactly one
+header row. Strings (and the header) are always double-quoted, embedded quotes doubled;
+null / missing values are an empty, unquoted field, so ``None`` and ``""`` stay
+distinguishable (``,,`` vs ``,"",``). Numbers, booleans (``true`` / ``false``), dates
+and times are unquoted. Floats use pyarrow's shortest round-trip format (``1``, ``0.1``,
+``1e+20``, ``1e-7``, ``nan``, ``inf``, ``-0``). Timestamps: ``2020-01-02
+03:04:05.000000`` (microseconds); timezone-aware ones in their zone's wall time with
+``Z`` (UTC) or a ``+0100``-style offset. Durations: an integer count of the column's
+unit (row path: microseconds). Bytes: UTF-8 text (row path: invalid bytes as ``\\xNN``
+escapes). Lists and dicts (row path only — pyarrow cannot write nested columns, so such
+batches downgrade): compact JSON text, quoted.
 
 Known differences between the paths: a ``float32`` column is written by pyarrow at float32
 precision (``0.1``) but as the widened float64 value (``0.10000000149011612``) when its
