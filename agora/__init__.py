@@ -31,9 +31,11 @@ stores and process never import ``runtime`` or ``pipeline``; the runtime imports
                      shared parts _builtin.py, _csvrecords.py, _csvscreen.py, _jsonfile.py,
                      _text.py, _readahead.py (bounded read-ahead thread)
     sinks/           base.py (contract), fanout.py, router.py, memory.py, simple.py (Null,
-                     Stdout), csv.py, jsonl.py, parquet.py + _parquet_dataset.py,
-                     _parquet_parts.py, _parquet_schema.py; _files.py (output files)
-    middleware/      base.py (contracts, incl. the Arrow filter hook), builtins.py (Map/Filter),
+                     Stdout), csv.py + _csvformat.py (its dialect), jsonl.py, parquet.py
+                     + _parquet_dataset.py, _parquet_parts.py, _parquet_schema.py; _files.py
+                     (output files)
+    middleware/      base.py (contracts, incl. the Arrow filter hook), builtins.py
+                     (Map/Filter/Apply),
                      io.py (AsyncMiddleware, RetryPolicy, Backpressure)
     stores/          checkpoint.py + checkpoint_sqlite.py; dlq.py (SQLite) + dlq_jsonl.py,
                      dlq_schema.py, dlq_read.py, dlq_state.py (replay state); _files.py
@@ -90,6 +92,7 @@ from agora.middleware import (
     ArrowRowFilter,
     AsyncMiddleware,
     Backpressure,
+    BatchApplyMiddleware,
     BatchFilterMiddleware,
     BatchMapMiddleware,
     BatchMiddleware,
@@ -190,6 +193,7 @@ __all__ = [
     "Backpressure",
     "BaseSink",
     "BaseSource",
+    "BatchApplyMiddleware",
     "BatchFilterMiddleware",
     "BatchMapMiddleware",
     "BatchMiddleware",

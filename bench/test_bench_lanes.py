@@ -7,7 +7,7 @@ pipeline, start its worker pool, move every batch, commit in source order into a
 ==============  ====================================================================
 row-lane        ``IterableBatchSource`` → ``ProcessBatchMiddleware`` (pickled rows)
 arrow-lane      ``ArrowBatchSource`` → ``ArrowProcessBatchMiddleware`` (columnar)
-row-serial      the same row transform in-process (``BatchMapMiddleware``)
+row-serial      the same row transform in-process (``BatchApplyMiddleware``)
 arrow-serial    the same Arrow transform in-process (``ArrowMapMiddleware``)
 ppe-pickle      a hand-written ``ProcessPoolExecutor`` loop shipping ``list[dict]``
 ppe-ipc         a hand-written ``ProcessPoolExecutor`` loop shipping Arrow IPC bytes
@@ -35,7 +35,7 @@ from agora import (
     ArrowBatchSource,
     ArrowMapMiddleware,
     ArrowProcessBatchMiddleware,
-    BatchMapMiddleware,
+    BatchApplyMiddleware,
     DeliveryConfig,
     IterableBatchSource,
     NullSink,
@@ -111,7 +111,7 @@ def make_round(
             ArrowBatchSource(arrow), ArrowProcessBatchMiddleware(arrow_fn, **lane_kw)
         )
     if config == "row-serial":
-        return lambda: pipeline(IterableBatchSource(rows), BatchMapMiddleware(row_fn))
+        return lambda: pipeline(IterableBatchSource(rows), BatchApplyMiddleware(row_fn))
     if config == "arrow-serial":
         return lambda: pipeline(ArrowBatchSource(arrow), ArrowMapMiddleware(arrow_fn))
     ctx = multiprocessing.get_context("forkserver")

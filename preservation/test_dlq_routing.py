@@ -15,7 +15,7 @@ import pytest
 from agora import (
     ArrowCsvSource,
     ArrowMapMiddleware,
-    BatchMapMiddleware,
+    BatchApplyMiddleware,
     CsvSource,
     DeliveryConfig,
     IterableSource,
@@ -97,7 +97,7 @@ class TestStages:
         bad = 20  # the batch (or, on the row lane, the one-record batch) holding it fails
         fn = RaiseOn("batch rejected", ids={bad})
         mw = (ArrowMapMiddleware(fn, name="batchy") if lane == "arrow"
-              else BatchMapMiddleware(fn, name="batchy"))
+              else BatchApplyMiddleware(fn, name="batchy"))
         summary, dead, out = _run(tmp_path, lane, dlq_kind, chain=(mw,))
         failed = [bad] if lane == "rows" else list(range(unit_start(lane, bad),
                                                          unit_start(lane, bad) + BATCH))

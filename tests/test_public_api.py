@@ -9,7 +9,7 @@ EXPECTED = {
     "ArrowFilterMiddleware", "ArrowJsonLinesSource", "ArrowMapMiddleware",
     "ArrowProcessBatchMiddleware", "ArrowRowFilter", "AsyncMiddleware", "Backpressure",
     "BaseSink", "BaseSource",
-    "BatchFilterMiddleware", "BatchMapMiddleware", "BatchMiddleware", "BoundPipeline",
+    "BatchApplyMiddleware", "BatchFilterMiddleware", "BatchMapMiddleware", "BatchMiddleware", "BoundPipeline",
     "Checkpoint", "CheckpointError", "CheckpointFailurePolicy", "CheckpointFigures",
     "CheckpointStore", "CheckpointStoreProtocol", "ContractError", "CsvSink", "CsvSource",
     "DLQError", "DLQFailurePolicy", "DLQFigures", "DLQRecord", "DLQSink", "DLQStage",

@@ -31,6 +31,7 @@ from agora.errors import CheckpointError, PipelineError
 from agora.records import DLQRecord
 from agora.stores import DLQError, JsonLinesDLQSink, SQLiteDLQSink, read_dlq
 from agora.stores.dlq_state import open_ledger, sidecar_path
+from agora.stores.dlq_schema import SCHEMA_VERSION
 
 #: ids the "bug" rejects; tests change it to simulate a fix (or a bug that stays).
 POISON: set[int] = set()
@@ -325,7 +326,7 @@ def test_replay_migrates_a_version_1_sqlite_dlq(tmp_path: Path) -> None:
     POISON.clear()
     report = replay(job(tmp_path, "dlq.db"), dlq)
     assert report.sent == 1 and report.ok
-    assert schema_version(dlq) == 2
+    assert schema_version(dlq) == SCHEMA_VERSION
     assert entries(dlq)[0].replayed
 
 

@@ -16,6 +16,7 @@ from agora.middleware.io import AsyncMiddleware, Backpressure, RetryPolicy
 from agora.middleware.builtins import (
     ArrowFilterMiddleware,
     ArrowMapMiddleware,
+    BatchApplyMiddleware,
     BatchFilterMiddleware,
     BatchMapMiddleware,
     FilterMiddleware,
@@ -30,6 +31,7 @@ __all__ = [
     "ArrowRowFilter",
     "AsyncMiddleware",
     "Backpressure",
+    "BatchApplyMiddleware",
     "BatchFilterMiddleware",
     "BatchMapMiddleware",
     "BatchMiddleware",

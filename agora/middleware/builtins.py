@@ -1,8 +1,10 @@
-"""Ready-made middleware wrapping a user function: Map/Filter per record, per Python
-batch, and per Arrow batch."""
+"""Ready-made middleware wrapping a user function: Map/Filter per record, per record of a
+Python batch, and per Arrow batch; Apply for a function of the whole Python batch."""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -16,6 +18,7 @@ from agora.middleware.base import (
 __all__ = [
     "ArrowFilterMiddleware",
     "ArrowMapMiddleware",
+    "BatchApplyMiddleware",
     "BatchFilterMiddleware",
     "BatchMapMiddleware",
     "FilterMiddleware",
@@ -35,7 +38,7 @@ def _fn_name(fn: Any) -> str:
 class MapMiddleware(Middleware):
     """``fn(record) -> record | None`` per record (None drops it)."""
 
-    def __init__(self, fn: Callable[[Any], Any], *, name: str | None = None) -> None:
+    def __init__(self, fn: Callable[[Any], Any], name: str | None = None) -> None:
         _check_callable("MapMiddleware", fn)
         self.fn = fn
         self.name = name or f"map:{_fn_name(fn)}"
@@ -47,7 +50,7 @@ class MapMiddleware(Middleware):
 class FilterMiddleware(Middleware):
     """Keeps records for which ``predicate(record)`` is truthy; drops the rest."""
 
-    def __init__(self, predicate: Callable[[Any], Any], *, name: str | None = None) -> None:
+    def __init__(self, predicate: Callable[[Any], Any], name: str | None = None) -> None:
         _check_callable("FilterMiddleware", predicate)
         self.predicate = predicate
         self.name = name or f"filter:{_fn_name(predicate)}"
@@ -57,12 +60,44 @@ class FilterMiddleware(Middleware):
 
 
 class BatchMapMiddleware(BatchMiddleware):
-    """``fn(records) -> list`` per batch: one result per input, None drops that record."""
+    """``fn(record) -> record | None`` applied to each record of a batch (None drops it).
 
-    def __init__(self, fn: Callable[[Sequence[Any]], Sequence[Any]], *, name: str | None = None):
+    The per-record map of the batch lane: same meaning as :class:`MapMiddleware`, one call
+    per batch instead of per record. ``fn`` may be a coroutine function; the records of a
+    batch are then awaited concurrently, results kept in input order. After an Arrow source
+    ``fn`` receives each row as a dict. Because the batch is one unit, ``fn`` raising for
+    any record fails the whole batch: every record of it is dead-lettered with
+    ``stage="batch_middleware"`` (or the run fails, per the failure policy). Use
+    :class:`MapMiddleware` to isolate failures record by record, and
+    :class:`BatchApplyMiddleware` to hand ``fn`` the whole list.
+    """
+
+    def __init__(self, fn: Callable[[Any], Any], name: str | None = None) -> None:
         _check_callable("BatchMapMiddleware", fn)
         self.fn = fn
         self.name = name or f"batch_map:{_fn_name(fn)}"
+        self._fn_is_async = inspect.iscoroutinefunction(fn)
+
+    def process_batch(self, records: Sequence[Any], ctx: MiddlewareContext) -> Any:
+        if self._fn_is_async:
+            return self._gather(records)
+        fn = self.fn
+        return [fn(r) for r in records]
+
+    async def _gather(self, records: Sequence[Any]) -> list[Any]:
+        return list(await asyncio.gather(*(self.fn(r) for r in records)))
+
+
+class BatchApplyMiddleware(BatchMiddleware):
+    """``fn(records) -> list`` once per batch: one result per input, in order (None drops
+    that record; a list of another length fails the run as a contract error naming the
+    middleware). Raising fails the whole batch. On a row lane ``fn`` gets one-record
+    lists."""
+
+    def __init__(self, fn: Callable[[Sequence[Any]], Sequence[Any]], name: str | None = None):
+        _check_callable("BatchApplyMiddleware", fn)
+        self.fn = fn
+        self.name = name or f"batch_apply:{_fn_name(fn)}"
 
     def process_batch(self, records: Sequence[Any], ctx: MiddlewareContext) -> Any:
         return self.fn(records)
@@ -71,7 +106,7 @@ class BatchMapMiddleware(BatchMiddleware):
 class BatchFilterMiddleware(BatchMiddleware):
     """Applies ``predicate(record)`` to every record of a batch; falsy → dropped."""
 
-    def __init__(self, predicate: Callable[[Any], Any], *, name: str | None = None) -> None:
+    def __init__(self, predicate: Callable[[Any], Any], name: str | None = None) -> None:
         _check_callable("BatchFilterMiddleware", predicate)
         self.predicate = predicate
         self.name = name or f"batch_filter:{_fn_name(predicate)}"
@@ -84,7 +119,7 @@ class BatchFilterMiddleware(BatchMiddleware):
 class ArrowMapMiddleware(ArrowBatchMiddleware):
     """``fn(RecordBatch) -> RecordBatch`` per Arrow batch (it may also filter rows)."""
 
-    def __init__(self, fn: Callable[[Any], Any], *, name: str | None = None) -> None:
+    def __init__(self, fn: Callable[[Any], Any], name: str | None = None) -> None:
         _check_callable("ArrowMapMiddleware", fn)
         self.fn = fn
         self.name = name or f"arrow_map:{_fn_name(fn)}"
@@ -101,7 +136,7 @@ class ArrowFilterMiddleware(ArrowBatchMiddleware):
     :class:`~agora.middleware.base.ArrowRowFilter` hook, like any filter of yours can.
     """
 
-    def __init__(self, predicate: Callable[[Any], Any], *, name: str | None = None) -> None:
+    def __init__(self, predicate: Callable[[Any], Any], name: str | None = None) -> None:
         _check_callable("ArrowFilterMiddleware", predicate)
         self.predicate = predicate
         self.name = name or f"arrow_filter:{_fn_name(predicate)}"

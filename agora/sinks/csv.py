@@ -1,36 +1,14 @@
 """``CsvSink``: rows and batches through the csv module, Arrow batches through
 ``pyarrow.csv`` with a per-batch downgrade to the row path when pyarrow rejects a batch.
-
-CSV dialect (both paths write the same text for the same data wherever they can):
-UTF-8, ``,`` delimiter, ``\\n`` line ends, exactly one header row. Strings (and the header)
-are always double-quoted, embedded quotes doubled; null / missing values are an empty,
-unquoted field, so ``None`` and ``""`` stay distinguishable (``,,`` vs ``,"",``). Numbers,
-booleans (``true`` / ``false``), dates and times are unquoted. Floats use pyarrow's
-shortest round-trip format (``1``, ``0.1``, ``1e+20``, ``1e-7``, ``nan``, ``inf``, ``-0``).
-Timestamps: ``2020-01-02 03:04:05.000000`` (microseconds); timezone-aware ones in their
-zone's wall time with ``Z`` (UTC) or a ``+0100``-style offset. Durations: an integer
-count of the column's unit (row path: microseconds). Bytes: UTF-8 text (row path: invalid
-bytes as ``\\xNN`` escapes). Lists and dicts (row path only — pyarrow cannot write nested
-columns, so such batches downgrade): compact JSON text, quoted.
-
-Known differences between the paths: a ``float32`` column is written by pyarrow at float32
-precision (``0.1``) but as the widened float64 value (``0.10000000149011612``) when its
-batch downgrades; timestamps of a unit other than microseconds get that unit's digits on
-the Arrow path only; a ``+00:00`` zone is written ``+0000`` by pyarrow but ``Z`` by the row
-path (Python cannot tell it from UTC).
+The dialect and cell formats are in :mod:`agora.sinks._csvformat`.
 """
 
 from __future__ import annotations
 
 import csv
-import datetime as _dt
-import decimal
-import io
-import math
-import numbers
 import os
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar
 
@@ -46,138 +24,57 @@ from agora.sinks._files import (
     ensure_openable,
     open_output_file,
 )
-from agora.sinks.jsonl import encode_json_line
+from agora.sinks._csvformat import (
+    ARROW_SAFE_DELIMITERS,
+    RowFormatter,
+    cell,
+    check_delimiter,
+    check_encoding,
+    format_float,
+)
 
 __all__ = ["CsvSink", "format_float"]
 
 # pyarrow refuses some batches (nested types, invalid UTF-8 in binary columns, types it
 # has no CSV cast for); those and only those are downgraded to the row path.
-_ARROW_REJECTIONS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError)
-_ARROW_OPTIONS = pa_csv.WriteOptions(include_header=False, quoting_style="needed")
-
-
-class _Bare:
-    """A pre-formatted cell the csv writer leaves unquoted.
-
-    With ``QUOTE_NONNUMERIC`` the csv module quotes every field that is not a number; it
-    tests "number" by the presence of ``__float__``, so this class defines one. Fields that
-    contain a delimiter, quote or newline are still quoted by the writer.
-    """
-
-    __slots__ = ("text",)
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def __str__(self) -> str:
-        return self.text
-
-    def __float__(self) -> float:  # never called; only marks the cell as numeric
-        raise TypeError("a pre-formatted CSV cell is not a number")
-
-
-_NULL = _Bare("")
-_TRUE = _Bare("true")
-_FALSE = _Bare("false")
-_ONE_MICROSECOND = _dt.timedelta(microseconds=1)
-
-
-def format_float(value: float) -> str:
-    """Format a float the way pyarrow's CSV writer does: shortest round-trip digits, fixed
-    notation for decimal exponents -6..9, otherwise ``d.ddde±x`` (no exponent padding)."""
-    if not math.isfinite(value):
-        return repr(value)  # nan, inf, -inf: pyarrow's spelling too
-    if value == 0:
-        return "-0" if math.copysign(1.0, value) < 0 else "0"
-    sign, digit_tuple, exponent = decimal.Decimal(repr(value)).normalize().as_tuple()
-    assert isinstance(exponent, int)  # finite, so never 'n'/'N'/'F'
-    digits = "".join(map(str, digit_tuple))
-    point = len(digits) + exponent  # value = 0.<digits> × 10**point
-    exp10 = point - 1
-    if -6 <= exp10 <= 9:
-        if point <= 0:
-            body = "0." + "0" * -point + digits
-        elif point >= len(digits):
-            body = digits + "0" * (point - len(digits))
-        else:
-            body = digits[:point] + "." + digits[point:]
-    else:
-        mantissa = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
-        body = f"{mantissa}e{'+' if exp10 >= 0 else '-'}{abs(exp10)}"
-    return ("-" if sign else "") + body
-
-
-def _cell(value: Any) -> Any:
-    """One value as the csv writer should see it: ``str`` (quoted) or ``_Bare`` (not)."""
-    if value is None:
-        return _NULL
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return _TRUE if value else _FALSE
-    if isinstance(value, numbers.Integral):
-        return _Bare(str(int(value)))
-    if isinstance(value, decimal.Decimal):
-        return _Bare(format(value, "f"))
-    if isinstance(value, numbers.Real):
-        return _Bare(format_float(float(value)))
-    if isinstance(value, _dt.datetime):
-        return _Bare(_format_datetime(value))
-    if isinstance(value, _dt.date):
-        return _Bare(value.isoformat())
-    if isinstance(value, _dt.time):
-        return _Bare(value.isoformat(timespec="microseconds"))
-    if isinstance(value, _dt.timedelta):
-        return _Bare(str(value // _ONE_MICROSECOND))
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value).decode("utf-8", errors="backslashreplace")
-    if isinstance(value, (list, tuple, dict)):
-        return encode_json_line(value, lenient=True).decode("utf-8").rstrip("\n")
-    return str(value)
-
-
-def _format_datetime(value: _dt.datetime) -> str:
-    """pyarrow's timestamp[us] text: local wall time, then ``Z`` for UTC or ``±HHMM``."""
-    local = value.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
-    offset = value.utcoffset()
-    if offset is None:
-        return local
-    if value.tzinfo is _dt.UTC or str(value.tzinfo) == "UTC":
-        return local + "Z"
-    minutes = int(offset.total_seconds()) // 60
-    sign = "-" if minutes < 0 else "+"
-    return f"{local}{sign}{abs(minutes) // 60:02d}{abs(minutes) % 60:02d}"
-
-
-class _RowFormatter:
-    """Formats rows one line at a time, so one bad row fails alone."""
-
-    def __init__(self) -> None:
-        self._buffer = io.StringIO()
-        self._writer = csv.writer(
-            self._buffer, quoting=csv.QUOTE_NONNUMERIC, lineterminator="\n"
-        )
-
-    def line(self, cells: Sequence[Any]) -> bytes:
-        self._buffer.seek(0)
-        self._buffer.truncate()
-        self._writer.writerow(cells)
-        return self._buffer.getvalue().encode("utf-8")
-
-
+# A non-UTF-8 encoding that cannot hold a value (UnicodeEncodeError) also sends the batch
+# to the row path, where that row alone fails.
+_ARROW_REJECTIONS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError,
+                     UnicodeError)
 class CsvSink(TextFileSink):
     """Writes records to a CSV file (dialect and formats: see the module docstring).
 
+    ``CsvSink(path, row_mapper=None, fieldnames=None, append=None, flush_every=100,
+    delimiter=",", encoding="utf-8", *, mode=None, name=None)`` — the positional order is
+    upstream 0.3.0's, so its programs run unchanged.
+
+    * ``row_mapper(record) -> mapping`` turns each record (any object) into the row that
+      is written; without it records must be mappings. A mapper that raises, or returns
+      something other than a mapping, fails that record alone. With a mapper, Arrow
+      batches are written row by row through it (counted as downgraded batches).
+    * ``mode="w"`` (truncate, the default) or ``"a"`` (append) is the preferred spelling;
+      upstream's ``append=True`` / ``append=False`` means the same. Passing both with
+      different meanings raises ``TypeError``.
+    * ``flush_every``: once that many rows were written since the last hand-over, the
+      sink hands its buffered output to the operating system (other readers then see it,
+      and it survives a crash of this process). Durability against power loss comes from
+      ``flush()`` (fsync), which the runtime calls before every checkpoint.
+    * ``delimiter``: one ASCII character other than ``"``, CR or LF. With ``,`` ``;``
+      ``|`` or tab, Arrow batches go through ``pyarrow.csv``; with any other, through the
+      row path (which quotes a number or date containing the delimiter).
+    * ``encoding``: a text encoding that writes ASCII as ASCII bytes (``utf-8``,
+      ``latin-1``, ``cp1252``…; not ``utf-16`` or ``utf-8-sig``). A value the encoding
+      cannot hold fails its record alone (``ValueError`` naming the sink and the encoding).
     * Columns come from ``fieldnames``, else from an existing header (append mode), else
       from the first record's keys or the first Arrow batch's schema. A header is written
       exactly once per file: in append mode onto a non-empty file, none is written and the
       file's own header fixes the columns (``fieldnames`` that disagree with it are
       refused at ``open()``).
     * A record with keys that are not columns fails on its own (``WriteResult.failed`` with
-      a ``ValueError`` naming the sink and the keys) — it is never written truncated. Missing
-      keys are written as nulls. A non-mapping record fails with ``TypeError``. An Arrow
-      batch with extra columns fails every row the same way; its columns may come in any
-      order.
+      a ``ValueError`` naming the sink and the keys) — it is never written truncated (nor
+      are extra keys silently dropped). Missing keys are written as nulls. A non-mapping
+      record fails with ``TypeError``. An Arrow batch with extra columns fails every row
+      the same way; its columns may come in any order.
     * ``write_arrow_batch`` writes through ``pyarrow.csv``; a batch pyarrow rejects is
       written through the row path instead, whole. So is a one-column batch holding nulls:
       pyarrow would write those rows as empty lines, which CSV readers skip, while the csv
@@ -194,19 +91,40 @@ class CsvSink(TextFileSink):
         DataPlane.ARROW_BATCHES,
     )
     native_data_planes: ClassVar[tuple[DataPlane, ...]] = accepted_data_planes
+    #: What reaches the CSV writer must be a mapping: the record itself, or what
+    #: ``row_mapper`` makes of it.
     requires_mappings: ClassVar[bool] = True
 
     def __init__(
         self,
         path: str | os.PathLike[str],
-        *,
-        mode: str = "w",
+        row_mapper: Callable[[Any], Mapping[str, Any]] | None = None,
         fieldnames: Sequence[str] | None = None,
+        append: bool | None = None,
+        flush_every: int = 100,
+        delimiter: str = ",",
+        encoding: str = "utf-8",
+        *,
+        mode: str | None = None,
         name: str | None = None,
     ) -> None:
         self.path = Path(path)
         self.sink_name = name or f"csv:{self.path.name}"
-        self.mode = check_file_mode(self.sink_name, mode)
+        self.mode = check_file_mode(self.sink_name, _mode(self.sink_name, mode, append))
+        if row_mapper is not None and not callable(row_mapper):
+            raise TypeError(
+                f"sink {self.sink_name!r}: row_mapper must be a callable (record -> mapping) "
+                f"or None; got {type(row_mapper).__name__}"
+            )
+        self.row_mapper = row_mapper
+        if isinstance(flush_every, bool) or not isinstance(flush_every, int) or flush_every < 1:
+            raise ValueError(
+                f"sink {self.sink_name!r}: flush_every must be an int >= 1 (rows); got "
+                f"{flush_every!r}"
+            )
+        self.flush_every = flush_every
+        self.delimiter = check_delimiter(self.sink_name, delimiter)
+        self.encoding = check_encoding(self.sink_name, encoding)
         if fieldnames is not None:
             fieldnames = list(fieldnames)
             _check_names(self.sink_name, fieldnames)
@@ -214,7 +132,16 @@ class CsvSink(TextFileSink):
         self._header: list[str] | None = None
         self._header_written = False
         self._fh: BinaryIO | None = None
-        self._rows = _RowFormatter()
+        self._rows = RowFormatter(self.delimiter, self.encoding)
+        self._arrow_options = pa_csv.WriteOptions(
+            include_header=False, quoting_style="needed", delimiter=self.delimiter
+        )
+        # Arrow batches skip pyarrow when a mapper must see each row, or when pyarrow's
+        # unquoted cells could contain the delimiter.
+        self._arrow_rows_only = (
+            row_mapper is not None or self.delimiter not in ARROW_SAFE_DELIMITERS
+        )
+        self._unhanded_rows = 0
         self.records_written = 0
         self._native_batches = 0
         self._native_rows = 0
@@ -267,12 +194,13 @@ class CsvSink(TextFileSink):
 
     def _read_existing_header(self) -> list[str]:
         try:
-            with open(self.path, encoding="utf-8", newline="") as reader:
-                header = next(csv.reader(reader))
+            with open(self.path, encoding=self.encoding, newline="") as reader:
+                header = next(csv.reader(reader, delimiter=self.delimiter))
         except (UnicodeDecodeError, csv.Error, StopIteration) as exc:
             raise ValueError(
                 f"sink {self.sink_name!r}: cannot append to {str(self.path)!r}: its header "
-                f"row is not readable UTF-8 CSV ({exc}); write to a new file"
+                f"row is not readable {self.encoding} CSV with delimiter {self.delimiter!r} "
+                f"({exc}); write to a new file, or pass the file's encoding and delimiter"
             ) from exc
         return header
 
@@ -289,6 +217,8 @@ class CsvSink(TextFileSink):
 
     async def write_arrow_batch(self, batch: pa.RecordBatch) -> list[WriteResult] | None:
         self._check_usable("write_arrow_batch")
+        if self._arrow_rows_only:
+            return self._downgrade(batch)
         names = batch.schema.names
         _check_names(self.sink_name, names)
         header = self._header if self._header is not None else list(names)
@@ -309,22 +239,39 @@ class CsvSink(TextFileSink):
                 # row would vanish on read-back); the csv module writes "" instead.
                 raise pa.ArrowInvalid("one-column batch with nulls")
             out = pa.BufferOutputStream()
-            pa_csv.write_csv(batch, out, _ARROW_OPTIONS)
+            pa_csv.write_csv(batch, out, self._arrow_options)
             chunk = out.getvalue().to_pybytes()
-            downgraded = False
+            if self.encoding != "utf-8":
+                chunk = chunk.decode("utf-8").encode(self.encoding)
         except _ARROW_REJECTIONS:
-            chunk = b"".join(
-                self._rows.line([_cell(row[n]) for n in header]) for row in batch.to_pylist()
-            )
-            downgraded = True
+            return self._downgrade(batch)  # aligned to the header: the same text
         self._emit(header, chunk, batch.num_rows)
-        if downgraded:
-            self._downgraded_batches += 1
-            self._downgraded_rows += batch.num_rows
-        else:
-            self._native_batches += 1
-            self._native_rows += batch.num_rows
+        self._native_batches += 1
+        self._native_rows += batch.num_rows
         return None
+
+    def _downgrade(self, batch: pa.RecordBatch) -> list[WriteResult] | None:
+        """Write an Arrow batch through the row path: one result per row."""
+        results = self._write_rows(batch.to_pylist())
+        self._downgraded_batches += 1
+        self._downgraded_rows += batch.num_rows
+        return results
+
+    def _as_row(self, record: Any) -> Mapping[Any, Any]:
+        if self.row_mapper is not None:
+            row = self.row_mapper(record)
+            if not isinstance(row, Mapping):
+                raise TypeError(
+                    f"sink {self.sink_name!r}: row_mapper must return a mapping (column -> "
+                    f"value); it returned {type(row).__name__} for a {type(record).__name__}"
+                )
+            return row
+        if not isinstance(record, Mapping):
+            raise TypeError(
+                f"sink {self.sink_name!r} writes mappings (one dict per row); got "
+                f"{type(record).__name__} — pass row_mapper= to turn records into rows"
+            )
+        return record
 
     def _write_rows(self, records: Sequence[Any]) -> list[WriteResult] | None:
         header = self._header
@@ -332,13 +279,9 @@ class CsvSink(TextFileSink):
         lines: list[bytes] = []
         results: list[WriteResult] = []
         failed = False
-        for record in records:
+        for original in records:
             try:
-                if not isinstance(record, Mapping):
-                    raise TypeError(
-                        f"sink {self.sink_name!r} writes mappings (one dict per row); got "
-                        f"{type(record).__name__}"
-                    )
+                record = self._as_row(original)
                 if header is None:
                     header = [str(k) for k in record]
                     _check_names(self.sink_name, header)
@@ -346,8 +289,8 @@ class CsvSink(TextFileSink):
                 extra = [k for k in record if k not in columns]
                 if extra:
                     raise self._extra_keys_error(extra, header)
-                lines.append(self._rows.line([_cell(record.get(n)) for n in header]))
-            except (TypeError, ValueError) as exc:
+                lines.append(self._line(record, header))
+            except Exception as exc:  # noqa: BLE001 - the record (or its mapper) fails alone
                 failed = True
                 results.append(WriteResult.failed(exc))
             else:
@@ -365,6 +308,25 @@ class CsvSink(TextFileSink):
             self._fh.write(chunk)
         self._header, self._header_written = header, True
         self.records_written += rows
+        self._unhanded_rows += rows
+        if self._unhanded_rows >= self.flush_every:
+            self._fh.flush()  # to the OS: visible to readers; fsync waits for flush()
+            self._unhanded_rows = 0
+
+    async def flush(self) -> None:
+        """Hand every written row to the OS and fsync: durable when this returns."""
+        await super().flush()
+        self._unhanded_rows = 0
+
+    def _line(self, record: Mapping[Any, Any], header: Sequence[str]) -> bytes:
+        try:
+            return self._rows.line([cell(record.get(n)) for n in header])
+        except UnicodeEncodeError as exc:
+            raise ValueError(
+                f"sink {self.sink_name!r}: a value of this record cannot be written in "
+                f"encoding {self.encoding!r} ({exc.reason}: {exc.object[exc.start:exc.end]!r})"
+                f" — use encoding='utf-8' or clean the value upstream"
+            ) from exc
 
     def _extra_keys_error(self, extra: Sequence[Any], header: Sequence[str]) -> ValueError:
         return ValueError(
@@ -381,3 +343,18 @@ def _check_names(sink_name: str, names: Sequence[str]) -> None:
         raise ValueError(
             f"sink {sink_name!r}: duplicate CSV column names {duplicates}; rename them upstream"
         )
+
+
+def _mode(sink_name: str, mode: str | None, append: bool | None) -> str:
+    """The file mode from ``mode=`` (preferred) or upstream's ``append=``."""
+    if append is not None and not isinstance(append, bool):
+        raise TypeError(f"sink {sink_name!r}: append must be True or False; got {append!r}")
+    if append is None:
+        return "w" if mode is None else mode
+    implied = "a" if append else "w"
+    if mode is not None and mode != implied:
+        raise TypeError(
+            f"sink {sink_name!r}: append={append} and mode={mode!r} disagree — pass one of "
+            f"them (mode='a' appends, mode='w' truncates)"
+        )
+    return implied

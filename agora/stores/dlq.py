@@ -20,6 +20,7 @@ from agora.stores.dlq_schema import (
     IDENTITY,
     INSERT,
     JSON_COLUMNS,
+    REPLAY_FIELDS,
     SCHEMA_VERSION,
     TEXT_COLUMNS,
     init_schema,
@@ -89,8 +90,12 @@ class SQLiteDLQSink(BaseSink):
     checkpoint or message differs in the re-run, are not recognised: duplicates are then
     bounded by the records re-run. ``dedupe=False`` inserts every write.
 
-    A file of schema version 1 is migrated when opened for writing (columns are added,
-    nothing is rewritten); readers accept both versions.
+    ``original_record``, ``attempt`` and ``max_attempts`` are kept (columns of their own;
+    rows written before they existed read back with the defaults: None, 0, None). A file of
+    an older schema version is upgraded in place when opened for writing, in one
+    transaction (columns are added, nothing is rewritten); readers accept every older
+    version as it is. A file of a newer version is refused with :class:`DLQError` naming
+    it.
 
     The file is created owner-only (0600); the same fail-closed checks as the checkpoint
     store apply (raising :class:`DLQError`). Methods block for a local commit at most.
@@ -161,12 +166,24 @@ class SQLiteDLQSink(BaseSink):
                 data[name] = sqlite_text(data[name])
         data["round_trippable"] = 1 if data["round_trippable"] else 0
         data["truncated"] = 1 if data["truncated"] else 0
-        return (self._record_key(data), *(data[c] for c in COLUMNS))
+        # to_dict() leaves the replay fields out when they hold their defaults.
+        replay = {name: data[name] for name in REPLAY_FIELDS if name in data}
+        data["original_record"] = (
+            dumps_json(replay["original_record"]) if "original_record" in replay else None
+        )
+        data["attempt"] = replay.get("attempt", 0)
+        data["max_attempts"] = replay.get("max_attempts")
+        return (self._record_key(data, replay), *(data[c] for c in COLUMNS))
 
-    def _record_key(self, data: dict[str, Any]) -> str | None:
+    def _record_key(self, data: dict[str, Any], replay: dict[str, Any]) -> str | None:
         if not self.dedupe:
             return None
-        identity = dumps_json([data[c] for c in IDENTITY])
+        # Replay fields join the identity only when set: a record without them keeps the
+        # key earlier versions gave it, and a later attempt is a failure of its own.
+        parts: list[Any] = [data[c] for c in IDENTITY]
+        if replay:
+            parts.append(replay)
+        identity = dumps_json(parts)
         digest = hashlib.sha256(identity.encode("utf-8")).hexdigest()
         seen = self._occurrences.get(digest, 0)
         self._occurrences[digest] = seen + 1
@@ -251,7 +268,7 @@ def _iter_sqlite(path: Path, pipeline_id: str | None, stage: str | None) -> Iter
         params.append(stage)
     conn = sqlite3.connect(str(path), isolation_level=None)
     try:
-        columns = [c for c in COLUMNS if c in table_columns(conn)]  # version 1 or 2
+        columns = [c for c in COLUMNS if c in table_columns(conn)]  # any version so far
         sql = f"SELECT id, {', '.join(columns)} FROM agora_dlq"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -267,6 +284,10 @@ def record_from_row(path: Path, row_id: int, data: dict[str, Any]) -> DLQRecord:
     try:
         for name in JSON_COLUMNS:
             data[name] = json.loads(data[name])
+        if data.get("original_record") is not None:
+            data["original_record"] = json.loads(data["original_record"])
+        if data.get("attempt") is None:
+            data.pop("attempt", None)  # a file from before the column: the default
         data["round_trippable"] = bool(data["round_trippable"])
         data["truncated"] = bool(data.get("truncated", 0))
         return DLQRecord.from_dict(data)

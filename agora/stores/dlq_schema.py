@@ -13,6 +13,7 @@ __all__ = [
     "IDENTITY",
     "INSERT",
     "JSON_COLUMNS",
+    "REPLAY_FIELDS",
     "SCHEMA_VERSION",
     "TEXT_COLUMNS",
     "init_schema",
@@ -22,13 +23,17 @@ __all__ = [
 ]
 
 # Version 2 added the failure to the dedupe identity (new keys only: rows of version 1
-# keep theirs), the ``truncated`` flag and the replay columns; see migrate().
-SCHEMA_VERSION = 2
+# keep theirs), the ``truncated`` flag and the replay columns; version 3 the record's own
+# replay fields (``original_record``, ``attempt``, ``max_attempts``). See migrate().
+SCHEMA_VERSION = 3
 JSON_COLUMNS = ("checkpoint", "record", "processed_record")
+# The record's replay fields: stored only when set, like DLQRecord.to_dict() gives them
+# (NULL / 0 otherwise), so rows of older versions read back with the record's defaults.
+REPLAY_FIELDS = ("original_record", "attempt", "max_attempts")
 COLUMNS = (
     "pipeline_id", "run_id", "stage", "error_type", "error_message", "source",
     "checkpoint", "record", "processed_record", "middleware", "sink", "created_at",
-    "round_trippable", "truncated",
+    "round_trippable", "truncated", *REPLAY_FIELDS,
 )
 # Columns added after version 1, with their definitions (ALTER TABLE ... ADD COLUMN).
 ADDED_COLUMNS = (
@@ -37,6 +42,9 @@ ADDED_COLUMNS = (
     ("replay_run_id", "TEXT"),  # the run id of that replay
     ("last_error_type", "TEXT"),  # the latest failure, when a replay failed it again
     ("last_error_message", "TEXT"),
+    ("original_record", "TEXT"),  # JSON; NULL: ``record`` is the source's record
+    ("attempt", "INTEGER NOT NULL DEFAULT 0"),  # the record's replay count (0: first capture)
+    ("max_attempts", "INTEGER"),  # NULL: no bound
 )
 
 
@@ -69,8 +77,9 @@ def table_columns(conn: sqlite3.Connection) -> set[str]:
 def migrate(conn: sqlite3.Connection) -> None:
     """Bring an open DLQ file to the current schema, in one transaction.
 
-    Only adds columns (existing rows keep every value; the new columns start empty), so a
-    crash mid-way leaves the file as it was. Idempotent; a concurrent opener that migrated
+    Only adds columns (existing rows keep every value; the new columns start empty, or 0
+    for ``attempt``), so a crash mid-way leaves the file as it was: the columns and the
+    version number are committed together or not at all. Idempotent; a concurrent opener that migrated
     first leaves nothing to do.
     """
     with immediate_transaction(conn):

@@ -8,7 +8,7 @@ import pytest
 
 from agora import (
     ArrowMapMiddleware,
-    BatchMapMiddleware,
+    BatchApplyMiddleware,
     CheckpointError,
     DataPlane,
     DeliveryConfig,
@@ -128,7 +128,7 @@ class TestDlqStages:
 
         batches = [ROWS[0:3], ROWS[3:6], ROWS[6:10]]
         bound, sink, store = run(batches, plane=DataPlane.PYTHON_BATCHES,
-                                 chain=[BatchMapMiddleware(explode, name="bm")], dlq=dlq)
+                                 chain=[BatchApplyMiddleware(explode, name="bm")], dlq=dlq)
         s = bound.run_sync()
         assert [r.record for r in dlq.records] == ROWS[3:6]
         assert {r.stage for r in dlq.records} == {"batch_middleware"}

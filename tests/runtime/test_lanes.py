@@ -51,8 +51,8 @@ class TestLinearLane:
             seen.append(len(records))
             return records
 
-        from agora import BatchMapMiddleware
-        Pipeline(RecordingSource(ROWS)).pipe(BatchMapMiddleware(spy)).build(MemorySink()).run_sync()
+        from agora import BatchApplyMiddleware
+        Pipeline(RecordingSource(ROWS)).pipe(BatchApplyMiddleware(spy)).build(MemorySink()).run_sync()
         assert seen == [1] * 12
 
     def test_async_middleware_is_awaited(self):
@@ -75,9 +75,9 @@ class TestBatchLane:
         assert s.records_dropped == 5 and s.records_written == 7
 
     def test_wrong_result_count_from_batch_middleware_is_a_contract_error(self):
-        from agora import BatchMapMiddleware
+        from agora import BatchApplyMiddleware
         bound = Pipeline(RecordingSource([ROWS[:3]], plane=DataPlane.PYTHON_BATCHES)).pipe(
-            BatchMapMiddleware(lambda rs: rs[:-1], name="short")).build(MemorySink())
+            BatchApplyMiddleware(lambda rs: rs[:-1], name="short")).build(MemorySink())
         with pytest.raises(ContractError, match="'short' returned 2 results for 3"):
             bound.run_sync()
 

@@ -17,6 +17,7 @@ import pytest
 from agora import DeliveryConfig, IterableSource, MapMiddleware, MemorySink, Pipeline
 from agora.records import DLQRecord, json_restore, json_safe
 from agora.stores import DLQError, JsonLinesDLQSink, SQLiteDLQSink, read_dlq
+from agora.stores.dlq_schema import SCHEMA_VERSION
 
 SINKS = {"sqlite": "dlq.db", "jsonl": "dlq.jsonl"}
 
@@ -301,7 +302,7 @@ def test_version_1_file_is_migrated_on_open_and_keeps_its_rows(tmp_path: Path,
                             "ORDER BY id").fetchall()
     finally:
         conn.close()
-    assert version == "2"
+    assert version == str(SCHEMA_VERSION)
     assert rows[0] == ("old:0", 3, 0, None)  # the old row and its values are intact
     assert [r.record["id"] for r in read_dlq(path)] == [9, 1]
     asyncio.run(write_all(path, [make_dlq_record(2)]))  # a second open: nothing left to do
@@ -310,8 +311,9 @@ def test_version_1_file_is_migrated_on_open_and_keeps_its_rows(tmp_path: Path,
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "dlq.db"
-    make_v1_file(path, version=3)
-    with pytest.raises(DLQError, match="schema version 3, written by a newer Agora"):
+    make_v1_file(path, version=SCHEMA_VERSION + 1)
+    with pytest.raises(DLQError, match=f"schema version {SCHEMA_VERSION + 1}, written by a "
+                                       f"newer Agora"):
         asyncio.run(SQLiteDLQSink(path).open())
 
 
@@ -323,7 +325,7 @@ def test_migration_that_cannot_write_is_a_clear_error(tmp_path: Path, short_busy
     try:
         sink = SQLiteDLQSink(path)
         with pytest.raises(DLQError, match=r"'sqlite_dlq' cannot upgrade .*dlq.db to schema "
-                                           r"version 2: database is locked"):
+                                           rf"version {SCHEMA_VERSION}: database is locked"):
             asyncio.run(sink.open())
     finally:
         blocker.execute("ROLLBACK")
