@@ -28,7 +28,7 @@ from agora import (
     SQLiteCheckpointStore,
 )
 from agora.errors import CheckpointError, PipelineError
-from agora.records import DLQRecord
+from agora.records import DLQRecord, DLQStage
 from agora.stores import DLQError, JsonLinesDLQSink, SQLiteDLQSink, read_dlq
 from agora.stores.dlq_state import open_ledger, sidecar_path
 from agora.stores.dlq_schema import SCHEMA_VERSION
@@ -532,3 +532,26 @@ def test_bytes_values_are_replayed_as_bytes(tmp_path: Path, dlq_name: str) -> No
     out = MemorySink(name="out")
     report = replay(Pipeline(IterableSource([], name="s"), id="b").build(out), dlq)
     assert report.ok and out.records == [{"id": 1, "payload": b"\x00\xff\x10"}]
+
+
+def test_replay_sends_the_original_record_when_the_dead_letter_carries_one(
+        tmp_path: Path, dlq_name: str, poison: set[int]) -> None:
+    """A dead letter whose ``record`` differs from what the source emitted (it names
+    ``original_record``) is replayed as the source emitted it."""
+    async def write_letter() -> None:
+        dlq = new_dlq(tmp_path / dlq_name)
+        await dlq.open()
+        await dlq.write(DLQRecord(
+            pipeline_id="orders", run_id="r1", stage=DLQStage.MIDDLEWARE,
+            error_type="ValueError", error_message="enrich failed", source="orders",
+            record={"id": 42, "name": "n42", "enriched": "half-done"},
+            original_record={"id": 42, "name": "n42"}, middleware="check",
+        ))
+        await dlq.close()
+
+    asyncio.run(write_letter())
+    poison.clear()
+    report = replay(job(tmp_path, dlq_name), tmp_path / dlq_name)
+    assert report.sent == 1
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert rows == [{"id": 42, "name": "n42"}]

@@ -275,8 +275,9 @@ def replay_delivery(delivery: DeliveryConfig, dlq: ReplayDLQ, marks: ReplayMarks
 
 
 def prepare_rows(entries: Sequence[DLQEntry]) -> list[Any]:
-    """The records to re-send, with lossless encodings (bytes) undone."""
-    return [json_restore(e.record.record) for e in entries]
+    """The records to re-send through the pipeline (a record's ``original_record`` when it
+    carries one, else ``record``), with lossless encodings (bytes) undone."""
+    return [json_restore(e.record.replay_payload("pipeline")) for e in entries]
 
 
 async def run_replay(
