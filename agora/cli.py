@@ -194,11 +194,20 @@ def cmd_dlq(args: argparse.Namespace, out: Console) -> int:
     else:
         for rec in shown:
             # backslashreplace: a lone surrogate kept in a JSON-lines DLQ cannot be encoded.
-            line = (f"{rec.created_at}  {rec.stage:<16} {rec.error_type}: "
+            line = (f"{rec.created_at}  {rec.stage:<16}{_attempt_text(rec)} {rec.error_type}: "
                     f"{rec.error_message[:100]}  record={json.dumps(rec.to_dict()['record'])[:120]}")
             print(line.encode("utf-8", "backslashreplace").decode("utf-8"), file=out.stdout)
         out.note(f"{len(records)} DLQ record(s)")
     return EXIT_OK
+
+
+def _attempt_text(rec: Any) -> str:
+    """`` attempt 3 of 3`` for a record that counts attempts (``attempt`` is 0-based), else
+    nothing: most dead letters are first captures without a bound."""
+    if rec.attempt == 0 and rec.max_attempts is None:
+        return ""
+    bound = "" if rec.max_attempts is None else f" of {rec.max_attempts}"
+    return f" attempt {rec.attempt + 1}{bound}"
 
 
 def _replay(args: argparse.Namespace, bound: Any, out: Console) -> int:

@@ -177,3 +177,25 @@ def test_progress_line_draws_only_on_a_tty():
     line.enabled = True  # CI may be set in the environment running this test
     line(p)
     assert silent.getvalue() == "" and "consumed 10" in tty.getvalue()
+
+
+def test_dlq_list_shows_the_attempt_count_when_a_record_has_one(tmp_path, capsys):
+    import asyncio
+
+    from agora.records import DLQRecord, DLQStage
+    from agora.stores import JsonLinesDLQSink
+
+    async def write() -> None:
+        dlq = JsonLinesDLQSink(tmp_path / "dlq.jsonl")
+        await dlq.open()
+        common = dict(pipeline_id="p", run_id="r", stage=DLQStage.MIDDLEWARE,
+                      error_type="TimeoutError", error_message="slow", source="s")
+        await dlq.write(DLQRecord(**common, record={"id": 1}, attempt=2, max_attempts=3))
+        await dlq.write(DLQRecord(**common, record={"id": 2}))
+        await dlq.close()
+
+    asyncio.run(write())
+    assert main(["dlq", "list", str(tmp_path / "dlq.jsonl")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "middleware       attempt 3 of 3 TimeoutError: slow" in lines[0]
+    assert "attempt" not in lines[1] and "TimeoutError: slow" in lines[1]
