@@ -5,10 +5,12 @@ and DLQ writes it covers have been flushed.
 A checkpoint save has two steps. The *flush* (every sink, then or alongside the DLQ)
 runs on the event loop and finishes before anything else is committed. The *store
 write* of the position that flush covers runs on a worker thread when the store allows
-it (``saves_in_thread``), while later units are read, transformed and written: those
-units are not covered by the save in flight, so nothing undurable is ever named by it.
-At most one store write is in flight and the next one starts only after it ended, so
-saves reach the store in source order; its outcome is taken at the next commit point.
+it (``saves_in_thread``), while the pipeline reads, transforms and writes the next
+unit: that unit is not covered by the save in flight, so nothing that is not durable is
+ever named by it.
+At most one store write is in flight and it is waited for at the next unit's commit
+point, so saves reach the store in source order and its outcome (a failure goes to
+``checkpoint_failure_policy`` as an inline one would) is never left untaken.
 """
 
 from __future__ import annotations
@@ -98,15 +100,21 @@ class Committer:
     # -- failures ---------------------------------------------------------------------
     async def handle(self, unit: Unit) -> None:
         """Handle every failure of ``unit``; raise ``RunStop`` if the run must stop (a
-        failure of the unit, or a background save that failed under fail-closed)."""
-        if self._in_flight is not None and self._in_flight.future.done():
-            self._raise_if_fatal(self._take_outcome())
+        failure of the unit, or a background save that failed under fail-closed).
+
+        A save still in flight is waited for here, at the next unit's commit point: so a
+        save overlaps the writes of one unit at most, and a crash re-delivers no more than
+        the inline save would allow (the checkpoint interval plus the unit in flight).
+        The unit counts as handled first, so a cancel during that wait still leaves it
+        to the run's final save."""
         if unit.failures:
             await self._handle_failures(unit, unit.failures)
             unit.failures = []
         self.handled_since_save += unit.n_source
         self.pending_checkpoint = unit.checkpoint
         self.has_pending = True
+        if self._in_flight is not None:
+            await self.settle()
         if self.handled_since_save >= self.config.checkpoint_every:
             await self.save()
 
@@ -258,11 +266,13 @@ class Committer:
         ``checkpoint_failure_policy=fail_closed``."""
         if self.has_pending:
             await self.flush_outputs()
+            # Saves stay in order: never two in flight. Should this wait be cancelled,
+            # the position stays pending, so the run's final save still covers it.
+            await self.settle()
             self.handled_since_save = 0
             self.has_pending = False
             if self.store is not None and self.checkpoint_supported:
                 value = self.pending_checkpoint
-                await self.settle()  # saves stay in order: never two in flight
                 checkpoint: Checkpoint | None = None
                 try:
                     checkpoint = self._checkpoint_of(value)
