@@ -362,3 +362,54 @@ def test_cancelling_a_run_with_a_save_in_flight_leaves_no_thread_or_task(tmp_pat
     assert stored(tmp_path / "ck.db") == summary.last_checkpoint == len(sink.rows)
     assert summary.checkpoint.saves == len(store.saved)
     assert checkpoint_threads() == []
+
+
+def test_a_save_failing_in_the_background_while_the_run_stops_for_another_error_is_logged(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    sink = FlakySink(fail=lambda r: r["id"] == 2)  # no DLQ, fail_closed: the 3rd unit stops the run
+    store = GatedSQLiteStore(tmp_path / "ck.db", hold_on=2, fail_on=frozenset({2}))
+    bound = Pipeline(one_record_units(10), id=KEY).build(
+        sink, delivery=DeliveryConfig(checkpoint=store, checkpoint_every=1))
+    opener = threading.Thread(target=lambda: (store.entered.wait(10), store.gate_open.set()))
+    opener.start()
+    try:
+        with pytest.raises(ValueError, match="flaky rejects"):  # the run's own error wins
+            bound.run_sync()
+    finally:
+        store.gate_open.set()
+        opener.join(10)
+    summary = bound.last_summary
+    assert summary is not None and summary.checkpoint.failures == 1 and summary.checkpoint.saves == 1
+    assert stored(tmp_path / "ck.db") == 1
+    assert "checkpoint save failed while the run was stopping" in caplog.text
+    assert checkpoint_threads() == []
+
+
+@pytest.mark.timeout(30)
+def test_cancelling_during_concurrent_flushes_lets_every_flush_end_first(tmp_path: Path) -> None:
+    held = HeldFlushSink(hold_on=2, name="held")
+    other = FlakySink(name="other")
+    store = GatedSQLiteStore(tmp_path / "ck.db")
+    bound = Pipeline(one_record_units(20), id=KEY).fan_out(
+        SinkFanOut([held, other], sink_concurrency=2),
+        delivery=DeliveryConfig(checkpoint=store, checkpoint_every=1))
+
+    async def main() -> None:
+        task = asyncio.create_task(bound.run(handle_signals=False))
+        await wait_until_async(held.held.is_set, what="the held flush")
+        task.cancel()
+        await asyncio.sleep(SETTLE_S)
+        assert not task.done()  # the cancel waits for the held flush to end
+        held.release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    try:
+        asyncio.run(main())
+    finally:
+        held.release.set()
+    summary = bound.last_summary
+    assert summary is not None and summary.outcome == "interrupted"
+    # The final save covers what both sinks made durable, and nothing more.
+    assert stored(tmp_path / "ck.db") == summary.last_checkpoint == len(held.rows) == len(other.rows)
+    assert held.flushed_count == len(held.rows)
