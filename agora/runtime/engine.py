@@ -128,6 +128,7 @@ class _Run:
             source_name=source.source_name, checkpoint_key=self.checkpoint_key,
             sinks=self.sinks, checkpoint_supported=bool(source.supports_checkpoint),
             ack=source.ack,
+            flush_concurrency=self.writer.sink_concurrency,
         )
         self.pending: collections.deque[Unit] = collections.deque()
         self.committing: Unit | None = None
@@ -154,13 +155,15 @@ class _Run:
             try:
                 await self.lifecycle.start()
                 await self._pump()
-                await self.committer.save()  # end of stream or stop: the handled prefix
+                # End of stream or stop: the handled prefix, and any save still in flight.
+                await self.committer.save(wait=True)
             except BaseException as exc:
                 primary = exc
                 await self._cancel_pending()
             finally:
                 if self._drain_timer is not None:
                     self._drain_timer.cancel()
+                await self.committer.finish()  # no save in flight when the store closes
                 cleanup_error = await self.lifecycle.stop(primary)
                 error = primary.error if isinstance(primary, RunStop) else primary
                 self.summary = self._summary(started, sampler, error or cleanup_error)

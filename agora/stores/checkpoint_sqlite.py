@@ -77,6 +77,9 @@ class SQLiteCheckpointStore(CheckpointStore):
     """
 
     store_name = "sqlite_checkpoints"
+    #: ``save`` may run on a worker thread while the run goes on: the connection is shared
+    #: across threads under ``self._lock``, and the runtime never overlaps two calls.
+    saves_in_thread = True
 
     def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
         self.path = Path(path)

@@ -244,3 +244,30 @@ def _note(source: UpstreamHookSource) -> Any:
         source.acked.append(pos)
 
     return ack
+
+
+@pytest.mark.timeout(20)
+def test_with_a_background_store_write_an_ack_comes_only_once_the_store_holds_it(tmp_path):
+    """``SQLiteCheckpointStore`` is written on the checkpoint thread: the ack of a position
+    waits for that write, so at every ack the store already names it (or a later one)."""
+    from agora import SQLiteCheckpointStore
+
+    store = SQLiteCheckpointStore(tmp_path / "ckpt.db")
+    assert store.saves_in_thread is True  # the case under test: background writes
+    stored_at_ack: list[tuple[Any, Any]] = []
+
+    class Checking(AckingSource):
+        async def ack(self, checkpoint: Any) -> None:
+            loaded = store.load(key)
+            stored_at_ack.append((checkpoint, None if loaded is None else loaded.value))
+            await super().ack(checkpoint)
+
+    sink = FlakySink()
+    source = Checking(30, sink=sink)
+    bound = job(source, checkpoint=store, checkpoint_every=4)
+    key = bound.pipeline_id  # the default checkpoint key
+    bound.run_sync()
+    assert source.acks == sorted(source.acks) and source.acks[-1] == 30
+    assert stored_at_ack and all(saved is not None and saved >= acked
+                                 for acked, saved in stored_at_ack), stored_at_ack
+    assert source.not_durable == []
