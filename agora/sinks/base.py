@@ -182,22 +182,45 @@ DUCK_SINK_METHODS: tuple[str, ...] = ("open", "write", "close")
 
 
 class DuckTypedSink(BaseSink[Any]):
-    """Adapts an object that has async ``open`` / ``write`` / ``close`` (and optionally
-    ``write_batch`` / ``flush``) but does not subclass ``BaseSink``.
+    """Adapts an object that has async ``open`` / ``close`` and ``write`` and/or
+    ``write_arrow_batch`` (optionally ``write_batch`` / ``flush``) but does not subclass
+    ``BaseSink``.
 
-    Rows only; ``write_batch`` is the object's own when it has one (its return value is
-    taken as the per-record results), else records are written one by one. ``close()``
-    is called once."""
+    ``write_batch`` is the object's own when it has one (its return value is taken as the
+    per-record results), else records are written one by one. An object with an async
+    ``write_arrow_batch`` is Arrow-native: an Arrow pipeline hands it each
+    ``RecordBatch`` as it is. One without ``write`` takes Arrow batches only; a row sent
+    to it fails with a ``TypeError`` naming the sink (dead-lettered, never lost).
+    ``close()`` is called once."""
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.sink_name = str(getattr(inner, "sink_name", "") or type(inner).__name__)
+        self._arrow = inspect.iscoroutinefunction(getattr(inner, "write_arrow_batch", None))
+        self._rows = inspect.iscoroutinefunction(getattr(inner, "write", None))
+
+    def data_plane_spec(self) -> SinkDataPlaneSpec:
+        if self._arrow:
+            planes = (DataPlane.PYTHON_ROWS, DataPlane.ARROW_BATCHES)
+            return SinkDataPlaneSpec.build(self.sink_name, planes, planes)
+        return SinkDataPlaneSpec.build(self.sink_name, None, None)
+
+    async def write_arrow_batch(self, batch: Any) -> list[WriteResult] | None:
+        if not self._arrow:
+            return await super().write_arrow_batch(batch)
+        result = await self.inner.write_arrow_batch(batch)
+        return result if isinstance(result, list) else None
 
     async def open(self) -> None:
         await self.inner.open()
         await super().open()
 
     async def write(self, record: Any) -> None:
+        if not self._rows:
+            raise TypeError(
+                f"sink {self.sink_name!r} has no write() and takes Arrow record batches only; "
+                f"got a {type(record).__name__} row — feed it from an Arrow source or give "
+                f"{type(self.inner).__name__} an async write()")
         await self.inner.write(record)
 
     async def write_batch(self, records: Sequence[Any]) -> list[WriteResult] | None:
@@ -228,6 +251,9 @@ def as_sink(obj: Any, *, where: str) -> BaseSink[Any]:
         return obj
     missing = [m for m in DUCK_SINK_METHODS
                if not inspect.iscoroutinefunction(getattr(obj, m, None))]
+    if missing == ["write"] and inspect.iscoroutinefunction(
+            getattr(obj, "write_arrow_batch", None)):
+        missing = []  # an Arrow-only sink: write_arrow_batch stands in for write
     if missing:
         raise TypeError(
             f"{where} needs a sink: a BaseSink, or an object with async "
