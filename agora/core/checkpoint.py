@@ -1,18 +1,22 @@
 """Import path kept for 0.3.0 plugins: checkpoints and checkpoint stores.
 
-``InMemoryCheckpointStore`` and ``SQLiteCheckpointStore`` are Agora's synchronous stores
-(``store.save(key, checkpoint)``). For 0.3.0's coroutine shape (``await store.load(key)``,
-``await store.delete(key)``) use ``AsyncInMemoryCheckpointStore`` /
-``AsyncSQLiteCheckpointStore``, and ``BackendCheckpointStore(backend)`` over a key/value
-backend; ``DeliveryConfig(checkpoint=…)`` takes either kind. ``is_checkpoint_capable``
-and ``SourceIdentity`` are importable from here too."""
+The stores here keep 0.3.0's shape — coroutine methods (``await store.load(key)``,
+``await store.save(key, cp)``, ``await store.delete(key)``, ``await store.close()``), so a
+0.3.0 subclass that overrides one with ``async def`` and awaits ``super()`` works:
+``InMemoryCheckpointStore`` / ``SQLiteCheckpointStore`` here are
+:class:`~agora.stores.checkpoint_async.AsyncInMemoryCheckpointStore` /
+``AsyncSQLiteCheckpointStore`` (same data, same file format), while
+``agora.InMemoryCheckpointStore`` and ``agora.SQLiteCheckpointStore`` are Agora's
+synchronous ones. ``DeliveryConfig(checkpoint=…)`` takes either kind.
+``BackendCheckpointStore(backend)`` stores over a key/value backend;
+``is_checkpoint_capable`` and ``SourceIdentity`` are importable from here too."""
 
 from __future__ import annotations
 
 from agora.records import Checkpoint
 from agora.sources.base import is_checkpoint_capable
 from agora.sources.dlq import SourceIdentity
-from agora.stores import CheckpointStore, InMemoryCheckpointStore, SQLiteCheckpointStore
+from agora.stores import CheckpointStore
 from agora.stores.checkpoint_async import (
     AsyncCheckpointStore,
     AsyncInMemoryCheckpointStore,
@@ -20,9 +24,12 @@ from agora.stores.checkpoint_async import (
 )
 from agora.stores.checkpoint_backend import BackendCheckpointStore
 
-# ``__all__`` names only what ``agora`` itself exports (the same objects); the 0.3.0
+InMemoryCheckpointStore = AsyncInMemoryCheckpointStore
+SQLiteCheckpointStore = AsyncSQLiteCheckpointStore
+
+# ``__all__`` names only objects ``agora`` itself exports; the 0.3.0 store shapes and
 # extras above are importable by name.
-__all__ = ["Checkpoint", "CheckpointStore", "InMemoryCheckpointStore", "SQLiteCheckpointStore"]
+__all__ = ["Checkpoint", "CheckpointStore"]
 
 _EXTRAS = (AsyncCheckpointStore, AsyncInMemoryCheckpointStore, AsyncSQLiteCheckpointStore,
            BackendCheckpointStore, SourceIdentity, is_checkpoint_capable)

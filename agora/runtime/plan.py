@@ -70,6 +70,27 @@ class SinkExplain:
     selected_plane: str
     downgraded: bool
 
+    # 0.3.0's attribute names for the same facts (its explain() spelled them so).
+    @property
+    def sink_name(self) -> str:
+        return self.name
+
+    @property
+    def accepted_data_planes(self) -> tuple[DataPlane, ...]:
+        return tuple(DataPlane(p) for p in self.accepted_planes)
+
+    @property
+    def native_data_planes(self) -> tuple[DataPlane, ...]:
+        return tuple(DataPlane(p) for p in self.native_planes)
+
+    @property
+    def selected_data_plane(self) -> DataPlane:
+        return DataPlane(self.selected_plane)
+
+    @property
+    def downgraded_from_input(self) -> bool:
+        return self.downgraded
+
 
 @dataclass(frozen=True)
 class PipelineExplain:

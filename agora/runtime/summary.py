@@ -235,8 +235,7 @@ class PipelineRunSummary:
         object.__setattr__(self, "by_middleware", {
             name: counts if isinstance(counts, MiddlewareCounts) else MiddlewareCounts(counts)
             for name, counts in self.by_middleware.items()})
-        # A bare position value (code that builds a summary itself) becomes the
-        # Checkpoint it stands for, so readers always get one shape.
+        # A bare value (a summary built by hand) becomes its Checkpoint: one shape.
         last = self.last_checkpoint
         if last is not None and not isinstance(last, Checkpoint):
             object.__setattr__(self, "last_checkpoint", Checkpoint(
@@ -244,15 +243,18 @@ class PipelineRunSummary:
                 value=last))
 
     @property
+    def by_source(self) -> dict[str, int]:
+        """Records consumed per source name (one source per run: ``{source_name: n}``)."""
+        return {self.source_name: self.records_consumed}
+
+    @property
     def last_checkpoint_value(self) -> Any:
-        """The committed position's value (``last_checkpoint.value``), or None when the
-        run committed none (nothing handled, or no checkpoint store)."""
+        """``last_checkpoint.value``, or None when the run committed no position."""
         return None if self.last_checkpoint is None else self.last_checkpoint.value
 
     @property
     def last_checkpoint_record(self) -> Checkpoint | None:
-        """The same as ``last_checkpoint`` (kept for code written when
-        ``last_checkpoint`` held the bare value)."""
+        """Another name for ``last_checkpoint`` (from when it held the bare value)."""
         return self.last_checkpoint
 
     @property
