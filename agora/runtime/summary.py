@@ -1,5 +1,8 @@
 """The run summary: a frozen record of what one run did, made of typed sub-records (lane
-and planes, checkpoint, DLQ, interruption, process pools, per sink, resources)."""
+and planes, checkpoint, DLQ, interruption, process pools, per sink, resources).
+
+A little over 400 lines: the summary and its sub-records are one JSON-ready value, read
+together; its counter helpers already live in ``counters.py``."""
 
 from __future__ import annotations
 
