@@ -274,7 +274,8 @@ def make_plan(
         )
     if arrow_mws and python_mws:
         raise PipelineError(
-            f"the chain mixes Arrow middleware ({arrow_mws[0].name!r}) with Python middleware "
+            f"the chain mixes incompatible data planes: Arrow middleware "
+            f"({arrow_mws[0].name!r}) with Python middleware "
             f"({python_mws[0].name!r}) after source {spec.source_name!r} ({source_plane.value}); "
             f"a chain must be all-Arrow or all-Python"
         )
