@@ -29,7 +29,8 @@ stores and process never import ``runtime`` or ``pipeline``; the runtime imports
     sources/         base.py (contract, max_records), iterable.py, csv.py, arrow_csv.py,
                      jsonl.py, arrow_jsonl.py, parquet.py, identity.py (input fingerprints);
                      shared parts _builtin.py, _csvrecords.py, _csvscreen.py, _jsonfile.py,
-                     _text.py, _readahead.py (bounded read-ahead thread)
+                     _text.py, _readahead.py (bounded read-ahead thread); dlq.py (a DLQ
+                     read back as a source)
     sinks/           base.py (contract), fanout.py, router.py, memory.py, simple.py (Null,
                      Stdout), csv.py + _csvformat.py (its dialect), jsonl.py, parquet.py
                      + _parquet_dataset.py, _parquet_parts.py, _parquet_schema.py; _files.py
@@ -37,17 +38,22 @@ stores and process never import ``runtime`` or ``pipeline``; the runtime imports
     middleware/      base.py (contracts, incl. the Arrow filter hook), builtins.py
                      (Map/Filter/Apply),
                      io.py (AsyncMiddleware, RetryPolicy, Backpressure)
-    stores/          checkpoint.py + checkpoint_sqlite.py; dlq.py (SQLite) + dlq_jsonl.py,
+    stores/          checkpoint.py + checkpoint_sqlite.py, checkpoint_async.py (coroutine
+                     methods), checkpoint_backend.py (over a key/value backend); dlq.py (SQLite) + dlq_jsonl.py,
                      dlq_schema.py, dlq_read.py, dlq_state.py (replay state); _files.py
     testing/         for users' tests: faults.py (fault injectors), sinks.py (FlakySink),
                      processes.py (no orphans, no leaks), handshake.py, calibrate.py
-    core/            upstream 0.3.0 import paths, re-exports only: source.py, sink.py,
-                     middleware.py, pipeline.py, checkpoint.py, dlq.py; and below
-    middlewares/     process.py (re-export)
-    sinks/file/      csv.py, jsonlines.py (re-exports)
-    sinks/io/        stdout.py (re-export)
-    sources/file/    parquet.py (re-export)
-    core/runtime/    _process.py, _process_codec.py: 0.3.0's private import paths (names only)
+    core/            0.3.0 import paths, re-exports only: batch.py, checkpoint.py, context.py,
+                     data_plane.py, dlq.py, errors.py, middleware.py, pipeline.py, sink.py,
+                     source.py, types.py, writer.py
+    core/runtime/    0.3.0's private runtime names, importable but refusing use:
+                     _buffered.py, _delivery.py, _source_adapter.py, _writer_transport.py,
+                     _process.py, _process_codec.py
+    middlewares/     0.3.0 import path: process.py
+    sinks/file/      0.3.0 import paths: csv.py, jsonlines.py
+    sinks/io/        0.3.0 import path: stdout.py
+    sources/file/    0.3.0 import path: parquet.py
+    state/           0.3.0 import path: backend.py (the in-memory key/value backend)
     protocols.py     the seams the engine drives: checkpoint store, DLQ sink, process stage
     planes.py config.py records.py errors.py   shared vocabulary; _json_values.py (the
                      JSON-safe forms dead-letter records store)

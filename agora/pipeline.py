@@ -57,6 +57,16 @@ class Pipeline:
         self.id = id
         self.middleware = _middleware
 
+    @property
+    def _pipeline_id(self) -> str | None:
+        """0.3.0's name for the id given to the constructor (None when derived at build)."""
+        return self.id
+
+    @property
+    def _middlewares(self) -> list[AnyMiddleware]:
+        """0.3.0's name for the chain, as a new list (the pipeline stays immutable)."""
+        return list(self.middleware)
+
     def pipe(self, *middleware: AnyMiddleware) -> Pipeline:
         """Return a new pipeline with ``middleware`` appended to the chain."""
         for mw in middleware:
@@ -192,11 +202,15 @@ class BoundPipeline:
             self.last_summary = None
             source = self._source_for(max_records)
             plan = self._plan(source, max_records)
-            return await run_pipeline(
-                pipeline_id=self.pipeline_id, source=source, middleware=self.middleware,
-                writer=self.writer, plan=plan, config=self.delivery, progress=progress,
-                on_summary=self._remember, signals=handle_signals, run_id=run_id,
-            )
+            try:
+                return await run_pipeline(
+                    pipeline_id=self.pipeline_id, source=source, middleware=self.middleware,
+                    writer=self.writer, plan=plan, config=self.delivery, progress=progress,
+                    on_summary=self._remember, signals=handle_signals, run_id=run_id,
+                )
+            except PipelineError as err:
+                self._locate(err)
+                raise
         finally:
             self._running.release()
 
@@ -240,6 +254,25 @@ class BoundPipeline:
 
     def _remember(self, summary: PipelineRunSummary) -> None:
         self.last_summary = summary
+
+    def _locate(self, err: PipelineError) -> None:
+        """Fill the context a ``PipelineError`` raised *during* a run left unset (which
+        pipeline, which run, which source, stage ``"run"``), on the error itself: the
+        caller still gets the very exception that was raised."""
+        summary = self.last_summary
+        if err.pipeline_id is None:
+            err.pipeline_id = self.pipeline_id
+        if err.run_id is None and summary is not None:
+            err.run_id = summary.run_id
+        if err.source_name is None:
+            err.source_name = self.source.source_name
+        if err.stage is None:
+            err.stage = "run"
+
+    @property
+    def _config(self) -> DeliveryConfig:
+        """0.3.0's name for :attr:`delivery` (read-only)."""
+        return self.delivery
 
     def run_sync(self, max_records: int | None = None, *,
                  progress: Callable[[Progress], None] | None = None,

@@ -1,5 +1,9 @@
 """Small value objects that cross component boundaries: write results, checkpoints,
-dead-letter records, and the marker a source emits for a malformed input record."""
+dead-letter records, and the marker a source emits for a malformed input record.
+
+A little over 400 lines: ``DLQRecord`` and the JSON-safety helpers it relies on belong
+together (the helpers exist to make a record storable), and splitting them would only
+add an import cycle."""
 
 from __future__ import annotations
 

@@ -129,7 +129,7 @@ def main(argv: list[str]) -> int:
         "consumed": summary.records_consumed,
         "written": summary.records_written,
         "errored": summary.records_errored,
-        "last_checkpoint": summary.last_checkpoint,
+        "last_checkpoint": summary.last_checkpoint_value,
         "resumed_from": summary.runtime.get("resumed_from"),
     }))
     return 0

@@ -50,7 +50,7 @@ def test_runs_cut_by_max_records_resume_exactly(tmp_path: Path, lane: str,
                                                          batch_size=ROW_GROUP))
         summary = bound.run_sync(max_records=limit)
         assert not store.violations, store.violations
-        assert covered(lane)(summary.last_checkpoint) == cover, (limit, summary.last_checkpoint)
+        assert covered(lane)(summary.last_checkpoint_value) == cover, (limit, summary.last_checkpoint)
         assert sink_ids(out) == list(range(cover)), f"after max_records={limit}"
 
 

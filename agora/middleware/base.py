@@ -15,9 +15,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, ClassVar, Protocol, TypeAlias, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeAlias, TypeVar, runtime_checkable
 
 from agora.planes import DataPlane
+
+if TYPE_CHECKING:
+    # Defaults let un-parameterised uses mean "any record" under mypy --strict (as for
+    # BaseSource / BaseSink); the runtime TypeVars need none.
+    from typing_extensions import TypeVar as _DefaultedTypeVar
+
+    InT = _DefaultedTypeVar("InT", default=Any)
+    OutT = _DefaultedTypeVar("OutT", default=Any)
+else:
+    InT = TypeVar("InT")
+    OutT = TypeVar("OutT")
 
 __all__ = [
     "AnyMiddleware",
@@ -72,10 +83,11 @@ class _MiddlewareBase:
         """Called once after the source closes (in reverse chain order), also on failure."""
 
 
-class Middleware(_MiddlewareBase):
+class Middleware(_MiddlewareBase, Generic[InT, OutT]):
     """Per-record transform: ``process(record, ctx)`` returns the new record, or None to
     drop it. Raising is an *error* (DLQ / failure policy), never a silent drop. Works on
-    every lane; inside a batch lane it is applied record by record."""
+    every lane; inside a batch lane it is applied record by record. ``Middleware[In, Out]``
+    names the record types for the type checker only."""
 
     kind = MiddlewareKind.ROW
     plane = DataPlane.PYTHON_ROWS
@@ -84,10 +96,11 @@ class Middleware(_MiddlewareBase):
         raise NotImplementedError(f"middleware {self.name!r} does not implement process()")
 
 
-class BatchMiddleware(_MiddlewareBase):
+class BatchMiddleware(_MiddlewareBase, Generic[InT, OutT]):
     """Per-batch transform over Python records: ``process_batch(records, ctx)`` returns
     one result per input, in order (None = drop that record). Raising fails the whole
-    batch. On a row lane it is fed one-record batches."""
+    batch. On a row lane it is fed one-record batches. ``BatchMiddleware[In, Out]`` names
+    the record types for the type checker only."""
 
     kind = MiddlewareKind.BATCH
     plane = DataPlane.PYTHON_BATCHES

@@ -70,6 +70,27 @@ class SinkExplain:
     selected_plane: str
     downgraded: bool
 
+    # 0.3.0's attribute names for the same facts (its explain() spelled them so).
+    @property
+    def sink_name(self) -> str:
+        return self.name
+
+    @property
+    def accepted_data_planes(self) -> tuple[DataPlane, ...]:
+        return tuple(DataPlane(p) for p in self.accepted_planes)
+
+    @property
+    def native_data_planes(self) -> tuple[DataPlane, ...]:
+        return tuple(DataPlane(p) for p in self.native_planes)
+
+    @property
+    def selected_data_plane(self) -> DataPlane:
+        return DataPlane(self.selected_plane)
+
+    @property
+    def downgraded_from_input(self) -> bool:
+        return self.downgraded
+
 
 @dataclass(frozen=True)
 class PipelineExplain:
@@ -259,7 +280,8 @@ def make_plan(
         )
     if arrow_mws and python_mws:
         raise PipelineError(
-            f"the chain mixes Arrow middleware ({arrow_mws[0].name!r}) with Python middleware "
+            f"the chain mixes incompatible data planes: Arrow middleware "
+            f"({arrow_mws[0].name!r}) with Python middleware "
             f"({python_mws[0].name!r}) after source {spec.source_name!r} ({source_plane.value}); "
             f"a chain must be all-Arrow or all-Python"
         )

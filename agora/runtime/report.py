@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from agora.records import Checkpoint
 from agora.runtime.resources import ResourceSampler
 from agora.runtime.summary import (
     CheckpointFigures,
@@ -60,7 +61,9 @@ def summarise(run: _Run, *, elapsed: float, sampler: ResourceSampler,
         records_written=run.written,
         records_dropped=run.dropped,
         records_errored=run.errored,
-        last_checkpoint=c.last_checkpoint,
+        last_checkpoint=None if c.last_checkpoint is None else Checkpoint(
+            pipeline_id=run.pipeline_id, run_id=run.run_id, source=run.source.source_name,
+            value=c.last_checkpoint),
         lane=LaneFigures(
             execution_lane=plan.lane,
             source_plane=plan.source_plane,

@@ -1,5 +1,8 @@
 """The run summary: a frozen record of what one run did, made of typed sub-records (lane
-and planes, checkpoint, DLQ, interruption, process pools, per sink, resources)."""
+and planes, checkpoint, DLQ, interruption, process pools, per sink, resources).
+
+A little over 400 lines: the summary and its sub-records are one JSON-ready value, read
+together; its counter helpers already live in ``counters.py``."""
 
 from __future__ import annotations
 
@@ -199,8 +202,10 @@ class PipelineRunSummary:
     ``sink_metrics`` (sinks' ``runtime_metrics`` summed by key), ``source_metrics`` and
     ``unrouted_records``. ``runtime`` is the same facts as one JSON-ready dict under
     their 0.3 names (also readable by attribute); ``to_dict()`` holds it under
-    ``"runtime"``. ``last_checkpoint`` is the committed position's value;
-    ``last_checkpoint_record`` is the same as a ``Checkpoint``.
+    ``"runtime"``. ``last_checkpoint`` is the committed position as a
+    :class:`~agora.records.Checkpoint` (pipeline, run, source and ``value``), or None when
+    the run committed none; ``last_checkpoint_value`` is its value alone (what
+    ``to_dict()`` and the command's ``--json`` output print).
     """
 
     pipeline_id: str
@@ -210,7 +215,7 @@ class PipelineRunSummary:
     records_written: int
     records_dropped: int
     records_errored: int
-    last_checkpoint: Any
+    last_checkpoint: Checkpoint | None
     lane: LaneFigures
     checkpoint: CheckpointFigures
     outcome: Outcome = Outcome.COMPLETED
@@ -233,16 +238,27 @@ class PipelineRunSummary:
         object.__setattr__(self, "by_middleware", {
             name: counts if isinstance(counts, MiddlewareCounts) else MiddlewareCounts(counts)
             for name, counts in self.by_middleware.items()})
+        # A bare value (a summary built by hand) becomes its Checkpoint: one shape.
+        last = self.last_checkpoint
+        if last is not None and not isinstance(last, Checkpoint):
+            object.__setattr__(self, "last_checkpoint", Checkpoint(
+                pipeline_id=self.pipeline_id, run_id=self.run_id, source=self.source_name,
+                value=last))
+
+    @property
+    def by_source(self) -> dict[str, int]:
+        """Records consumed per source name (one source per run: ``{source_name: n}``)."""
+        return {self.source_name: self.records_consumed}
+
+    @property
+    def last_checkpoint_value(self) -> Any:
+        """``last_checkpoint.value``, or None when the run committed no position."""
+        return None if self.last_checkpoint is None else self.last_checkpoint.value
 
     @property
     def last_checkpoint_record(self) -> Checkpoint | None:
-        """``last_checkpoint`` as a :class:`~agora.records.Checkpoint` (pipeline, run,
-        source, value), or None when the run recorded no position (nothing committed, or no
-        checkpoint store)."""
-        if self.last_checkpoint is None:
-            return None
-        return Checkpoint(pipeline_id=self.pipeline_id, run_id=self.run_id, source=self.source_name,
-                          value=self.last_checkpoint)
+        """Another name for ``last_checkpoint`` (from when it held the bare value)."""
+        return self.last_checkpoint
 
     @property
     def interrupted(self) -> bool:
@@ -330,7 +346,7 @@ class PipelineRunSummary:
             "records_abandoned": self.records_abandoned,
             "records_partially_written": self.records_partially_written,
             "records_per_second": round(self.records_per_second, 1),
-            "last_checkpoint": self.last_checkpoint,
+            "last_checkpoint": self.last_checkpoint_value,
             "outcome": self.outcome.value,
             "error": None if self.error is None else dict(self.error),
             "by_middleware": {k: dict(v) for k, v in self.by_middleware.items()},
@@ -366,7 +382,7 @@ class PipelineRunSummary:
             lines.append(f"  downgraded sinks: {', '.join(lane.downgraded_sinks)}")
         cp = self.checkpoint
         lines.append(f"  checkpoint: {cp.saves} saves, {cp.failures} failures, last "
-                     f"{json.dumps(self.last_checkpoint, default=str)}")
+                     f"{json.dumps(self.last_checkpoint_value, default=str)}")
         lines.append(f"  dlq: {self.dlq.writes} records written, {self.dlq.failures} failures")
         for name, p in self.process_pools.items():
             lines.append(

@@ -182,31 +182,33 @@ DUCK_SINK_METHODS: tuple[str, ...] = ("open", "write", "close")
 
 
 class DuckTypedSink(BaseSink[Any]):
-    """Adapts an object that has async ``open`` / ``write`` / ``close`` (and optionally
-    ``write_batch`` / ``flush``) but does not subclass ``BaseSink``.
+    """Adapts an object that has async ``open`` / ``close`` and ``write`` and/or
+    ``write_arrow_batch`` (optionally ``write_batch`` / ``flush``) but does not subclass
+    ``BaseSink``.
 
     ``write_batch`` is the object's own when it has one (its return value is taken as the
     per-record results), else records are written one by one. An object with an async
-    ``write_arrow_batch`` receives Arrow batches as they are (as in 0.3.0); other objects
-    get rows. ``close()`` is called once."""
+    ``write_arrow_batch`` is Arrow-native: an Arrow pipeline hands it each
+    ``RecordBatch`` as it is. One without ``write`` takes Arrow batches only; a row sent
+    to it fails with a ``TypeError`` naming the sink (dead-lettered, never lost).
+    ``close()`` is called once."""
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.sink_name = str(getattr(inner, "sink_name", "") or type(inner).__name__)
+        self._arrow = inspect.iscoroutinefunction(getattr(inner, "write_arrow_batch", None))
+        self._rows = inspect.iscoroutinefunction(getattr(inner, "write", None))
 
     def data_plane_spec(self) -> SinkDataPlaneSpec:
-        """Rows, unless the object writes Arrow itself (an async ``write_arrow_batch``):
-        then every plane, Arrow batches handed over as they are."""
-        if inspect.iscoroutinefunction(getattr(self.inner, "write_arrow_batch", None)):
-            planes = (DataPlane.PYTHON_ROWS, DataPlane.PYTHON_BATCHES, DataPlane.ARROW_BATCHES)
+        if self._arrow:
+            planes = (DataPlane.PYTHON_ROWS, DataPlane.ARROW_BATCHES)
             return SinkDataPlaneSpec.build(self.sink_name, planes, planes)
-        return super().data_plane_spec()
+        return SinkDataPlaneSpec.build(self.sink_name, None, None)
 
     async def write_arrow_batch(self, batch: Any) -> list[WriteResult] | None:
-        own = getattr(self.inner, "write_arrow_batch", None)
-        if own is None:
+        if not self._arrow:
             return await super().write_arrow_batch(batch)
-        result = await own(batch)
+        result = await self.inner.write_arrow_batch(batch)
         return result if isinstance(result, list) else None
 
     async def open(self) -> None:
@@ -214,6 +216,11 @@ class DuckTypedSink(BaseSink[Any]):
         await super().open()
 
     async def write(self, record: Any) -> None:
+        if not self._rows:
+            raise TypeError(
+                f"sink {self.sink_name!r} has no write() and takes Arrow record batches only; "
+                f"got a {type(record).__name__} row — feed it from an Arrow source or give "
+                f"{type(self.inner).__name__} an async write()")
         await self.inner.write(record)
 
     async def write_batch(self, records: Sequence[Any]) -> list[WriteResult] | None:
@@ -244,6 +251,9 @@ def as_sink(obj: Any, *, where: str) -> BaseSink[Any]:
         return obj
     missing = [m for m in DUCK_SINK_METHODS
                if not inspect.iscoroutinefunction(getattr(obj, m, None))]
+    if missing == ["write"] and inspect.iscoroutinefunction(
+            getattr(obj, "write_arrow_batch", None)):
+        missing = []  # an Arrow-only sink: write_arrow_batch stands in for write
     if missing:
         raise TypeError(
             f"{where} needs a sink: a BaseSink, or an object with async "

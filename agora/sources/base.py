@@ -10,7 +10,14 @@ from agora.errors import CheckpointError
 from agora.planes import DataPlane, SourceDataPlaneSpec, warn_legacy_flag
 from agora.records import Checkpoint, MalformedRecord
 
-__all__ = ["BaseSource", "LimitedSource", "batch_num_rows", "is_batch_capable_source", "slice_batch"]
+__all__ = [
+    "BaseSource",
+    "LimitedSource",
+    "batch_num_rows",
+    "is_batch_capable_source",
+    "is_checkpoint_capable",
+    "slice_batch",
+]
 
 #: Returned by ``BaseSource.checkpoint_within_last_batch`` when a source cannot position
 #: inside a batch; the runtime then keeps the checkpoint from *before* that batch.
@@ -147,6 +154,14 @@ def is_batch_capable_source(source: object) -> bool:
     """True when ``source`` is a ``BaseSource`` that emits batches (Python lists or Arrow
     record batches) through ``stream_batches()`` rather than rows through ``stream()``."""
     return isinstance(source, BaseSource) and source.emitted_data_plane is not DataPlane.PYTHON_ROWS
+
+
+def is_checkpoint_capable(source: object) -> bool:
+    """True when ``source`` declares ``supports_checkpoint = True``: only then does a run
+    with a checkpoint store load, save and resume its position. The flag, not the shape
+    (having ``current_checkpoint``), decides — a source that cannot resume exactly must not
+    be resumed."""
+    return getattr(source, "supports_checkpoint", False) is True
 
 
 def batch_num_rows(batch: Any) -> int:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, Generic
 
 import pyarrow as pa
 
 from agora.errors import CheckpointError, LifecycleError
 from agora.planes import DataPlane
+from agora.sources.base import RecordT
 from agora.sources._builtin import (
     BuiltinSource,
     OnMalformed,
@@ -87,7 +88,7 @@ class _IteratingSource(BuiltinSource):
         self._iterator = None
 
 
-class IterableSource(_IteratingSource):
+class IterableSource(_IteratingSource, Generic[RecordT]):
     """Rows from an iterable of records, or a callable returning one (``python_rows``).
 
     Checkpoint: the number of records emitted (an int). A resume skips that many items of

@@ -143,15 +143,16 @@ def test_middleware_counts_are_read_only():
     assert counts.records_in == 6
 
 
-def test_last_checkpoint_record_is_a_checkpoint_naming_pipeline_run_and_source():
+def test_last_checkpoint_is_a_checkpoint_naming_pipeline_run_and_source():
     summary = (Pipeline(IterableSource(ROWS, name="numbers"), id="ck")
                .build(MemorySink(), delivery=DeliveryConfig(checkpoint=InMemoryCheckpointStore()))
                .run_sync())
-    record = summary.last_checkpoint_record
+    record = summary.last_checkpoint
     assert isinstance(record, Checkpoint)
     assert (record.pipeline_id, record.run_id, record.source, record.value) == (
-        "ck", summary.run_id, "numbers", summary.last_checkpoint)
-    assert summary.last_checkpoint == 6
+        "ck", summary.run_id, "numbers", 6)
+    assert summary.last_checkpoint_value == 6
+    assert summary.last_checkpoint_record is record
 
 
 def test_a_run_that_committed_nothing_has_no_checkpoint_record():

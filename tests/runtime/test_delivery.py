@@ -45,7 +45,7 @@ class TestCheckpointTable:
         bound, sink, store = run(chain=[MapMiddleware(lambda r: None if r["id"] % 2 else r)])
         s = bound.run_sync()
         assert s.records_written == 5 and s.records_dropped == 5 and s.records_errored == 0
-        assert store.saves[-1] == 10 and s.last_checkpoint == 10
+        assert store.saves[-1] == 10 and s.last_checkpoint_value == 10
 
     def test_failed_captured_by_dlq_continues_and_advances(self):
         dlq = MemorySink(name="dlq")

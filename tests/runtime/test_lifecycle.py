@@ -204,7 +204,7 @@ class TestMaxRecords:
         assert s.records_consumed == 6 and [r["id"] for r in sink.records] == list(range(6))
         assert source.pulled == 2
         # RecordingSource encodes "2 rows into batch 1" as 1 + 2/1000: never past a row
-        assert s.last_checkpoint == pytest.approx(1.002)
+        assert s.last_checkpoint is not None and s.last_checkpoint.value == pytest.approx(1.002)
 
     def test_explain_reports_the_limit(self):
         assert Pipeline(RecordingSource(ROWS)).build(MemorySink()).explain(max_records=7).max_records == 7

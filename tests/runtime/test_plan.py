@@ -142,7 +142,7 @@ class TestValidationMatrix:
         log: list[str] = []
         bound = (Pipeline(arrow_source(log)).pipe(ArrowMapMiddleware(ident, name="a"))
                  .pipe(MapMiddleware(ident, name="p")).build(FlakySink(log=log)))
-        with pytest.raises(PipelineError, match="mixes Arrow middleware"):
+        with pytest.raises(PipelineError, match="mixes incompatible data planes: Arrow middleware"):
             bound.explain()
         with pytest.raises(PipelineError):
             bound.run_sync()

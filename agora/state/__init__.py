@@ -1,0 +1,1 @@
+"""Import path kept for 0.3.0 programs: key/value state backends."""
