@@ -167,7 +167,7 @@ def test_the_store_is_saved_on_the_checkpoint_thread_and_every_save_covers_a_dur
     assert store.threads and all(t.startswith(CHECKPOINT_THREAD_PREFIX) for t in store.threads)
     assert store.saved == list(range(1, 31))  # every save, in order
     assert all(value <= durable for value, durable in store.durable_at_save)
-    assert summary.checkpoint.saves == 30 and summary.last_checkpoint == 30 == stored(tmp_path / "ck.db")
+    assert summary.checkpoint.saves == 30 and summary.last_checkpoint_value == 30 == stored(tmp_path / "ck.db")
     assert checkpoint_threads() == []
 
 
@@ -270,7 +270,7 @@ def test_a_failed_background_save_stops_a_fail_closed_run_with_the_store_s_error
     assert len(sink.rows) == 3  # stopped at the next unit's commit point
     summary = bound.last_summary
     assert summary is not None and summary.checkpoint.saves == 1
-    assert summary.checkpoint.failures == 1 and summary.last_checkpoint == 1
+    assert summary.checkpoint.failures == 1 and summary.last_checkpoint_value == 1
     assert checkpoint_threads() == []
 
 
@@ -329,7 +329,7 @@ def test_ctrl_c_with_a_save_in_flight_waits_for_it_and_keeps_the_handled_prefix(
     summary = bound.last_summary
     assert summary is not None and summary.outcome == "interrupted"
     assert 2 in store.saved and len(sink.rows) < 50
-    assert stored(tmp_path / "ck.db") == summary.last_checkpoint == len(sink.rows)
+    assert stored(tmp_path / "ck.db") == summary.last_checkpoint_value == len(sink.rows)
     assert summary.checkpoint.saves == len(store.saved)
     assert checkpoint_threads() == []
 
@@ -359,7 +359,7 @@ def test_cancelling_a_run_with_a_save_in_flight_leaves_no_thread_or_task(tmp_pat
     assert left == set()
     summary = bound.last_summary
     assert summary is not None and summary.outcome == "interrupted"
-    assert stored(tmp_path / "ck.db") == summary.last_checkpoint == len(sink.rows)
+    assert stored(tmp_path / "ck.db") == summary.last_checkpoint_value == len(sink.rows)
     assert summary.checkpoint.saves == len(store.saved)
     assert checkpoint_threads() == []
 
@@ -411,5 +411,5 @@ def test_cancelling_during_concurrent_flushes_lets_every_flush_end_first(tmp_pat
     summary = bound.last_summary
     assert summary is not None and summary.outcome == "interrupted"
     # The final save covers what both sinks made durable, and nothing more.
-    assert stored(tmp_path / "ck.db") == summary.last_checkpoint == len(held.rows) == len(other.rows)
+    assert stored(tmp_path / "ck.db") == summary.last_checkpoint_value == len(held.rows) == len(other.rows)
     assert held.flushed_count == len(held.rows)
