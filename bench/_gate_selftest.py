@@ -26,8 +26,27 @@ GATED = "arrow_identity_vs_ppe_ipc_cpu"
 QUIET_BASE = [8.62, 9.31, 9.01, 8.75, 9.46]
 QUIET_UNCHANGED = [9.74, 8.40, 9.12, 10.05, 8.93]
 QUIET_SLOWED = [round(v / 1.25, 3) for v in QUIET_UNCHANGED]
-# Recorded (gate-20261205): {metric: (baseline, [unchanged runs], [slowed runs])}.
-RECORDED: dict[str, tuple[list[float], list[list[float]], list[list[float]]]] = {}
+#: Campaigns recorded on the shared machine, each a folder of baseline.json, uNN.json
+#: (unchanged tree) and sNN.json (AGORA_BENCH_SLOWDOWN=0.25), run in interleaved order:
+#: a baseline of 5 repeats, and one of 15.
+RECORDED_DIRS = [Path(__file__).resolve().parent / "results" / name
+                 for name in ("gate-20261205", "gate-20261205-b15")]
+
+
+def _recorded() -> list[tuple[dict[str, Any], dict[str, dict[str, Any]]]]:
+    """(baseline, {run name: document}) of every recorded campaign."""
+    out = []
+    for folder in RECORDED_DIRS:
+        runs = {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+        base = runs.pop("baseline", None)
+        assert base is not None and runs, f"recorded runs are missing from {folder}"
+        out.append((base, runs))
+    return out
+
+
+def _gated_verdicts(base: dict[str, Any], doc: dict[str, Any]) -> dict[str, str]:
+    return {r.metric: r.verdict for r in cmp.compare(base, doc, 0.25)
+            if any(r.metric.endswith(end) for end in ("_cpu", "_cpu_s"))}
 
 
 def _with_repeats(values: list[float], metric: str = GATED) -> dict[str, Any]:
@@ -46,10 +65,13 @@ def check_repeats_unchanged_passes() -> None:
     row = _row(QUIET_BASE, QUIET_UNCHANGED)
     assert row.verdict == "ok", row
     assert "interval" in row.note and "ruled out" in row.note, row.note
-    for metric, (base, unchanged, _slowed) in RECORDED.items():
-        for run in unchanged:
-            row = _row(base, run, metric)
-            assert row.verdict in ("ok", "undecided", "improved"), (metric, run, row.note)
+    for base, runs in _recorded():
+        unchanged = {name: doc for name, doc in runs.items() if name.startswith("u")}
+        assert len(unchanged) >= 6, sorted(runs)
+        for name, doc in unchanged.items():
+            verdicts = _gated_verdicts(base, doc)
+            assert len(verdicts) == 5, verdicts  # every CPU metric was judged
+            assert "REGRESSED" not in verdicts.values(), (name, verdicts)
 
 
 def check_repeats_slowdown_caught() -> None:
@@ -59,10 +81,13 @@ def check_repeats_slowdown_caught() -> None:
     latency = [0.10, 0.11, 0.105, 0.098, 0.102]
     row = _row(latency, [v * 1.3 for v in latency], "pipeline_fixed_cpu_s")  # lower is better
     assert row.verdict == "REGRESSED", row
-    for metric, (base, _unchanged, slowed) in RECORDED.items():
-        for run in slowed:
-            row = _row(base, run, metric)
-            assert row.verdict in ("REGRESSED", "undecided"), (metric, run, row.note)
+    for base, runs in _recorded():
+        slowed = {name: doc for name, doc in runs.items() if name.startswith("s")}
+        assert len(slowed) >= 4, sorted(runs)
+        for name, doc in slowed.items():
+            assert doc["injected_slowdown"] == 0.25, name
+            verdicts = _gated_verdicts(base, doc)
+            assert "REGRESSED" in verdicts.values(), (name, verdicts)  # the run fails
 
 
 def check_noisy_run_is_undecided() -> None:

@@ -53,12 +53,13 @@ def spin_cpu(seconds: float) -> None:
         pass
 
 
-def slowed(run_once: Callable[[], int], calibration_passes: int = 3) -> Callable[[], int]:
+def slowed(run_once: Callable[[], int], calibration_s: float = 0.2) -> Callable[[], int]:
     """``run_once`` made ``injected_slowdown()`` costlier by busy work after each pass.
 
-    The first call warms the subject up and measures the CPU time of
-    ``calibration_passes`` passes (whole process tree); every pass then spins for the
-    fraction of that cost. Calibrating once keeps psutil out of the timed passes.
+    The first call warms the subject up and measures the CPU time (whole process tree)
+    of passes run for at least ``calibration_s`` and 3 passes, less what reading the CPU
+    times costs; every pass then spins for the fraction of that per-pass cost.
+    Calibrating once keeps psutil out of the timed passes.
     """
     fraction = injected_slowdown()
     if fraction == 0.0:
@@ -68,10 +69,14 @@ def slowed(run_once: Callable[[], int], calibration_passes: int = 3) -> Callable
     def run() -> int:
         if not cost_s:
             run_once()
-            before = tree_cpu_s()
-            for _ in range(calibration_passes):
+            run_once()
+            probe = tree_cpu_s()
+            reading = tree_cpu_s() - probe  # one reading's own CPU, counted below once
+            passes, before, started = 0, tree_cpu_s(), time.perf_counter()
+            while passes < 3 or time.perf_counter() - started < calibration_s:
                 run_once()
-            cost_s.append((tree_cpu_s() - before) / calibration_passes)
+                passes += 1
+            cost_s.append(max(0.0, tree_cpu_s() - before - reading) / passes)
         rows = run_once()
         spin_cpu(fraction * cost_s[0])
         return rows

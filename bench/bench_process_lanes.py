@@ -5,9 +5,10 @@ Run ``python bench/bench_process_lanes.py --quick`` (about half a minute) or wit
 measured in one run on this machine and reported as ratios, which travel between
 machines far better than absolute rows/s:
 
-* floor: two memcpy of one Arrow batch plus one pipe round trip (measured here);
+* floor: two memcpy of one Arrow batch plus one pipe round trip, measured in a burst
+  between the identity repeats (``bench/_lanes_measure.py``);
 * Arrow lane, identity: vs a ProcessPoolExecutor loop shipping Arrow IPC bytes, and as
-  a fraction of the floor;
+  a fraction of the floor (each repeat against the burst that follows it);
 * row lane, cheap transform: vs a ProcessPoolExecutor loop shipping pickled rows;
 * CPU-heavy (~80 ms/batch): Arrow lane vs the same transform serially in-process;
 * timeout recovery: from the timeout firing to the next batch's result on a fresh pool;
@@ -15,8 +16,9 @@ machines far better than absolute rows/s:
   cost, steady throughput, and throughput vs the hand-written IPC loop.
 
 Every ratio is measured ``--repeats`` times (5 by default), interleaved with its
-reference; the JSON keeps the per-repeat values under ``repeats`` so that
-``bench/compare.py`` can judge a change against the measured noise.
+reference, in wall time and in CPU time of the whole process tree (``*_cpu``); the JSON
+keeps the per-repeat values under ``repeats`` so that ``bench/compare.py`` can judge a
+change against the measured noise (it gates on the CPU figures).
 
 Each lane run drives ``submit()`` directly with an ordered-commit window (results are
 consumed strictly in source order and checked), as the runtime engine does. JSON goes
@@ -241,8 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     reps, min_s = args.repeats, (0.2 if args.quick else 0.5)
     slowdown = injected_slowdown()
     if slowdown:
-        print(f"injected slowdown: every measured lane/pipeline pass {slowdown:.0%} longer",
-              flush=True)
+        print(f"injected slowdown: every measured lane/pipeline pass costs {slowdown:.0%} "
+              "more CPU", flush=True)
     rows_total = 100_000 if args.quick else 200_000
     ctx = multiprocessing.get_context("forkserver")
     # The same preload the middleware asks for (the forkserver is shared, first come first

@@ -179,7 +179,7 @@ def merge_runs(docs: Sequence[Any]) -> Any:
     names = set.intersection(*(set(doc.get("repeats") or {}) for doc in docs))
     repeats: dict[str, list[float]] = {}
     for name in sorted(names):
-        values = []
+        values: list[float] = []
         for doc in docs:
             value = doc["repeats"][name]
             values += _noise.check_repeats(name, "current", value) if isinstance(
