@@ -1,12 +1,14 @@
 """Shared benchmark plumbing: a psutil sampler for the process tree and a leftover check.
 
-Used by ``bench/conftest.py`` (the pytest-benchmark suite) and ``bench/bench_scaling.py``.
+Used by ``bench/conftest.py`` (the pytest-benchmark suite), ``bench/bench_scaling.py`` and the
+process-lane benchmark (``tree_cpu_s``, the CPU its gate judges).
 Process checks come from :mod:`agora.testing` (stdlib, psutil and the agora facade only).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -134,3 +136,41 @@ class ProcessTreeSampler:
         fig.main_peak_rss_bytes = max(fig.main_peak_rss_bytes, main_rss)
         fig.workers_peak_rss_bytes = max(fig.workers_peak_rss_bytes, workers_rss)
         fig.total_peak_rss_bytes = max(fig.total_peak_rss_bytes, main_rss + workers_rss)
+
+
+def process_cpu_s(proc: psutil.Process) -> float:
+    """CPU seconds of one live process (all its threads, exited ones included) plus those
+    of its reaped children.
+
+    On Linux a process's own time comes from its CPU-time clock (nanoseconds; the clock id
+    of process ``pid`` is ``(~pid << 3) | 2``, the kernel's process clock on the scheduler's
+    runtime): psutil's ``cpu_times`` counts in 10 ms ticks, too coarse for passes of a few
+    tens of milliseconds. Reaped children only exist as ticks.
+    """
+    times = proc.cpu_times()
+    own = times.user + times.system
+    if sys.platform == "linux":
+        try:
+            own = time.clock_gettime_ns((~proc.pid << 3) | 2) / 1e9
+        except OSError:  # the process is gone: keep psutil's figure
+            pass
+    return float(own + times.children_user + times.children_system)
+
+
+def tree_cpu_s(root: psutil.Process | None = None) -> float:
+    """CPU seconds of ``root`` (this process by default) and every descendant, including
+    descendants already reaped (their time is in their parent's ``children_*``).
+
+    Differences of two readings are the CPU a benchmark pass cost the whole process tree:
+    far less sensitive to other processes on a shared machine than wall time, because
+    waiting for a core costs no CPU. Processes that exit unreaped between two readings are
+    lost, which the pools measured here never do.
+    """
+    me = root or psutil.Process()
+    total = process_cpu_s(me)
+    for child in me.children(recursive=True):
+        try:
+            total += process_cpu_s(child)
+        except psutil.Error:  # exited between the listing and the reading
+            continue
+    return total

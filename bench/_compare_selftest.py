@@ -12,7 +12,6 @@ import copy
 import io
 import json
 import tempfile
-import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
@@ -81,125 +80,6 @@ def check_regression_detected() -> None:
     verdicts = _verdicts(LANES, current)
     assert verdicts["arrow_identity_vs_ppe_ipc"] == "REGRESSED", verdicts
     assert verdicts["rows_cheap_vs_ppe_pickle"] == "ok", verdicts
-
-
-# Constructed repeat sets of a quiet machine (noise about ±6%): a baseline, a rerun of
-# the unchanged tree, and the rerun with every lane pass 25% longer (each ratio / 1.25).
-QUIET_BASE = [8.62, 9.31, 9.01, 8.75, 9.46]
-QUIET_UNCHANGED = [9.74, 8.40, 9.12, 10.05, 8.93]
-QUIET_SLOWED = [round(v / 1.25, 3) for v in QUIET_UNCHANGED]
-# Repeat sets recorded on the shared 2-core machine (quick mode, k=5, about 1.4 cores
-# used by other processes): arrow_heavy_vs_serial in two runs of the unchanged tree, and
-# pipeline_fixed_s of a run of the unchanged tree and of a run with AGORA_BENCH_SLOWDOWN=0.25.
-RECORDED_HEAVY = ([1.7364, 1.2703, 1.2225, 1.3906, 1.595], [2.1941, 1.7205, 0.9401, 1.3172, 1.3518])
-RECORDED_FIXED = ([0.2127, 0.0994, 0.1279, 0.1446, 0.1192], [0.3277, 0.3159, 0.3057, 0.2767, 0.2156])
-
-
-def _with_repeats(values: list[float], metric: str = "arrow_identity_vs_ppe_ipc") -> dict[str, Any]:
-    doc = copy.deepcopy(LANES)
-    doc["ratios"][metric] = sorted(values)[len(values) // 2]
-    doc["repeats"] = {metric: values}
-    return doc
-
-
-def _noise_row(base: list[float], cur: list[float],
-               metric: str = "arrow_identity_vs_ppe_ipc") -> cmp.Row:
-    rows = cmp.compare(_with_repeats(base, metric), _with_repeats(cur, metric), 0.25)
-    return next(r for r in rows if r.metric == metric)
-
-
-def check_repeats_unchanged_spread_passes() -> None:
-    row = _noise_row(QUIET_BASE, QUIET_UNCHANGED)
-    assert row.verdict == "ok", row
-    assert "band" in row.note and "median" in row.note, row.note
-    row = _noise_row(*RECORDED_HEAVY, metric="arrow_heavy_vs_serial")
-    assert row.verdict == "ok", row  # -3% median on a noisy machine: not a regression
-
-
-def check_repeats_slowdown_caught() -> None:
-    row = _noise_row(QUIET_BASE, QUIET_SLOWED)
-    assert row.verdict == "REGRESSED", row
-    assert "slower than the band's edge" in row.note, row.note
-    row = _noise_row(*RECORDED_FIXED, metric="pipeline_fixed_s")  # a *_s metric: lower
-    assert row.verdict == "REGRESSED", row
-
-
-def check_repeats_noise_widens_band() -> None:
-    # a current run whose own repeats swing ±60% cannot prove a 20% drop
-    noisy = [4.0, 7.2, 8.0, 9.0, 13.6]
-    verdict = cmp.compare(_with_repeats(QUIET_BASE), _with_repeats(noisy), 0.25)
-    assert {r.metric: r.verdict for r in verdict}["arrow_identity_vs_ppe_ipc"] == "ok", verdict
-
-
-def check_bad_repeats_rejected() -> None:
-    for bad in ([9.0, 9.1], [9.0, 0.0, 9.2], "9.0"):
-        doc = _with_repeats(QUIET_BASE)
-        doc["repeats"]["arrow_identity_vs_ppe_ipc"] = bad
-        try:
-            cmp.compare(_with_repeats(QUIET_BASE), doc, 0.25)
-        except cmp.UsageError as exc:
-            assert "arrow_identity_vs_ppe_ipc" in str(exc) and "rerun" in str(exc), exc
-        else:
-            raise AssertionError(f"repeats {bad!r} were accepted")
-
-
-def check_slowdown_setting() -> None:
-    import os
-
-    from bench import _noise_pipeline as inject
-
-    saved = os.environ.get(inject.SLOWDOWN_ENV)
-    try:
-        os.environ[inject.SLOWDOWN_ENV] = "0.25"
-        assert inject.injected_slowdown() == 0.25
-        for bad in ("fast", "-0.1"):
-            os.environ[inject.SLOWDOWN_ENV] = bad
-            try:
-                inject.injected_slowdown()
-            except ValueError as exc:
-                assert inject.SLOWDOWN_ENV in str(exc) and "unset it" in str(exc), exc
-            else:
-                raise AssertionError(f"{inject.SLOWDOWN_ENV}={bad!r} was accepted")
-        os.environ.pop(inject.SLOWDOWN_ENV)
-        assert inject.injected_slowdown() == 0.0
-        os.environ[inject.SLOWDOWN_ENV] = "0.5"
-        inner: list[float] = []
-
-        def one_pass() -> int:
-            began = time.perf_counter()
-            time.sleep(0.02)
-            inner.append(time.perf_counter() - began)
-            return 7
-
-        started = time.perf_counter()
-        assert inject.slowed(one_pass)() == 7  # the pass's rows come back
-        total = time.perf_counter() - started
-        assert total >= 1.5 * inner[0], (total, inner)  # spun for half the pass's time
-    finally:
-        if saved is None:
-            os.environ.pop(inject.SLOWDOWN_ENV, None)
-        else:
-            os.environ[inject.SLOWDOWN_ENV] = saved
-
-
-def check_noise_threshold_usage() -> None:
-    with tempfile.TemporaryDirectory(prefix="agora-compare-") as tmp:
-        path = Path(tmp) / "r.json"
-        path.write_text(json.dumps(_with_repeats(QUIET_BASE)))
-        argv = ["--baseline", str(path), "--current", str(path)]
-        assert _quiet(cmp.main, argv) == 0
-        assert _quiet(cmp.main, [*argv, "--noise-threshold", "-0.1"]) == 2
-
-
-def check_too_few_repeats_refused() -> None:
-    from bench import bench_process_lanes
-
-    try:
-        _quiet(bench_process_lanes.main, ["--quick", "--repeats", "2"])
-    except SystemExit as exc:
-        assert exc.code == 2, exc.code  # argparse's usage error, before anything runs
-    else:
-        raise AssertionError("--repeats 2 was accepted")
 
 
 def check_improvement_not_flagged() -> None:
@@ -313,20 +193,16 @@ CHECKS = [
     check_scaling_directions,
     check_missing_and_new_metrics,
     check_command_line,
-    check_repeats_unchanged_spread_passes,
-    check_repeats_slowdown_caught,
-    check_repeats_noise_widens_band,
-    check_bad_repeats_rejected,
-    check_slowdown_setting,
-    check_noise_threshold_usage,
-    check_too_few_repeats_refused,
 ]
 
 
 def run_self_test() -> int:
-    """Run every check; print one line each; 0 if all pass, 1 otherwise."""
+    """Run every check (these and the gate's); print one line each; 0 if all pass."""
+    from bench._gate_selftest import REPEAT_CHECKS  # it imports this module's helpers
+
+    checks = [*CHECKS, *REPEAT_CHECKS]
     failed = 0
-    for check in CHECKS:
+    for check in checks:
         try:
             check()
         except AssertionError as exc:
@@ -334,5 +210,5 @@ def run_self_test() -> int:
             print(f"FAIL {check.__name__}: {exc}")
         else:
             print(f"ok   {check.__name__}")
-    print(f"\n{len(CHECKS) - failed} of {len(CHECKS)} self-test checks passed")
+    print(f"\n{len(checks) - failed} of {len(checks)} self-test checks passed")
     return 1 if failed else 0

@@ -1,28 +1,36 @@
-"""Noise-aware verdicts: compare repeated measurements by their medians and noise bands.
+"""Regression verdicts from repeated measurements: a bootstrap interval of the slowdown.
 
-A benchmark run on a shared 2-core machine moves by tens of percent between runs of an
-unchanged tree, so one number against one stored number with a fixed threshold flags
-regressions that are not there. Here each metric carries ``k`` repeats, measured
-interleaved with its reference (ABAB…). The verdict:
+Each metric carries ``k`` repeats (a per-repeat ratio measured against its reference in
+the same repeat, or a per-repeat latency). The verdict of a current run against a
+baseline:
 
-* the **noise** of a repeat set is its relative half-range, ``(max - min) / (2 * median)``;
-* the **band** is the baseline median ± the larger noise of the two sets (baseline and
-  current), so a noisy current run widens the band instead of crying wolf;
-* the **change beyond the band** is the slowdown of the current median past the band's
-  bad edge, as a fraction: for a higher-is-better ratio ``edge / median - 1`` (so 25%
-  more time per row reads as 25%), for a latency ``median / edge - 1``;
-* REGRESSED when that change exceeds the threshold; "improved" when the current median
-  is past the good edge by more than the threshold; otherwise "ok".
+* the **slowdown** is the ratio of the two medians, expressed as extra time per unit of
+  work: ``baseline / current - 1`` for a higher-is-better ratio (a subject that takes
+  25% longer reads 25%), ``current / baseline - 1`` for a latency;
+* its **interval** is a 90% bootstrap interval: both repeat sets are resampled with
+  replacement (a fixed seed, so a verdict is reproducible), the slowdown of the resampled
+  medians is taken each time, and the 5th and 95th percentiles bound it;
+* **REGRESSED** when the whole interval lies above the tolerance (10% by default): the
+  run is slower beyond doubt; **improved** when it lies below minus the tolerance;
+  **ok** when its upper end is below the slowdown the gate must catch (25% by default):
+  a slowdown that large is ruled out; otherwise **undecided**: the repeats are too noisy
+  to tell, and more repeats (or a quieter machine) are needed. A slowdown of the size the
+  gate must catch therefore never reads "ok" unless the repeats rule it out.
 """
 
 from __future__ import annotations
 
+import random
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-#: Fewer repeats than this cannot give a band worth trusting.
+#: Fewer repeats than this cannot give an interval worth trusting.
 MIN_REPEATS = 3
+#: Bootstrap resamples: the interval's ends move by well under 1% between seeds at 2000.
+RESAMPLES = 2000
+#: The interval's coverage: 5th to 95th percentile of the resampled slowdowns.
+COVERAGE = 0.90
 
 
 @dataclass(frozen=True)
@@ -31,66 +39,79 @@ class NoiseVerdict:
 
     baseline_median: float
     current_median: float
-    band: tuple[float, float]
-    noise: float  # half-width of the band, as a fraction of the baseline median
-    beyond: float  # slowdown past the bad edge (> 0) or speed-up past the good edge (< 0)
-    verdict: str  # "ok", "improved", "REGRESSED"
+    slowdown: float  # extra time per unit of work, current vs baseline (< 0: faster)
+    interval: tuple[float, float]  # bootstrap interval of ``slowdown``
+    verdict: str  # "ok", "improved", "REGRESSED", "undecided"
+    repeats: tuple[int, int]  # (baseline, current)
 
-    def explain(self, threshold: float) -> str:
-        """One line: medians, band, change and why the verdict follows."""
-        lo, hi = self.band
-        head = (f"median {self.current_median:.4g} vs baseline {self.baseline_median:.4g}, "
-                f"band [{lo:.4g}, {hi:.4g}] (noise ±{self.noise:.1%})")
-        if self.verdict == "REGRESSED":
-            return f"{head}: {self.beyond:.1%} slower than the band's edge > {threshold:.0%}"
-        if self.verdict == "improved":
-            return f"{head}: {-self.beyond:.1%} faster than the band's edge > {threshold:.0%}"
-        if self.beyond > 0:
-            return f"{head}: {self.beyond:.1%} past the band's edge, within {threshold:.0%}"
-        return f"{head}: inside the band"
+    def explain(self, tolerance: float, must_catch: float) -> str:
+        """One line: medians, slowdown and its interval, and why the verdict follows."""
+        lo, hi = self.interval
+        head = (f"median {self.current_median:.4g} vs {self.baseline_median:.4g}: "
+                f"{self.slowdown:+.1%} time, 90% interval [{lo:+.1%}, {hi:+.1%}] "
+                f"({self.repeats[1]} vs {self.repeats[0]} repeats)")
+        why = {
+            "REGRESSED": f"slower by more than {tolerance:.0%} beyond doubt",
+            "improved": f"faster by more than {tolerance:.0%} beyond doubt",
+            "ok": f"a {must_catch:.0%} slowdown is ruled out",
+            "undecided": f"cannot rule out a {must_catch:.0%} slowdown nor prove one "
+                         f"over {tolerance:.0%}: add repeats or run on a quieter machine",
+        }[self.verdict]
+        return f"{head}: {why}"
 
 
-def check_repeats(name: str, label: str, values: Sequence[float]) -> list[float]:
+def check_repeats(name: str, label: str, values: object) -> list[float]:
     """The repeats as floats; ValueError naming the metric when they cannot be judged."""
     if not isinstance(values, (list, tuple)) or len(values) < MIN_REPEATS:
         count = len(values) if isinstance(values, (list, tuple)) else type(values).__name__
         raise ValueError(f"{label} repeats of {name} must be a list of at least {MIN_REPEATS} "
                          f"numbers; got {count} — rerun the benchmark with --repeats 5")
-    out = [float(v) for v in values]
+    try:
+        out = [float(v) for v in values]
+    except (TypeError, ValueError):
+        raise ValueError(f"{label} repeats of {name} must be numbers; got {values!r} — "
+                         "the result file is damaged; rerun the benchmark") from None
     if min(out) <= 0:
         raise ValueError(f"{label} repeats of {name} must all be > 0; got {min(out)} — "
                          "the measurement failed; rerun the benchmark")
     return out
 
 
-def noise_of(values: Sequence[float]) -> float:
-    """Relative half-range of a repeat set."""
-    median = statistics.median(values)
-    return (max(values) - min(values)) / (2 * median)
+def _slowdown(base_med: float, cur_med: float, higher_is_better: bool) -> float:
+    return base_med / cur_med - 1 if higher_is_better else cur_med / base_med - 1
+
+
+def slowdown_interval(base: Sequence[float], cur: Sequence[float],
+                      higher_is_better: bool) -> tuple[float, float]:
+    """90% bootstrap interval of the slowdown of ``cur``'s median against ``base``'s."""
+    rng = random.Random(20261205)  # fixed: the same files always get the same verdict
+    samples = sorted(
+        _slowdown(statistics.median(rng.choices(base, k=len(base))),
+                  statistics.median(rng.choices(cur, k=len(cur))), higher_is_better)
+        for _ in range(RESAMPLES))
+    tail = (1 - COVERAGE) / 2
+    return samples[int(tail * RESAMPLES)], samples[int((1 - tail) * RESAMPLES) - 1]
 
 
 def judge_repeats(name: str, baseline: Sequence[float], current: Sequence[float],
-                  higher_is_better: bool, threshold: float) -> NoiseVerdict:
+                  higher_is_better: bool, tolerance: float,
+                  must_catch: float = 0.25) -> NoiseVerdict:
     """Judge ``current`` against ``baseline`` (see the module docstring)."""
+    if not 0 <= tolerance < must_catch:
+        raise ValueError(f"the tolerance must be >= 0 and below the slowdown to catch; got "
+                         f"{tolerance} and {must_catch} — e.g. --noise-threshold 0.10 "
+                         "--must-catch 0.25")
     base = check_repeats(name, "baseline", baseline)
     cur = check_repeats(name, "current", current)
     b_med, c_med = statistics.median(base), statistics.median(cur)
-    noise = max(noise_of(base), noise_of(cur))
-    lo, hi = b_med * max(0.0, 1 - noise), b_med * (1 + noise)
-    if higher_is_better:
-        bad_edge, good_edge = lo, hi
-        # time per unit of work grows as 1/ratio: express both sides as a slowdown
-        # a band reaching 0 means the noise swamps any slowdown: nothing can be flagged
-        slower = bad_edge / c_med - 1 if bad_edge > 0 else 0.0
-        faster = 1 - good_edge / c_med if c_med > good_edge else 0.0
+    lo, hi = slowdown_interval(base, cur, higher_is_better)
+    if lo > tolerance:
+        verdict = "REGRESSED"
+    elif hi < -tolerance:
+        verdict = "improved"
+    elif hi < must_catch:
+        verdict = "ok"
     else:
-        bad_edge, good_edge = hi, lo
-        slower = c_med / bad_edge - 1
-        faster = 1 - c_med / good_edge if c_med < good_edge else 0.0
-    if slower > threshold:
-        verdict, beyond = "REGRESSED", slower
-    elif faster > threshold:
-        verdict, beyond = "improved", -faster
-    else:
-        verdict, beyond = "ok", max(slower, -faster) if slower > 0 else -faster
-    return NoiseVerdict(b_med, c_med, (lo, hi), noise, beyond, verdict)
+        verdict = "undecided"
+    return NoiseVerdict(b_med, c_med, _slowdown(b_med, c_med, higher_is_better), (lo, hi),
+                        verdict, (len(base), len(cur)))

@@ -5,9 +5,10 @@ Run ``python bench/bench_process_lanes.py --quick`` (about half a minute) or wit
 measured in one run on this machine and reported as ratios, which travel between
 machines far better than absolute rows/s:
 
-* floor: two memcpy of one Arrow batch plus one pipe round trip (measured here);
+* floor: two memcpy of one Arrow batch plus one pipe round trip, measured in a burst
+  between the identity repeats (``bench/_lanes_measure.py``);
 * Arrow lane, identity: vs a ProcessPoolExecutor loop shipping Arrow IPC bytes, and as
-  a fraction of the floor;
+  a fraction of the floor (each repeat against the burst that follows it);
 * row lane, cheap transform: vs a ProcessPoolExecutor loop shipping pickled rows;
 * CPU-heavy (~80 ms/batch): Arrow lane vs the same transform serially in-process;
 * timeout recovery: from the timeout firing to the next batch's result on a fresh pool;
@@ -15,8 +16,9 @@ machines far better than absolute rows/s:
   cost, steady throughput, and throughput vs the hand-written IPC loop.
 
 Every ratio is measured ``--repeats`` times (5 by default), interleaved with its
-reference; the JSON keeps the per-repeat values under ``repeats`` so that
-``bench/compare.py`` can judge a change against the measured noise.
+reference, in wall time and in CPU time of the whole process tree (``*_cpu``); the JSON
+keeps the per-repeat values under ``repeats`` so that ``bench/compare.py`` can judge a
+change against the measured noise (it gates on the CPU figures).
 
 Each lane run drives ``submit()`` directly with an ordered-commit window (results are
 consumed strictly in source order and checked), as the runtime engine does. JSON goes
@@ -36,12 +38,10 @@ import platform
 import statistics
 import sys
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc as ipc
@@ -57,14 +57,28 @@ from agora.testing import calibrate_iterations
 
 if __package__ in (None, ""):  # run as a script: make ``bench`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench._noise_pipeline import injected_slowdown, measure_pipeline, slowed  # noqa: E402
+from bench._lanes_measure import (  # noqa: E402
+    WINDOW,
+    BackgroundLoad,
+    FloorProbe,
+    drive_lane,
+    drive_ppe,
+    paired,
+    rate_of,
+    serial,
+    stats,
+)
+from bench._noise_pipeline import injected_slowdown, measure_pipeline  # noqa: E402
+
+__all__ = ["BATCH_ROWS", "TARGETS", "WINDOW", "WORKERS", "BackgroundLoad", "arrow_cheap",
+           "arrow_heavy", "arrow_identity", "drive_ppe", "make_batches", "ppe_ipc_call",
+           "rows_cheap", "rows_heavy", "stats"]
 
 BATCH_ROWS = 10_000
 WORKERS = 2
-WINDOW = 4  # batches in flight, for the lanes and the baselines alike
 TARGETS = {
     "arrow_identity_vs_ppe_ipc": 5.0,
-    "arrow_identity_fraction_of_floor": 0.20,
+    "arrow_identity_fraction_of_floor": 0.30,
     "rows_cheap_vs_ppe_pickle": 0.9,
     "arrow_heavy_vs_serial": 1.85,
     "timeout_recovery_s": 0.150,
@@ -145,152 +159,6 @@ def _ipc_bytes(batch: pa.RecordBatch) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-def echo(conn: Any) -> None:
-    while True:
-        message = conn.recv_bytes()
-        if not message:
-            return
-        conn.send_bytes(message)
-
-
-# ------------------------------------------------------------------ measurement helpers
-
-
-def rate_of(run_once: Callable[[], int], min_s: float) -> float:
-    """rows/s of whole passes repeated for at least ``min_s`` (at least one pass)."""
-    rows, started = 0, time.perf_counter()
-    while True:
-        rows += run_once()
-        elapsed = time.perf_counter() - started
-        if elapsed >= min_s:
-            return rows / elapsed
-
-
-def stats(values: Sequence[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
-
-
-class BackgroundLoad:
-    """CPU that processes other than this benchmark (and its children) used meanwhile,
-    in cores: on a shared 2-core machine anything above ~0.1 understates every ratio
-    that needs both cores."""
-
-    def __enter__(self) -> BackgroundLoad:
-        self._start = (time.perf_counter(), self._system_busy(), self._ours())
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        wall, busy, ours = self._start
-        wall = time.perf_counter() - wall
-        other = (self._system_busy() - busy) - (self._ours() - ours)
-        self.cores = max(0.0, other / wall) if wall > 0 else 0.0
-
-    @staticmethod
-    def _system_busy() -> float:
-        t = psutil.cpu_times()
-        return t.user + t.system + getattr(t, "nice", 0.0) + getattr(t, "irq", 0.0) + getattr(
-            t, "softirq", 0.0
-        )
-
-    @staticmethod
-    def _ours() -> float:
-        me = psutil.Process()
-        total = sum(me.cpu_times()[:4])
-        for child in me.children(recursive=True):
-            try:
-                total += sum(child.cpu_times()[:4])  # incl. its reaped children
-            except psutil.Error:
-                continue
-        return total
-
-
-def paired(subject: Callable[[], int], baseline: Callable[[], int], reps: int,
-           min_s: float) -> dict[str, Any]:
-    """Measure ``subject`` and ``baseline`` alternately (ABAB…) after one warm-up pass
-    each, so background load on a shared machine hits both alike; the ratio is the
-    median of the per-rep ratios."""
-    subject = slowed(subject)
-    subject()
-    baseline()
-    a, b = [], []
-    with BackgroundLoad() as load:
-        for _ in range(reps):
-            a.append(rate_of(subject, min_s))
-            b.append(rate_of(baseline, min_s))
-    return {
-        "subject_rows_per_s": stats(a),
-        "baseline_rows_per_s": stats(b),
-        "ratio": statistics.median(x / y for x, y in zip(a, b, strict=True)),
-        "ratio_repeats": [x / y for x, y in zip(a, b, strict=True)],
-        "background_cores": round(load.cores, 3),
-    }
-
-
-def check(batch_index: int, expected_rows: int, first_id: int, got: Any) -> None:
-    if isinstance(got, pa.RecordBatch):
-        ok = got.num_rows == expected_rows and got.column("id")[0].as_py() == first_id
-    else:
-        ok = len(got) == expected_rows and got[0]["id"] == first_id
-    if not ok:
-        raise AssertionError(f"batch {batch_index} came back wrong or out of order")
-
-
-def first_id(batch: Any) -> int:
-    return batch.column("id")[0].as_py() if isinstance(batch, pa.RecordBatch) else batch[0]["id"]
-
-
-def n_rows(batch: Any) -> int:
-    return batch.num_rows if isinstance(batch, pa.RecordBatch) else len(batch)
-
-
-async def drive_lane(mw: Any, batches: Sequence[Any]) -> int:
-    """Ordered commit over a window of in-flight ``submit()`` tasks, as the engine does."""
-    window: deque[tuple[int, asyncio.Future[Any]]] = deque()
-    rows = 0
-
-    async def commit() -> None:
-        nonlocal rows
-        done_index, task = window.popleft()
-        got = await task
-        check(done_index, n_rows(batches[done_index]), first_id(batches[done_index]), got)
-        rows += n_rows(got)
-
-    for index, batch in enumerate(batches):
-        window.append((index, asyncio.ensure_future(mw.submit(index, batch))))
-        if len(window) >= WINDOW:
-            await commit()
-    while window:
-        await commit()
-    return rows
-
-
-def drive_ppe(pool: concurrent.futures.Executor, call: Callable[[Any], Any],
-              batches: Sequence[Any], encode: Callable[[Any], Any],
-              decode: Callable[[Any], Any]) -> int:
-    """The hand-written baseline: a FIFO window of executor futures, ordered commit."""
-    window: deque[tuple[int, concurrent.futures.Future[Any]]] = deque()
-    rows = 0
-
-    def commit() -> None:
-        nonlocal rows
-        done_index, future = window.popleft()
-        got = decode(future.result())
-        check(done_index, n_rows(batches[done_index]), first_id(batches[done_index]), got)
-        rows += n_rows(got)
-
-    for index, batch in enumerate(batches):
-        window.append((index, pool.submit(call, encode(batch))))
-        if len(window) >= WINDOW:
-            commit()
-    while window:
-        commit()
-    return rows
-
-
-def serial(fn: Callable[[Any], Any], batches: Sequence[Any]) -> Callable[[], int]:
-    return lambda: sum(n_rows(fn(batch)) for batch in batches)
-
-
 class Lane:
     """A started middleware plus a one-pass runner over ``batches``."""
 
@@ -309,42 +177,17 @@ class Lane:
 # ------------------------------------------------------------------ the sections
 
 
-def measure_floor(ctx: Any, batch: pa.RecordBatch, rounds: int = 5) -> dict[str, float]:
-    """Two memcpy of the batch (into shared memory, and the result back) plus one pipe
-    round trip: what any worker hop must pay at least. A floor is a best case, so each
-    part is the lowest of ``rounds`` per-round medians (a busy moment only raises it)."""
-    size = len(_ipc_bytes(batch))
-    src, dst = bytearray(os.urandom(size)), bytearray(size)
-    parent, child = ctx.Pipe()
-    server = ctx.Process(target=echo, args=(child,), daemon=True)
-    server.start()
-    child.close()
-    copy_medians, trip_medians = [], []
-    for _ in range(rounds):
-        copies, trips = [], []
-        for _ in range(200):
-            started = time.perf_counter()
-            dst[:] = src
-            copies.append(time.perf_counter() - started)
-        for _ in range(500):
-            started = time.perf_counter()
-            parent.send_bytes(b"x")
-            parent.recv_bytes()
-            trips.append(time.perf_counter() - started)
-        copy_medians.append(statistics.median(copies))
-        trip_medians.append(statistics.median(trips))
-    parent.send_bytes(b"")
-    server.join(5)
-    parent.close()
-    memcpy_us, rtt_us = min(copy_medians) * 1e6, min(trip_medians) * 1e6
-    floor_us = 2 * memcpy_us + rtt_us
-    return {
-        "batch_ipc_bytes": size,
-        "memcpy_batch_us": memcpy_us,
-        "pipe_rtt_us": rtt_us,
-        "floor_batch_us": floor_us,
-        "floor_rows_per_s": BATCH_ROWS / floor_us * 1e6,
-    }
+def floor_of(identity: dict[str, Any]) -> dict[str, Any]:
+    """The floor as the median of the bursts taken between the identity repeats, and
+    the lane's fraction of it per repeat (each repeat against its own burst)."""
+    bursts = identity["between"]
+    floor = {key: statistics.median(b[key] for b in bursts)
+             for key in ("memcpy_batch_us", "pipe_rtt_us", "floor_batch_us")}
+    fractions = [rate / (BATCH_ROWS / b["floor_batch_us"] * 1e6)
+                 for rate, b in zip(identity["subject_rates"], bursts, strict=True)]
+    return {**floor, "floor_rows_per_s": BATCH_ROWS / floor["floor_batch_us"] * 1e6,
+            "bursts": bursts, "fraction_repeats_in_order": fractions,
+            "fraction_repeats": sorted(fractions)}
 
 
 def calibrate_heavy(batch: pa.RecordBatch, target_s: float = 0.080) -> int:
@@ -400,8 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     reps, min_s = args.repeats, (0.2 if args.quick else 0.5)
     slowdown = injected_slowdown()
     if slowdown:
-        print(f"injected slowdown: every measured lane/pipeline pass {slowdown:.0%} longer",
-              flush=True)
+        print(f"injected slowdown: every measured lane/pipeline pass costs {slowdown:.0%} "
+              "more CPU", flush=True)
     rows_total = 100_000 if args.quick else 200_000
     ctx = multiprocessing.get_context("forkserver")
     # The same preload the middleware asks for (the forkserver is shared, first come first
@@ -420,10 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     arrow = make_batches(rows_total)
     pylist = [b.to_pylist() for b in arrow]
-    floor = results["floor"] = measure_floor(ctx, arrow[0])
-    print(f"floor: {floor['floor_batch_us']:.0f} us/batch (memcpy {floor['memcpy_batch_us']:.1f}"
-          f" us x2 + pipe RTT {floor['pipe_rtt_us']:.1f} us) = "
-          f"{floor['floor_rows_per_s'] / 1e6:.1f}M rows/s per dispatch stream", flush=True)
+    probe = FloorProbe(ctx, len(_ipc_bytes(arrow[0])))
     pairs: dict[str, Any] = results.setdefault("pairs", {})
 
     def report(key: str, subject: str, baseline: str, pair: dict[str, Any]) -> None:
@@ -432,17 +272,31 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {subject:<24} {a['median'] / 1e6:9.3f}M rows/s (min {a['min'] / 1e6:.3f}M,"
               f" max {a['max'] / 1e6:.3f}M)\n  {baseline:<24} {b['median'] / 1e6:9.3f}M rows/s"
               f" (min {b['min'] / 1e6:.3f}M, max {b['max'] / 1e6:.3f}M)"
-              f"\n    -> ratio {pair['ratio']:.3f}   (other processes used "
-              f"{pair['background_cores']:.2f} cores meanwhile)", flush=True)
+              f"\n    -> ratio {pair['ratio']:.3f}, in CPU time {pair['cpu_ratio']:.3f}   "
+              f"(other processes used {pair['background_cores']:.2f} cores meanwhile)",
+              flush=True)
 
     lane_kw = {"max_workers": WORKERS, "max_in_flight_batches": WINDOW}
     with concurrent.futures.ProcessPoolExecutor(WORKERS, mp_context=ctx) as pool:
         ipc_call = functools.partial(ppe_ipc_call, fn=arrow_identity)
-        with Lane(loop, ArrowProcessBatchMiddleware(arrow_identity, **lane_kw), arrow) as lane:
-            report("arrow_identity", "arrow lane identity", "ppe + IPC bytes identity", paired(
-                lane, lambda: drive_ppe(pool, ipc_call, arrow, _ipc_bytes,
-                                        lambda data: ipc.open_stream(data).read_next_batch()),
-                reps, min_s))
+        try:
+            probe.burst()  # warm-up: the echo server's first wake-ups
+            with Lane(loop, ArrowProcessBatchMiddleware(arrow_identity, **lane_kw),
+                      arrow) as lane:
+                report("arrow_identity", "arrow lane identity", "ppe + IPC bytes identity",
+                       paired(lane, lambda: drive_ppe(
+                           pool, ipc_call, arrow, _ipc_bytes,
+                           lambda data: ipc.open_stream(data).read_next_batch()),
+                           reps, min_s, between=probe.burst))
+        finally:
+            probe.close()
+        floor = results["floor"] = floor_of(pairs["arrow_identity"])
+        print(f"  floor, median of {reps} bursts between the repeats: "
+              f"{floor['floor_batch_us']:.0f} us/batch (memcpy {floor['memcpy_batch_us']:.1f}"
+              f" us x2 + pipe RTT {floor['pipe_rtt_us']:.1f} us) = "
+              f"{floor['floor_rows_per_s'] / 1e6:.1f}M rows/s per dispatch stream; the lane "
+              f"reached {floor['fraction_repeats'][0]:.2f}..{floor['fraction_repeats'][-1]:.2f}"
+              f" of it", flush=True)
         with Lane(loop, ProcessBatchMiddleware(rows_cheap, **lane_kw), pylist) as lane:
             report("rows_cheap", "row lane cheap", "ppe + pickle cheap", paired(
                 lane, lambda: drive_ppe(pool, rows_cheap, pylist, lambda b: b, lambda r: r),
@@ -453,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     heavy_batches = arrow[: 8 if args.quick else 16]
     with Lane(loop, ArrowProcessBatchMiddleware(heavy, **lane_kw), heavy_batches) as lane:
         report("arrow_heavy", f"arrow lane heavy (k={k})", "serial in-process heavy",
-               paired(lane, serial(heavy, heavy_batches), reps, 0.0))
+               paired(lane, serial(heavy, heavy_batches), reps, 0.0, min_passes=1))
 
     results["recovery"] = measure_recovery(loop, 3 if args.quick else 5)
     print(f"  timeout recovery (timeout fires -> next batch's result on a fresh pool): "
@@ -469,22 +323,18 @@ def main(argv: list[str] | None = None) -> int:
     if not args.quick:
         results["million_rows"] = million_row_table(loop, k)
 
-    identity = pairs["arrow_identity"]["subject_rows_per_s"]["median"]
-    ratios = results["ratios"] = {
-        "arrow_identity_vs_ppe_ipc": pairs["arrow_identity"]["ratio"],
-        "arrow_identity_fraction_of_floor": identity / floor["floor_rows_per_s"],
-        "rows_cheap_vs_ppe_pickle": pairs["rows_cheap"]["ratio"],
-        "arrow_heavy_vs_serial": pairs["arrow_heavy"]["ratio"],
-        "timeout_recovery_s": results["recovery"]["recovery_s_median"],
-        **med,
-    }
+    names = (("arrow_identity", "ppe_ipc"), ("rows_cheap", "ppe_pickle"),
+             ("arrow_heavy", "serial"))
     results["repeats"] = {
-        **{f"{key}_vs_{ref}": pairs[key]["ratio_repeats"] for key, ref in
-           (("arrow_identity", "ppe_ipc"), ("rows_cheap", "ppe_pickle"),
-            ("arrow_heavy", "serial"))},
+        **{f"{key}_vs_{ref}": pairs[key]["ratio_repeats"] for key, ref in names},
+        "arrow_identity_fraction_of_floor": floor["fraction_repeats_in_order"],
+        **{f"{key}_vs_{ref}_cpu": pairs[key]["cpu_ratio_repeats"] for key, ref in names},
         "timeout_recovery_s": results["recovery"]["recovery_s_repeats"],
         **pipe["repeats"],
     }
+    # every figure is the median of its repeats, so compare.py reads the same number
+    ratios = results["ratios"] = {key: statistics.median(values)
+                                  for key, values in results["repeats"].items()}
     print("\nratio                                measured   target   met")
     all_ok = True
     for key, value in ratios.items():

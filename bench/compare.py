@@ -1,7 +1,7 @@
 """Compare a benchmark result JSON with a stored baseline; flag regressions, draw plots.
 
     python bench/compare.py --baseline bench/results/baseline.json --current NEW.json \\
-        [--threshold 0.25] [--plot-dir DIR]
+        [--current MORE.json ...] [--threshold 0.25] [--plot-dir DIR]
     python bench/compare.py --self-test
 
 Reads three formats (both files must be the same kind): ``bench_process_lanes.py``
@@ -12,9 +12,15 @@ median of every benchmark, plus the within-run lane/baseline speed ratios of
 seconds and RSS better lower. A metric that moved the wrong way by more than
 ``threshold`` (a fraction of the baseline) is a regression. When both process-lanes
 documents carry per-repeat values (``repeats``), a metric is judged by its medians
-against a noise band measured from both repeat sets instead (``bench/_noise.py``), and
-each verdict is explained on one line. Exit status: 0 none, 1 at least one regression,
-2 usage error (unreadable file, unknown or mismatched format, unusable repeats).
+by a bootstrap interval of the slowdown of its median instead (``bench/_noise.py``), and
+each verdict is explained on one line. Of those, only the metrics matching a ``--gate``
+glob (by default the CPU-time ones, ``*_cpu`` and ``*_cpu_s``) can fail the comparison;
+wall-time metrics are judged the same way and reported as advisory, because on a shared
+machine their verdict is decided by the load as much as by the code. Several
+``--current`` files of process-lanes runs are judged as one run with all their repeats.
+Exit status: 0 nothing flagged, 1 at least one regression, 2 usage error (unreadable
+file, unknown or mismatched format, unusable repeats), 3 no regression but at least one
+gated metric undecided (add a run and compare again).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
+import statistics
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,7 +38,11 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make ``bench`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import _noise, _svg
+from bench import _compare_plot, _noise
+
+#: Metrics that can fail a comparison judged from repeats: CPU time of the process tree,
+#: which other processes on the machine barely move (waiting for a core costs no CPU).
+DEFAULT_GATES = ("*_cpu", "*_cpu_s")
 
 #: Lane / baseline pairs whose within-run speed ratio is compared for pytest-benchmark
 #: runs of bench/test_bench_lanes.py (a ratio from one run travels better than a median).
@@ -61,7 +72,7 @@ class Row:
     baseline: float | None
     current: float | None
     change: float | None  # (current - baseline) / baseline
-    verdict: str  # "ok", "improved", "REGRESSED", "missing", "new", "ignored"
+    verdict: str  # ok, improved, REGRESSED, undecided, missing, new, ignored, "… (advisory)"
     higher_is_better: bool
     target: float | None = None
     note: str = ""  # why the verdict follows, when judged from repeats
@@ -69,6 +80,10 @@ class Row:
     @property
     def regressed(self) -> bool:
         return self.verdict == "REGRESSED"
+
+    @property
+    def undecided(self) -> bool:
+        return self.verdict == "undecided"
 
 
 # ------------------------------------------------------------------ reading results
@@ -151,10 +166,38 @@ def judge(base: Metric, value: float, threshold: float) -> tuple[float | None, s
     return change, "ok"
 
 
+def merge_runs(docs: Sequence[Any]) -> Any:
+    """Several process-lanes runs as one: every metric's repeats concatenated (metrics
+    that not every run has are dropped), each figure the median of the merged repeats."""
+    if len(docs) == 1:
+        return docs[0]
+    kinds = {kind_of(doc) for doc in docs}
+    if kinds != {"process_lanes"}:
+        raise UsageError("several --current files can only be process-lanes runs "
+                         f"(bench_process_lanes.py); got {', '.join(sorted(kinds))}")
+    merged = dict(docs[0])
+    names = set.intersection(*(set(doc.get("repeats") or {}) for doc in docs))
+    repeats: dict[str, list[float]] = {}
+    for name in sorted(names):
+        values: list[float] = []
+        for doc in docs:
+            value = doc["repeats"][name]
+            values += _noise.check_repeats(name, "current", value) if isinstance(
+                value, (list, tuple)) else [value]
+        repeats[name] = values
+    merged["repeats"] = repeats
+    merged["ratios"] = {**docs[0]["ratios"],
+                        **{name: statistics.median(v) for name, v in repeats.items()}}
+    return merged
+
+
 def compare(baseline: Any, current: Any, threshold: float, ignore: Sequence[str] = (),
-            noise_threshold: float = 0.10) -> list[Row]:
+            noise_threshold: float = 0.10, must_catch: float = 0.25,
+            gates: Sequence[str] = DEFAULT_GATES) -> list[Row]:
     """One row per metric of either document, baseline order first. Metrics matching an
-    ``ignore`` glob are shown with verdict "ignored" and never count as regressions."""
+    ``ignore`` glob are shown with verdict "ignored" and never count as regressions;
+    metrics judged from repeats that match no ``gates`` glob are advisory: their verdict
+    is shown with "(advisory)" and never counts either."""
     if threshold < 0:
         raise UsageError(f"--threshold must be >= 0; got {threshold}")
     kinds = kind_of(baseline), kind_of(current)
@@ -172,13 +215,15 @@ def compare(baseline: Any, current: Any, threshold: float, ignore: Sequence[str]
         if name in reps_b and name in reps_c:
             try:
                 v = _noise.judge_repeats(name, reps_b[name], reps_c[name],
-                                         b.higher_is_better, noise_threshold)
+                                         b.higher_is_better, noise_threshold, must_catch)
             except ValueError as exc:
                 raise UsageError(str(exc)) from exc
             b = Metric(name, v.baseline_median, b.higher_is_better, b.target)
             c = Metric(name, v.current_median, c.higher_is_better, c.target)
             change = v.current_median / v.baseline_median - 1
-            verdict, note = v.verdict, v.explain(noise_threshold)
+            verdict, note = v.verdict, v.explain(noise_threshold, must_catch)
+            if verdict != "ok" and not any(fnmatch.fnmatchcase(name, g) for g in gates):
+                verdict += " (advisory)"
         elif name in reps_b:
             note = "current has no repeats: one value against the baseline's median"
         if any(fnmatch.fnmatchcase(name, pattern) for pattern in ignore):
@@ -201,7 +246,7 @@ def compare(baseline: Any, current: Any, threshold: float, ignore: Sequence[str]
     return rows
 
 
-def render(rows: list[Row], threshold: float) -> str:
+def render(rows: list[Row]) -> str:
     def num(v: float | None) -> str:
         return "-" if v is None else f"{v:.4g}"
 
@@ -224,10 +269,13 @@ def render(rows: list[Row], threshold: float) -> str:
         if r.note:
             lines.append(f"{'':<{width}}    {r.note}")
     regressed = sum(r.regressed for r in rows)
-    lines.append(
-        f"\n{regressed} regression(s) beyond {threshold:.0%} of the baseline"
-        + ("" if regressed else "; nothing flagged")
-    )
+    undecided = sum(r.undecided for r in rows)
+    lines.append(f"\n{regressed} regression(s), {undecided} undecided")
+    if undecided and not regressed:
+        lines.append("undecided: the repeats cannot tell; run the benchmark again and pass "
+                     "every run with --current (their repeats are judged together)")
+    elif not regressed:
+        lines.append("nothing flagged")
     return "\n".join(lines)
 
 
@@ -247,156 +295,65 @@ def warnings_for(baseline: Any, current: Any) -> list[str]:
     return out
 
 
-# ------------------------------------------------------------------ plots
-
-
-def plot(rows: list[Row], baseline: Any, current: Any, plot_dir: Path) -> list[Path]:
-    """Write SVG charts to ``plot_dir``; returns the files written."""
-    plot_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    both = [r for r in rows if r.baseline and r.current is not None]
-    if both:
-        colors = {"REGRESSED": _svg.BAD_COLOR, "improved": _svg.GOOD_COLOR}
-        svg = _svg.hbars(
-            "current vs baseline (bar = value / baseline; dashed line = baseline)",
-            [r.metric for r in both],
-            [
-                _svg.Series(
-                    "baseline",
-                    [1.0] * len(both),
-                    _svg.BASELINE_COLOR,
-                    labels=[f"{r.baseline:.4g}" for r in both],
-                ),
-                _svg.Series(
-                    "current",
-                    [max(0.0, r.current / r.baseline) for r in both],
-                    _svg.CURRENT_COLOR,
-                    colors=[colors.get(r.verdict, _svg.CURRENT_COLOR) for r in both],
-                    labels=[f"{r.current:.4g} ({r.verdict})" for r in both],
-                ),
-            ],
-            reference=1.0,
-            note="red: regressed beyond the threshold, green: improved beyond it",
-        )
-        written.append(_write(plot_dir / "comparison.svg", svg))
-    if kind_of(current) == "scaling":
-        written += plot_scaling(baseline, current, plot_dir)
-    return written
-
-
-def plot_scaling(baseline: Any, current: Any, plot_dir: Path) -> list[Path]:
-    docs = [("baseline", baseline, _svg.BASELINE_COLOR), ("current", current, _svg.CURRENT_COLOR)]
-    # (main, workers) shades per document: a darker and a lighter tone of one hue
-    shades = {"baseline": ("#7d8894", "#c3cad2"), "current": ("#2f5f99", "#8fb3de")}
-    configs = [n for n in current["scaling"]["configs"] if n != "serial"]
-    series = [
-        _svg.Series(
-            label,
-            [doc["scaling"]["configs"].get(n, {}).get("ratio_to_w1_d1", 0.0) for n in configs],
-            color,
-        )
-        for label, doc, color in docs
-    ]
-    out = [
-        _write(
-            plot_dir / "scaling_throughput.svg",
-            _svg.vbars(
-                "Arrow lane, heavy transform: throughput vs workers x depth",
-                configs,
-                series,
-                "ratio to w=1, d=1",
-                note="w = max_workers, d = max_in_flight_batches",
-            ),
-        )
-    ]
-    sizes = current["memory"]["sizes"]
-    series = []
-    for label, doc, _color in docs:
-        runs = doc["memory"]["runs"]
-        for key, short, color in zip(
-            ("main_peak_rss_mb", "workers_peak_rss_mb"),
-            ("main", "workers"),
-            shades[label],
-            strict=True,
-        ):
-            series.append(
-                _svg.Series(
-                    f"{label} {short}", [runs.get(str(n), {}).get(key, 0.0) for n in sizes], color
-                )
-            )
-    out.append(
-        _write(
-            plot_dir / "scaling_memory.svg",
-            _svg.vbars(
-                "Peak RSS vs input size (CSV -> Arrow lane -> CSV)",
-                [f"{n:,} rows" for n in sizes],
-                series,
-                "peak RSS (MiB)",
-                note="should stay flat as the input grows",
-            ),
-        )
-    )
-    return out
-
-
-def _write(path: Path, svg: str) -> Path:
-    path.write_text(svg)
-    return path
-
-
 # ------------------------------------------------------------------ command line
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", type=Path, help="stored result JSON")
-    parser.add_argument("--current", type=Path, help="new result JSON of the same kind")
-    parser.add_argument(
-        "--threshold",
-        type=float,
-        default=0.25,
-        help="flag a move in the bad direction beyond this fraction (0.25)",
-    )
-    parser.add_argument(
-        "--noise-threshold",
-        type=float,
-        default=0.10,
-        help="for metrics with repeats: flag a slowdown beyond the noise band's edge "
-        "by more than this fraction (0.10)",
-    )
+    parser.add_argument("--current", type=Path, action="append", default=[],
+                        help="new result JSON of the same kind (repeatable for "
+                        "process-lanes runs: their repeats are judged together)")
+    parser.add_argument("--threshold", type=float, default=0.25,
+                        help="metrics without repeats: flag a move in the bad direction "
+                        "beyond this fraction (0.25)")
+    parser.add_argument("--noise-threshold", type=float, default=0.10,
+                        help="metrics with repeats: REGRESSED when the whole interval of "
+                        "the slowdown lies above this fraction (0.10)")
+    parser.add_argument("--must-catch", type=float, default=0.25,
+                        help="metrics with repeats: ok only when the interval rules out "
+                        "a slowdown this large (0.25); otherwise undecided")
+    parser.add_argument("--gate", action="append", default=[], metavar="GLOB",
+                        help="metrics with repeats that can fail the comparison "
+                        f"(repeatable; default {' '.join(DEFAULT_GATES)}); the rest are advisory")
     parser.add_argument("--plot-dir", type=Path, help="write SVG bar charts here")
-    parser.add_argument(
-        "--ignore",
-        action="append",
-        default=[],
-        metavar="GLOB",
-        help="report but never flag metrics matching GLOB (repeatable), "
-        "e.g. '*.median_s' to gate a pytest-benchmark run on ratios only",
-    )
+    parser.add_argument("--ignore", action="append", default=[], metavar="GLOB",
+                        help="report but never flag metrics matching GLOB (repeatable), "
+                        "e.g. '*.median_s' to gate a pytest-benchmark run on ratios only")
     parser.add_argument("--self-test", action="store_true", help="run built-in checks and exit")
     args = parser.parse_args(argv)
     if args.self_test:
         from bench._compare_selftest import run_self_test
 
         return run_self_test()
-    if args.baseline is None or args.current is None:
+    if args.baseline is None or not args.current:
         parser.error("--baseline and --current are required (or --self-test)")
     try:
-        baseline, current = load(args.baseline), load(args.current)
-        if args.noise_threshold < 0:
-            raise UsageError(f"--noise-threshold must be >= 0; got {args.noise_threshold}")
-        rows = compare(baseline, current, args.threshold, args.ignore, args.noise_threshold)
+        if args.noise_threshold < 0 or args.must_catch <= args.noise_threshold:
+            raise UsageError(f"--noise-threshold must be >= 0 and below --must-catch; got "
+                             f"{args.noise_threshold} and {args.must_catch} — e.g. "
+                             "--noise-threshold 0.10 --must-catch 0.25")
+        baseline = load(args.baseline)
+        current = merge_runs([load(path) for path in args.current])
+        rows = compare(baseline, current, args.threshold, args.ignore, args.noise_threshold,
+                       args.must_catch, args.gate or DEFAULT_GATES)
     except UsageError as exc:
         print(f"compare.py: {exc}", file=sys.stderr)
         return 2
-    print(f"baseline: {args.baseline}\ncurrent:  {args.current}\n")
-    print(render(rows, args.threshold))
+    except ValueError as exc:  # repeats that cannot be judged, found while merging
+        print(f"compare.py: {exc}", file=sys.stderr)
+        return 2
+    names = ", ".join(str(path) for path in args.current)
+    print(f"baseline: {args.baseline}\ncurrent:  {names}\n")
+    print(render(rows))
     for warning in warnings_for(baseline, current):
         print(f"warning: {warning}")
     if args.plot_dir is not None:
-        for path in plot(rows, baseline, current, args.plot_dir):
+        for path in _compare_plot.plot(rows, baseline, current, args.plot_dir):
             print(f"wrote {path}")
-    return 1 if any(r.regressed for r in rows) else 0
+    if any(r.regressed for r in rows):
+        return 1
+    return 3 if any(r.undecided for r in rows) else 0
 
 
 if __name__ == "__main__":
