@@ -3,6 +3,7 @@ records at a time, with a retry policy and an optional adaptive limit."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -132,8 +133,21 @@ def io_concurrency_of(mw: AnyMiddleware) -> int | None:
 
 
 def io_call_of(mw: Middleware) -> Callable[[Any, MiddlewareContext], Any]:
-    """The per-record call of an I/O-lane middleware: ``submit`` for the older spelling."""
+    """The per-record call of an I/O-lane middleware: ``submit`` for the older spelling.
+
+    ``submit`` may hand back the record's result directly or an awaitable of it (a task
+    it started): the call awaits that too, so the record is not done — and its result not
+    written — before the task is, and cancelling the call cancels the task."""
     if not hasattr(mw, "concurrency") and hasattr(mw, "min_concurrency"):
         submit: Callable[[Any, MiddlewareContext], Any] = mw.submit  # type: ignore[attr-defined]  # upstream spelling; hasattr-checked above
-        return submit
+
+        async def submitted(record: Any, ctx: MiddlewareContext) -> Any:
+            out = submit(record, ctx)
+            if inspect.isawaitable(out):
+                out = await out
+            if inspect.isawaitable(out):
+                out = await out
+            return out
+
+        return submitted
     return mw.process

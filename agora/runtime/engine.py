@@ -169,10 +169,14 @@ class _Run:
                 self.summary = self._summary(started, sampler, error or cleanup_error)
         if primary is not None:
             raise primary.error if isinstance(primary, RunStop) else primary
+        if self.left_early:
+            # The stop is why the run ended: a cleanup failure after it (logged by the
+            # lifecycle, kept in the summary) is chained, never raised in its place.
+            stopped = (asyncio.CancelledError() if self.stop.reason == "cancelled"
+                       else KeyboardInterrupt())
+            raise stopped from cleanup_error
         if cleanup_error is not None:
             raise cleanup_error
-        if self.left_early:
-            raise asyncio.CancelledError() if self.stop.reason == "cancelled" else KeyboardInterrupt()
         return self.summary
 
     def _resumed(self, checkpoint_value: Any) -> None:
