@@ -140,7 +140,7 @@ class DLQRecord:
 
     pipeline_id: str
     run_id: str
-    stage: DLQStage
+    stage: DLQStage | str
     error_type: str
     error_message: str
     source: str | None = None
@@ -164,15 +164,16 @@ class DLQRecord:
                 "DLQRecord needs record= (the failed record as the source emitted it); got "
                 "none — pass record=…"
             )
-        # A plain string is accepted (records read back from a file carry one) and stored
-        # as the enum member; str() and JSON give the same string either way.
-        try:
-            stage = DLQStage(self.stage)
-        except ValueError:
+        # The engine writes only DLQStage members; code that builds records itself may name
+        # its own stage (a non-empty string, stored as given). A known stage string read
+        # back from a file becomes the enum member; str() and JSON give the same string.
+        if not isinstance(self.stage, str) or not self.stage.strip():
             raise ValueError(
-                f"DLQRecord.stage must be one of {DLQ_STAGES}; got {self.stage!r}"
-            ) from None
-        object.__setattr__(self, "stage", stage)
+                f"DLQRecord.stage must be a non-empty string (the engine writes one of "
+                f"{DLQ_STAGES}); got {self.stage!r} — name the stage where the record failed"
+            )
+        if self.stage in DLQ_STAGES:
+            object.__setattr__(self, "stage", DLQStage(self.stage))
         if isinstance(self.attempt, bool) or not isinstance(self.attempt, int) or self.attempt < 0:
             raise ValueError(
                 f"DLQRecord.attempt must be an int >= 0; got {self.attempt!r} — count replays "

@@ -107,13 +107,13 @@ def test_sqlite_row_with_damaged_json_names_the_row(tmp_path: Path, mixed_record
         next(records)
 
 
-def test_sqlite_row_with_unknown_stage_is_reported(tmp_path: Path, mixed_records) -> None:
+def test_sqlite_row_with_empty_stage_is_reported(tmp_path: Path, mixed_records) -> None:
     path = tmp_path / "dlq.db"
     asyncio.run(_write(SQLiteDLQSink(path), mixed_records))
     conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("UPDATE agora_dlq SET stage = 'elsewhere' WHERE id = 1")
+    conn.execute("UPDATE agora_dlq SET stage = '' WHERE id = 1")
     conn.close()
-    with pytest.raises(DLQError, match=r"row id 1 is damaged \(DLQRecord.stage must be one of"):
+    with pytest.raises(DLQError, match=r"row id 1 is damaged \(DLQRecord.stage must be a non-empty string"):
         list(read_dlq(path))
 
 
@@ -185,9 +185,9 @@ def test_open_refuses_a_tail_that_is_not_an_agora_record(tmp_path: Path, mixed_r
         (b"{not json\n", "not a DLQ record"),
         (b"[1, 2]\n", "expected a JSON object, got list"),
         (b'{"pipeline_id": "p"}\n', "missing"),
-        (b'{"pipeline_id": "p", "run_id": "r", "stage": "nowhere", "error_type": "E", '
+        (b'{"pipeline_id": "p", "run_id": "r", "stage": "", "error_type": "E", '
          b'"error_message": "m", "source": "s", "checkpoint": null, "record": 1}\n',
-         "stage must be one of"),
+         "stage must be a non-empty string"),
     ],
 )
 def test_damaged_middle_line_names_file_and_line(
