@@ -132,6 +132,7 @@ def _planes(owner: str, planes: Iterable[DataPlane | str]) -> list[DataPlane]:
     return out
 
 
+_SINK_FLAGS = frozenset({"batch_writable_native", "arrow_passthrough_native"})
 _warned: set[tuple[type, str]] = set()
 _warned_lock = threading.Lock()
 
@@ -143,9 +144,12 @@ def warn_legacy_flag(cls: type, flag: str, replacement: str) -> None:
         if key in _warned:
             return
         _warned.add(key)
+    # The wording "legacy <kind> data-plane bool flags" is the one 0.3.0 code filters on.
+    kind = "sink" if flag in _SINK_FLAGS else "source"
     warnings.warn(
-        f"{cls.__qualname__} uses the deprecated plane flag {flag!r}; declare {replacement} "
-        f"instead — the legacy flag bridge goes away in agora 0.4.0",
+        f"{cls.__qualname__} uses legacy {kind} data-plane bool flags: {flag!r} is "
+        f"deprecated; declare {replacement} instead — the legacy flag bridge goes away in "
+        f"agora 0.4.0",
         DeprecationWarning,
         stacklevel=3,
     )

@@ -62,3 +62,17 @@ def test_duck_typed_sink_read_as_the_pipeline_reads_it() -> None:
 def test_non_sink_object_is_refused_with_a_named_error() -> None:
     with pytest.raises(TypeError, match=r"sink must be a BaseSink.*got object"):
         sink_data_plane_spec(object())
+
+
+def test_legacy_sink_flags_warn_with_the_0_3_wording_and_give_ordered_planes() -> None:
+    class _LegacyArrow(BaseSink[int]):
+        sink_name = "legacy_arrow"
+        batch_writable_native = True
+        arrow_passthrough_native = True
+
+        async def write(self, record: int) -> None:
+            del record
+
+    with pytest.warns(DeprecationWarning, match="legacy sink data-plane bool flags"):
+        caps = sink_capabilities(_LegacyArrow())
+    assert caps.native_data_planes == ALL
