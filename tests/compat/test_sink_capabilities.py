@@ -50,13 +50,13 @@ def test_rows_only_sink_declares_rows() -> None:
     caps = sink_capabilities(_RowsOnly())
     assert caps.native_data_planes == (DataPlane.PYTHON_ROWS,)
     assert caps.batch_writable_native is False
-    assert sink_data_plane_spec(_RowsOnly()).native_planes == {DataPlane.PYTHON_ROWS}
+    assert sink_data_plane_spec(_RowsOnly()).native_planes == (DataPlane.PYTHON_ROWS,)
 
 
 def test_duck_typed_sink_read_as_the_pipeline_reads_it() -> None:
     spec = sink_data_plane_spec(_DuckArrow())
     assert spec.sink_name == "duck_arrow"
-    assert spec.native_planes == {DataPlane.PYTHON_ROWS, DataPlane.ARROW_BATCHES}
+    assert spec.native_planes == (DataPlane.PYTHON_ROWS, DataPlane.ARROW_BATCHES)
 
 
 def test_non_sink_object_is_refused_with_a_named_error() -> None:
