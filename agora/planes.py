@@ -68,15 +68,25 @@ class SinkCapabilities:
 
 @dataclass(frozen=True)
 class SinkDataPlaneSpec:
-    """What a sink accepts and handles natively. Rows are always accepted."""
+    """What a sink accepts and handles natively. Rows are always accepted.
+
+    Both plane fields are tuples in ``DataPlane`` order (rows, batches, Arrow) whatever
+    iterable they were given as, so a declaration compares equal to the tuple a 0.3.0
+    plugin writes and no plane is listed twice.
+    """
 
     sink_name: str
-    accepted_planes: frozenset[DataPlane]
-    native_planes: frozenset[DataPlane]
+    accepted_planes: tuple[DataPlane, ...]
+    native_planes: tuple[DataPlane, ...]
 
     def __post_init__(self) -> None:
-        if not self.native_planes <= self.accepted_planes:
-            extra = sorted(p.value for p in self.native_planes - self.accepted_planes)
+        accepted = _ordered(_planes(self.sink_name, self.accepted_planes))
+        native = _ordered(_planes(self.sink_name, self.native_planes))
+        # frozen dataclass: normalising in place needs object.__setattr__
+        object.__setattr__(self, "accepted_planes", accepted)
+        object.__setattr__(self, "native_planes", native)
+        if not set(native) <= set(accepted):
+            extra = sorted(p.value for p in set(native) - set(accepted))
             raise ValueError(
                 f"sink {self.sink_name!r} declares native planes {extra} that it does not accept; "
                 f"native planes must be a subset of accepted planes — add them to "
@@ -98,7 +108,11 @@ class SinkDataPlaneSpec:
             accepted_set = (native_set or frozenset()) | {DataPlane.PYTHON_ROWS}
         if native_set is None:
             native_set = frozenset({DataPlane.PYTHON_ROWS})
-        return cls(sink_name=sink_name, accepted_planes=accepted_set, native_planes=native_set)
+        return cls(
+            sink_name=sink_name,
+            accepted_planes=tuple(accepted_set),
+            native_planes=tuple(native_set),
+        )
 
     def selected_plane_for(self, upstream: DataPlane | str) -> DataPlane:
         """The plane this sink receives when the writer input is ``upstream``.
@@ -132,6 +146,14 @@ def _planes(owner: str, planes: Iterable[DataPlane | str]) -> list[DataPlane]:
     return out
 
 
+_SINK_FLAGS = frozenset({"batch_writable_native", "arrow_passthrough_native"})
+
+
+def _ordered(planes: Iterable[DataPlane]) -> tuple[DataPlane, ...]:
+    present = set(planes)
+    return tuple(p for p in DataPlane if p in present)
+
+
 _warned: set[tuple[type, str]] = set()
 _warned_lock = threading.Lock()
 
@@ -143,9 +165,12 @@ def warn_legacy_flag(cls: type, flag: str, replacement: str) -> None:
         if key in _warned:
             return
         _warned.add(key)
+    # The wording "legacy <kind> data-plane bool flags" is the one 0.3.0 code filters on.
+    kind = "sink" if flag in _SINK_FLAGS else "source"
     warnings.warn(
-        f"{cls.__qualname__} uses the deprecated plane flag {flag!r}; declare {replacement} "
-        f"instead — the legacy flag bridge goes away in agora 0.4.0",
+        f"{cls.__qualname__} uses legacy {kind} data-plane bool flags: {flag!r} is "
+        f"deprecated; declare {replacement} instead — the legacy flag bridge goes away in "
+        f"agora 0.4.0",
         DeprecationWarning,
         stacklevel=3,
     )

@@ -217,7 +217,7 @@ class SinkContext(_Context):
             try:
                 native = probe.data_plane_spec().native_planes
             except Exception:  # an invalid declaration is SNK-DECL-02's finding
-                native = frozenset()
+                native = ()
             caps.add("arrow-native" if DataPlane.ARROW_BATCHES in native else "rows-only")
         h = self.harness
         if h.persists:

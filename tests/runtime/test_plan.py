@@ -85,7 +85,7 @@ class TestSelectionRule:
                 return SinkCapabilities(native_data_planes=(DataPlane.ARROW_BATCHES,))
 
         spec = S().data_plane_spec()
-        assert spec.native_planes == {DataPlane.ARROW_BATCHES}
+        assert spec.native_planes == (DataPlane.ARROW_BATCHES,)
 
 
 class TestLegacyFlags:

@@ -60,7 +60,7 @@ MIXED = pa.record_batch({
 
 def test_declares_every_plane_native(tmp_path: Path) -> None:
     spec = CsvSink(tmp_path / "x.csv").data_plane_spec()
-    assert spec.native_planes == frozenset(DataPlane)
+    assert spec.native_planes == tuple(DataPlane)
     assert not spec.is_downgraded(DataPlane.ARROW_BATCHES)
 
 

@@ -34,7 +34,7 @@ async def write_all(sink: JsonLinesSink, *calls: tuple[str, Any]) -> list[Any]:
 
 def test_declares_every_plane_native(tmp_path: Path) -> None:
     spec = JsonLinesSink(tmp_path / "x.jsonl").data_plane_spec()
-    assert spec.native_planes == frozenset(DataPlane)
+    assert spec.native_planes == tuple(DataPlane)
     assert spec.sink_name == "jsonl:x.jsonl"
 
 

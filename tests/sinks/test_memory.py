@@ -15,7 +15,7 @@ from agora.sinks.memory import MemorySink
 
 def test_declares_all_three_planes_natively() -> None:
     spec = MemorySink().data_plane_spec()
-    assert spec.native_planes == frozenset(DataPlane)
+    assert spec.native_planes == tuple(DataPlane)
     assert spec.selected_plane_for(DataPlane.ARROW_BATCHES) is DataPlane.ARROW_BATCHES
     assert spec.sink_name == "memory"
 

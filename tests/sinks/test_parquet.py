@@ -34,7 +34,7 @@ SCHEMA = pa.schema([pa.field("id", pa.int64(), nullable=False), pa.field("name",
 
 def test_planes_batches_and_arrow_native_rows_accepted(tmp_path: Path) -> None:
     spec = ParquetSink(tmp_path / "x.parquet").data_plane_spec()
-    assert spec.native_planes == {DataPlane.PYTHON_BATCHES, DataPlane.ARROW_BATCHES}
+    assert spec.native_planes == (DataPlane.PYTHON_BATCHES, DataPlane.ARROW_BATCHES)
     assert DataPlane.PYTHON_ROWS in spec.accepted_planes
     assert spec.sink_name == "parquet:x.parquet"
 

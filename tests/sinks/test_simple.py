@@ -44,7 +44,7 @@ def test_lifecycle_misuse_names_the_sink(factory, op: str) -> None:
 
 def test_null_sink_counts_every_plane_and_keeps_nothing() -> None:
     sink = NullSink()
-    assert sink.data_plane_spec().native_planes == frozenset(DataPlane)
+    assert sink.data_plane_spec().native_planes == tuple(DataPlane)
 
     async def main() -> None:
         await sink.open()
