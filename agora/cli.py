@@ -176,9 +176,9 @@ def cmd_dlq(args: argparse.Namespace, out: Console) -> int:
 
     if not Path(args.path).exists():
         raise UsageError(f"no DLQ at {args.path}")
-    if args.action == "replay":
-        if not args.into:
-            raise UsageError("dlq replay needs --into MODULE:OBJECT (the pipeline to replay into)")
+    if args.action == "replay" and not args.into:
+        raise UsageError("dlq replay needs --into MODULE:OBJECT (the pipeline to replay into)")
+    if args.action == "replay" and (args.stage is None or args.stage in DLQ_STAGES):
         return _replay(args, load_target(args.into), out)
     try:
         records = list(read_dlq(args.path))
@@ -186,6 +186,9 @@ def cmd_dlq(args: argparse.Namespace, out: Console) -> int:
         raise UsageError(f"{args.path} is not an Agora DLQ ({_first_sentence(exc)}) — pass the "
                          f"file given to SQLiteDLQSink or JsonLinesDLQSink") from exc
     if args.stage:
+        _check_stage(args.stage, records)
+        if args.action == "replay":
+            return _replay(args, load_target(args.into), out)
         records = [r for r in records if r.stage == args.stage]
     shown = records[: args.limit] if args.limit is not None else records
     if out.as_json:
@@ -199,6 +202,17 @@ def cmd_dlq(args: argparse.Namespace, out: Console) -> int:
             print(line.encode("utf-8", "backslashreplace").decode("utf-8"), file=out.stdout)
         out.note(f"{len(records)} DLQ record(s)")
     return EXIT_OK
+
+
+def _check_stage(stage: str, records: list[Any]) -> None:
+    """A stage other than the runtime's own (code that builds DLQ records may name its own)
+    must occur in the file: a typo is an error, not an empty list."""
+    if stage in DLQ_STAGES or any(r.stage == stage for r in records):
+        return
+    found = sorted({str(r.stage) for r in records} - set(DLQ_STAGES))
+    also = f"; other stages in this file: {', '.join(found)}" if found else ""
+    raise UsageError(f"no record has stage {stage!r}; the runtime's stages are "
+                     f"{', '.join(DLQ_STAGES)}{also}")
 
 
 def _attempt_text(rec: Any) -> str:
@@ -332,8 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["list", "replay"],
                    help="list: print the records; replay: re-send them into a pipeline")
     p.add_argument("path", metavar="DLQ", help="the DLQ file (SQLite or JSON lines)")
-    p.add_argument("--stage", default=None, choices=DLQ_STAGES, metavar="STAGE",
-                   help=f"only records of this stage ({', '.join(DLQ_STAGES)})")
+    p.add_argument("--stage", default=None, metavar="STAGE",
+                   help=f"only records of this stage ({', '.join(DLQ_STAGES)}, or a stage "
+                        f"named by code that wrote the records)")
     p.add_argument("--limit", type=_non_negative, default=None, metavar="N",
                    help="list at most N records")
     p.add_argument("--into", default=None, metavar="MODULE:OBJECT",

@@ -199,3 +199,26 @@ def test_dlq_list_shows_the_attempt_count_when_a_record_has_one(tmp_path, capsys
     lines = capsys.readouterr().out.splitlines()
     assert "middleware       attempt 3 of 3 TimeoutError: slow" in lines[0]
     assert "attempt" not in lines[1] and "TimeoutError: slow" in lines[1]
+
+
+def test_dlq_list_filters_by_a_stage_named_by_the_code_that_wrote_the_records(tmp_path, capsys):
+    import asyncio
+
+    from agora.records import DLQRecord
+    from agora.stores import JsonLinesDLQSink
+
+    async def write() -> None:
+        dlq = JsonLinesDLQSink(tmp_path / "dlq.jsonl")
+        await dlq.open()
+        common = dict(pipeline_id="p", run_id="r", error_type="E", error_message="m", source="s")
+        await dlq.write(DLQRecord(**common, stage="transform", record={"id": 1}))
+        await dlq.write(DLQRecord(**common, stage="middleware", record={"id": 2}))
+        await dlq.close()
+
+    asyncio.run(write())
+    assert main(["dlq", "list", str(tmp_path / "dlq.jsonl"), "--stage", "transform", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["count"] == 1 and listed["records"][0]["record"] == {"id": 1}
+    assert main(["dlq", "list", str(tmp_path / "dlq.jsonl"), "--stage", "transfrom"]) == 2
+    err = capsys.readouterr().err
+    assert "no record has stage 'transfrom'" in err and "other stages in this file: transform" in err
