@@ -222,7 +222,7 @@ class PipelineExplain:
                          f"{self.batch_flush_interval_ms:g} ms for the source")
         lines.append(f"  writer      {self.writer_kind}, input {self.writer_input_plane}")
         for sink in self.sinks:
-            mark = "  DOWNGRADED" if sink.downgraded else ""
+            mark = " (downgraded)" if sink.downgraded else ""
             lines.append(
                 f"    sink {sink.name:<24} selected {sink.selected_plane}{mark}  "
                 f"(native {', '.join(sink.native_planes)}; accepts {', '.join(sink.accepted_planes)})"

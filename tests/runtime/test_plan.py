@@ -206,7 +206,7 @@ class TestExplain:
         assert by_name["batches"].selected_plane == "python_batches" and by_name["batches"].downgraded
         assert ex.writer_kind == "fan_out"
         text = str(ex)
-        assert "p1" in text and "DOWNGRADED" in text and "rows_only" in text
+        assert "p1" in text and "selected python_rows (downgraded)" in text and "rows_only" in text
         data = ex.to_dict()
         assert json.loads(json.dumps(data)) == data
         assert data["sinks"][0]["selected_plane"] == "arrow_batches"
