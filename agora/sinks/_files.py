@@ -24,6 +24,7 @@ __all__ = [
     "check_file_mode",
     "create_private_file",
     "ensure_openable",
+    "mode_from",
     "open_output_file",
     "refusal",
     "sync_file",
@@ -201,3 +202,18 @@ class TextFileSink(BaseSink):
                 self._fh.close()
                 self._fh = None
             await super().close()
+
+
+def mode_from(sink_name: str, mode: str | None, append: bool | None) -> str:
+    """The file mode from ``mode=`` (preferred) or upstream's ``append=``."""
+    if append is not None and not isinstance(append, bool):
+        raise TypeError(f"sink {sink_name!r}: append must be True or False; got {append!r}")
+    if append is None:
+        return "w" if mode is None else mode
+    implied = "a" if append else "w"
+    if mode is not None and mode != implied:
+        raise TypeError(
+            f"sink {sink_name!r}: append={append} and mode={mode!r} disagree — pass one of "
+            f"them (mode='a' appends, mode='w' truncates)"
+        )
+    return implied

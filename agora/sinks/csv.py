@@ -22,6 +22,7 @@ from agora.sinks._files import (
     check_complete_tail,
     check_file_mode,
     ensure_openable,
+    mode_from,
     open_output_file,
 )
 from agora.sinks._csvformat import (
@@ -110,7 +111,7 @@ class CsvSink(TextFileSink):
     ) -> None:
         self.path = Path(path)
         self.sink_name = name or f"csv:{self.path.name}"
-        self.mode = check_file_mode(self.sink_name, _mode(self.sink_name, mode, append))
+        self.mode = check_file_mode(self.sink_name, mode_from(self.sink_name, mode, append))
         if row_mapper is not None and not callable(row_mapper):
             raise TypeError(
                 f"sink {self.sink_name!r}: row_mapper must be a callable (record -> mapping) "
@@ -343,18 +344,3 @@ def _check_names(sink_name: str, names: Sequence[str]) -> None:
         raise ValueError(
             f"sink {sink_name!r}: duplicate CSV column names {duplicates}; rename them upstream"
         )
-
-
-def _mode(sink_name: str, mode: str | None, append: bool | None) -> str:
-    """The file mode from ``mode=`` (preferred) or upstream's ``append=``."""
-    if append is not None and not isinstance(append, bool):
-        raise TypeError(f"sink {sink_name!r}: append must be True or False; got {append!r}")
-    if append is None:
-        return "w" if mode is None else mode
-    implied = "a" if append else "w"
-    if mode is not None and mode != implied:
-        raise TypeError(
-            f"sink {sink_name!r}: append={append} and mode={mode!r} disagree — pass one of "
-            f"them (mode='a' appends, mode='w' truncates)"
-        )
-    return implied

@@ -22,6 +22,7 @@ from agora.sinks._files import (
     check_complete_tail,
     check_file_mode,
     ensure_openable,
+    mode_from,
     open_output_file,
 )
 
@@ -112,7 +113,13 @@ class JsonLinesSink(TextFileSink):
 
     ``mode="w"`` truncates at ``open()``, ``mode="a"`` appends (cutting off an incomplete last
     line left by an interrupted write); reopening after ``close()`` appends. ``flush()`` fsyncs;
-    ``close()`` flushes and is idempotent.
+    ``close()`` flushes and is idempotent. ``append=True`` / ``False`` (the upstream spelling)
+    means ``mode="a"`` / ``"w"``; both at once must agree.
+
+    ``serializer(record) -> JSON value`` (optional, the second positional argument as
+    upstream has it) turns each record into what is written — on every path, Arrow rows
+    included, so a file never depends on which path a batch took. A serializer that raises
+    fails that record alone.
     """
 
     accepted_data_planes: ClassVar[tuple[DataPlane, ...]] = (
@@ -122,11 +129,19 @@ class JsonLinesSink(TextFileSink):
     )
     native_data_planes: ClassVar[tuple[DataPlane, ...]] = accepted_data_planes
 
-    def __init__(self, path: str | os.PathLike[str], *, mode: str = "w",
+    def __init__(self, path: str | os.PathLike[str],
+                 serializer: Callable[[Any], Any] | None = None,
+                 append: bool | None = None, *, mode: str | None = None,
                  name: str | None = None) -> None:
         self.path = Path(path)
         self.sink_name = name or f"jsonl:{self.path.name}"
-        self.mode = check_file_mode(self.sink_name, mode)
+        if serializer is not None and not callable(serializer):
+            raise TypeError(
+                f"sink {self.sink_name!r}: serializer must be a callable (record -> JSON value) "
+                f"or None; got {type(serializer).__name__}"
+            )
+        self.serializer = serializer
+        self.mode = check_file_mode(self.sink_name, mode_from(self.sink_name, mode, append))
         self._fh: BinaryIO | None = None
         self.records_written = 0
 
@@ -145,6 +160,13 @@ class JsonLinesSink(TextFileSink):
         await super().open()
 
     def _encode(self, record: Any) -> bytes:
+        if self.serializer is not None:
+            try:
+                record = self.serializer(record)
+            except Exception as exc:
+                raise ValueError(
+                    f"sink {self.sink_name!r}: serializer raised {type(exc).__name__}: {exc}"
+                ) from exc
         try:
             return encode_json_line(record)
         except (TypeError, ValueError, RecursionError) as exc:
