@@ -103,6 +103,7 @@ class DeliveryConfig:
     sink_failure_policy: InitVar[FailurePolicy | str | None] = None
     _store: CheckpointStoreProtocol | None = field(
         default=None, init=False, repr=False, compare=False)
+    _dlq_sink: DLQSink | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self, sink_failure_policy: FailurePolicy | str | None) -> None:
         if sink_failure_policy is not None:
@@ -155,8 +156,9 @@ class DeliveryConfig:
                 f"DeliveryConfig.dlq_redactor must be callable: fn(DLQRecord) -> DLQRecord; "
                 f"got {_describe(self.dlq_redactor)}"
             )
-        if self.dlq is not None:
-            object.__setattr__(self, "dlq", _check_dlq(self.dlq))
+        # ``dlq`` stays the object given (code reads it back); the engine drives
+        # ``dlq_sink``: the same object, or the adapter around a duck-typed one.
+        object.__setattr__(self, "_dlq_sink", None if self.dlq is None else _check_dlq(self.dlq))
         if self.checkpoint is not None:
             object.__setattr__(self, "_store", _checkpoint_store(self.checkpoint))
 
@@ -167,6 +169,13 @@ class DeliveryConfig:
         ``open``/``claim``/``release``/``close`` (forwarding ``open``/``close`` if the
         object has them)."""
         return self._store
+
+    @property
+    def dlq_sink(self) -> DLQSink | None:
+        """The DLQ the engine drives: ``dlq`` itself, or — for an object with async
+        ``open``/``write``/``close`` and no ``write_batch`` — one adapter around it, made
+        when the config is made (so every run of the config drives the same adapter)."""
+        return self._dlq_sink
 
 
 def _describe(value: object) -> str:

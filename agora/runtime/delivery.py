@@ -88,7 +88,7 @@ class Committer:
         ack: Callable[[Any], Awaitable[None]] | None = None,
     ) -> None:
         self.config = config
-        self.dlq = config.dlq
+        self.dlq = config.dlq_sink
         self.store = config.checkpoint_store
         self.pipeline_id = pipeline_id
         self.run_id = run_id

@@ -92,8 +92,8 @@ class Lifecycle:
         for sink in self.sinks:
             await sink.open()
             started.sinks.append(sink)
-        if self.config.dlq is not None:
-            await self.config.dlq.open()
+        if self.config.dlq_sink is not None:
+            await self.config.dlq_sink.open()
             started.dlq = True
         started.source = True
         await self.source.open()
@@ -117,8 +117,8 @@ class Lifecycle:
         for i in reversed(range(started.middleware)):
             mw, ctx = self.middleware[i], self.contexts[i]
             await step(f"middleware {mw.name} on_stop", functools.partial(mw.on_stop, ctx))
-        if started.dlq and self.config.dlq is not None:
-            await step("dlq close", self.config.dlq.close)
+        if started.dlq and self.config.dlq_sink is not None:
+            await step("dlq close", self.config.dlq_sink.close)
         for sink in reversed(started.sinks):
             await step(f"sink {sink.sink_name} close", sink.close)
         store = self.store

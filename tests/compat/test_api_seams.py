@@ -127,7 +127,9 @@ def test_a_duck_typed_dlq_receives_the_records_a_sink_refused() -> None:
 def test_a_duck_typed_dlq_is_adapted_and_keeps_the_object_given() -> None:
     dlq = ListSink()
     config = DeliveryConfig(dlq=dlq)  # type: ignore[arg-type]
-    assert isinstance(config.dlq, DuckTypedSink) and config.dlq.inner is dlq
+    assert config.dlq is dlq  # what code reads back is the object it gave
+    assert isinstance(config.dlq_sink, DuckTypedSink) and config.dlq_sink.inner is dlq
+    assert DeliveryConfig(dlq=MemorySink(name="d")).dlq_sink is not None
 
 
 def test_a_csv_sink_dead_letters_opaque_records_naming_sink_and_type(tmp_path: Path) -> None:
