@@ -125,11 +125,11 @@ class DLQRecord:
 
     ``record`` is the record as the source emitted it (for Arrow lanes: the row, as a dict,
     that entered the failing stage); ``processed_record`` is what reached the sink, for
-    ``stage="sink_write"``. ``original_record`` is set only when the source's record
-    differs from ``record`` (None: ``record`` is the source's record); ``attempt`` counts
-    replays of this failure (0: first capture) and ``max_attempts`` bounds them (None: no
-    bound). :meth:`replay_payload` picks what to send again. These three are stored only
-    when set.
+    ``stage="sink_write"``. ``original_record`` is the source's record: given apart only
+    when it differs from ``record``, else ``record`` itself (and then stored once, as
+    ``record``); ``attempt`` counts replays of this failure (0: first capture) and
+    ``max_attempts`` bounds them (None: no bound). :meth:`replay_payload` picks what to
+    send again. ``attempt`` and ``max_attempts`` are stored only when set.
 
     Capture never fails because of content: ``to_dict()`` is always JSON-serialisable and
     ``to_json()`` is always encodable as UTF-8. Values JSON cannot hold are stored in a
@@ -174,6 +174,10 @@ class DLQRecord:
             )
         if self.stage in DLQ_STAGES:
             object.__setattr__(self, "stage", DLQStage(self.stage))
+        if self.original_record is None:
+            # Not given: the source's record is ``record`` itself (the same object, so it
+            # is stored once and a later ``with_fields(record=…)`` carries it along).
+            object.__setattr__(self, "original_record", self.record)
         if isinstance(self.attempt, bool) or not isinstance(self.attempt, int) or self.attempt < 0:
             raise ValueError(
                 f"DLQRecord.attempt must be an int >= 0; got {self.attempt!r} — count replays "
@@ -216,9 +220,10 @@ class DLQRecord:
         # Replay bookkeeping is stored only when set, so records captured before these
         # fields existed and records captured now read (and de-duplicate) the same.
         # (Compared by identity: a record's own __eq__ may raise, and capture must not.)
-        for key in ("original_record", "max_attempts"):
-            if data[key] is None:
-                del data[key]
+        if data["original_record"] is self.record:
+            del data["original_record"]  # the default: stored once, as ``record``
+        if data["max_attempts"] is None:
+            del data["max_attempts"]
         if self.attempt == 0:  # an int, checked at construction
             del data["attempt"]
         for key in ("checkpoint", "record", "processed_record", "original_record"):
@@ -249,6 +254,12 @@ class DLQRecord:
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def with_fields(self, **changes: Any) -> DLQRecord:
+        """A copy with ``changes``. When ``record`` changes (a redactor masking it) and
+        ``original_record`` was not given apart from it, ``original_record`` follows the
+        new ``record`` — a masked value never leaves the unmasked one behind."""
+        if ("record" in changes and "original_record" not in changes
+                and self.original_record is self.record):
+            changes["original_record"] = None
         return replace(self, **changes)
 
 

@@ -20,7 +20,7 @@ def _rec(**fields) -> DLQRecord:
 
 def test_defaults_are_first_capture_with_no_bound_and_no_separate_original():
     rec = _rec()
-    assert (rec.attempt, rec.max_attempts, rec.original_record) == (0, None, None)
+    assert (rec.attempt, rec.max_attempts) == (0, None) and rec.original_record is rec.record
 
 
 def test_replay_payload_pipeline_mode_prefers_the_original_record():
@@ -129,3 +129,30 @@ def test_the_json_lines_dlq_keeps_the_replay_bookkeeping(tmp_path):
     asyncio.run(store())
     [back] = list(read_dlq(path))
     assert (back.attempt, back.max_attempts, back.original_record) == (1, 3, {"raw": "source"})
+
+
+def test_masking_record_with_with_fields_leaves_no_unmasked_original_behind(tmp_path) -> None:
+    """``original_record`` defaults to ``record`` itself; a redactor that masks ``record``
+    with ``with_fields`` masks what is stored as the original too."""
+    import asyncio
+
+    from agora.stores import JsonLinesDLQSink, read_dlq
+
+    rec = DLQRecord(pipeline_id="p", run_id="r", stage="middleware", error_type="E",
+                    error_message="m", record={"id": 1, "token": "secret"})
+    masked = rec.with_fields(record={"id": 1, "token": "[masked]"})
+    assert masked.original_record == {"id": 1, "token": "[masked]"}
+    assert "secret" not in masked.to_json()
+    kept = rec.with_fields(record={"id": 1}, original_record={"id": 1, "raw": True})
+    assert kept.original_record == {"id": 1, "raw": True}  # given apart: kept as given
+
+    async def roundtrip() -> list[DLQRecord]:
+        dlq = JsonLinesDLQSink(tmp_path / "dlq.jsonl")
+        await dlq.open()
+        await dlq.write(masked)
+        await dlq.close()
+        return list(read_dlq(tmp_path / "dlq.jsonl"))
+
+    (back,) = asyncio.run(roundtrip())
+    assert back.original_record == back.record == {"id": 1, "token": "[masked]"}
+    assert "secret" not in (tmp_path / "dlq.jsonl").read_text()
