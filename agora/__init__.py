@@ -7,7 +7,8 @@ Module map: every module, by package (imports point down — sources, sinks, mid
 stores and process never import ``runtime`` or ``pipeline``; the runtime imports them;
 ``testing`` and the command sit on top and use the facade):
 
-    __main__.py      ``python -m agora``; cli.py the ``agora`` command, with console.py (its
+    __main__.py      ``python -m agora``; cli.py the ``agora`` command (cli_dlq.py: its
+                     ``dlq`` commands), with console.py (its
                      output), targets.py (MODULE:OBJECT → pipeline), demo.py (the demo job)
     pipeline.py      Pipeline / BoundPipeline: the builder users touch
     runtime/         plan.py (planning + explain), engine.py (lanes, ordered commit: diagram),

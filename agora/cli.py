@@ -27,13 +27,12 @@ from agora.console import (
     ProgressLine,
     UsageError,
 )
-from agora.records import DLQStage
+from agora.cli_dlq import DLQ_STAGES, cmd_dlq
+from agora.console import first_sentence
 from agora.targets import load_target
 
 __all__ = ["ProgressLine", "load_target", "main"]
 
-#: The ``stage`` values of dead-letter records (``agora dlq list --stage``).
-DLQ_STAGES = tuple(stage.value for stage in DLQStage)
 
 
 def _run_bound(bound: Any, max_records: int | None, out: Console | bool) -> int:
@@ -131,15 +130,9 @@ def _open_store(path: str) -> Any:
         store.list_keys()  # opens and checks it: a CSV or a DLQ file is refused here
     except (AgoraError, OSError) as exc:
         store.close()
-        raise UsageError(f"{path} is not an Agora checkpoint store ({_first_sentence(exc)}) — "
+        raise UsageError(f"{path} is not an Agora checkpoint store ({first_sentence(exc)}) — "
                          f"pass the file given to SQLiteCheckpointStore") from exc
     return store
-
-
-def _first_sentence(exc: BaseException) -> str:
-    """What the store found wrong, without the recovery advice meant for a run (here the
-    user most likely pointed at the wrong file)."""
-    return str(exc).split(". ", 1)[0].rstrip(".")
 
 
 def cmd_checkpoint(args: argparse.Namespace, out: Console) -> int:
@@ -168,91 +161,6 @@ def cmd_checkpoint(args: argparse.Namespace, out: Console) -> int:
     finally:
         store.close()
     return EXIT_OK
-
-
-def cmd_dlq(args: argparse.Namespace, out: Console) -> int:
-    from agora import AgoraError
-    from agora.stores import read_dlq
-
-    if not Path(args.path).exists():
-        raise UsageError(f"no DLQ at {args.path}")
-    if args.action == "replay" and not args.into:
-        raise UsageError("dlq replay needs --into MODULE:OBJECT (the pipeline to replay into)")
-    if args.action == "replay" and (args.stage is None or args.stage in DLQ_STAGES):
-        return _replay(args, load_target(args.into), out)
-    try:
-        records = list(read_dlq(args.path))
-    except (AgoraError, OSError) as exc:
-        raise UsageError(f"{args.path} is not an Agora DLQ ({_first_sentence(exc)}) — pass the "
-                         f"file given to SQLiteDLQSink or JsonLinesDLQSink") from exc
-    if args.stage:
-        _check_stage(args.stage, records)
-        if args.action == "replay":
-            return _replay(args, load_target(args.into), out)
-        records = [r for r in records if r.stage == args.stage]
-    shown = records[: args.limit] if args.limit is not None else records
-    if out.as_json:
-        out.document({"path": str(args.path), "count": len(records), "shown": len(shown),
-                      "records": [rec.to_dict() for rec in shown]})
-    else:
-        for rec in shown:
-            # backslashreplace: a lone surrogate kept in a JSON-lines DLQ cannot be encoded.
-            line = (f"{rec.created_at}  {rec.stage:<16}{_attempt_text(rec)} {rec.error_type}: "
-                    f"{rec.error_message[:100]}  record={json.dumps(rec.to_dict()['record'])[:120]}")
-            print(line.encode("utf-8", "backslashreplace").decode("utf-8"), file=out.stdout)
-        out.note(f"{len(records)} DLQ record(s)")
-    return EXIT_OK
-
-
-def _check_stage(stage: str, records: list[Any]) -> None:
-    """A stage other than the runtime's own (code that builds DLQ records may name its own)
-    must occur in the file: a typo is an error, not an empty list."""
-    if stage in DLQ_STAGES or any(r.stage == stage for r in records):
-        return
-    found = sorted({str(r.stage) for r in records} - set(DLQ_STAGES))
-    also = f"; other stages in this file: {', '.join(found)}" if found else ""
-    raise UsageError(f"no record has stage {stage!r}; the runtime's stages are "
-                     f"{', '.join(DLQ_STAGES)}{also}")
-
-
-def _attempt_text(rec: Any) -> str:
-    """`` attempt 3 of 3`` for a record that counts attempts (``attempt`` is 0-based), else
-    nothing: most dead letters are first captures without a bound."""
-    if rec.attempt == 0 and rec.max_attempts is None:
-        return ""
-    bound = "" if rec.max_attempts is None else f" of {rec.max_attempts}"
-    return f" attempt {rec.attempt + 1}{bound}"
-
-
-def _replay(args: argparse.Namespace, bound: Any, out: Console) -> int:
-    """``agora dlq replay``: a thin caller of ``BoundPipeline.replay``. Exit 0 when every
-    record re-sent was handled, 1 when some failed again (or the replay run failed), 2 for
-    usage errors; with ``--json`` exactly one JSON document on stdout in every case."""
-    from agora.errors import PipelineError
-    from agora.stores import DLQError
-
-    try:
-        report = asyncio.run(bound.replay(
-            args.path, stage=args.stage, pipeline_id=args.pipeline_id,
-            include_replayed=args.include_replayed, dry_run=args.dry_run,
-            progress=None if out.as_json else ProgressLine(sys.stderr),
-        ))
-    except KeyboardInterrupt as exc:
-        return out.fail("dlq replay interrupted; what was handled before the last save stays "
-                        "marked as replayed", exit_code=EXIT_INTERRUPTED,
-                        error_type="KeyboardInterrupt", exc=exc)
-    except PipelineError as exc:  # e.g. the DLQ holds only other pipelines' records
-        return out.fail(f"dlq replay refused: {exc}", exit_code=EXIT_USAGE,
-                        error_type=type(exc).__name__, exc=exc)
-    except DLQError as exc:
-        return out.fail(f"dlq replay cannot read the DLQ: {exc}", exit_code=EXIT_FAILED,
-                        error_type=type(exc).__name__, exc=exc)
-    except Exception as exc:  # the replay run's original exception
-        return out.fail(f"dlq replay run failed (records handled before it stopped stay "
-                        f"marked): {type(exc).__name__}: {exc}", exit_code=EXIT_FAILED,
-                        error_type=type(exc).__name__, exc=exc)
-    out.result(report.to_dict(), report)
-    return EXIT_OK if report.ok else EXIT_FAILED
 
 
 def cmd_conformance(args: argparse.Namespace, rest: list[str]) -> int:

@@ -18,6 +18,7 @@ __all__ = [
     "Console",
     "ProgressLine",
     "UsageError",
+    "first_sentence",
 ]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -118,3 +119,9 @@ class ProgressLine:
         if p.done:
             self.stream.write("\n")
         self.stream.flush()
+
+
+def first_sentence(exc: BaseException) -> str:
+    """What the store found wrong, without the recovery advice meant for a run (here the
+    user most likely pointed at the wrong file)."""
+    return str(exc).split(". ", 1)[0].rstrip(".")
