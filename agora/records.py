@@ -125,9 +125,10 @@ class DLQRecord:
 
     ``record`` is the record as the source emitted it (for Arrow lanes: the row, as a dict,
     that entered the failing stage); ``processed_record`` is what reached the sink, for
-    ``stage="sink_write"``. ``original_record`` is the source's record: given apart only
-    when it differs from ``record``, else ``record`` itself (and then stored once, as
-    ``record``); ``attempt`` counts replays of this failure (0: first capture) and
+    ``stage="sink_write"``. ``original_record`` is the source's record: the records the
+    engine builds carry it (``record`` itself when they are the same object, stored once,
+    as ``record``; read back it is None); None means ``record`` is the source's record.
+    ``attempt`` counts replays of this failure (0: first capture) and
     ``max_attempts`` bounds them (None: no bound). :meth:`replay_payload` picks what to
     send again. ``attempt`` and ``max_attempts`` are stored only when set.
 
@@ -174,10 +175,6 @@ class DLQRecord:
             )
         if self.stage in DLQ_STAGES:
             object.__setattr__(self, "stage", DLQStage(self.stage))
-        if self.original_record is None:
-            # Not given: the source's record is ``record`` itself (the same object, so it
-            # is stored once and a later ``with_fields(record=…)`` carries it along).
-            object.__setattr__(self, "original_record", self.record)
         if isinstance(self.attempt, bool) or not isinstance(self.attempt, int) or self.attempt < 0:
             raise ValueError(
                 f"DLQRecord.attempt must be an int >= 0; got {self.attempt!r} — count replays "
@@ -220,8 +217,8 @@ class DLQRecord:
         # Replay bookkeeping is stored only when set, so records captured before these
         # fields existed and records captured now read (and de-duplicate) the same.
         # (Compared by identity: a record's own __eq__ may raise, and capture must not.)
-        if data["original_record"] is self.record:
-            del data["original_record"]  # the default: stored once, as ``record``
+        if data["original_record"] is None or data["original_record"] is self.record:
+            del data["original_record"]  # none apart from ``record``: stored once, as it
         if data["max_attempts"] is None:
             del data["max_attempts"]
         if self.attempt == 0:  # an int, checked at construction
@@ -259,7 +256,7 @@ class DLQRecord:
         new ``record`` — a masked value never leaves the unmasked one behind."""
         if ("record" in changes and "original_record" not in changes
                 and self.original_record is self.record):
-            changes["original_record"] = None
+            changes["original_record"] = changes["record"]
         return replace(self, **changes)
 
 

@@ -177,6 +177,7 @@ class Committer:
                     source=self.source_name,
                     checkpoint=unit.checkpoint,
                     record=f.record,
+                    original_record=f.record,  # the same object: stored once
                     processed_record=f.processed_record if f.is_sink else None,
                     middleware=None if f.is_sink or f.stage is DLQStage.SOURCE_RECORD else f.component,
                     sink=f.component if f.is_sink else None,
