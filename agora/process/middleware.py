@@ -9,27 +9,18 @@ itself; checkpoints, the DLQ and sinks never leave the main process.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic
 
 import pyarrow as pa
 
 from agora.middleware.base import ArrowBatchMiddleware, BatchMiddleware, MiddlewareContext
 from agora.process.executor import Executor
+from agora.middleware.base import InT, OutT  # record types, defaulting to Any
 from agora.process.lane import DEFAULT_MAX_POOL_RECYCLES, ProcessLane
 from agora.process.transport import ArrowTransport, RowTransport, encode_rows
 
 __all__ = ["ArrowProcessBatchMiddleware", "ProcessBatchMiddleware"]
 
-if TYPE_CHECKING:
-    # Defaults let an unparameterised ProcessBatchMiddleware mean "any records" under
-    # mypy --strict; the runtime TypeVars need none.
-    from typing_extensions import TypeVar as _DefaultedTypeVar
-
-    InT = _DefaultedTypeVar("InT", default=Any)
-    OutT = _DefaultedTypeVar("OutT", default=Any)
-else:
-    InT = TypeVar("InT")
-    OutT = TypeVar("OutT")
 
 
 class ProcessBatchMiddleware(ProcessLane, BatchMiddleware, Generic[InT, OutT]):
