@@ -13,9 +13,14 @@ from typing import Any, Generic
 
 import pyarrow as pa
 
-from agora.middleware.base import ArrowBatchMiddleware, BatchMiddleware, MiddlewareContext
+from agora.middleware.base import (  # InT/OutT: record types, defaulting to Any
+    ArrowBatchMiddleware,
+    BatchMiddleware,
+    InT,
+    MiddlewareContext,
+    OutT,
+)
 from agora.process.executor import Executor
-from agora.middleware.base import InT, OutT  # record types, defaulting to Any
 from agora.process.lane import DEFAULT_MAX_POOL_RECYCLES, ProcessLane
 from agora.process.transport import ArrowTransport, RowTransport, encode_rows
 
