@@ -142,6 +142,11 @@ class BoundPipeline:
     def source(self) -> BaseSource:
         return self.pipeline.source
 
+    def with_sink(self, sink: Any) -> BoundPipeline:
+        """A new bound pipeline: the same pipeline and delivery config, written to ``sink``
+        (anything ``build()`` takes). This one is left as it is."""
+        return self.pipeline.build(sink, delivery=self.delivery)
+
     @property
     def middleware(self) -> list[AnyMiddleware]:
         return list(self.pipeline.middleware)

@@ -166,3 +166,15 @@ def test_checkpoint_with_a_datetime_round_trips_through_a_store() -> None:
 def test_checkpoint_refuses_a_recorded_at_of_another_type() -> None:
     with pytest.raises(TypeError, match="recorded_at must be an ISO string or a datetime; got int"):
         Checkpoint("p", "r", "s", 3, recorded_at=12)  # type: ignore[arg-type]
+
+
+def test_with_sink_binds_a_new_pipeline_and_leaves_the_first_as_it_was() -> None:
+    first_sink, second_sink = MemorySink(name="first"), MemorySink(name="second")
+    delivery = DeliveryConfig(batch_size=2)
+    bound = Pipeline(IterableSource([{"id": 1}, {"id": 2}])).build(first_sink, delivery=delivery)
+    other = bound.with_sink(second_sink)
+    assert other is not bound and other.delivery is delivery and bound.writer is first_sink
+    other.run_sync()
+    assert second_sink.records == [{"id": 1}, {"id": 2}] and first_sink.records == []
+    with pytest.raises(TypeError, match="needs a sink.*object has no async open, write, close"):
+        bound.with_sink(object())
