@@ -80,13 +80,16 @@ class LaneFigures:
 @dataclass(frozen=True)
 class CheckpointFigures:
     """The checkpoint key, the position the run resumed from (None: from the start),
-    how many saves succeeded and failed, and whether a checkpoint store was configured."""
+    how many saves succeeded and failed, whether a checkpoint store was configured, and
+    the source acks that followed the saves (calls made, calls that raised)."""
 
     key: str
     resumed_from: Any = None
     saves: int = 0
     failures: int = 0
     enabled: bool = False
+    acks: int = 0
+    ack_failures: int = 0
 
 
 @dataclass(frozen=True)
@@ -296,6 +299,8 @@ class PipelineRunSummary:
             "resumed_from": self.checkpoint.resumed_from,
             "checkpoint_saves": self.checkpoint.saves,
             "checkpoint_failures": self.checkpoint.failures,
+            "source_acks": self.checkpoint.acks,
+            "source_ack_failures": self.checkpoint.ack_failures,
             "dlq_writes": self.dlq.writes,
             "dlq_failures": self.dlq.failures,
             "failures_continued_without_dlq": self.dlq.continued_without_dlq,

@@ -157,6 +157,8 @@ def test_a_failing_ack_is_logged_naming_the_source_and_the_run_goes_on(
     failures = [r for r in caplog.records if "an ack failed" in r.message]
     assert len(failures) == 2 and "'recording'" in failures[0].message
     assert "queue commit 1 failed" in failures[0].message  # an OSError's text is kept
+    assert (summary.checkpoint.acks, summary.checkpoint.ack_failures) == (2, 2)
+    assert summary.runtime["source_acks"] == 2 and summary.runtime["source_ack_failures"] == 2
 
 
 @pytest.mark.timeout(20)
