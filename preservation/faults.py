@@ -35,6 +35,7 @@ from agora.testing import (
     SegfaultOn,
     ShortResultOn,
     SleepyTransform,
+    WaitForFile,
     record_ids,
 )
 
@@ -55,6 +56,7 @@ __all__ = [
     "SegfaultOn",
     "ShortResultOn",
     "SleepyTransform",
+    "WaitForFile",
     "record_ids",
 ]
 

@@ -41,6 +41,7 @@ from preservation.faults import (
     SegfaultOn,
     ShortResultOn,
     SleepyTransform,
+    WaitForFile,
 )
 
 SIZE = 4  # records per batch
@@ -164,18 +165,22 @@ KILLERS = {
 def test_worker_death_reruns_the_innocent_and_dead_letters_the_poison(
     tmp_path: Path, lane: str, killer: str, no_orphans: None
 ) -> None:
-    # Batch 2 kills its worker every time (poison); batch 5 only on its first attempt
-    # (an innocent that happened to be in flight when a pool broke).
+    # Batch 2 kills its worker every time (poison); batch 0 only on its first attempt
+    # (an innocent whose worker died under it). Batch 2 waits for batch 0's first death,
+    # so batch 0 has always run once before any pool break: had it been only dispatched
+    # when batch 2 broke the pool, its first real run would be the lone re-run of a
+    # suspect, and a suspect that dies alone is rightly judged the culprit.
     once = tmp_path / "once"
     once.mkdir()
-    fn = Chain(KILLERS[killer](), KillWorkerOn(batch=5, batch_size=SIZE, once_dir=once))
+    fn = Chain(WaitForFile(once / "killed-0", batch=2, batch_size=SIZE, timeout_s=20),
+               KILLERS[killer](), KillWorkerOn(batch=0, batch_size=SIZE, once_dir=once))
     h = Harness(tmp_path, lane, fn, max_workers=2, max_in_flight_batches=4, timeout_s=30)
     summary = h.bound.run_sync()
     dead = h.dlq()
     assert [dlq_id(r) for r in dead] == _ids(2, 2), "only the poison batch is dead-lettered"
     assert all("worker died" in r.error_message for r in dead)
     assert {r.stage for r in dead} == {"batch_middleware"}
-    assert (once / f"killed-{5 * SIZE}").exists(), "vacuous: batch 5 never killed a worker"
+    assert (once / "killed-0").exists(), "vacuous: batch 0 never killed a worker"
     assert sink_ids(h.out) == [i for i in range(h.n) if i // SIZE != 2]
     assert summary.records_errored == SIZE and summary.records_written == h.n - SIZE
     assert summary.runtime["process_batch"]["proc"]["pool_recycles"] >= 2

@@ -20,6 +20,7 @@ from agora.testing.faults import (
     SegfaultOn,
     ShortResultOn,
     SleepyTransform,
+    WaitForFile,
     record_ids,
 )
 from agora.testing.handshake import wait_for_path, wait_until, wait_until_async
@@ -45,6 +46,7 @@ __all__ = [
     "SegfaultOn",
     "ShortResultOn",
     "SleepyTransform",
+    "WaitForFile",
     "assert_no_processes_left",
     "assert_no_shm_slots",
     "assert_no_worker_processes",

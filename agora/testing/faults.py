@@ -121,6 +121,32 @@ class SleepyTransform(_Trigger):
         return data
 
 
+class WaitForFile(_Trigger):
+    """Waits, on the batches it fires on, until ``path`` exists — e.g. the ``killed-<id>``
+    marker of a :class:`KillWorkerOn` with ``once_dir`` — then returns the input. It
+    orders worker-side events across processes without sleeping: a poison batch chained
+    after ``WaitForFile(once_dir / "killed-0", batch=2, ...)`` cannot break the pool
+    before batch 0 has made its own first attempt. Raises :class:`InjectedFault` if the
+    file has not appeared after ``timeout_s`` seconds, so a broken ordering fails loudly
+    instead of hanging."""
+
+    def __init__(self, path: str | os.PathLike[str], *, timeout_s: float = 10.0,
+                 **target: Any) -> None:
+        super().__init__(**target)
+        self.path = os.fspath(path)
+        self.timeout_s = timeout_s
+
+    def __call__(self, data: Any) -> Any:
+        if self.fires(data):
+            deadline = time.monotonic() + self.timeout_s
+            while not os.path.exists(self.path):
+                if time.monotonic() > deadline:
+                    raise InjectedFault(f"WaitForFile: {self.path} did not appear within "
+                                        f"{self.timeout_s} s (ids {record_ids(data)[:3]}...)")
+                time.sleep(0.005)
+        return data
+
+
 class DropOn(_Trigger):
     """A row-lane batch function that drops (returns None for) the records in ``ids``."""
 

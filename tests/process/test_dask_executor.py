@@ -28,7 +28,14 @@ from agora.process.executor import Executor, LeaseSpec
 from preservation import test_process_lanes as lanes
 from preservation.test_process_lanes import SIZE, Harness, _ids
 from preservation.audit import dlq_id, sink_ids
-from agora.testing.faults import Chain, KillWorkerOn, RaiseOn, ShortResultOn, SleepyTransform
+from agora.testing.faults import (
+    Chain,
+    KillWorkerOn,
+    RaiseOn,
+    ShortResultOn,
+    SleepyTransform,
+    WaitForFile,
+)
 from tests.conftest import assert_no_worker_processes
 from tests.process import faults
 
@@ -263,17 +270,20 @@ def test_a_worker_death_reruns_the_innocent_and_dead_letters_the_poison(
 ) -> None:
     once = tmp_path / "once"
     once.mkdir()
-    fn = Chain(KillWorkerOn(batch=2, batch_size=SIZE),
-               KillWorkerOn(batch=4, batch_size=SIZE, once_dir=once))
+    # Batch 2 waits for batch 0's first (dying) attempt, so batch 0 has really run once
+    # before the poison breaks anything — see the process-lane preservation test.
+    fn = Chain(WaitForFile(once / "killed-0", batch=2, batch_size=SIZE, timeout_s=20),
+               KillWorkerOn(batch=2, batch_size=SIZE),
+               KillWorkerOn(batch=0, batch_size=SIZE, once_dir=once))
     h = Harness(tmp_path, lane, fn, batches=6, max_workers=2, max_in_flight_batches=2,
                 timeout_s=30)
     summary = h.bound.run_sync()
-    assert (once / f"killed-{4 * SIZE}").exists(), "vacuous: batch 4 never killed a worker"
+    assert (once / "killed-0").exists(), "vacuous: batch 0 never killed a worker"
     dead = h.dlq()
     assert [dlq_id(r) for r in dead] == _ids(2, 2), "only the poison batch is dead-lettered"
     assert all("worker died" in r.error_message for r in dead)
     assert sink_ids(h.out) == [i for i in range(h.n) if i // SIZE != 2]
-    # Batch 2 twice (first run, re-run alone), batch 4 once, plus any bystander.
+    # Batch 2 twice (first run, re-run alone), batch 0 once, plus any bystander.
     assert summary.runtime["process_batch"]["proc"]["worker_deaths"] >= 3
     h.assert_audit_clean()
     _wait_for_workers(cluster, 2)

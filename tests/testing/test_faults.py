@@ -21,6 +21,7 @@ from agora.testing import (
     SegfaultOn,
     ShortResultOn,
     SleepyTransform,
+    WaitForFile,
     record_ids,
 )
 
@@ -111,3 +112,20 @@ def test_kill_worker_once_dies_on_the_first_attempt_only(no_orphans, tmp_path):
                            deaths)
     assert results == [batch(0), batch(3)]  # the re-run of batch 1 succeeded
     assert deaths == [1] and (tmp_path / "killed-3").exists()  # the first attempt died
+
+
+def test_wait_for_file_returns_once_the_file_exists_and_ignores_other_batches(tmp_path):
+    import threading
+
+    marker = tmp_path / "go"
+    wait = WaitForFile(marker, ids={4}, timeout_s=10)
+    assert wait(batch(0)) == batch(0)  # not its batch: returns at once, file or not
+    threading.Timer(0.05, marker.touch).start()
+    assert wait(batch(3)) == batch(3)  # its batch: returned only after the file appeared
+    assert marker.exists()
+
+
+def test_wait_for_file_raises_an_injected_fault_when_the_file_never_appears(tmp_path):
+    wait = WaitForFile(tmp_path / "never", batch=1, batch_size=3, timeout_s=0.05)
+    with pytest.raises(InjectedFault, match="never.*did not appear within 0.05 s"):
+        wait(batch(3))
