@@ -34,12 +34,12 @@ __all__ = [
     "DLQStage",
     "DeliveryConfig",
     "FailurePolicy",
-    "SyncInMemoryCheckpointStore",
     "IterableSource",
     "MemorySink",
     "Pipeline",
     "SinkDataPlaneSpec",
     "SourceDataPlaneSpec",
+    "SyncInMemoryCheckpointStore",
     "WriteResult",
     "agora_version",
 ]

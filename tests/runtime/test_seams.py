@@ -118,8 +118,8 @@ def test_a_checkpoint_path_is_refused_with_the_store_to_use():
         DeliveryConfig(checkpoint="ckpt.db")
     message = str(info.value)
     assert message.startswith("DeliveryConfig.checkpoint must be a checkpoint store such as "
-                              "SyncSQLiteCheckpointStore(path)")
-    assert message.endswith("got str 'ckpt.db' — did you mean SyncSQLiteCheckpointStore('ckpt.db')?")
+                              "SQLiteCheckpointStore(path)")
+    assert message.endswith("got str 'ckpt.db' — did you mean SQLiteCheckpointStore('ckpt.db')?")
 
 
 def test_an_object_without_load_and_save_is_refused():
