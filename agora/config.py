@@ -239,7 +239,8 @@ def _checkpoint_store(store: object) -> CheckpointStoreProtocol:
     on the committer thread where the store allows it."""
     direct = direct_sync_store(store)
     if direct is not None:
-        return direct
+        # Checked in turn: a wrapped store of one's own may have coroutine methods itself.
+        return _checkpoint_store(direct)
     present = [m for m in CHECKPOINT_STORE_METHODS if callable(getattr(store, m, None))]
     if "load" not in present or "save" not in present:
         hint = _path_hint(store, lambda p: f"SQLiteCheckpointStore({p!r})",

@@ -1,4 +1,4 @@
-"""Checkpoint stores: the contract, its key and value rules, and the in-memory store."""
+"""Checkpoint stores: the contract, key and value rules, and the synchronous in-memory store."""
 
 from __future__ import annotations
 

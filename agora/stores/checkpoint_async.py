@@ -1,5 +1,4 @@
-"""The top-level checkpoint stores: coroutine methods (``await store.load(key)``) over
-Agora's synchronous stores."""
+"""The top-level checkpoint stores: coroutine methods over Agora's synchronous stores."""
 
 from __future__ import annotations
 

@@ -28,6 +28,7 @@ from agora import (
     SyncSQLiteCheckpointStore,
 )
 from agora.config import AsyncStoreAdapter
+from agora.stores.checkpoint_async import AsyncCheckpointStore
 from agora.core import checkpoint as core_checkpoint
 from agora.runtime.delivery import CHECKPOINT_THREAD_PREFIX
 
@@ -330,3 +331,18 @@ def test_two_sqlite_stores_on_one_file_refuse_a_second_run_on_one_key(
         holder.release("ck")
         holder.close()
     assert run(Overriding(db), [1]).records == [1]
+
+
+def test_a_wrapped_store_of_ones_own_with_coroutine_methods_is_still_awaited() -> None:
+    class AsyncRows(SyncInMemoryCheckpointStore):
+        async def save(self, key: str, checkpoint: Checkpoint) -> None:  # type: ignore[override]
+            super().save(key, checkpoint)
+
+    inner = AsyncRows()
+    store = AsyncCheckpointStore(inner)
+    config = DeliveryConfig(checkpoint=store, checkpoint_every=1)
+    assert isinstance(config.checkpoint_store, AsyncStoreAdapter)
+    assert config.checkpoint_store.inner is inner
+    Pipeline(IterableSource([1, 2]), id="ck").build(MemorySink(), delivery=config).run_sync()
+    saved = inner.load("ck")
+    assert saved is not None and saved.value == 2
