@@ -39,8 +39,9 @@ stores and process never import ``runtime`` or ``pipeline``; the runtime imports
     middleware/      base.py (contracts, incl. the Arrow filter hook), builtins.py
                      (Map/Filter/Apply),
                      io.py (AsyncMiddleware, RetryPolicy, Backpressure)
-    stores/          checkpoint.py + checkpoint_sqlite.py, checkpoint_async.py (coroutine
-                     methods), checkpoint_backend.py (over a key/value backend); dlq.py (SQLite) + dlq_jsonl.py,
+    stores/          checkpoint.py + checkpoint_sqlite.py (the synchronous stores),
+                     checkpoint_async.py (the top-level stores: coroutine methods over them),
+                     checkpoint_backend.py (over a key/value backend); dlq.py (SQLite) + dlq_jsonl.py,
                      dlq_schema.py, dlq_read.py, dlq_state.py (replay state); _files.py
     testing/         for users' tests: faults.py (fault injectors), sinks.py (FlakySink),
                      processes.py (no orphans, no leaks), handshake.py, calibrate.py
@@ -155,6 +156,8 @@ from agora.stores import (
     JsonLinesDLQSink,
     SQLiteCheckpointStore,
     SQLiteDLQSink,
+    SyncInMemoryCheckpointStore,
+    SyncSQLiteCheckpointStore,
     read_dlq,
 )
 
@@ -268,6 +271,8 @@ __all__ = [
     "SourceDataPlaneSpec",
     "SourceRecordError",
     "StdoutSink",
+    "SyncInMemoryCheckpointStore",
+    "SyncSQLiteCheckpointStore",
     "WorkerPool",
     "WorkerStartupError",
     "WriteResult",

@@ -120,12 +120,12 @@ def _prog() -> str:
 
 
 def _open_store(path: str) -> Any:
-    from agora import AgoraError, SQLiteCheckpointStore
+    from agora import AgoraError, SyncSQLiteCheckpointStore
 
     if not Path(path).exists():
         raise UsageError(f"no checkpoint store at {path} — pass the file given to "
                          f"SQLiteCheckpointStore")
-    store = SQLiteCheckpointStore(path, create=False)
+    store = SyncSQLiteCheckpointStore(path, create=False)
     try:
         store.list_keys()  # opens and checks it: a CSV or a DLQ file is refused here
     except (AgoraError, OSError) as exc:

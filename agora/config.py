@@ -19,6 +19,7 @@ from agora.protocols import (
 )
 from agora.records import Checkpoint, DLQRecord
 from agora.sinks.base import DUCK_SINK_METHODS, DuckTypedSink
+from agora.stores.checkpoint_async import AsyncCheckpointStore, direct_sync_store
 
 __all__ = [
     "CheckpointFailurePolicy",
@@ -64,8 +65,9 @@ class DeliveryConfig:
       ``write_batch``, ``flush`` and ``close``) or None. An object with async ``open``,
       ``write`` and ``close`` only is adapted (records written one by one); ``dlq`` is
       then the adapter, whose ``inner`` is the object given.
-    * ``checkpoint``: a checkpoint store (a :class:`~agora.CheckpointStore`, or any
-      object with the synchronous methods of
+    * ``checkpoint``: a checkpoint store (``InMemoryCheckpointStore()``,
+      ``SQLiteCheckpointStore(path)``, their ``Sync*`` forms, a
+      :class:`~agora.CheckpointStore` of one's own, or any object with the methods of
       :class:`~agora.protocols.CheckpointStoreProtocol`) or None. An object with only
       ``load`` and ``save`` is accepted too; it gets no-op ``claim``/``release`` (it
       cannot fence concurrent runs) — see :attr:`checkpoint_store`. A store whose methods
@@ -91,7 +93,7 @@ class DeliveryConfig:
 
     dlq: DLQSink | None = None
     dlq_failure_policy: DLQFailurePolicy = DLQFailurePolicy.LOG_ONLY
-    checkpoint: CheckpointStoreProtocol | LoadSaveStore | None = None
+    checkpoint: CheckpointStoreProtocol | AsyncCheckpointStore | LoadSaveStore | None = None
     checkpoint_key: str | None = None
     checkpoint_every: int = 1000
     checkpoint_failure_policy: CheckpointFailurePolicy = CheckpointFailurePolicy.FAIL_CLOSED
@@ -164,10 +166,12 @@ class DeliveryConfig:
 
     @property
     def checkpoint_store(self) -> CheckpointStoreProtocol | None:
-        """The store the engine drives: ``checkpoint`` itself, or — for an object with
-        only ``load`` and ``save`` — an adapter that forwards those and adds no-op
-        ``open``/``claim``/``release``/``close`` (forwarding ``open``/``close`` if the
-        object has them)."""
+        """The store the engine drives: ``checkpoint`` itself; its ``sync_store`` for an
+        ``InMemoryCheckpointStore`` / ``SQLiteCheckpointStore`` whose engine-facing
+        methods are not overridden; an :class:`AsyncStoreAdapter` for any other store with
+        coroutine methods; or — for an object with only ``load`` and ``save`` — an adapter
+        that forwards those and adds no-op ``open``/``claim``/``release``/``close``
+        (forwarding ``open``/``close`` if the object has them)."""
         return self._store
 
     @property
@@ -228,7 +232,15 @@ def _check_dlq(dlq: object) -> DLQSink:
 
 
 def _checkpoint_store(store: object) -> CheckpointStoreProtocol:
-    """The store the engine will call: checked, and adapted if it has only load/save."""
+    """The store the engine will call: checked, and adapted if it has only load/save or
+    coroutine methods. A built-in coroutine store (``agora.InMemoryCheckpointStore``,
+    ``agora.SQLiteCheckpointStore``) with none of its engine-facing methods overridden is
+    driven through its ``sync_store``: the same calls without a loop hop each, and saves
+    on the committer thread where the store allows it."""
+    direct = direct_sync_store(store)
+    if direct is not None:
+        # Checked in turn: a wrapped store of one's own may have coroutine methods itself.
+        return _checkpoint_store(direct)
     present = [m for m in CHECKPOINT_STORE_METHODS if callable(getattr(store, m, None))]
     if "load" not in present or "save" not in present:
         hint = _path_hint(store, lambda p: f"SQLiteCheckpointStore({p!r})",

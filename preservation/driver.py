@@ -33,7 +33,7 @@ from agora import (
     MapMiddleware,
     ParquetSink,
     Pipeline,
-    SQLiteCheckpointStore,
+    SyncSQLiteCheckpointStore,
     SQLiteDLQSink,
 )
 from preservation.faults import (
@@ -103,7 +103,7 @@ def build(workdir: Path, spec: dict[str, Any], crash: CrashPoint) -> Any:
                      on_event=crash.hit, name="out")
     delivery = DeliveryConfig(
         dlq=FlakyDLQ(dlq_inner, crash=crash),
-        checkpoint=CrashingCheckpointStore(SQLiteCheckpointStore(workdir / "ckpt.db"), crash),
+        checkpoint=CrashingCheckpointStore(SyncSQLiteCheckpointStore(workdir / "ckpt.db"), crash),
         checkpoint_every=spec["checkpoint_every"],
         batch_size=size,
     )

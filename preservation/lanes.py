@@ -18,7 +18,7 @@ from agora import (
     IterableBatchSource,
     IterableSource,
     JsonLinesSink,
-    SQLiteCheckpointStore,
+    SyncSQLiteCheckpointStore,
 )
 from preservation.audit import AuditingCheckpointStore
 
@@ -88,7 +88,7 @@ def audited_store(tmp_path: Path, lane: str, *, sink_paths: list[Path],
                   dlq_path: Path | None, excused: Iterable[int] = ()) -> AuditingCheckpointStore:
     """An audited SQLite checkpoint store in ``tmp_path`` for ``source_for(lane)``."""
     return AuditingCheckpointStore(
-        SQLiteCheckpointStore(tmp_path / "ckpt.db"), covered=covered(lane),
+        SyncSQLiteCheckpointStore(tmp_path / "ckpt.db"), covered=covered(lane),
         sink_paths=sink_paths, dlq_path=dlq_path, excused=excused)
 
 

@@ -19,7 +19,7 @@ from agora import (
     JsonLinesDLQSink,
     Pipeline,
     SinkRouter,
-    SQLiteCheckpointStore,
+    SyncSQLiteCheckpointStore,
     SQLiteDLQSink,
 )
 from preservation.audit import AuditingCheckpointStore, dlq_id, dlq_records, sink_ids
@@ -61,7 +61,7 @@ def _run_bound(lane: str, sink: Any, store: AuditingCheckpointStore, *, chain: t
 
 def _stored_coverage(tmp_path: Path, lane: str) -> int:
     """Records covered by the checkpoint on disk, read back through a fresh store."""
-    with SQLiteCheckpointStore(tmp_path / "ckpt.db") as store:
+    with SyncSQLiteCheckpointStore(tmp_path / "ckpt.db") as store:
         checkpoint = store.load(PID)
     return 0 if checkpoint is None else covered(lane)(checkpoint.value)
 

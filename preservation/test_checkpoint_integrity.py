@@ -15,7 +15,7 @@ from agora import (
     IterableSource,
     JsonLinesSink,
     Pipeline,
-    SQLiteCheckpointStore,
+    SyncSQLiteCheckpointStore,
     SQLiteDLQSink,
 )
 from preservation.crashloop import CrashLoop, prepare
@@ -28,7 +28,7 @@ def _bound(tmp_path: Path, *, source_name: str = "numbers") -> tuple[object, Pat
     out, dlq = tmp_path / "out.jsonl", tmp_path / "dlq.db"
     bound = Pipeline(IterableSource(ROWS, name=source_name), id=PID).build(
         JsonLinesSink(out),
-        delivery=DeliveryConfig(checkpoint=SQLiteCheckpointStore(tmp_path / "ckpt.db"),
+        delivery=DeliveryConfig(checkpoint=SyncSQLiteCheckpointStore(tmp_path / "ckpt.db"),
                                 dlq=SQLiteDLQSink(dlq), checkpoint_every=5))
     return bound, out, dlq
 
@@ -68,7 +68,7 @@ def test_a_foreign_checkpoint_refuses_to_start_and_writes_nothing(tmp_path: Path
     with pytest.raises(CheckpointError, match="foreign"):
         bound.run_sync()
     assert not out.exists()
-    with SQLiteCheckpointStore(tmp_path / "ckpt.db") as store:
+    with SyncSQLiteCheckpointStore(tmp_path / "ckpt.db") as store:
         kept = store.load(PID)
     assert kept is not None and kept.source == "numbers" and kept.value == len(ROWS)
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from agora import Checkpoint, DeliveryConfig, Pipeline, SQLiteCheckpointStore
+from agora import Checkpoint, DeliveryConfig, Pipeline, SyncSQLiteCheckpointStore
 from preservation import driver
 from preservation.crashloop import CrashLoop, prepare
 from preservation.faults import CrashPoint
@@ -38,7 +38,7 @@ OVERLAP_S = 0.05
 _DRIVER_BUILD = driver.build
 
 
-class KillingBackgroundStore(SQLiteCheckpointStore):
+class KillingBackgroundStore(SyncSQLiteCheckpointStore):
     """The SQLite store, saved on the checkpoint thread; SIGKILLs this process during save
     number ``count``, ``before`` or ``after`` the store write (see ``KILL_ENV``)."""
 

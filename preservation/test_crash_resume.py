@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from agora import SQLiteCheckpointStore
+from agora import SyncSQLiteCheckpointStore
 from preservation.audit import check_bounce, dlq_id, dlq_records, output_ids, sink_ids
 from preservation.crashloop import CrashLoop, assert_no_tagged_processes, plan_crashes, prepare
 from preservation.driver import OUTPUT_FILES, PIPELINE_ID
@@ -34,7 +34,7 @@ def _dlq_path(workdir: Path, lane: str) -> Path:
 
 
 def _stored_checkpoint(workdir: Path) -> object:
-    with SQLiteCheckpointStore(workdir / "ckpt.db", create=False) as store:
+    with SyncSQLiteCheckpointStore(workdir / "ckpt.db", create=False) as store:
         checkpoint = store.load(PIPELINE_ID)
     assert checkpoint is not None, "the finished run left no checkpoint"
     return checkpoint.value

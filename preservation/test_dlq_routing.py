@@ -22,7 +22,7 @@ from agora import (
     JsonLinesDLQSink,
     MapMiddleware,
     Pipeline,
-    SQLiteCheckpointStore,
+    SyncSQLiteCheckpointStore,
     SQLiteDLQSink,
 )
 from preservation.audit import AuditingCheckpointStore, dlq_id, dlq_records, sink_ids
@@ -169,7 +169,7 @@ def test_source_record_stage_dead_letters_the_raw_line(tmp_path: Path, lane: str
     src = tmp_path / "in.csv"
     write_input(src, N, MALFORMED)
     out, dlq_path = tmp_path / "out.jsonl", tmp_path / "dlq.db"
-    store = AuditingCheckpointStore(SQLiteCheckpointStore(tmp_path / "ckpt.db"),
+    store = AuditingCheckpointStore(SyncSQLiteCheckpointStore(tmp_path / "ckpt.db"),
                                     covered=_csv_covered(lane), sink_paths=[out],
                                     dlq_path=dlq_path)
     summary = Pipeline(_csv_source(lane, src), id=PID).build(
@@ -197,7 +197,7 @@ def test_a_failed_dlq_write_for_a_malformed_line_never_lets_the_checkpoint_skip_
     The stored checkpoint must still be before that line, or a resume skips it for good."""
     src = tmp_path / "in.csv"
     write_input(src, N, {30})
-    store = SQLiteCheckpointStore(tmp_path / "ckpt.db")
+    store = SyncSQLiteCheckpointStore(tmp_path / "ckpt.db")
     dlq = FlakyDLQ(SQLiteDLQSink(tmp_path / "dlq.db"), fail_writes=True)
     bound = Pipeline(CsvSource(src, on_malformed="dlq"), id=PID).build(
         file_sink(tmp_path / "out.jsonl"),
@@ -205,7 +205,7 @@ def test_a_failed_dlq_write_for_a_malformed_line_never_lets_the_checkpoint_skip_
                                 checkpoint_every=1, batch_size=ROW_GROUP))
     with pytest.raises(InjectedFault, match="is down"):
         bound.run_sync()
-    with SQLiteCheckpointStore(tmp_path / "ckpt.db") as fresh:
+    with SyncSQLiteCheckpointStore(tmp_path / "ckpt.db") as fresh:
         stored = fresh.load(PID)
     assert stored is not None
     lines_covered = stored.value["line"] - 1

@@ -24,7 +24,7 @@ from agora import (
     JsonLinesSink,
     Pipeline,
     ProcessBatchError,
-    SQLiteCheckpointStore,
+    SyncSQLiteCheckpointStore,
     SQLiteDLQSink,
     WorkerPool,
 )
@@ -93,7 +93,7 @@ class Harness:
         self.dlq_path = tmp_path / "dlq.db" if dlq else None
         self.n = batches * SIZE
         self.store = AuditingCheckpointStore(
-            SQLiteCheckpointStore(tmp_path / "ckpt.db"), covered=lambda v: int(v) * SIZE,
+            SyncSQLiteCheckpointStore(tmp_path / "ckpt.db"), covered=lambda v: int(v) * SIZE,
             sink_paths=[self.out], dlq_path=self.dlq_path)
         self.sink = FlakySink(JsonLinesSink(self.out), fail_on=sink_fail, name="out")
         self.source = PacedBatchSource(_batches(lane, batches), delays=delays)
@@ -112,7 +112,7 @@ class Harness:
         assert self.store.saves, "vacuous: no checkpoint was saved"
 
     def stored_batches(self) -> int:
-        with SQLiteCheckpointStore(self.store.inner.path) as store:
+        with SyncSQLiteCheckpointStore(self.store.inner.path) as store:
             checkpoint = store.load(PID)
         return 0 if checkpoint is None else int(checkpoint.value)
 

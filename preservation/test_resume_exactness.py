@@ -16,7 +16,7 @@ from agora import (
     IterableBatchSource,
     JsonLinesSink,
     Pipeline,
-    SQLiteCheckpointStore,
+    SyncSQLiteCheckpointStore,
 )
 from preservation.audit import AuditingCheckpointStore, sink_ids
 from preservation.faults import DropOn, Identity
@@ -43,7 +43,7 @@ def test_runs_cut_by_max_records_resume_exactly(tmp_path: Path, lane: str,
     cuts = [17, 20, 1, None]  # 17 and 38 fall inside a batch of 6 and a writer group of 4
     expected_cover = [17, 37, 38, N]
     for limit, cover in zip(cuts, expected_cover, strict=True):
-        store = AuditingCheckpointStore(SQLiteCheckpointStore(tmp_path / "ckpt.db"),
+        store = AuditingCheckpointStore(SyncSQLiteCheckpointStore(tmp_path / "ckpt.db"),
                                         covered=covered(lane), sink_paths=[out], dlq_path=None)
         bound = Pipeline(source_for(lane), id=PID).pipe(*_chain(lane, through_workers)).build(
             JsonLinesSink(out), delivery=DeliveryConfig(checkpoint=store, checkpoint_every=5,
@@ -65,7 +65,7 @@ def test_drops_in_a_worker_and_before_it_are_counted_and_passed(
     dropped_before = {i for i in range(N) if i % 7 == 0}
     dropped_in_worker = {i for i in range(N) if i % 5 == 0} - dropped_before
     store = AuditingCheckpointStore(
-        SQLiteCheckpointStore(tmp_path / "ckpt.db"), covered=lambda v: v["batch"] * 6,
+        SyncSQLiteCheckpointStore(tmp_path / "ckpt.db"), covered=lambda v: v["batch"] * 6,
         sink_paths=[out], dlq_path=None, excused=dropped_before | dropped_in_worker)
     summary = Pipeline(IterableBatchSource([data[i:i + 6] for i in range(0, N, 6)]),
                        id=PID).pipe(

@@ -24,7 +24,8 @@ EXPECTED = {
     "SQLiteCheckpointStore",
     "SQLiteDLQSink", "SinkCapabilities", "SinkCounts", "SinkDataPlaneSpec",
     "SinkFailurePolicy", "SinkFanOut", "SinkRouter", "SourceDataPlaneSpec",
-    "SourceRecordError", "StdoutSink", "WorkerPool", "WorkerStartupError", "WriteResult", "WriterKind",
+    "SourceRecordError", "StdoutSink", "SyncInMemoryCheckpointStore",
+    "SyncSQLiteCheckpointStore", "WorkerPool", "WorkerStartupError", "WriteResult", "WriterKind",
     "__version__", "is_batch_capable_source", "read_dlq",
 }
 
@@ -37,7 +38,8 @@ COMPAT_MODULES = {
                           "is_batch_capable_source"],
     "agora.core.sink": ["BaseSink", "SinkFanOut", "SinkRouter", "WriteResult"],
     "agora.core.dlq": ["DLQRecord", "DLQSink", "SQLiteDLQSink", "JsonLinesDLQSink"],
-    "agora.core.checkpoint": ["Checkpoint", "CheckpointStore"],
+    "agora.core.checkpoint": ["Checkpoint", "CheckpointStore", "InMemoryCheckpointStore",
+                              "SQLiteCheckpointStore"],
     "agora.core.middleware": ["Middleware", "MapMiddleware", "FilterMiddleware",
                               "BatchMapMiddleware", "BatchMiddleware"],
     "agora.core.pipeline": ["Pipeline", "BoundPipeline"],

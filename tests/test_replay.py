@@ -25,7 +25,7 @@ from agora import (
     MemorySink,
     ParquetSink,
     Pipeline,
-    SQLiteCheckpointStore,
+    SyncSQLiteCheckpointStore,
 )
 from agora.errors import CheckpointError, PipelineError
 from agora.records import DLQRecord, DLQStage
@@ -70,7 +70,7 @@ def job(d: Path, dlq_name: str, *, pid: str = "orders", n: int = 10,
         .fan_out(
             [CsvSink(d / "out.csv"), ParquetSink(d / "out.parquet"),
              JsonLinesSink(d / "out.jsonl")],
-            delivery=DeliveryConfig(checkpoint=SQLiteCheckpointStore(d / "ckpt.db"),
+            delivery=DeliveryConfig(checkpoint=SyncSQLiteCheckpointStore(d / "ckpt.db"),
                                     dlq=new_dlq(d / dlq_name), dlq_redactor=redactor,
                                     **delivery),
         )
@@ -443,7 +443,7 @@ def test_replay_is_refused_while_a_run_of_the_pipeline_holds_its_key(
     asyncio.run(job(tmp_path, dlq_name).run())
     poison.clear()
     before = output_ids(tmp_path)
-    other_run = SQLiteCheckpointStore(tmp_path / "ckpt.db")
+    other_run = SyncSQLiteCheckpointStore(tmp_path / "ckpt.db")
     other_run.claim("orders")  # e.g. the nightly run, in another process
     try:
         with pytest.raises(CheckpointError, match="in use"):

@@ -16,7 +16,7 @@ from agora.stores import read_dlq
 JOB = textwrap.dedent('''
     import os
     from agora import (CsvSink, DeliveryConfig, IterableSource, MapMiddleware, Pipeline,
-                       SQLiteCheckpointStore, SQLiteDLQSink)
+                       SyncSQLiteCheckpointStore, SQLiteDLQSink)
 
     POISON = {int(i) for i in os.environ.get("POISON", "").split(",") if i}
 
@@ -30,7 +30,7 @@ JOB = textwrap.dedent('''
         return (Pipeline(IterableSource([{"id": i} for i in range(6)], name="ids"), id="job")
                 .pipe(MapMiddleware(check, name="check"))
                 .build(CsvSink(d + "/out.csv"),
-                       delivery=DeliveryConfig(checkpoint=SQLiteCheckpointStore(d + "/ckpt.db"),
+                       delivery=DeliveryConfig(checkpoint=SyncSQLiteCheckpointStore(d + "/ckpt.db"),
                                                dlq=SQLiteDLQSink(d + "/dlq.db"))))
 ''')
 

@@ -1,15 +1,13 @@
 """Import path kept for 0.3.0 plugins: checkpoints and checkpoint stores.
 
-The stores here keep 0.3.0's shape — coroutine methods (``await store.load(key)``,
-``await store.save(key, cp)``, ``await store.delete(key)``, ``await store.close()``), so a
-0.3.0 subclass that overrides one with ``async def`` and awaits ``super()`` works:
-``InMemoryCheckpointStore`` / ``SQLiteCheckpointStore`` here are
-:class:`~agora.stores.checkpoint_async.AsyncInMemoryCheckpointStore` /
-``AsyncSQLiteCheckpointStore`` (same data, same file format), while
-``agora.InMemoryCheckpointStore`` and ``agora.SQLiteCheckpointStore`` are Agora's
-synchronous ones. ``DeliveryConfig(checkpoint=…)`` takes either kind.
-``BackendCheckpointStore(backend)`` stores over a key/value backend;
-``is_checkpoint_capable`` and ``SourceIdentity`` are importable from here too."""
+``InMemoryCheckpointStore`` and ``SQLiteCheckpointStore`` are ``agora``'s own: coroutine
+methods (``await store.load(key)``, ``await store.save(key, cp)``,
+``await store.delete(key)``, ``await store.close()``), so a 0.3.0 subclass that overrides
+one with ``async def`` and awaits ``super()`` works. ``agora.SyncInMemoryCheckpointStore``
+and ``agora.SyncSQLiteCheckpointStore`` are the same stores with plain methods.
+``DeliveryConfig(checkpoint=…)`` takes either kind. ``BackendCheckpointStore(backend)``
+stores over a key/value backend; ``is_checkpoint_capable`` and ``SourceIdentity`` are
+importable from here too."""
 
 from __future__ import annotations
 
@@ -21,15 +19,14 @@ from agora.stores.checkpoint_async import (
     AsyncCheckpointStore,
     AsyncInMemoryCheckpointStore,
     AsyncSQLiteCheckpointStore,
+    InMemoryCheckpointStore,
+    SQLiteCheckpointStore,
 )
 from agora.stores.checkpoint_backend import BackendCheckpointStore
 
-InMemoryCheckpointStore = AsyncInMemoryCheckpointStore
-SQLiteCheckpointStore = AsyncSQLiteCheckpointStore
-
-# ``__all__`` names only objects ``agora`` itself exports; the 0.3.0 store shapes and
-# extras above are importable by name.
-__all__ = ["Checkpoint", "CheckpointStore"]
+# ``__all__`` names only objects ``agora`` itself exports; the extras below are
+# importable by name.
+__all__ = ["Checkpoint", "CheckpointStore", "InMemoryCheckpointStore", "SQLiteCheckpointStore"]
 
 _EXTRAS = (AsyncCheckpointStore, AsyncInMemoryCheckpointStore, AsyncSQLiteCheckpointStore,
            BackendCheckpointStore, SourceIdentity, is_checkpoint_capable)

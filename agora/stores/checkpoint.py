@@ -1,4 +1,4 @@
-"""Checkpoint stores: the contract, its key and value rules, and the in-memory store."""
+"""Checkpoint stores: the contract, key and value rules, and the synchronous in-memory store."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from agora.records import Checkpoint
 
 __all__ = [
     "CheckpointStore",
-    "InMemoryCheckpointStore",
+    "SyncInMemoryCheckpointStore",
     "check_key",
     "encode_checkpoint_value",
     "in_use_message",
@@ -25,8 +25,11 @@ __all__ = [
 class CheckpointStore(CheckpointStoreProtocol, ABC):
     """Where a run saves its source position, one checkpoint per key (the pipeline id).
 
-    Contract (every method is synchronous: the runtime calls them from its event loop,
-    and each is a short local operation — a lookup, or one small durable commit):
+    Contract (each method is a short local operation — a lookup, or one small durable
+    commit). Methods are written synchronously here; a subclass may write ``open``,
+    ``load``, ``save`` and ``close`` as coroutines (``async def``) instead, and
+    ``DeliveryConfig(checkpoint=…)`` then awaits them to completion on a helper event loop
+    while the run waits (see :class:`~agora.config.AsyncStoreAdapter`):
 
     * ``load(key)`` returns the last saved :class:`Checkpoint` or None if the key was never
       saved (or was reset). A checkpoint that exists but cannot be trusted raises
@@ -172,13 +175,14 @@ def encode_checkpoint_value(checkpoint: Checkpoint) -> str:
     return json.dumps(checkpoint.value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
-class InMemoryCheckpointStore(CheckpointStore):
+class SyncInMemoryCheckpointStore(CheckpointStore):
     """Checkpoints in a dict, for tests and throw-away runs (not durable across processes).
 
     Stores the JSON text, so a caller mutating a value after ``save`` (or the one returned
     by ``load``) never changes what is stored, and values behave exactly as with
-    :class:`SQLiteCheckpointStore`. ``close()`` keeps the data: a later run on the same
-    object resumes.
+    :class:`~agora.SyncSQLiteCheckpointStore`. ``close()`` keeps the data: a later run on
+    the same object resumes. :class:`~agora.InMemoryCheckpointStore` is this store behind
+    coroutine methods.
     """
 
     store_name = "memory_checkpoints"
@@ -216,7 +220,7 @@ class InMemoryCheckpointStore(CheckpointStore):
             return sorted(self._rows)
 
     def __repr__(self) -> str:
-        return f"InMemoryCheckpointStore(keys={len(self._rows)})"
+        return f"SyncInMemoryCheckpointStore(keys={len(self._rows)})"
 
 
 #: Keys claimed by runs in this process, per store scope (cross-process fencing of the

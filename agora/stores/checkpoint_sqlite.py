@@ -26,7 +26,7 @@ from agora.stores.checkpoint import (
     in_use_message,
 )
 
-__all__ = ["SQLiteCheckpointStore"]
+__all__ = ["SyncSQLiteCheckpointStore"]
 
 _SCHEMA_VERSION = 1
 
@@ -45,7 +45,7 @@ def _init_schema(conn: sqlite3.Connection) -> None:
 
 
 
-class SQLiteCheckpointStore(CheckpointStore):
+class SyncSQLiteCheckpointStore(CheckpointStore):
     """Checkpoints in an SQLite file: WAL journal, ``synchronous=FULL``, one
     ``BEGIN IMMEDIATE … COMMIT`` per save, so a saved checkpoint survives SIGKILL and
     power loss, and a reader never sees a half-written one.
@@ -89,7 +89,7 @@ class SQLiteCheckpointStore(CheckpointStore):
         self._lock_fds: dict[str, int] = {}
 
     def __repr__(self) -> str:
-        return f"SQLiteCheckpointStore({str(self.path)!r})"
+        return f"SyncSQLiteCheckpointStore({str(self.path)!r})"
 
     def _recovery(self, key: str | None = None) -> str:
         if key is not None:

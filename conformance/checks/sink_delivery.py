@@ -15,7 +15,7 @@ from conformance._agora import (
     BaseSink,
     DeliveryConfig,
     FailurePolicy,
-    InMemoryCheckpointStore,
+    SyncInMemoryCheckpointStore,
     IterableSource,
     MemorySink,
     Pipeline,
@@ -121,7 +121,7 @@ def check_rows_through_runtime(ctx: SinkContext) -> None:
     persists exactly the source's records in order."""
     rows = ctx.rows(17)
     ns = ctx.namespace("runtime")
-    store = InMemoryCheckpointStore()
+    store = SyncInMemoryCheckpointStore()
     bound = Pipeline(IterableSource(rows), id="conformance-rows").build(
         ctx.build(ns),
         delivery=DeliveryConfig(
@@ -164,7 +164,7 @@ def check_failing_record_dead_lettered(ctx: SinkContext) -> None:
             sink = FailRecordSink(ctx.build(ns), [source_rows[5]["id"]])
             source = ArrowBatchSource(pa.Table.from_pylist(source_rows), batch_size=4)
         dlq = MemorySink("conformance-dlq")
-        store = InMemoryCheckpointStore()
+        store = SyncInMemoryCheckpointStore()
         summary = (
             Pipeline(source, id=f"conformance-dlq-{lane}")
             .build(
@@ -206,7 +206,7 @@ def check_checkpoint_gating_fail_closed(ctx: SinkContext) -> None:
     at = 7
     ns = ctx.namespace("failclosed")
     sink, source_rows = _failing_setup(ctx, ns, 14, at)
-    store = InMemoryCheckpointStore()
+    store = SyncInMemoryCheckpointStore()
     bound = Pipeline(IterableSource(source_rows), id="conformance-gating").build(
         sink,
         delivery=DeliveryConfig(
@@ -240,7 +240,7 @@ def check_checkpoint_gating_fail_closed(ctx: SinkContext) -> None:
         )
 
 
-class _ProbingStore(InMemoryCheckpointStore):
+class _ProbingStore(SyncInMemoryCheckpointStore):
     """A checkpoint store that, at every save, reads the sink back and records any row the
     checkpoint covers that is not yet persisted."""
 

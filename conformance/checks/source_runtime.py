@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from conformance._agora import DeliveryConfig, InMemoryCheckpointStore, MemorySink, Pipeline
+from conformance._agora import DeliveryConfig, SyncInMemoryCheckpointStore, MemorySink, Pipeline
 from conformance.catalogue import source_check
 from conformance.checks._context import SourceContext
 from conformance.checks._source_io import Read, read_source
@@ -76,7 +76,7 @@ async def check_trimmed_run_resumes_without_loss(ctx: SourceContext) -> None:
     ends = _boundaries(full)
     inside = [e - 1 for e in ends if e - 1 > 0 and e - 1 not in ends]
     n = inside[len(inside) // 2] if inside else max(1, len(full.rows) // 2)
-    store = InMemoryCheckpointStore()
+    store = SyncInMemoryCheckpointStore()
     _, first = await _run(ctx, ns, limit=n, store=store)
     _, second = await _run(ctx, ns, store=store)
     diff = describe_sequence_diff(full.rows[:n], first)
@@ -113,7 +113,7 @@ async def check_run_through_runtime(ctx: SourceContext) -> None:
     checkpoint delivers nothing."""
     ns = ctx.seeded()
     full = await read_source(ctx, ns, observe=False)
-    store = InMemoryCheckpointStore() if "checkpoint" in ctx.capabilities() else None
+    store = SyncInMemoryCheckpointStore() if "checkpoint" in ctx.capabilities() else None
     summary, out = await _run(ctx, ns, store=store)
     diff = describe_sequence_diff(full.rows, out)
     assert diff is None, f"{ctx.name} through the runtime: {diff}"
@@ -139,7 +139,7 @@ async def check_resumed_runs_are_exact(ctx: SourceContext) -> None:
     full = await read_source(ctx, ns, observe=False)
     ends = _boundaries(full)
     n = ends[len(ends) // 2] if ends else 0
-    store = InMemoryCheckpointStore()
+    store = SyncInMemoryCheckpointStore()
     _, first = await _run(ctx, ns, limit=n, store=store)
     _, second = await _run(ctx, ns, store=store)
     diff = describe_sequence_diff(full.rows, first + second)

@@ -78,7 +78,7 @@ def test_async_run_with_run_id_names_the_run_and_its_checkpoint() -> None:
         MemorySink(), delivery=DeliveryConfig(checkpoint=store))
     summary = asyncio.run(bound.run(run_id="r-1"))
     assert summary.run_id == "r-1"
-    saved = store.load("p")
+    saved = asyncio.run(store.load("p"))
     assert saved is not None and saved.run_id == "r-1"
 
 
@@ -159,8 +159,8 @@ def test_checkpoint_with_a_naive_datetime_is_taken_as_utc() -> None:
 def test_checkpoint_with_a_datetime_round_trips_through_a_store() -> None:
     store = InMemoryCheckpointStore()
     cp = Checkpoint("p", "r", "s", 3, recorded_at=dt.datetime(2026, 1, 2, tzinfo=dt.UTC))
-    store.save("p", cp)
-    assert store.load("p") == cp
+    asyncio.run(store.save("p", cp))
+    assert asyncio.run(store.load("p")) == cp
 
 
 def test_checkpoint_refuses_a_recorded_at_of_another_type() -> None:

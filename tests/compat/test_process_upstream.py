@@ -259,7 +259,7 @@ def test_an_unpicklable_fn_stops_the_run_with_nothing_committed_or_dead_lettered
     # The pool is broken for the run, not the batch: nothing moved, so a fixed rerun
     # starts from the beginning with every record.
     assert sink.records == [] and dlq.records == []
-    assert store.load("lambda_run") is None
+    assert asyncio.run(store.load("lambda_run")) is None
 
 
 @pytest.mark.timeout(60)
@@ -284,7 +284,7 @@ def test_a_timeout_dead_letters_its_batch_and_the_invalidated_sibling_then_conti
     pool = summary.runtime["process_batch"]["gen"]
     assert pool["batches_timed_out"] == 1 and pool["batches_invalidated"] == 1
     assert pool["pool_recycles"] == 1
-    checkpoint = store.load("timeout_run")
+    checkpoint = asyncio.run(store.load("timeout_run"))
     assert checkpoint is not None and checkpoint.value == {"batch": 3, "row": 0}
 
 

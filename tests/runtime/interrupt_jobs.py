@@ -20,7 +20,7 @@ from agora import (
     MapMiddleware,
     Pipeline,
     ProcessBatchMiddleware,
-    SQLiteCheckpointStore,
+    SyncSQLiteCheckpointStore,
 )
 
 ROWS = int(os.environ.get("ROWS", "3000"))
@@ -55,7 +55,7 @@ def slow_batch(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _delivery() -> DeliveryConfig:
-    return DeliveryConfig(checkpoint=SQLiteCheckpointStore(_dir() / "ckpt.db"), checkpoint_every=50)
+    return DeliveryConfig(checkpoint=SyncSQLiteCheckpointStore(_dir() / "ckpt.db"), checkpoint_every=50)
 
 
 def in_process() -> BoundPipeline:

@@ -22,7 +22,7 @@ from agora import (
     MemorySink,
     Pipeline,
     SinkFanOut,
-    SQLiteCheckpointStore,
+    SyncSQLiteCheckpointStore,
 )
 from agora.records import Checkpoint
 from agora.runtime.delivery import CHECKPOINT_THREAD_PREFIX
@@ -35,7 +35,7 @@ KEY = "overlap"
 SETTLE_S = 0.3
 
 
-class GatedSQLiteStore(SQLiteCheckpointStore):
+class GatedSQLiteStore(SyncSQLiteCheckpointStore):
     """The SQLite store with a gate: save number ``hold_on`` waits for ``gate_open``; saves
     in ``fail_on`` raise ``OSError``. Records the value and thread of every save that
     reached the file, how many ran at once, and ``durable()`` at the start of each save."""
@@ -123,7 +123,7 @@ class HeldDLQ(MemorySink):
 
 def stored(path: Path) -> Any:
     """The position in the store file right now, read through a separate connection."""
-    with SQLiteCheckpointStore(path, create=False) as reader:
+    with SyncSQLiteCheckpointStore(path, create=False) as reader:
         checkpoint = reader.load(KEY)
     return None if checkpoint is None else checkpoint.value
 

@@ -15,7 +15,7 @@ from agora import (
     DLQFailurePolicy,
     DLQRecord,
     FailurePolicy,
-    InMemoryCheckpointStore,
+    SyncInMemoryCheckpointStore,
     MapMiddleware,
     MemorySink,
     Pipeline,
@@ -233,7 +233,7 @@ class TestGatingAndDurability:
         assert s.records_written == 10 and s.runtime["checkpoint_failures"] == 4
 
     def test_resume_after_fail_closed_loses_nothing(self):
-        store = InMemoryCheckpointStore()
+        store = SyncInMemoryCheckpointStore()
         flaky = {"on": True}
         sink = FlakySink(fail=lambda r: flaky["on"] and r["id"] == 5)
         source = RecordingSource(ROWS)
@@ -248,7 +248,7 @@ class TestGatingAndDurability:
         assert s.runtime["resumed_from"] == 4
 
     def test_foreign_checkpoint_refused(self):
-        store = InMemoryCheckpointStore()
+        store = SyncInMemoryCheckpointStore()
         Pipeline(RecordingSource(ROWS, name="a"), id="t").build(
             FlakySink(), delivery=DeliveryConfig(checkpoint=store)).run_sync()
         log: list[str] = []
@@ -265,7 +265,7 @@ class TestGatingAndDurability:
                 return object()
 
         bound = Pipeline(OddSource(ROWS), id="t").build(
-            FlakySink(), delivery=DeliveryConfig(checkpoint=InMemoryCheckpointStore()))
+            FlakySink(), delivery=DeliveryConfig(checkpoint=SyncInMemoryCheckpointStore()))
         with pytest.raises(CheckpointError, match="JSON"):
             bound.run_sync()
 
@@ -283,12 +283,12 @@ class TestGatingAndDurability:
 
 def test_resume_from_a_checkpoint_continues_file_output_in_a_new_process(tmp_path):
     """A fresh CsvSink(mode="w") on resume must append, not truncate what earlier runs wrote."""
-    from agora import CsvSink, IterableSource, SQLiteCheckpointStore
+    from agora import CsvSink, IterableSource, SyncSQLiteCheckpointStore
 
     def bound():
         return Pipeline(IterableSource(ROWS, name="ids"), id="t").build(
             CsvSink(tmp_path / "out.csv"),
-            delivery=DeliveryConfig(checkpoint=SQLiteCheckpointStore(tmp_path / "c.db")))
+            delivery=DeliveryConfig(checkpoint=SyncSQLiteCheckpointStore(tmp_path / "c.db")))
 
     bound().run_sync(max_records=4)
     bound().run_sync()  # new instances, as after a restart

@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from agora import DeliveryConfig, InMemoryCheckpointStore, MapMiddleware, MemorySink, Pipeline
+from agora import DeliveryConfig, SyncInMemoryCheckpointStore, MapMiddleware, MemorySink, Pipeline
 from tests.runtime.doubles import FlakySink, RecordingSource
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -171,7 +171,7 @@ def test_run_sync_in_a_script_reraises_keyboard_interrupt_after_a_clean_shutdown
 
 def test_cancelling_run_with_synchronous_middleware_stops_promptly_and_keeps_the_prefix():
     total = 100_000
-    store = InMemoryCheckpointStore()
+    store = SyncInMemoryCheckpointStore()
     sink = MemorySink()
 
     def slow(r):

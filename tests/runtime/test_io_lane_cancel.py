@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from agora import AsyncMiddleware, DeliveryConfig, InMemoryCheckpointStore, MemorySink, Pipeline
+from agora import AsyncMiddleware, DeliveryConfig, SyncInMemoryCheckpointStore, MemorySink, Pipeline
 from tests.runtime.doubles import RecordingSource
 
 #: Records from this id on hang until cancelled; the ones before answer at once.
@@ -43,14 +43,14 @@ class HangsFrom(AsyncMiddleware):
         return record
 
 
-def bound_over(mw: HangsFrom, store: InMemoryCheckpointStore, sink: MemorySink):
+def bound_over(mw: HangsFrom, store: SyncInMemoryCheckpointStore, sink: MemorySink):
     return (Pipeline(RecordingSource([{"id": i} for i in range(100)]), id="io")
             .pipe(mw).build(sink, delivery=DeliveryConfig(checkpoint=store, checkpoint_every=1)))
 
 
 @pytest.mark.timeout(20)
 def test_cancelling_run_cancels_every_call_in_flight_and_leaves_no_task():
-    store, sink = InMemoryCheckpointStore(), MemorySink()
+    store, sink = SyncInMemoryCheckpointStore(), MemorySink()
     full = asyncio.Event()
     mw = HangsFrom(full.set)
     bound = bound_over(mw, store, sink)
@@ -75,7 +75,7 @@ def test_cancelling_run_cancels_every_call_in_flight_and_leaves_no_task():
 
 @pytest.mark.timeout(20)
 def test_sigint_twice_abandons_the_calls_in_flight_and_keeps_the_prefix():
-    store, sink = InMemoryCheckpointStore(), MemorySink()
+    store, sink = SyncInMemoryCheckpointStore(), MemorySink()
     signals_sent: list[float] = []
 
     def interrupt_twice() -> None:
@@ -97,7 +97,7 @@ def test_sigint_twice_abandons_the_calls_in_flight_and_keeps_the_prefix():
 
 @pytest.mark.timeout(20)
 def test_one_sigint_lets_quick_calls_in_flight_commit():
-    store, sink = InMemoryCheckpointStore(), MemorySink()
+    store, sink = SyncInMemoryCheckpointStore(), MemorySink()
 
     class Quick(AsyncMiddleware):
         concurrency = 4

@@ -11,7 +11,7 @@ import pytest
 from agora import (
     DataPlane,
     DeliveryConfig,
-    InMemoryCheckpointStore,
+    SyncInMemoryCheckpointStore,
     MapMiddleware,
     MemorySink,
     Pipeline,
@@ -130,7 +130,7 @@ def test_cancellation_shuts_down_cleanly_and_reraises():
 
 
 def test_repeated_runs_resume_and_accumulate():
-    store = InMemoryCheckpointStore()
+    store = SyncInMemoryCheckpointStore()
     sink = MemorySink()
     source = RecordingSource(ROWS)
     bound = Pipeline(source, id="rep").build(sink, delivery=DeliveryConfig(checkpoint=store))
@@ -198,7 +198,7 @@ class TestMaxRecords:
             chunks = [pa.Table.from_pylist(c).to_batches()[0] for c in chunks]
         source = RecordingSource(chunks, plane=plane)
         sink = MemorySink()
-        store = InMemoryCheckpointStore()
+        store = SyncInMemoryCheckpointStore()
         bound = Pipeline(source, id="lim").build(sink, delivery=DeliveryConfig(checkpoint=store))
         s = bound.run_sync(max_records=6)
         assert s.records_consumed == 6 and [r["id"] for r in sink.records] == list(range(6))
@@ -211,14 +211,14 @@ class TestMaxRecords:
 
 
 def test_a_second_run_on_the_same_checkpoint_key_is_refused_without_touching_anything(tmp_path):
-    from agora import CheckpointError, SQLiteCheckpointStore
+    from agora import CheckpointError, SyncSQLiteCheckpointStore
 
     def bound(log):
         return Pipeline(RecordingSource(ROWS, log=log), id="shared").build(
             FlakySink(log=log), delivery=DeliveryConfig(
-                checkpoint=SQLiteCheckpointStore(tmp_path / "c.db")))
+                checkpoint=SyncSQLiteCheckpointStore(tmp_path / "c.db")))
 
-    holder = SQLiteCheckpointStore(tmp_path / "c.db")
+    holder = SyncSQLiteCheckpointStore(tmp_path / "c.db")
     holder.claim("shared")  # as a run in progress would
     log: list[str] = []
     with pytest.raises(CheckpointError, match="in use"):

@@ -21,12 +21,12 @@ from agora import (
     DeliveryConfig,
     DLQSink,
     DLQStage,
-    InMemoryCheckpointStore,
+    SyncInMemoryCheckpointStore,
     MemorySink,
     MiddlewareContext,
     Pipeline,
     PipelineError,
-    SQLiteCheckpointStore,
+    SyncSQLiteCheckpointStore,
     SQLiteDLQSink,
 )
 from agora.config import LoadSaveStoreAdapter
@@ -135,7 +135,7 @@ def test_an_object_without_load_and_save_is_refused():
 def test_a_store_with_an_async_method_is_adapted_at_construction(method: str):
     from agora.config import AsyncStoreAdapter
 
-    class AsyncStore(InMemoryCheckpointStore):
+    class AsyncStore(SyncInMemoryCheckpointStore):
         pass
 
     async def coroutine(self: Any, *args: Any) -> None: ...
@@ -158,7 +158,7 @@ def test_a_redactor_must_be_callable():
 
 
 def test_a_checkpoint_store_is_driven_as_given(tmp_path: Path):
-    store = SQLiteCheckpointStore(tmp_path / "c.db")
+    store = SyncSQLiteCheckpointStore(tmp_path / "c.db")
     config = DeliveryConfig(checkpoint=store, dlq=SQLiteDLQSink(tmp_path / "d.db"))
     assert config.checkpoint is store and config.checkpoint_store is store
 

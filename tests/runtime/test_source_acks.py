@@ -250,11 +250,11 @@ def _note(source: UpstreamHookSource) -> Any:
 
 @pytest.mark.timeout(20)
 def test_with_a_background_store_write_an_ack_comes_only_once_the_store_holds_it(tmp_path):
-    """``SQLiteCheckpointStore`` is written on the checkpoint thread: the ack of a position
+    """``SyncSQLiteCheckpointStore`` is written on the checkpoint thread: the ack of a position
     waits for that write, so at every ack the store already names it (or a later one)."""
-    from agora import SQLiteCheckpointStore
+    from agora import SyncSQLiteCheckpointStore
 
-    store = SQLiteCheckpointStore(tmp_path / "ckpt.db")
+    store = SyncSQLiteCheckpointStore(tmp_path / "ckpt.db")
     assert store.saves_in_thread is True  # the case under test: background writes
     stored_at_ack: list[tuple[Any, Any]] = []
 

@@ -13,7 +13,7 @@ from agora import (
     DataPlane,
     DeliveryConfig,
     FailurePolicy,
-    InMemoryCheckpointStore,
+    SyncInMemoryCheckpointStore,
     MapMiddleware,
     MemorySink,
     Pipeline,
@@ -94,7 +94,7 @@ def test_the_record_that_stops_a_fail_closed_run_is_counted_like_the_middleware_
 def test_last_summary_after_a_cleanup_error_is_this_run_s_not_the_previous_one():
     sink = FlakySink()
     bound = Pipeline(RecordingSource(ROWS), id="cl").build(
-        sink, delivery=DeliveryConfig(checkpoint=InMemoryCheckpointStore()))
+        sink, delivery=DeliveryConfig(checkpoint=SyncInMemoryCheckpointStore()))
     first = bound.run_sync(max_records=3)
     sink.fail_close = True
     with pytest.raises(OSError, match="close failed"):
@@ -164,7 +164,7 @@ def test_a_stop_whose_final_flush_fails_is_reported_as_failed_not_interrupted():
     sink = FlakySink(fail_flush=True)
     bound = Pipeline(RecordingSource([{"id": i} for i in range(100_000)]), id="ff").pipe(
         MapMiddleware(slow)).build(sink, delivery=DeliveryConfig(
-            checkpoint=InMemoryCheckpointStore(), checkpoint_every=50_000))
+            checkpoint=SyncInMemoryCheckpointStore(), checkpoint_every=50_000))
 
     async def main():
         task = asyncio.create_task(bound.run())

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 _CHILD = """
 import os, signal, sys
 sys.path.insert(0, {root!r})
-from agora import DeliveryConfig, IterableSource, ParquetSink, Pipeline, SQLiteCheckpointStore
+from agora import DeliveryConfig, IterableSource, ParquetSink, Pipeline, SyncSQLiteCheckpointStore
 from agora.sinks import _parquet_dataset, _parquet_parts
 
 hook, at = {hook!r}, {at!r}
@@ -65,7 +65,7 @@ elif hook:               # os.fsync or os.replace: inside a seal
 rows = [{{"n": i}} for i in range({rows})]
 Pipeline(IterableSource(rows), id="crash").build(
     ParquetSink({out!r}, row_group_size=64),
-    delivery=DeliveryConfig(checkpoint=SQLiteCheckpointStore({db!r}),
+    delivery=DeliveryConfig(checkpoint=SyncSQLiteCheckpointStore({db!r}),
                             checkpoint_every={every}),
 ).run_sync()
 """

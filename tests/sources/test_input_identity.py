@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from agora import DeliveryConfig, InMemoryCheckpointStore, MemorySink, Pipeline
+from agora import DeliveryConfig, SyncInMemoryCheckpointStore, MemorySink, Pipeline
 from agora.errors import CheckpointError
 from agora.sources import (
     ArrowCsvSource,
@@ -209,7 +209,7 @@ def test_a_replaced_daily_file_stops_the_next_run_before_anything_is_read(tmp_pa
     path.write_bytes(csv_text([1, 2, 3]))
     sink = MemorySink()
     bound = Pipeline(CsvSource(path), id="daily").build(
-        sink, delivery=DeliveryConfig(checkpoint=InMemoryCheckpointStore())
+        sink, delivery=DeliveryConfig(checkpoint=SyncInMemoryCheckpointStore())
     )
     assert bound.run_sync().records_consumed == 3
     path.write_bytes(csv_text([7, 8, 9, 10, 11]))

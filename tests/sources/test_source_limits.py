@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from agora import DeliveryConfig, InMemoryCheckpointStore, MemorySink, Pipeline
+from agora import DeliveryConfig, SyncInMemoryCheckpointStore, MemorySink, Pipeline
 from agora.records import MalformedRecord
 from agora.sources import (
     ArrowBatchSource,
@@ -149,7 +149,7 @@ def test_negative_limit_is_a_value_error() -> None:
 
 @pytest.mark.parametrize("kind", SOURCES)
 def test_runtime_limit_then_resume_loses_and_repeats_nothing(factories, kind) -> None:
-    store = InMemoryCheckpointStore()
+    store = SyncInMemoryCheckpointStore()
     written: list[dict] = []
     dead: list = []
     for limit in (3, None):

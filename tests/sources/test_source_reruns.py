@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from agora import DeliveryConfig, InMemoryCheckpointStore, MemorySink, Pipeline
+from agora import DeliveryConfig, SyncInMemoryCheckpointStore, MemorySink, Pipeline
 from agora.errors import LifecycleError
 from agora.sources import (
     ArrowBatchSource,
@@ -79,7 +79,7 @@ def test_a_bound_pipeline_runs_twice_with_a_store_and_the_second_run_reads_nothi
     factories, kind
 ) -> None:
     sink = MemorySink()
-    store = InMemoryCheckpointStore()
+    store = SyncInMemoryCheckpointStore()
     bound = Pipeline(factories[kind](), id=f"rerun-{kind}").build(
         sink, delivery=DeliveryConfig(checkpoint=store, checkpoint_every=5)
     )
@@ -94,7 +94,7 @@ def test_a_bound_pipeline_runs_twice_with_a_store_and_the_second_run_reads_nothi
 def test_a_run_stopped_by_max_records_is_continued_by_the_next_run(factories, kind) -> None:
     sink = MemorySink()
     bound = Pipeline(factories[kind](), id=f"rerun-{kind}").build(
-        sink, delivery=DeliveryConfig(checkpoint=InMemoryCheckpointStore())
+        sink, delivery=DeliveryConfig(checkpoint=SyncInMemoryCheckpointStore())
     )
     assert bound.run_sync(max_records=7).records_consumed == 7
     assert bound.run_sync().records_consumed == len(ROWS) - 7

@@ -10,15 +10,15 @@ import pytest
 
 from agora.errors import CheckpointError
 from agora.records import Checkpoint
-from agora.stores import CheckpointStore, InMemoryCheckpointStore, SQLiteCheckpointStore
+from agora.stores import CheckpointStore, SyncInMemoryCheckpointStore, SyncSQLiteCheckpointStore
 
 
 @pytest.fixture(params=["memory", "sqlite"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CheckpointStore]:
     if request.param == "memory":
-        s: CheckpointStore = InMemoryCheckpointStore()
+        s: CheckpointStore = SyncInMemoryCheckpointStore()
     else:
-        s = SQLiteCheckpointStore(tmp_path / "ckpt.db")
+        s = SyncSQLiteCheckpointStore(tmp_path / "ckpt.db")
     yield s
     s.close()
 
@@ -176,7 +176,7 @@ def test_context_manager_opens_and_closes(store: CheckpointStore, make_checkpoin
 
 def test_sqlite_save_is_visible_to_an_independent_reader(tmp_path: Path, make_checkpoint) -> None:
     path = tmp_path / "ckpt.db"
-    store = SQLiteCheckpointStore(path)
+    store = SyncSQLiteCheckpointStore(path)
     store.save("k", make_checkpoint({"line": 10}))
     conn = sqlite3.connect(path)
     try:
@@ -191,7 +191,7 @@ def test_two_store_objects_on_one_file_see_each_others_saves(
     tmp_path: Path, make_checkpoint
 ) -> None:
     path = tmp_path / "ckpt.db"
-    first, second = SQLiteCheckpointStore(path), SQLiteCheckpointStore(path)
+    first, second = SyncSQLiteCheckpointStore(path), SyncSQLiteCheckpointStore(path)
     try:
         first.save("k", make_checkpoint(1))
         second.save("k", make_checkpoint(2))
@@ -203,8 +203,8 @@ def test_two_store_objects_on_one_file_see_each_others_saves(
 
 
 def test_repr_names_the_store(tmp_path: Path) -> None:
-    assert "ckpt.db" in repr(SQLiteCheckpointStore(tmp_path / "ckpt.db"))
-    assert repr(InMemoryCheckpointStore()) == "InMemoryCheckpointStore(keys=0)"
+    assert "ckpt.db" in repr(SyncSQLiteCheckpointStore(tmp_path / "ckpt.db"))
+    assert repr(SyncInMemoryCheckpointStore()) == "SyncInMemoryCheckpointStore(keys=0)"
 
 
 # -- fencing concurrent runs ----------------------------------------------------------------
@@ -212,10 +212,10 @@ def test_repr_names_the_store(tmp_path: Path) -> None:
 
 def test_sqlite_claim_refuses_a_second_holder_of_the_key_until_released(tmp_path):
     from agora.errors import CheckpointError
-    from agora.stores import SQLiteCheckpointStore
+    from agora.stores import SyncSQLiteCheckpointStore
 
-    first = SQLiteCheckpointStore(tmp_path / "c.db")
-    second = SQLiteCheckpointStore(tmp_path / "c.db")  # e.g. another run's store object
+    first = SyncSQLiteCheckpointStore(tmp_path / "c.db")
+    second = SyncSQLiteCheckpointStore(tmp_path / "c.db")  # e.g. another run's store object
     first.claim("job")
     with pytest.raises(CheckpointError, match="'job'.*in use by"):
         second.claim("job")
@@ -237,14 +237,14 @@ def test_sqlite_claim_is_held_across_processes_and_dies_with_its_holder(tmp_path
     from pathlib import Path
 
     from agora.errors import CheckpointError
-    from agora.stores import SQLiteCheckpointStore
+    from agora.stores import SyncSQLiteCheckpointStore
 
     root = str(Path(__file__).resolve().parents[2])
     ready = tmp_path / "ready"
     script = (
         f"import sys, time; sys.path.insert(0, {root!r})\n"
-        f"from agora.stores import SQLiteCheckpointStore\n"
-        f"s = SQLiteCheckpointStore({str(tmp_path / 'c.db')!r}); s.claim('job')\n"
+        f"from agora.stores import SyncSQLiteCheckpointStore\n"
+        f"s = SyncSQLiteCheckpointStore({str(tmp_path / 'c.db')!r}); s.claim('job')\n"
         f"open({str(ready)!r}, 'w').close(); time.sleep(60)\n"
     )
     holder = subprocess.Popen([sys.executable, "-c", script])
@@ -253,7 +253,7 @@ def test_sqlite_claim_is_held_across_processes_and_dies_with_its_holder(tmp_path
         while not ready.exists():
             assert time.monotonic() < deadline, "the holder never claimed the key"
             time.sleep(0.02)
-        store = SQLiteCheckpointStore(tmp_path / "c.db")
+        store = SyncSQLiteCheckpointStore(tmp_path / "c.db")
         with pytest.raises(CheckpointError, match=f"pid {holder.pid}"):
             store.claim("job")
         os.kill(holder.pid, signal.SIGKILL)
@@ -268,9 +268,9 @@ def test_sqlite_claim_is_held_across_processes_and_dies_with_its_holder(tmp_path
 
 def test_in_memory_claims_fence_runs_sharing_the_store():
     from agora.errors import CheckpointError
-    from agora.stores import InMemoryCheckpointStore
+    from agora.stores import SyncInMemoryCheckpointStore
 
-    store = InMemoryCheckpointStore()
+    store = SyncInMemoryCheckpointStore()
     store.claim("job")
     with pytest.raises(CheckpointError, match="another run in this process"):
         store.claim("job")

@@ -20,7 +20,7 @@ from agora.sinks.base import BaseSink, SinkState
 from agora.stores import (
     DLQError,
     JsonLinesDLQSink,
-    SQLiteCheckpointStore,
+    SyncSQLiteCheckpointStore,
     SQLiteDLQSink,
     read_dlq,
 )
@@ -387,7 +387,7 @@ def test_sqlite_dlq_can_share_the_checkpoint_file(
     tmp_path: Path, make_dlq_record, make_checkpoint
 ) -> None:
     path = tmp_path / "state.db"
-    store = SQLiteCheckpointStore(path)
+    store = SyncSQLiteCheckpointStore(path)
     store.save("pipe", make_checkpoint(1))
 
     async def scenario() -> None:

@@ -18,7 +18,7 @@ from agora.sinks.base import SinkState
 from agora.stores import (
     DLQError,
     JsonLinesDLQSink,
-    SQLiteCheckpointStore,
+    SyncSQLiteCheckpointStore,
     SQLiteDLQSink,
     _files,
 )
@@ -41,7 +41,7 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def lock_path(store: SQLiteCheckpointStore, key: str) -> Path:
+def lock_path(store: SyncSQLiteCheckpointStore, key: str) -> Path:
     digest16 = hashlib.sha256(key.encode()).hexdigest()[:16]
     return store.path.with_name(f"{store.path.name}.{digest16}.lock")
 
@@ -58,7 +58,7 @@ def victim(tmp_path: Path) -> Path:
 def saved_store(tmp_path: Path, make_checkpoint: Callable[..., object]) -> Path:
     """A real checkpoint file with key 'k' at offset 1000 (a forged one, for the attacker)."""
     path = tmp_path / "forged.db"
-    store = SQLiteCheckpointStore(path)
+    store = SyncSQLiteCheckpointStore(path)
     store.save("k", make_checkpoint({"offset": 1000}))  # type: ignore[arg-type]
     store.close()
     for suffix in ("-wal", "-shm"):
@@ -93,7 +93,7 @@ def test_planted_link_at_the_checkpoint_file_is_refused(
     before = digest(saved_store)
     path = tmp_path / "ckpt.db"
     path.symlink_to(saved_store)  # a valid store elsewhere: still never followed
-    store = SQLiteCheckpointStore(path)
+    store = SyncSQLiteCheckpointStore(path)
     with pytest.raises(CheckpointError) as info:
         store.load("k")
     message = str(info.value)
@@ -106,7 +106,7 @@ def test_planted_link_at_the_checkpoint_file_is_refused(
 def test_forged_checkpoint_file_of_another_user_is_refused(saved_store: Path) -> None:
     give_away(saved_store)
     before = digest(saved_store)
-    store = SQLiteCheckpointStore(saved_store)
+    store = SyncSQLiteCheckpointStore(saved_store)
     with pytest.raises(CheckpointError) as info:
         store.load("k")  # would have resumed at offset 1000, skipping the input before it
     message = str(info.value)
@@ -123,11 +123,11 @@ def test_checkpoint_file_writable_by_group_or_others_is_refused(
     os.chmod(saved_store, wide)
     before = digest(saved_store)
     with pytest.raises(CheckpointError, match=rf"mode 0{wide:o}: group or others can write it"):
-        SQLiteCheckpointStore(saved_store).load("k")
+        SyncSQLiteCheckpointStore(saved_store).load("k")
     assert digest(saved_store) == before
     assert mode(saved_store) == wide  # refused, not silently "fixed"
     os.chmod(saved_store, 0o600)  # the fix the message gives works
-    store = SQLiteCheckpointStore(saved_store)
+    store = SyncSQLiteCheckpointStore(saved_store)
     try:
         loaded = store.load("k")
         assert loaded is not None and loaded.value == {"offset": 1000}
@@ -139,7 +139,7 @@ def test_named_pipe_at_the_checkpoint_path_is_refused_without_blocking(tmp_path:
     path = tmp_path / "ckpt.db"
     os.mkfifo(path)
     with pytest.raises(CheckpointError, match="is a named pipe, not a regular file"):
-        SQLiteCheckpointStore(path).open()
+        SyncSQLiteCheckpointStore(path).open()
 
 
 @pytest.mark.parametrize("suffix", ["-wal", "-shm", "-journal"])
@@ -150,7 +150,7 @@ def test_planted_link_at_an_sqlite_side_file_is_refused(
     side = Path(f"{saved_store}{suffix}")
     side.symlink_to(victim)
     with pytest.raises(CheckpointError, match=rf"{side} is a symbolic link"):
-        SQLiteCheckpointStore(saved_store).load("k")
+        SyncSQLiteCheckpointStore(saved_store).load("k")
     assert digest(victim) == before and side.is_symlink()
 
 
@@ -159,7 +159,7 @@ def test_write_ahead_log_of_another_user_is_refused(saved_store: Path) -> None:
     wal.write_bytes(b"")  # an empty WAL: harmless content, but another user's file
     give_away(wal)
     with pytest.raises(CheckpointError, match=rf"SQLite wal file: {wal} is owned by uid"):
-        SQLiteCheckpointStore(saved_store).load("k")
+        SyncSQLiteCheckpointStore(saved_store).load("k")
     assert wal.stat().st_size == 0
 
 
@@ -168,15 +168,15 @@ def test_group_writable_side_file_is_refused(saved_store: Path) -> None:
     shm.write_bytes(b"")
     os.chmod(shm, 0o660)
     with pytest.raises(CheckpointError, match=rf"{shm} has mode 0660.*chmod 600"):
-        SQLiteCheckpointStore(saved_store).load("k")
+        SyncSQLiteCheckpointStore(saved_store).load("k")
 
 
 def test_file_swapped_between_the_check_and_sqlites_open_is_refused(
     tmp_path: Path, saved_store: Path, make_checkpoint, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "ckpt.db"
-    SQLiteCheckpointStore(path).close()
-    SQLiteCheckpointStore(path).open()  # created and checked: ours
+    SyncSQLiteCheckpointStore(path).close()
+    SyncSQLiteCheckpointStore(path).open()  # created and checked: ours
     real_connect = _files._connect
 
     def swap_then_connect(name: Path) -> sqlite3.Connection:
@@ -185,7 +185,7 @@ def test_file_swapped_between_the_check_and_sqlites_open_is_refused(
 
     monkeypatch.setattr(_files, "_connect", swap_then_connect)
     with pytest.raises(CheckpointError, match="was replaced by another file while it was"):
-        SQLiteCheckpointStore(path).load("k")
+        SyncSQLiteCheckpointStore(path).load("k")
 
 
 def test_creation_temp_file_swapped_before_sqlite_opens_it_is_refused(
@@ -203,7 +203,7 @@ def test_creation_temp_file_swapped_before_sqlite_opens_it_is_refused(
     monkeypatch.setattr(_files, "_connect", swap_then_connect)
     path = tmp_path / "ckpt.db"
     with pytest.raises(CheckpointError, match="was replaced by another file"):
-        SQLiteCheckpointStore(path).open()
+        SyncSQLiteCheckpointStore(path).open()
     assert digest(victim) == before
     assert not path.exists() and not list(tmp_path.glob(".ckpt.db.agora-init-*"))
 
@@ -212,7 +212,7 @@ def test_creation_temp_file_swapped_before_sqlite_opens_it_is_refused(
 
 
 def test_planted_link_at_the_lock_file_is_refused(tmp_path: Path, victim: Path) -> None:
-    store = SQLiteCheckpointStore(tmp_path / "ckpt.db")
+    store = SyncSQLiteCheckpointStore(tmp_path / "ckpt.db")
     lock = lock_path(store, "pipe")
     lock.symlink_to(victim)
     before = digest(victim)
@@ -226,7 +226,7 @@ def test_planted_link_at_the_lock_file_is_refused(tmp_path: Path, victim: Path) 
 
 
 def test_lock_file_of_another_user_is_refused(tmp_path: Path) -> None:
-    store = SQLiteCheckpointStore(tmp_path / "ckpt.db")
+    store = SyncSQLiteCheckpointStore(tmp_path / "ckpt.db")
     lock = lock_path(store, "pipe")
     lock.write_bytes(b"4242")
     give_away(lock)
@@ -237,7 +237,7 @@ def test_lock_file_of_another_user_is_refused(tmp_path: Path) -> None:
 
 
 def test_group_writable_lock_file_is_refused(tmp_path: Path) -> None:
-    store = SQLiteCheckpointStore(tmp_path / "ckpt.db")
+    store = SyncSQLiteCheckpointStore(tmp_path / "ckpt.db")
     lock = lock_path(store, "pipe")
     lock.write_bytes(b"")
     os.chmod(lock, 0o666)
@@ -247,7 +247,7 @@ def test_group_writable_lock_file_is_refused(tmp_path: Path) -> None:
 
 
 def test_lock_file_is_created_owner_only(tmp_path: Path, umask_zero: None) -> None:
-    store = SQLiteCheckpointStore(tmp_path / "ckpt.db")
+    store = SyncSQLiteCheckpointStore(tmp_path / "ckpt.db")
     store.claim("pipe")
     try:
         assert mode(lock_path(store, "pipe")) == 0o600
@@ -316,7 +316,7 @@ def test_readme_example_paths_work_in_a_fresh_folder(
     tmp_path: Path, make_checkpoint, make_dlq_record, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    store = SQLiteCheckpointStore("state/checkpoints.db")
+    store = SyncSQLiteCheckpointStore("state/checkpoints.db")
     store.claim("orders")
     store.save("orders", make_checkpoint(7))
     store.close()
@@ -341,7 +341,7 @@ def test_missing_parent_folders_are_created_private_and_existing_ones_untouched(
     os.chmod(shared, 0o1777)  # a sticky, world-writable folder, like /tmp
     path = shared / "team" / "job" / ("state.jsonl" if opener == "jsonl_dlq" else "state.db")
     if opener == "checkpoints":
-        SQLiteCheckpointStore(path).open()
+        SyncSQLiteCheckpointStore(path).open()
     elif opener == "sqlite_dlq":
         open_dlq(SQLiteDLQSink(path))
     else:
@@ -354,7 +354,7 @@ def test_missing_parent_folders_are_created_private_and_existing_ones_untouched(
 def test_a_file_where_a_folder_should_be_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "state").write_text("not a folder")
     with pytest.raises(CheckpointError, match=r"cannot create the folder .*state/run for the"):
-        SQLiteCheckpointStore(tmp_path / "state" / "run" / "ckpt.db").open()
+        SyncSQLiteCheckpointStore(tmp_path / "state" / "run" / "ckpt.db").open()
     with pytest.raises(DLQError, match=r"cannot create the folder .*state/run for the DLQ"):
         open_dlq(JsonLinesDLQSink(tmp_path / "state" / "run" / "dlq.jsonl"))
     assert (tmp_path / "state").read_text() == "not a folder"
@@ -362,7 +362,7 @@ def test_a_file_where_a_folder_should_be_is_a_clear_error(tmp_path: Path) -> Non
 
 def test_inspection_with_create_false_creates_no_folder(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="does not exist"):
-        SQLiteCheckpointStore(tmp_path / "nope" / "ckpt.db", create=False).open()
+        SyncSQLiteCheckpointStore(tmp_path / "nope" / "ckpt.db", create=False).open()
     assert not (tmp_path / "nope").exists()
 
 
@@ -415,7 +415,7 @@ def test_a_new_folder_swapped_for_a_link_is_not_chmodded(
 
     monkeypatch.setattr(os, "mkdir", mkdir_then_swap)
     with pytest.raises(CheckpointError, match=r"folder .*state for the .* changed while it was"):
-        SQLiteCheckpointStore(tmp_path / "state" / "ckpt.db").open()
+        SyncSQLiteCheckpointStore(tmp_path / "state" / "ckpt.db").open()
     monkeypatch.undo()
     assert mode(elsewhere) == 0o755 and not list(elsewhere.iterdir())
 
@@ -424,7 +424,7 @@ def test_a_store_file_deleted_while_sqlite_opens_it_is_an_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "ckpt.db"
-    SQLiteCheckpointStore(path).open()
+    SyncSQLiteCheckpointStore(path).open()
     real_connect = _files._connect
 
     def delete_then_connect(name: Path) -> sqlite3.Connection:
@@ -434,4 +434,4 @@ def test_a_store_file_deleted_while_sqlite_opens_it_is_an_error(
 
     monkeypatch.setattr(_files, "_connect", delete_then_connect)
     with pytest.raises(CheckpointError, match="vanished while it was being opened"):
-        SQLiteCheckpointStore(path).open()
+        SyncSQLiteCheckpointStore(path).open()

@@ -1,4 +1,4 @@
-"""SQLiteCheckpointStore at rest and under faults: file modes, SIGKILL, corruption."""
+"""SyncSQLiteCheckpointStore at rest and under faults: file modes, SIGKILL, corruption."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from agora.errors import CheckpointError
-from agora.stores import SQLiteCheckpointStore, SQLiteDLQSink, _files
+from agora.stores import SyncSQLiteCheckpointStore, SQLiteDLQSink, _files
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,7 +31,7 @@ def _raw(path: Path, sql: str, params: tuple = ()) -> None:
 
 
 def _saved_store(path: Path, make_checkpoint, **values) -> None:
-    store = SQLiteCheckpointStore(path)
+    store = SyncSQLiteCheckpointStore(path)
     for key, value in values.items():
         store.save(key, make_checkpoint(value))
     store.close()
@@ -44,7 +44,7 @@ def test_store_and_its_wal_files_are_owner_only(tmp_path: Path, make_checkpoint)
     path = tmp_path / "ckpt.db"
     old_umask = os.umask(0o000)  # the most permissive umask must not widen the files
     try:
-        store = SQLiteCheckpointStore(path)
+        store = SyncSQLiteCheckpointStore(path)
         store.save("k", make_checkpoint(1))
     finally:
         os.umask(old_umask)
@@ -63,7 +63,7 @@ def test_wide_sidecar_files_are_tightened_on_open(tmp_path: Path, make_checkpoin
     wal = Path(f"{path}-wal")
     wal.write_bytes(b"")  # an empty WAL is a valid "no WAL"
     os.chmod(wal, 0o644)
-    store = SQLiteCheckpointStore(path)
+    store = SyncSQLiteCheckpointStore(path)
     try:
         loaded = store.load("k")
         assert loaded is not None and loaded.value == 1
@@ -76,7 +76,7 @@ def test_existing_database_keeps_the_mode_its_owner_chose(tmp_path: Path, make_c
     path = tmp_path / "ckpt.db"
     _saved_store(path, make_checkpoint, k=1)
     os.chmod(path, 0o640)
-    store = SQLiteCheckpointStore(path)
+    store = SyncSQLiteCheckpointStore(path)
     store.open()
     store.close()
     assert _mode(path) == 0o640
@@ -88,9 +88,9 @@ _KILLED_WRITER = textwrap.dedent(
     """
     import os, signal, sys
     from agora.records import Checkpoint
-    from agora.stores.checkpoint_sqlite import SQLiteCheckpointStore
+    from agora.stores.checkpoint_sqlite import SyncSQLiteCheckpointStore
 
-    store = SQLiteCheckpointStore(sys.argv[1])
+    store = SyncSQLiteCheckpointStore(sys.argv[1])
     for i in range(int(sys.argv[2])):
         store.save("pipe", Checkpoint("pipe", "run-1", "numbers", {"offset": i, "tag": "x" * 50}))
     os.kill(os.getpid(), signal.SIGKILL)  # no close(), no atexit: the store must not care
@@ -109,7 +109,7 @@ def test_saved_checkpoint_survives_sigkill_of_the_writer(tmp_path: Path, no_orph
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert Path(f"{path}-wal").exists()  # a stale WAL from the crash: SQLite recovers it
-    store = SQLiteCheckpointStore(path)
+    store = SyncSQLiteCheckpointStore(path)
     try:
         loaded = store.load("pipe")
         assert loaded is not None
@@ -125,7 +125,7 @@ def test_garbage_file_is_refused_naming_file_and_recovery(tmp_path: Path) -> Non
     path = tmp_path / "ckpt.db"
     path.write_bytes(b"this is not a database, just some text\n" * 100)
     with pytest.raises(CheckpointError) as info:
-        SQLiteCheckpointStore(path).load("k")
+        SyncSQLiteCheckpointStore(path).load("k")
     message = str(info.value)
     assert str(path) in message and "not an SQLite database" in message
     assert "from scratch" in message and "backup" in message
@@ -137,7 +137,7 @@ def test_zero_byte_file_is_truncation_not_a_fresh_start(tmp_path: Path, make_che
     _saved_store(path, make_checkpoint, k=1)
     path.write_bytes(b"")
     with pytest.raises(CheckpointError, match=r"is empty \(0 bytes\).*never starts from scratch"):
-        SQLiteCheckpointStore(path).load("k")
+        SyncSQLiteCheckpointStore(path).load("k")
     assert path.stat().st_size == 0  # not silently initialised
 
 
@@ -145,7 +145,7 @@ def test_foreign_sqlite_database_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "other.db"
     _raw(path, "CREATE TABLE customers (id INTEGER)")
     with pytest.raises(CheckpointError, match="without Agora's checkpoints tables"):
-        SQLiteCheckpointStore(path).list_keys()
+        SyncSQLiteCheckpointStore(path).list_keys()
 
 
 def test_dlq_only_file_is_not_silently_adopted_as_a_checkpoint_store(tmp_path: Path) -> None:
@@ -156,7 +156,7 @@ def test_dlq_only_file_is_not_silently_adopted_as_a_checkpoint_store(tmp_path: P
     asyncio.run(sink.open())
     asyncio.run(sink.close())
     with pytest.raises(CheckpointError, match="without Agora's checkpoints tables"):
-        SQLiteCheckpointStore(path).load("k")
+        SyncSQLiteCheckpointStore(path).load("k")
 
 
 def test_checkpoint_file_from_a_newer_agora_is_refused(tmp_path: Path, make_checkpoint) -> None:
@@ -164,7 +164,7 @@ def test_checkpoint_file_from_a_newer_agora_is_refused(tmp_path: Path, make_chec
     _saved_store(path, make_checkpoint, k=1)
     _raw(path, "UPDATE agora_meta SET value = '99' WHERE key = 'checkpoints.schema_version'")
     with pytest.raises(CheckpointError, match="schema version 99, written by a newer Agora"):
-        SQLiteCheckpointStore(path).load("k")
+        SyncSQLiteCheckpointStore(path).load("k")
 
 
 def test_garbled_schema_version_is_refused(tmp_path: Path, make_checkpoint) -> None:
@@ -172,7 +172,7 @@ def test_garbled_schema_version_is_refused(tmp_path: Path, make_checkpoint) -> N
     _saved_store(path, make_checkpoint, k=1)
     _raw(path, "UPDATE agora_meta SET value = 'one' WHERE key = 'checkpoints.schema_version'")
     with pytest.raises(CheckpointError, match="non-integer checkpoints.schema_version"):
-        SQLiteCheckpointStore(path).load("k")
+        SyncSQLiteCheckpointStore(path).load("k")
 
 
 def test_damaged_database_pages_are_refused(tmp_path: Path, make_checkpoint) -> None:
@@ -183,7 +183,7 @@ def test_damaged_database_pages_are_refused(tmp_path: Path, make_checkpoint) -> 
         fh.seek(4096)
         fh.write(os.urandom(size - 8192))
     with pytest.raises(CheckpointError, match=str(path)):
-        SQLiteCheckpointStore(path).load("key-1")
+        SyncSQLiteCheckpointStore(path).load("key-1")
 
 
 def test_truncated_database_is_refused(tmp_path: Path, make_checkpoint) -> None:
@@ -191,40 +191,40 @@ def test_truncated_database_is_refused(tmp_path: Path, make_checkpoint) -> None:
     _saved_store(path, make_checkpoint, **{f"key-{i}": "v" * 2000 for i in range(100)})
     os.truncate(path, path.stat().st_size // 3)
     with pytest.raises(CheckpointError, match=str(path)):
-        SQLiteCheckpointStore(path).load("key-1")
+        SyncSQLiteCheckpointStore(path).load("key-1")
 
 
 def test_missing_database_with_leftover_wal_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "ckpt.db"
     Path(f"{path}-wal").write_bytes(b"\x00" * 64)
     with pytest.raises(CheckpointError, match="missing but its write-ahead log"):
-        SQLiteCheckpointStore(path).load("k")
+        SyncSQLiteCheckpointStore(path).load("k")
     assert not path.exists()
 
 
 def test_create_false_refuses_a_missing_file_without_creating_it(tmp_path: Path) -> None:
     path = tmp_path / "ckpt.db"
     with pytest.raises(CheckpointError, match="does not exist"):
-        SQLiteCheckpointStore(path, create=False).open()
+        SyncSQLiteCheckpointStore(path, create=False).open()
     assert not path.exists()
 
 
 def test_parent_that_is_a_file_is_reported(tmp_path: Path) -> None:
     (tmp_path / "state").write_text("not a folder")
     with pytest.raises(CheckpointError, match=r"cannot use .*state as the folder .*not a folder"):
-        SQLiteCheckpointStore(tmp_path / "state" / "ckpt.db").open()
+        SyncSQLiteCheckpointStore(tmp_path / "state" / "ckpt.db").open()
     assert (tmp_path / "state").read_text() == "not a folder"
 
 
 def test_a_directory_at_the_store_path_is_refused(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="is a directory, not a regular file"):
-        SQLiteCheckpointStore(tmp_path).open()
+        SyncSQLiteCheckpointStore(tmp_path).open()
 
 
 def test_leftover_creation_temp_file_is_harmless(tmp_path: Path, make_checkpoint) -> None:
     (tmp_path / ".ckpt.db.agora-init-abc123").write_bytes(b"half-written")
     _saved_store(tmp_path / "ckpt.db", make_checkpoint, k=5)
-    store = SQLiteCheckpointStore(tmp_path / "ckpt.db")
+    store = SyncSQLiteCheckpointStore(tmp_path / "ckpt.db")
     try:
         loaded = store.load("k")
         assert loaded is not None and loaded.value == 5
@@ -241,7 +241,7 @@ def test_row_with_corrupt_json_is_refused_with_reset_command(
     path = tmp_path / "ckpt.db"
     _saved_store(path, make_checkpoint, k=1, other=2)
     _raw(path, "UPDATE agora_checkpoints SET value = ? WHERE key = 'k'", ('{"offset": 1',))
-    store = SQLiteCheckpointStore(path)
+    store = SyncSQLiteCheckpointStore(path)
     try:
         with pytest.raises(CheckpointError) as info:
             store.load("k")
@@ -260,12 +260,12 @@ def test_row_with_wrong_field_type_is_refused(tmp_path: Path, make_checkpoint) -
     _saved_store(path, make_checkpoint, k=1)
     _raw(path, "UPDATE agora_checkpoints SET source = X'00ff' WHERE key = 'k'")
     with pytest.raises(CheckpointError, match="wrong type"):
-        SQLiteCheckpointStore(path).load("k")
+        SyncSQLiteCheckpointStore(path).load("k")
 
 
 def test_table_dropped_under_an_open_store_is_an_error(tmp_path: Path, make_checkpoint) -> None:
     path = tmp_path / "ckpt.db"
-    store = SQLiteCheckpointStore(path)
+    store = SyncSQLiteCheckpointStore(path)
     try:
         store.save("k", make_checkpoint(1))
         _raw(path, "DROP TABLE agora_checkpoints")
@@ -288,7 +288,7 @@ def test_failed_save_raises_and_keeps_the_previous_checkpoint(
     tmp_path: Path, make_checkpoint, short_busy_timeout
 ) -> None:
     path = tmp_path / "ckpt.db"
-    store = SQLiteCheckpointStore(path)
+    store = SyncSQLiteCheckpointStore(path)
     store.save("k", make_checkpoint("old"))
     blocker = sqlite3.connect(path, isolation_level=None)
     try:
@@ -324,7 +324,7 @@ def test_creation_falls_back_to_rename_without_hard_links(
     assert _mode(path) == 0o600
     assert not list(tmp_path.glob(".*agora-init*"))
     monkeypatch.undo()
-    store = SQLiteCheckpointStore(path)
+    store = SyncSQLiteCheckpointStore(path)
     try:
         loaded = store.load("k")
         assert loaded is not None and loaded.value == 3
@@ -345,7 +345,7 @@ def test_concurrent_creator_winning_the_race_is_fine(
     path = tmp_path / "ckpt.db"
     _saved_store(path, make_checkpoint, k=4)
     monkeypatch.undo()
-    store = SQLiteCheckpointStore(path)
+    store = SyncSQLiteCheckpointStore(path)
     try:
         loaded = store.load("k")
         assert loaded is not None and loaded.value == 4
@@ -376,4 +376,4 @@ def test_filesystem_without_wal_support_is_refused(
     real_connect = _files._connect
     monkeypatch.setattr(_files, "_connect", lambda p: _NoWalConnection(real_connect(p)))
     with pytest.raises(CheckpointError, match="cannot switch to WAL journal mode"):
-        SQLiteCheckpointStore(path).open()
+        SyncSQLiteCheckpointStore(path).open()
