@@ -150,14 +150,17 @@ class DLQRecord:
     processed_record: Any = None
     middleware: str | None = None
     sink: str | None = None
-    created_at: str = field(
-        default_factory=lambda: _dt.datetime.now(_dt.UTC).isoformat()
-    )
+    # Always an aware datetime once built; an ISO string (the stored form) is accepted.
+    created_at: _dt.datetime | str = field(default_factory=lambda: _dt.datetime.now(_dt.UTC))
     round_trippable: bool = True
     truncated: bool = False
     original_record: Any = None
     attempt: int = 0
     max_attempts: int | None = None
+    # Where a DLQ file holds this record (its SQLite row id), set by the readers so that
+    # replay() and acknowledge() reach exactly that row even when two records share every
+    # other field. Not part of the record's value: not compared, not stored, not shown.
+    _storage_id: int | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.record is _REQUIRED:
@@ -175,6 +178,7 @@ class DLQRecord:
             )
         if self.stage in DLQ_STAGES:
             object.__setattr__(self, "stage", DLQStage(self.stage))
+        object.__setattr__(self, "created_at", _aware_time(self.created_at))
         if isinstance(self.attempt, bool) or not isinstance(self.attempt, int) or self.attempt < 0:
             raise ValueError(
                 f"DLQRecord.attempt must be an int >= 0; got {self.attempt!r} — count replays "
@@ -187,6 +191,11 @@ class DLQRecord:
                 f"DLQRecord.max_attempts must be None (no limit) or an int >= 1; got "
                 f"{self.max_attempts!r}"
             )
+
+    @property
+    def created_at_text(self) -> str:
+        """``created_at`` in ISO 8601, the form DLQ files store."""
+        return _aware_time(self.created_at).isoformat()
 
     def replay_payload(self, mode: str = "pipeline") -> Any:
         """What to send again: ``mode="pipeline"`` gives the record as the source emitted
@@ -212,7 +221,8 @@ class DLQRecord:
         ``str`` (``error_message`` cut to ``max_value_size`` characters)."""
         # Not dataclasses.asdict: it deep-copies, and a record holding a lock or a socket
         # cannot be copied — it must still be stored (flagged), never dropped.
-        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "_storage_id"}
+        data["created_at"] = self.created_at_text
         flags = {"ok": True, "truncated": False}
         # Replay bookkeeping is stored only when set, so records captured before these
         # fields existed and records captured now read (and de-duplicate) the same.
@@ -258,6 +268,26 @@ class DLQRecord:
                 and self.original_record is self.record):
             changes["original_record"] = changes["record"]
         return replace(self, **changes)
+
+
+def _aware_time(value: object) -> _dt.datetime:
+    """``created_at`` as a timezone-aware ``datetime``: a naive one is taken as UTC, an
+    ISO 8601 string (the form every DLQ file stores) is parsed."""
+    if isinstance(value, str):
+        text = value
+        try:
+            value = _dt.datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(
+                f"DLQRecord.created_at must be a datetime or an ISO 8601 string; got "
+                f"{text[:60]!r} — pass datetime.now(UTC)"
+            ) from None
+    if not isinstance(value, _dt.datetime):
+        raise TypeError(
+            f"DLQRecord.created_at must be a datetime or an ISO 8601 string; got "
+            f"{type(value).__name__} — pass datetime.now(UTC)"
+        )
+    return value if value.tzinfo is not None else value.replace(tzinfo=_dt.UTC)
 
 
 _TEXT_FIELDS = ("pipeline_id", "run_id", "stage", "error_type", "error_message", "source",
