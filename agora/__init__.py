@@ -41,7 +41,8 @@ stores and process never import ``runtime`` or ``pipeline``; the runtime imports
                      io.py (AsyncMiddleware, RetryPolicy, Backpressure)
     stores/          checkpoint.py + checkpoint_sqlite.py, checkpoint_async.py (coroutine
                      methods), checkpoint_backend.py (over a key/value backend); dlq.py (SQLite) + dlq_jsonl.py,
-                     dlq_schema.py, dlq_read.py, dlq_state.py (replay state); _files.py
+                     dlq_schema.py, dlq_read.py, dlq_state.py (replay state), dlq_legacy.py
+                     (0.3.0's DLQ file); _files.py
     testing/         for users' tests: faults.py (fault injectors), sinks.py (FlakySink),
                      processes.py (no orphans, no leaks), handshake.py, calibrate.py
     core/            0.3.0 import paths, re-exports only: batch.py, checkpoint.py, context.py,
