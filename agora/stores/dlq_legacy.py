@@ -87,9 +87,13 @@ def adopt_legacy(conn: sqlite3.Connection) -> int:
             conn.execute(f"ALTER TABLE {LEGACY_TABLE} ADD COLUMN {name} {ddl}")
     rows = [(f"legacy:{row_id}", *(data[c] for c in COLUMNS))
             for row_id, data in legacy_rows(conn)]
+    # Not INSERT OR IGNORE: that would also skip a row breaking a NOT NULL constraint —
+    # silently, losing it. Only an already-copied key is skipped; anything else fails the
+    # whole transaction, leaving the file as it was.
     conn.executemany(
-        f"INSERT OR IGNORE INTO agora_dlq (record_key, {', '.join(COLUMNS)})"
-        f" VALUES ({', '.join('?' * (len(COLUMNS) + 1))})", rows)
+        f"INSERT INTO agora_dlq (record_key, {', '.join(COLUMNS)})"
+        f" VALUES ({', '.join('?' * (len(COLUMNS) + 1))})"
+        " ON CONFLICT(record_key) DO NOTHING", rows)
     return len(rows)
 
 
