@@ -183,6 +183,9 @@ class SQLiteDLQSink(BaseSink):
         )
         data["attempt"] = replay.get("attempt", 0)
         data["max_attempts"] = replay.get("max_attempts")
+        # Stored only when set, like the replay fields; not part of the dedupe identity
+        # (it describes the failure the identity already holds).
+        data["details"] = dumps_json(data["details"]) if "details" in data else None
         return (self._record_key(data, replay), *(data[c] for c in COLUMNS))
 
     def _record_key(self, data: dict[str, Any], replay: dict[str, Any]) -> str | None:
@@ -361,8 +364,9 @@ def record_from_row(path: Path, row_id: int, data: dict[str, Any], *,
     try:
         for name in JSON_COLUMNS:
             data[name] = json.loads(data[name])
-        if data.get("original_record") is not None:
-            data["original_record"] = json.loads(data["original_record"])
+        for name in ("original_record", "details"):
+            if data.get(name) is not None:
+                data[name] = json.loads(data[name])
         if data.get("attempt") is None:
             data.pop("attempt", None)  # a file from before the column: the default
         data["round_trippable"] = bool(data["round_trippable"])

@@ -48,7 +48,8 @@ def legacy_rows(conn: sqlite3.Connection, *, pipeline_id: str | None = None,
     """
     present = {row[1] for row in conn.execute(f"PRAGMA table_info({LEGACY_TABLE})")}
     wanted = [c for c in (*_LEGACY_TEXT, "source", "checkpoint", "record", "processed_record",
-                          "original_record", "attempt", "max_attempts") if c in present]
+                          "original_record", "details", "attempt", "max_attempts")
+              if c in present]
     where, params = [], []
     for name, value in (("pipeline_id", pipeline_id), ("stage", stage)):
         if value is not None:
@@ -67,6 +68,7 @@ def legacy_rows(conn: sqlite3.Connection, *, pipeline_id: str | None = None,
         raw_original = old.get("original_record")
         data["original_record"] = (None if raw_original is None
                                    else _json_text(raw_original, intact))
+        data["details"] = _details_text(old.get("details"), intact)
         data["attempt"] = old.get("attempt") or 0
         data["max_attempts"] = old.get("max_attempts")
         data["round_trippable"] = 1 if intact[0] else 0
@@ -79,7 +81,7 @@ def adopt_legacy(conn: sqlite3.Connection) -> int:
     transaction: Agora's tables are created, every row of ``dlq_records`` is copied into
     ``agora_dlq`` (keyed ``legacy:<id>``, so copying twice adds nothing), and
     ``dlq_records`` gets 0.3.0's newer columns. The old table and its rows stay as they
-    were (a column 0.3.0 kept that Agora has none for, ``details``, stays there)."""
+    were."""
     init_schema(conn)
     present = {row[1] for row in conn.execute(f"PRAGMA table_info({LEGACY_TABLE})")}
     for name, ddl in LEGACY_ADDED_COLUMNS:
@@ -113,6 +115,19 @@ def _json_text(raw: object, intact: list[bool]) -> str:
             return raw
     intact[0] = False
     return dumps_json(str(raw))
+
+
+def _details_text(raw: object, intact: list[bool]) -> str | None:
+    """0.3.0's ``details`` column as Agora stores it: a JSON object, or NULL. Anything
+    else it holds is kept inside an object, flagged, rather than making the row unreadable."""
+    if raw is None:
+        return None
+    text = _json_text(raw, intact)
+    value = json.loads(text)
+    if value is None or isinstance(value, dict):
+        return None if value is None else text
+    intact[0] = False
+    return dumps_json({"details": value})
 
 
 def _sqlite_file(path: Path) -> bool:

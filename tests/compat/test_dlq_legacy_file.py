@@ -138,12 +138,23 @@ def test_a_legacy_file_with_the_newer_columns_keeps_its_replay_fields(tmp_path: 
     assert (rec.record, rec.original_record, rec.processed_record) == (
         {"id": 1}, {"ID": 1}, {"id": 1, "x": 2})
     assert (rec.attempt, rec.max_attempts) == (2, 5)
-    conn = sqlite3.connect(path)
-    try:  # the column Agora has no field for stays in 0.3.0's table
-        assert conn.execute("SELECT details FROM dlq_records").fetchone() == (
-            '{"failure": {"classification": "unknown"}}',)
-    finally:
-        conn.close()
+    assert rec.details == {"failure": {"classification": "unknown"}}
+    assert rec.round_trippable
+
+
+def test_legacy_details_that_are_not_an_object_are_kept_flagged(tmp_path: Path) -> None:
+    path = tmp_path / "legacy.db"
+    build_legacy(
+        path, extra=", details TEXT",
+        rows=[("orders", "run-1", "sink", "E", "m", '{"id": 1}', '["a", "b"]',
+               "2026-05-22T12:00:00+00:00"),
+              ("orders", "run-1", "sink", "E", "m", '{"id": 2}', "not json",
+               "2026-05-22T12:00:01+00:00")],
+        columns="pipeline_id, run_id, stage, error_type, error_message, record, details,"
+                " created_at")
+    for records in (list(read_dlq(path)), (open_and_write(path), list(read_dlq(path)))[1]):
+        assert [r.details for r in records] == [{"details": ["a", "b"]}, {"details": "not json"}]
+        assert [r.round_trippable for r in records] == [False, False]
 
 
 def test_adopted_rows_can_be_replayed_and_acknowledged(tmp_path: Path) -> None:

@@ -130,30 +130,33 @@ def test_a_subclass_with_write_only_captures_the_failed_records() -> None:
 # -- created_at ---------------------------------------------------------------------------------
 
 
-def test_created_at_defaults_to_an_aware_now() -> None:
+def test_created_at_defaults_to_now_as_iso_text() -> None:
     before = dt.datetime.now(dt.UTC)
     rec = dead()
     after = dt.datetime.now(dt.UTC)
-    assert isinstance(rec.created_at, dt.datetime)
-    assert before <= rec.created_at <= after
-    assert rec.to_dict()["created_at"] == rec.created_at.isoformat()
+    assert isinstance(rec.created_at, str)  # what third-party DLQ sinks store as they find it
+    assert before <= rec.created_at_datetime <= after
+    assert rec.to_dict()["created_at"] == rec.created_at
 
 
-def test_created_at_accepts_iso_text_and_takes_a_naive_time_as_utc() -> None:
-    assert dead(created_at="2026-12-05T10:00:01+02:00").created_at == dt.datetime(
+def test_a_datetime_given_is_kept_and_stored_as_iso_text() -> None:
+    stamp = dt.datetime(2026, 5, 22, 12, 0, tzinfo=dt.UTC)
+    rec = dead(created_at=stamp)
+    assert rec.created_at == stamp and rec.created_at_datetime == stamp
+    assert rec.to_dict()["created_at"] == "2026-05-22T12:00:00+00:00"
+    naive = dead(created_at=dt.datetime(2026, 1, 2, 3, 4, 5))
+    assert naive.created_at_text == "2026-01-02T03:04:05+00:00"  # taken as UTC
+    assert dead(created_at="2026-12-05T10:00:01+02:00").created_at_datetime == dt.datetime(
         2026, 12, 5, 8, 0, 1, tzinfo=dt.UTC)
-    assert dead(created_at="2026-12-05T10:00:01Z").created_at_text == "2026-12-05T10:00:01+00:00"
-    assert dead(created_at=dt.datetime(2026, 1, 2, 3, 4, 5)).created_at == dt.datetime(
-        2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
 
 
 def test_created_at_that_is_no_time_is_refused_naming_the_field() -> None:
-    with pytest.raises(ValueError, match="created_at must be a datetime or an ISO 8601 string; "
-                                         "got 'yesterday'"):
-        dead(created_at="yesterday")
-    with pytest.raises(TypeError, match="created_at must be a datetime or an ISO 8601 string; "
+    with pytest.raises(TypeError, match="created_at must be an ISO 8601 string or a datetime; "
                                         "got int"):
         dead(created_at=1_700_000_000)
+    with pytest.raises(ValueError, match="created_at is not an ISO 8601 time: 'yesterday'.*"
+                                         "read created_at_text instead"):
+        dead(created_at="yesterday").created_at_datetime  # noqa: B018
 
 
 @pytest.mark.parametrize("name", ["dlq.db", "dlq.jsonl"])
@@ -170,8 +173,42 @@ def test_created_at_survives_a_round_trip_through_either_dlq_file(tmp_path: Path
 
     asyncio.run(scenario())
     [back] = read_dlq(path)
-    assert back.created_at == stamp and back.created_at.utcoffset() == dt.timedelta(hours=2)
-    assert back == dead(created_at=stamp, source="")  # no source given: stored as ""
+    assert back.created_at == stamp.isoformat() and back.created_at_datetime == stamp
+    assert back.created_at_datetime.utcoffset() == dt.timedelta(hours=2)
+    assert back == dead(created_at=stamp.isoformat(), source="")  # no source given: ""
+
+
+# -- details ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["dlq.db", "dlq.jsonl"])
+def test_details_are_stored_and_read_back_by_either_dlq_file(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    sink: Any = SQLiteDLQSink(path) if name.endswith(".db") else JsonLinesDLQSink(path)
+    facts = {"failure": {"classification": "unknown", "alert_severity": "error"}}
+
+    async def scenario() -> None:
+        await sink.open()
+        await sink.write(dead(details=facts))
+        await sink.write(dead(record={"id": 2}))
+        await sink.close()
+
+    asyncio.run(scenario())
+    with_details, without = read_dlq(path)
+    assert with_details.details == facts and without.details is None
+    assert "details" not in dead().to_dict()  # stored only when set
+
+
+def test_details_json_cannot_hold_are_stored_flagged() -> None:
+    data = dead(details={"seen": {1, 2}}).to_dict()
+    assert data["details"]["seen"]["__agora_unserialisable__"] is True
+    assert data["details"]["seen"]["type"] == "set"
+    assert data["round_trippable"] is False
+
+
+def test_details_that_are_not_a_dict_are_refused() -> None:
+    with pytest.raises(TypeError, match=r"DLQRecord.details must be a dict .* got list"):
+        dead(details=["a"])
 
 
 def test_dlq_list_prints_created_at_as_iso_text(tmp_path: Path,
