@@ -170,9 +170,13 @@ def adopt_legacy_file(path: Path, sink_name: str) -> int:
 
 
 def open_legacy_readonly(path: Path) -> sqlite3.Connection | None:
-    """A read-only connection to ``path`` if it is 0.3.0's DLQ file, else None."""
+    """A read-only connection to ``path`` if it is 0.3.0's DLQ file, else None. An SQLite
+    file that fails Agora's trust checks raises :class:`DLQError`, as it would when read
+    as an Agora file."""
     if not _sqlite_file(path):
         return None
+    fd, _ = open_trusted(path, os.O_RDONLY, what="dlq file", error=DLQError, create=False)
+    os.close(fd)
     conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     try:
         if is_legacy(conn):

@@ -219,3 +219,34 @@ def test_an_sqlite_file_of_something_else_is_still_refused(tmp_path: Path) -> No
     with pytest.raises(DLQError, match="without Agora's dlq tables"):
         list(read_dlq(path))
     assert tables(path) == {"invoices"}
+
+
+def test_a_replay_adopts_a_legacy_file_and_a_dry_run_says_how(tmp_path: Path) -> None:
+    from agora.stores.dlq_state import open_ledger
+
+    path = tmp_path / "legacy.db"
+    build_legacy(path)
+    before = digest(path)
+    with pytest.raises(DLQError, match=r"written by Agora 0\.3\.0 .* a replay without "
+                                       r"--dry-run .* upgrades it in place"):
+        open_ledger(path, writable=False)
+    assert digest(path) == before
+    ledger = open_ledger(path, writable=True)
+    try:
+        assert [e.record.record for e in ledger.entries()] == [
+            {"id": 1}, {"id": 2}, "<object at 0x7f>"]
+    finally:
+        ledger.close()
+    read_only = open_ledger(path, writable=False)  # adopted: a dry run reads it now
+    try:
+        assert len(read_only.entries()) == 3
+    finally:
+        read_only.close()
+
+
+def test_a_legacy_file_others_can_write_is_refused_by_readers_too(tmp_path: Path) -> None:
+    path = tmp_path / "legacy.db"
+    build_legacy(path)
+    path.chmod(0o666)
+    with pytest.raises(DLQError, match="legacy.db"):
+        list(read_dlq(path))
