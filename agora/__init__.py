@@ -42,7 +42,8 @@ stores and process never import ``runtime`` or ``pipeline``; the runtime imports
     stores/          checkpoint.py + checkpoint_sqlite.py (the synchronous stores),
                      checkpoint_async.py (the top-level stores: coroutine methods over them),
                      checkpoint_backend.py (over a key/value backend); dlq.py (SQLite) + dlq_jsonl.py,
-                     dlq_schema.py, dlq_read.py, dlq_state.py (replay state); _files.py
+                     dlq_schema.py, dlq_read.py, dlq_state.py (replay state), dlq_legacy.py
+                     (0.3.0's DLQ file); _files.py
     testing/         for users' tests: faults.py (fault injectors), sinks.py (FlakySink),
                      processes.py (no orphans, no leaks), handshake.py, calibrate.py
     core/            0.3.0 import paths, re-exports only: batch.py, checkpoint.py, context.py,

@@ -55,7 +55,7 @@ def cmd_dlq(args: argparse.Namespace, out: Console) -> int:
     else:
         for rec in shown:
             # backslashreplace: a lone surrogate kept in a JSON-lines DLQ cannot be encoded.
-            line = (f"{rec.created_at}  {rec.stage:<16}{_attempt_text(rec)} {rec.error_type}: "
+            line = (f"{rec.created_at_text}  {rec.stage:<16}{_attempt_text(rec)} {rec.error_type}: "
                     f"{rec.error_message[:100]}  record={json.dumps(rec.to_dict()['record'])[:120]}")
             print(line.encode("utf-8", "backslashreplace").decode("utf-8"), file=out.stdout)
         out.note(f"{len(records)} DLQ record(s)")

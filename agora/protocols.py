@@ -13,7 +13,7 @@ This module imports only ``records``: every layer may import it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from agora.records import Checkpoint, DLQRecord, WriteResult
 
@@ -56,15 +56,8 @@ CHECKPOINT_STORE_METHODS = ("open", "claim", "load", "save", "release", "close")
 
 
 @runtime_checkable
-class DLQSink(Protocol):
-    """What the engine calls on a DLQ sink: ``open()``, ``write_batch(records)``,
-    ``flush()``, ``close()`` — all coroutines — and ``sink_name`` for messages.
-
-    ``write_batch`` receives :class:`DLQRecord` objects and returns None (all stored) or
-    one :class:`WriteResult` per record, in order. A record counts as captured only
-    once ``flush()`` has returned: the checkpoint never passes it before. Every
-    ``BaseSink`` (``SQLiteDLQSink``, ``JsonLinesDLQSink``, ``MemorySink``) satisfies it.
-    """
+class _DLQSinkShape(Protocol):
+    """The shape :class:`DLQSink` describes, as the type checker sees it."""
 
     sink_name: str
 
@@ -79,6 +72,64 @@ class DLQSink(Protocol):
 
 #: The coroutine methods a DLQ sink must have.
 DLQ_SINK_METHODS = ("open", "write_batch", "flush", "close")
+
+
+def has_dlq_sink_shape(obj: object) -> bool:
+    """Whether ``obj`` has what the engine calls on a DLQ sink (see :class:`DLQSink`)."""
+    return hasattr(obj, "sink_name") and all(
+        callable(getattr(obj, name, None)) for name in DLQ_SINK_METHODS)
+
+
+class _ShapeChecked(type):
+    """``isinstance(x, DLQSink)`` holds for a subclass and for any object of its shape."""
+
+    def __instancecheck__(cls, instance: object) -> bool:
+        if super().__instancecheck__(instance):
+            return True
+        return bool(cls.__dict__.get("_checks_shape")) and has_dlq_sink_shape(instance)
+
+
+class _DLQSinkBase(metaclass=_ShapeChecked):
+    """What the engine calls on a DLQ sink: ``open()``, ``write_batch(records)``,
+    ``flush()``, ``close()`` — all coroutines — and ``sink_name`` for messages.
+
+    ``write_batch`` receives :class:`DLQRecord` objects and returns None (all stored) or
+    one :class:`WriteResult` per record, in order. A record counts as captured only
+    once ``flush()`` has returned: the checkpoint never passes it before. Every
+    ``BaseSink`` (``SQLiteDLQSink``, ``JsonLinesDLQSink``, ``MemorySink``) satisfies it:
+    ``isinstance`` checks the shape, not the ancestry.
+
+    It is also a base class (0.3.0's ``DLQSink``): a subclass gets :meth:`replay` and
+    :meth:`acknowledge`. A subclass with async ``open``/``write``/``close`` and no
+    ``write_batch`` is driven like any such sink (``DeliveryConfig`` adapts it).
+    """
+
+    _checks_shape = True
+    sink_name: str = "dlq"
+
+    async def replay(self, record: DLQRecord) -> DLQRecord:
+        """A copy of ``record`` with ``attempt`` one higher, every other field kept. This
+        default stores nothing; a sink that keeps dead letters (``SQLiteDLQSink``) also
+        records the new count. Raises ``TypeError`` for anything but a ``DLQRecord``."""
+        if not isinstance(record, DLQRecord):
+            raise TypeError(
+                f"DLQ sink {self.sink_name!r}: replay() takes a DLQRecord; got "
+                f"{type(record).__name__} — pass a record read back from the DLQ"
+            )
+        return record.with_fields(attempt=record.attempt + 1)
+
+    async def acknowledge(self, record: DLQRecord) -> None:
+        """Say ``record`` was handled (replayed successfully). This default keeps nothing,
+        so it does nothing; a sink that keeps dead letters removes the record."""
+
+
+if TYPE_CHECKING:
+    # The type checker sees the seam as the structural protocol it is (any object of
+    # that shape is a DLQ sink); at run time the same name is also a base class.
+    DLQSink = _DLQSinkShape
+else:
+    DLQSink = _DLQSinkBase
+    DLQSink.__name__ = DLQSink.__qualname__ = "DLQSink"
 
 
 @runtime_checkable

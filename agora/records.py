@@ -130,7 +130,9 @@ class DLQRecord:
     as ``record``; read back it is None); None means ``record`` is the source's record.
     ``attempt`` counts replays of this failure (0: first capture) and
     ``max_attempts`` bounds them (None: no bound). :meth:`replay_payload` picks what to
-    send again. ``attempt`` and ``max_attempts`` are stored only when set.
+    send again. ``details`` holds facts about the failure as a JSON-ready dict (None: none;
+    the engine sets none). ``attempt``, ``max_attempts`` and ``details`` are stored only
+    when set.
 
     Capture never fails because of content: ``to_dict()`` is always JSON-serialisable and
     ``to_json()`` is always encodable as UTF-8. Values JSON cannot hold are stored in a
@@ -150,7 +152,9 @@ class DLQRecord:
     processed_record: Any = None
     middleware: str | None = None
     sink: str | None = None
-    created_at: str = field(
+    # ISO 8601 text (UTC) by default, the form every DLQ file stores and third-party DLQ
+    # sinks store as they find it; a datetime given by the caller is kept as given.
+    created_at: str | _dt.datetime = field(
         default_factory=lambda: _dt.datetime.now(_dt.UTC).isoformat()
     )
     round_trippable: bool = True
@@ -158,6 +162,11 @@ class DLQRecord:
     original_record: Any = None
     attempt: int = 0
     max_attempts: int | None = None
+    details: dict[str, Any] | None = None
+    # Where a DLQ file holds this record (its SQLite row id), set by the readers so that
+    # replay() and acknowledge() reach exactly that row even when two records share every
+    # other field. Not part of the record's value: not compared, not stored, not shown.
+    _storage_id: int | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.record is _REQUIRED:
@@ -175,10 +184,20 @@ class DLQRecord:
             )
         if self.stage in DLQ_STAGES:
             object.__setattr__(self, "stage", DLQStage(self.stage))
+        if not isinstance(self.created_at, (str, _dt.datetime)):
+            raise TypeError(
+                f"DLQRecord.created_at must be an ISO 8601 string or a datetime; got "
+                f"{type(self.created_at).__name__} — pass datetime.now(UTC)"
+            )
         if isinstance(self.attempt, bool) or not isinstance(self.attempt, int) or self.attempt < 0:
             raise ValueError(
                 f"DLQRecord.attempt must be an int >= 0; got {self.attempt!r} — count replays "
                 f"from 0 (the first capture)"
+            )
+        if self.details is not None and not isinstance(self.details, dict):
+            raise TypeError(
+                f"DLQRecord.details must be a dict (JSON-ready facts about the failure) or "
+                f"None; got {type(self.details).__name__} — pass details={{...}}"
             )
         if self.max_attempts is not None and (
                 isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int)
@@ -187,6 +206,21 @@ class DLQRecord:
                 f"DLQRecord.max_attempts must be None (no limit) or an int >= 1; got "
                 f"{self.max_attempts!r}"
             )
+
+    @property
+    def created_at_text(self) -> str:
+        """``created_at`` as DLQ files store it: the text itself, or a datetime in ISO 8601
+        (a naive one taken as UTC)."""
+        stamp = self.created_at
+        if isinstance(stamp, str):
+            return stamp
+        return (stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=_dt.UTC)).isoformat()
+
+    @property
+    def created_at_datetime(self) -> _dt.datetime:
+        """``created_at`` as an aware ``datetime`` (naive: UTC). Raises ``ValueError`` for
+        text that is not ISO 8601."""
+        return _aware_time(self.created_at)
 
     def replay_payload(self, mode: str = "pipeline") -> Any:
         """What to send again: ``mode="pipeline"`` gives the record as the source emitted
@@ -212,7 +246,8 @@ class DLQRecord:
         ``str`` (``error_message`` cut to ``max_value_size`` characters)."""
         # Not dataclasses.asdict: it deep-copies, and a record holding a lock or a socket
         # cannot be copied — it must still be stored (flagged), never dropped.
-        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "_storage_id"}
+        data["created_at"] = self.created_at_text
         flags = {"ok": True, "truncated": False}
         # Replay bookkeeping is stored only when set, so records captured before these
         # fields existed and records captured now read (and de-duplicate) the same.
@@ -221,9 +256,11 @@ class DLQRecord:
             del data["original_record"]  # none apart from ``record``: stored once, as it
         if data["max_attempts"] is None:
             del data["max_attempts"]
+        if data["details"] is None:
+            del data["details"]
         if self.attempt == 0:  # an int, checked at construction
             del data["attempt"]
-        for key in ("checkpoint", "record", "processed_record", "original_record"):
+        for key in ("checkpoint", "record", "processed_record", "original_record", "details"):
             if key in data:
                 data[key] = json_safe(data[key], flags, max_value_size=max_value_size)
         if data["source"] is None:
@@ -258,6 +295,21 @@ class DLQRecord:
                 and self.original_record is self.record):
             changes["original_record"] = changes["record"]
         return replace(self, **changes)
+
+
+def _aware_time(value: str | _dt.datetime) -> _dt.datetime:
+    """``created_at`` as a timezone-aware ``datetime``: a naive one is taken as UTC, an
+    ISO 8601 string (the form every DLQ file stores) is parsed."""
+    if isinstance(value, str):
+        text = value
+        try:
+            value = _dt.datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(
+                f"DLQRecord.created_at is not an ISO 8601 time: {text[:60]!r} — it cannot "
+                f"be read as a datetime; read created_at_text instead"
+            ) from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=_dt.UTC)
 
 
 _TEXT_FIELDS = ("pipeline_id", "run_id", "stage", "error_type", "error_message", "source",

@@ -1,7 +1,8 @@
 """Import path kept for 0.3.0 plugins: DLQ records, DLQ sinks, and reading a DLQ back.
 
-``SQLiteDLQSource`` is :class:`agora.sources.dlq.DLQSource`, which reads either DLQ
-format."""
+``DLQSink`` is 0.3.0's base class (``replay()`` / ``acknowledge()`` for subclasses) and
+the engine's DLQ seam at once. ``SQLiteDLQSource`` is :class:`agora.sources.dlq.DLQSource`,
+which reads either DLQ format, and 0.3.0's own SQLite DLQ files."""
 
 from __future__ import annotations
 

@@ -132,4 +132,4 @@ def describe(entry: DLQEntry) -> dict[str, Any]:
     rec = entry.record
     return {"entry_id": entry.entry_id, "stage": rec.stage, "attempts": entry.attempts,
             "error_type": entry.last_error_type or rec.error_type,
-            "component": rec.middleware or rec.sink, "created_at": rec.created_at}
+            "component": rec.middleware or rec.sink, "created_at": rec.created_at_text}

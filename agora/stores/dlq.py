@@ -14,6 +14,7 @@ from agora.errors import DLQError
 from agora.records import DEFAULT_MAX_VALUE_SIZE, DLQRecord, dumps_json
 from agora.sinks.base import BaseSink, SinkState
 from agora.stores._files import immediate_transaction, open_agora_db
+from agora.stores.dlq_legacy import adopt_legacy_file, legacy_rows, open_legacy_readonly
 from agora.stores.dlq_schema import (
     COLUMNS,
     DLQ_RECOVERY,
@@ -65,8 +66,9 @@ def check_max_value_size(sink: BaseSink, value: object) -> int:
 class SQLiteDLQSink(BaseSink):
     """Dead-letters ``DLQRecord``s into an SQLite file (table ``agora_dlq``).
 
-    Durability: ``write``/``write_batch`` buffer rows in memory (already JSON-encoded, so
-    later mutation of a record changes nothing); ``flush()`` writes the buffer in one
+    Durability: ``write_batch`` (the engine's call) buffers rows in memory (already
+    JSON-encoded, so later mutation of a record changes nothing); ``write(record)`` (a
+    program's call) commits at once, with the buffer; ``flush()`` writes the buffer in one
     ``BEGIN IMMEDIATE … COMMIT`` (WAL, ``synchronous=FULL``) — after it returns the rows
     survive SIGKILL and power loss. Buffering in memory rather than in an open transaction
     means the DLQ never holds SQLite's write lock between flushes, so it can share a file
@@ -95,7 +97,14 @@ class SQLiteDLQSink(BaseSink):
     an older schema version is upgraded in place when opened for writing, in one
     transaction (columns are added, nothing is rewritten); readers accept every older
     version as it is. A file of a newer version is refused with :class:`DLQError` naming
-    it.
+    it. A DLQ file of Agora 0.3.0 (table ``dlq_records``) is read as it is, and adopted
+    when opened for writing: its rows are copied into Agora's table in one transaction
+    and its own table is kept, with 0.3.0's newer columns added.
+
+    ``replay(record)`` stores ``attempt + 1`` on the record's row and ``acknowledge(record)``
+    removes the row: the 0.3.0 calls, for records read back with ``read_dlq`` or
+    :class:`~agora.sources.DLQSource`. (``agora dlq replay`` keeps rows and marks them
+    replayed instead.)
 
     The file is created owner-only (0600); the same fail-closed checks as the checkpoint
     store apply (raising :class:`DLQError`). Methods block for a local commit at most.
@@ -137,6 +146,7 @@ class SQLiteDLQSink(BaseSink):
         if self.state is SinkState.OPEN:
             return
         self._occurrences.clear()  # occurrence numbers count within one run (see dedupe)
+        adopt_legacy_file(self.path, self.sink_name)
         self._conn = open_agora_db(
             self.path,
             kind="dlq",
@@ -173,6 +183,9 @@ class SQLiteDLQSink(BaseSink):
         )
         data["attempt"] = replay.get("attempt", 0)
         data["max_attempts"] = replay.get("max_attempts")
+        # Stored only when set, like the replay fields; not part of the dedupe identity
+        # (it describes the failure the identity already holds).
+        data["details"] = dumps_json(data["details"]) if "details" in data else None
         return (self._record_key(data, replay), *(data[c] for c in COLUMNS))
 
     def _record_key(self, data: dict[str, Any], replay: dict[str, Any]) -> str | None:
@@ -190,10 +203,11 @@ class SQLiteDLQSink(BaseSink):
         return f"{digest}:{seen}"
 
     async def write(self, record: Any) -> None:
+        """Store one record, committed (with anything buffered) before it returns: the
+        call a program makes by hand. The engine uses ``write_batch`` + ``flush``."""
         self._check_usable("write")
         self._pending.append(self._row(record))
-        if len(self._pending) >= self.max_buffered:
-            self._commit()
+        self._commit()
 
     async def write_batch(self, records: Sequence[Any]) -> None:
         self._check_usable("write")
@@ -224,6 +238,57 @@ class SQLiteDLQSink(BaseSink):
             ) from exc
         self._pending.clear()
 
+    async def replay(self, record: DLQRecord) -> DLQRecord:
+        """Count one more replay of ``record``: its row's ``attempt`` becomes
+        ``record.attempt + 1`` (durable when this returns) and the record is returned with
+        it, every other field kept. The row is the one ``record`` was read from (records
+        read back carry it), else the oldest with the same pipeline, run, stage and
+        ``created_at``. Raises :class:`DLQError` when no row of this file matches."""
+        self._check_usable("replay")
+        updated = require_record(self, record).with_fields(attempt=record.attempt + 1)
+        self._change_row(record, "UPDATE agora_dlq SET attempt = ?", (updated.attempt,),
+                         "replay")
+        return updated
+
+    async def acknowledge(self, record: DLQRecord) -> None:
+        """Remove ``record``'s row: it was replayed and handled, so the DLQ no longer holds
+        it (durable when this returns). The row is found as :meth:`replay` finds it; raises
+        :class:`DLQError` when no row of this file matches (already acknowledged, or read
+        from another file)."""
+        self._check_usable("acknowledge")
+        self._change_row(require_record(self, record), "DELETE FROM agora_dlq", (),
+                         "acknowledge")
+
+    def _change_row(self, record: DLQRecord, change: str, values: tuple[Any, ...],
+                    what: str) -> None:
+        self._commit()  # a record written but not yet committed must be found too
+        assert self._conn is not None  # guaranteed by _check_usable: open() set it
+        # The row id alone could name another file's row: the record's identity must
+        # match as well, so a record from another DLQ never changes a row of this one.
+        same = "pipeline_id = ? AND run_id = ? AND stage = ? AND created_at = ?"
+        identity = (record.pipeline_id, record.run_id, str(record.stage), record.created_at_text)
+        params: tuple[Any, ...]
+        if record._storage_id is not None:
+            target, params = f"id = ? AND {same}", (record._storage_id, *identity)
+        else:
+            target = f"id = (SELECT id FROM agora_dlq WHERE {same} ORDER BY id LIMIT 1)"
+            params = identity
+        try:
+            with immediate_transaction(self._conn) as conn:
+                changed = conn.execute(f"{change} WHERE {target}", (*values, *params)).rowcount
+        except sqlite3.Error as exc:
+            raise DLQError(
+                f"DLQ sink {self.sink_name!r} could not {what} a record in {self.path}: "
+                f"{exc} — check disk space and file locks, then retry"
+            ) from exc
+        if changed == 0:
+            raise DLQError(
+                f"DLQ sink {self.sink_name!r} cannot {what} the record of pipeline "
+                f"{record.pipeline_id!r}, run {record.run_id!r}, stage {str(record.stage)!r} "
+                f"created at {record.created_at_text}: no row of {self.path} matches — it "
+                f"was acknowledged already, or it was read from another DLQ file"
+            )
+
     async def close(self) -> None:
         """Commit buffered rows, then release the file. Idempotent."""
         if self.state is SinkState.CLOSED:
@@ -251,6 +316,9 @@ class SQLiteDLQSink(BaseSink):
         while iterating for a row whose JSON is damaged.
         """
         path = Path(path)
+        legacy = open_legacy_readonly(path)
+        if legacy is not None:  # a file of 0.3.0, read as it is (changing nothing)
+            return _iter_legacy(path, legacy, pipeline_id, stage)
         open_agora_db(  # validate eagerly so errors surface before iteration
             path, kind="dlq", schema_version=SCHEMA_VERSION, init=init_schema,
             error=DLQError, recovery=DLQ_RECOVERY, create=False,
@@ -279,17 +347,32 @@ def _iter_sqlite(path: Path, pipeline_id: str | None, stage: str | None) -> Iter
         conn.close()
 
 
-def record_from_row(path: Path, row_id: int, data: dict[str, Any]) -> DLQRecord:
-    """Decode one ``agora_dlq`` row (column name → value) into a ``DLQRecord``."""
+def _iter_legacy(path: Path, conn: sqlite3.Connection, pipeline_id: str | None,
+                 stage: str | None) -> Iterator[DLQRecord]:
+    try:
+        for row_id, data in legacy_rows(conn, pipeline_id=pipeline_id, stage=stage):
+            # Row ids of 0.3.0's table are not Agora's: the record carries none.
+            yield record_from_row(path, row_id, data, storage_id=False)
+    finally:
+        conn.close()
+
+
+def record_from_row(path: Path, row_id: int, data: dict[str, Any], *,
+                    storage_id: bool = True) -> DLQRecord:
+    """Decode one ``agora_dlq`` row (column name → value) into a ``DLQRecord`` that
+    remembers its row id (for ``replay()`` / ``acknowledge()``)."""
     try:
         for name in JSON_COLUMNS:
             data[name] = json.loads(data[name])
-        if data.get("original_record") is not None:
-            data["original_record"] = json.loads(data["original_record"])
+        for name in ("original_record", "details"):
+            if data.get(name) is not None:
+                data[name] = json.loads(data[name])
         if data.get("attempt") is None:
             data.pop("attempt", None)  # a file from before the column: the default
         data["round_trippable"] = bool(data["round_trippable"])
         data["truncated"] = bool(data.get("truncated", 0))
+        if storage_id:
+            data["_storage_id"] = row_id
         return DLQRecord.from_dict(data)
     except (TypeError, ValueError) as exc:
         raise DLQError(f"DLQ file {path}: row id {row_id} is damaged ({exc})") from exc

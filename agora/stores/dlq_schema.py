@@ -24,8 +24,9 @@ __all__ = [
 
 # Version 2 added the failure to the dedupe identity (new keys only: rows of version 1
 # keep theirs), the ``truncated`` flag and the replay columns; version 3 the record's own
-# replay fields (``original_record``, ``attempt``, ``max_attempts``). See migrate().
-SCHEMA_VERSION = 3
+# replay fields (``original_record``, ``attempt``, ``max_attempts``); version 4 the
+# record's ``details``. See migrate().
+SCHEMA_VERSION = 4
 JSON_COLUMNS = ("checkpoint", "record", "processed_record")
 # The record's replay fields: stored only when set, like DLQRecord.to_dict() gives them
 # (NULL / 0 otherwise), so rows of older versions read back with the record's defaults.
@@ -33,7 +34,7 @@ REPLAY_FIELDS = ("original_record", "attempt", "max_attempts")
 COLUMNS = (
     "pipeline_id", "run_id", "stage", "error_type", "error_message", "source",
     "checkpoint", "record", "processed_record", "middleware", "sink", "created_at",
-    "round_trippable", "truncated", *REPLAY_FIELDS,
+    "round_trippable", "truncated", *REPLAY_FIELDS, "details",
 )
 # Columns added after version 1, with their definitions (ALTER TABLE ... ADD COLUMN).
 ADDED_COLUMNS = (
@@ -45,6 +46,7 @@ ADDED_COLUMNS = (
     ("original_record", "TEXT"),  # JSON; NULL: ``record`` is the source's record
     ("attempt", "INTEGER NOT NULL DEFAULT 0"),  # the record's replay count (0: first capture)
     ("max_attempts", "INTEGER"),  # NULL: no bound
+    ("details", "TEXT"),  # JSON object; NULL: none
 )
 
 

@@ -21,6 +21,7 @@ from agora.stores._files import (
 )
 from agora.stores.dlq import JSON_LINES_SUFFIXES, DLQError, record_from_row
 from agora.stores.dlq_jsonl import iter_dlq_lines
+from agora.stores.dlq_legacy import adopt_legacy_file, open_legacy_readonly
 from agora.stores.dlq_schema import (
     COLUMNS,
     DLQ_RECOVERY,
@@ -127,6 +128,18 @@ class _SQLiteLedger(DLQLedger):
     def __init__(self, path: Path, writable: bool) -> None:
         self.path = path
         self.writable = writable
+        if writable:
+            adopt_legacy_file(path, "replay")  # a DLQ file of 0.3.0 becomes an Agora one
+        else:
+            legacy = open_legacy_readonly(path)
+            if legacy is not None:
+                legacy.close()
+                raise DLQError(
+                    f"DLQ file {path} was written by Agora 0.3.0 and has no replay state "
+                    f"yet; a replay without --dry-run (or any SQLiteDLQSink opening it) "
+                    f"upgrades it in place, keeping every row — `agora dlq list {path}` "
+                    f"shows its records now"
+                )
         conn = open_agora_db(
             path, kind="dlq", schema_version=SCHEMA_VERSION, init=init_schema,
             error=DLQError, recovery=DLQ_RECOVERY, create=False,

@@ -369,7 +369,7 @@ def test_sqlite_failed_commit_keeps_rows_for_the_next_flush(
             blocker.execute("ROLLBACK")
             await sink.flush()
             assert independent_count(path) == 2
-            await sink.write(make_dlq_record(2))
+            await sink.write_batch([make_dlq_record(2)])  # buffered (write() commits)
             blocker.execute("BEGIN IMMEDIATE")
             with pytest.raises(DLQError, match="could not commit 1 record"):
                 await sink.close()  # close still releases the file
@@ -443,7 +443,7 @@ def test_sqlite_table_dropped_under_an_open_sink_fails_the_flush(
             conn = sqlite3.connect(path, isolation_level=None)
             conn.execute("DROP TABLE agora_dlq")
             conn.close()
-            await sink.write(make_dlq_record(0))
+            await sink.write_batch([make_dlq_record(0)])  # buffered (write() commits)
             with pytest.raises(DLQError, match="no such table"):
                 await sink.flush()
         finally:
