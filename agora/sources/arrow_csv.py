@@ -28,6 +28,12 @@ from agora.sources._builtin import (
 from agora.sources._csvscreen import CsvScreen
 from agora.sources._readahead import END, ReadAhead
 from agora.sources._text import DEFAULT_MAX_RECORD_BYTES, malformed, record_bytes_setting
+from agora.sources.arrow_csv_resume import (
+    KeptStarts,
+    RecordStart,
+    StartFinder,
+    column_types_of_first_block,
+)
 from agora.sources.identity import (
     PrefixHash,
     TextIdentity,
@@ -69,11 +75,18 @@ class ArrowCsvSource(BuiltinSource):
     ``SourceRecordError`` at ``open()`` whatever the policy. A UTF-8 BOM is ignored.
 
     Checkpoint: ``{"row": good rows emitted, "malformed": malformed rows emitted, "input":
-    {"consumed": bytes read, "sha256": …}}``. Both kinds are emitted in file order, so a
-    resume re-scans the file from the top and skips that many of each; its cost is a
-    re-parse of the part already read. The resume first verifies that the file still
-    starts with the bytes consumed (appending is fine; a replaced or edited file is a
-    ``CheckpointError``).
+    {"consumed": bytes read, "sha256": …}, "seek": {"byte", "line", "row", "malformed"}}``.
+    ``seek`` is a record start at or before the checkpoint — the byte offset of a line
+    start, the lines before it, and the good and malformed rows before it. A resume first
+    verifies that the file still starts with the bytes consumed (appending is fine; a
+    replaced, edited or truncated file is a ``CheckpointError``), reads the header from
+    the top, seeks to ``seek.byte`` and skips only the rows between it and the checkpoint,
+    so a run over a grown file costs what its new rows cost. Column types are those the
+    first block of the file gives, as in a read from the top. Without ``seek`` (a
+    checkpoint of an older version, or options under which a line end is not known to end
+    a record: ``newlines_in_values``, ``escape_char``, ``skip_rows``,
+    ``skip_rows_after_names``, bare carriage returns) the resume re-scans the file from the
+    top and skips the rows before the checkpoint.
 
     Read-ahead: a thread parses up to ``read_ahead`` blocks (default 2) ahead of the
     pipeline — pyarrow releases the GIL while it parses, so reading overlaps the rest of the
@@ -149,6 +162,10 @@ class ArrowCsvSource(BuiltinSource):
         self._seen_input: dict[str, Any] | None = None
         self._readahead: ReadAhead[Any] | None = None
         self._stats = {"blocks": 0, "rows": 0, "malformed": 0, "rescanned_rows": 0}
+        self._resume_from: RecordStart | None = None  # the checkpoint's record start
+        self._finder: StartFinder | None = None  # used by the reading thread only
+        self._starts = KeptStarts()  # record starts handed to the pipeline
+        self._number_shift = 0  # pyarrow numbers rows from the read's start, not the file's
 
     # -- checkpointing ----------------------------------------------------------------
     def _input(self) -> dict[str, Any]:
@@ -158,22 +175,36 @@ class ArrowCsvSource(BuiltinSource):
         return self._seen_input if self._seen_input is not None else self._input()
 
     def current_checkpoint(self) -> dict[str, Any]:
-        return {"row": self._rows, "malformed": self._malformed, "input": self._handed_input()}
+        return self._checkpoint_at(self._rows)
 
     def checkpoint_within_last_batch(self, rows: int) -> dict[str, Any]:
-        return {"row": self._last_start + rows, "malformed": self._malformed,
-                "input": self._handed_input()}
+        return self._checkpoint_at(self._last_start + rows)
+
+    def _checkpoint_at(self, row: int) -> dict[str, Any]:
+        value = {"row": row, "malformed": self._malformed, "input": self._handed_input()}
+        start = self._starts.at_or_before(row, self._malformed)
+        if start is not None:
+            value["seek"] = start.to_json()
+        return value
 
     def _apply_checkpoint(self, value: Any) -> None:
-        expected = '{"row": <int >= 0>, "malformed": <int >= 0>, "input": {...}}'
+        expected = ('{"row": <int >= 0>, "malformed": <int >= 0>, "input": {...}} and maybe '
+                    '"seek": {"byte", "line", "row", "malformed": <int >= 0>} (before them)')
         fields, raw = split_identity(self.source_name, self.path, value, expected)
         self._identity = parse_text_identity(self.source_name, value, raw)
-        if set(fields) != {"row", "malformed"}:
+        if set(fields) - {"seek"} != {"row", "malformed"}:
             raise bad_checkpoint(self.source_name, value, expected)
         self._rows = self._skip_rows = count_field(self.source_name, value, expected, fields["row"])
         self._malformed = self._skip_malformed = count_field(
             self.source_name, value, expected, fields["malformed"]
         )
+        if "seek" in fields:
+            start = RecordStart.parse(self.source_name, value, fields["seek"], expected)
+            if (start.row > self._rows or start.malformed > self._malformed
+                    or start.byte > self._identity.consumed or start.line > start.byte):
+                raise bad_checkpoint(self.source_name, value, expected)
+            self._resume_from = start
+            self._starts = KeptStarts(start)
 
     @property
     def stats(self) -> dict[str, int]:
@@ -200,33 +231,38 @@ class ArrowCsvSource(BuiltinSource):
     def _open_reader(self) -> None:
         fh = self._fh
         assert fh is not None
+        start = self._resume_from
+        hasher = PrefixHash()
         if self._identity is not None:
-            verify_text_prefix(self.source_name, self.path, fh, self._identity, 0)
+            hasher = verify_text_prefix(self.source_name, self.path, fh, self._identity,
+                                        start.byte if start is not None else 0)
+        if start is not None:
+            self._check_line_start(fh, start)
         if os.fstat(fh.fileno()).st_size == 0:
             self._reader = None  # pyarrow rejects an empty file; we read it as no rows
         else:
-            ro, po = self._read_options, self._parse_options
+            ro = self._read_options
             header = None if ro.column_names or ro.autogenerate_column_names else ro.skip_rows + 1
-            self._screen = CsvScreen(
-                fh,
-                max_record_bytes=self.max_record_bytes,
-                delimiter=po.delimiter.encode(),
-                quote=(
-                    po.quote_char.encode()
-                    if po.quote_char and not po.newlines_in_values and not po.escape_char
-                    else None
-                ),
-                header_line=header,
-                min_fields=len(ro.column_names) + 1,
-                hasher=PrefixHash(),
-                check_utf8=ro.encoding.lower().replace("-", "") == "utf8",
-            )
+            convert = self._convert_options
+            if start is not None:
+                # The resumed read sees only the rows after the start: its types must come
+                # from the file's first block, as they did for the read from the top.
+                convert = self._call(lambda: column_types_of_first_block(
+                    self.path, lambda f: self._new_screen(f, header, PrefixHash()),
+                    self._read_options, self._parse_options, self._convert_options,
+                    self._memory_pool), opening=True)
+                self._scanned = start.row + start.malformed
+                self._number_shift = start.row + start.malformed
+                self._skip_rows, self._skip_malformed = (
+                    self._rows - start.row, self._malformed - start.malformed)
+            self._screen = self._new_screen(fh, header, hasher, start)
+            self._finder = StartFinder(self._screen, header_rows=1 if header else 0, base=start)
             self._reader = self._call(
                 lambda: pa_csv.open_csv(
                     self._screen,
                     read_options=self._read_options,
                     parse_options=self._parse_options,
-                    convert_options=self._convert_options,
+                    convert_options=convert,
                     memory_pool=self._memory_pool,
                 ),
                 opening=True,
@@ -235,6 +271,39 @@ class ArrowCsvSource(BuiltinSource):
                 self._check_names(header)
         if self._reader is None and (self._skip_rows or self._skip_malformed):
             raise self._past_end()
+
+    def _new_screen(self, fh: IO[bytes], header: int | None, hasher: PrefixHash,
+                    start: RecordStart | None = None) -> CsvScreen:
+        ro, po = self._read_options, self._parse_options
+        return CsvScreen(
+            fh,
+            max_record_bytes=self.max_record_bytes,
+            delimiter=po.delimiter.encode(),
+            quote=(
+                po.quote_char.encode()
+                if po.quote_char and not po.newlines_in_values and not po.escape_char
+                else None
+            ),
+            header_line=header,
+            min_fields=len(ro.column_names) + 1,
+            hasher=hasher,
+            check_utf8=ro.encoding.lower().replace("-", "") == "utf8",
+            # A line end ends a record only when no value may hold one and nothing but
+            # the header is skipped; otherwise no record start is logged (full re-scan).
+            lines_are_records=not (po.newlines_in_values or po.escape_char or ro.skip_rows
+                                   or ro.skip_rows_after_names),
+            seek=(start.byte, start.line) if start is not None else None,
+        )
+
+    def _check_line_start(self, fh: IO[bytes], start: RecordStart) -> None:
+        # The prefix hash vouches for the bytes; this vouches for the checkpoint itself.
+        fh.seek(max(0, start.byte - 1))
+        if start.byte and fh.read(1) != b"\n":
+            raise CheckpointError(
+                f"source {self.source_name!r}: the checkpoint's resume offset (byte "
+                f"{start.byte} of {self.path!r}) is not the start of a line, so it was not "
+                f"written by this source; reset the checkpoint to read the file from the top"
+            )
 
     def _check_names(self, header: int | None) -> None:
         names = self._reader.schema.names
@@ -263,6 +332,8 @@ class ArrowCsvSource(BuiltinSource):
         # Called by pyarrow, in file order (single-threaded reading). Must not raise:
         # pyarrow would only print the exception.
         self._scanned += 1
+        if self._finder is not None:
+            self._finder.malformed_at(row.number)
         if self.on_malformed is OnMalformed.FAIL:
             if self._invalid is None:
                 self._invalid = row
@@ -279,7 +350,8 @@ class ArrowCsvSource(BuiltinSource):
         if screened is not None:
             return malformed(screened.raw, screened.total, screened.reason,
                              f"{self.path}:{screened.line}")
-        line = row.number if row.number is not None else f"data row {self._scanned}"
+        line = (row.number + self._number_shift if row.number is not None
+                else f"data row {self._scanned}")
         text = row.text.encode("utf-8", errors="replace")
         return malformed(
             text,
@@ -331,16 +403,18 @@ class ArrowCsvSource(BuiltinSource):
         try:
             while self._reader is not None:
                 if self._readahead is not None:
-                    batch, markers, seen = await self._readahead.next()
+                    batch, markers, seen, start = await self._readahead.next()
                 else:
-                    batch, markers, seen = self._read_block()
+                    batch, markers, seen, start = self._read_block()
                 self._pending_out = markers
                 if batch is END:
                     self._seen_input = seen
+                    self._starts.add(start)
                     break
                 for record in self._drain():
                     yield record
                 self._seen_input = seen
+                self._starts.add(start)  # taken only by checkpoints at or after it
                 for piece in self._pieces(batch):
                     self._last_start = self._rows
                     self._rows += piece.num_rows
@@ -353,15 +427,20 @@ class ArrowCsvSource(BuiltinSource):
         if self._skip_rows or self._skip_malformed:
             raise self._past_end()
 
-    def _read_block(self) -> tuple[Any, list[MalformedRecord], dict[str, Any]]:
+    def _read_block(
+        self,
+    ) -> tuple[Any, list[MalformedRecord], dict[str, Any], RecordStart | None]:
         """Parse the next block (in the read-ahead thread): the batch (or ``END``), the
-        malformed-row markers found up to it, and the input identity after it. Only this
-        function touches the reader, the screen and the malformed-row bookkeeping."""
+        malformed-row markers found up to it, the input identity after it and the last
+        record start known by then. Only this function touches the reader, the screen and
+        the malformed-row bookkeeping."""
         batch = self._call(self._next_batch)
         markers, self._pending = self._pending, []
+        assert self._finder is not None
         if batch is not END:
             self._scanned += batch.num_rows
-        return batch, markers, self._input()
+            self._finder.rows += batch.num_rows
+        return batch, markers, self._input(), self._finder.latest()
 
     def _stop_reading_ahead(self) -> None:
         readahead, self._readahead = self._readahead, None
