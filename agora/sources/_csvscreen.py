@@ -165,8 +165,9 @@ class CsvScreen(io.RawIOBase):
         self._partial = b""  # the start (two bytes at most) of a line handed over in part
         self._seek = seek
         # Where the chunk in _buffer came from: its file offset and line count at its
-        # start, at its end, and whether its bytes are the file's own (nothing screened).
-        self._chunk: tuple[int, int, int, int, bool] = (0, 0, 0, 0, False)
+        # start and at its end.
+        self._chunk: tuple[int, int, int, int] = (0, 0, 0, 0)
+        self._original: bytes | None = None  # the file's bytes of the chunk in _buffer
 
     def readable(self) -> bool:
         return True
@@ -222,12 +223,21 @@ class CsvScreen(io.RawIOBase):
         self._partial = data[last:min(end, last + 2)]
 
     def _log_end(self) -> None:
-        file_start, line_start, file_end, line_end, own = self._chunk
+        file_start, line_start, file_end, line_end = self._chunk
         if self._offset == len(self._buffer):
             self.ends.append(ReadEnd(self._records, file_end, line_end))
-        elif own:  # inside a chunk: only where its bytes map one to one onto the file's
-            line = line_start + self._buffer.count(b"\n", 0, self._offset)
-            self.ends.append(ReadEnd(self._records, file_start + self._offset, line))
+            return
+        original = self._original
+        if original is None:
+            return
+        lines = self._buffer.count(b"\n", 0, self._offset)
+        if original is self._buffer:
+            byte = self._offset  # nothing screened: the bytes are the file's
+        else:  # screened lines changed length: find the same line end in the file's bytes
+            byte = 0
+            for _ in range(lines):
+                byte = original.index(b"\n", byte) + 1
+        self.ends.append(ReadEnd(self._records, file_start + byte, line_start + lines))
 
     def lookup(self, text: str, *, forget: bool = False) -> ScreenedLine | None:
         """The screened line a marker row stands for (None for an ordinary row);
@@ -257,8 +267,10 @@ class CsvScreen(io.RawIOBase):
             if len(head) < total and ended:
                 data += b"\n"  # the skipped tail held the line end
         out = self._screen(data, cut_line)
-        own = cut_line is None and (out is data or out == data)
-        self._chunk = (file_start, line_start, self._fh.tell(), self._line, own)
+        # The file's own bytes, to map a line end inside a screened chunk to its offset
+        # (not kept when a line was cut short: its skipped tail is not in ``data``).
+        self._original = data if cut_line is None else None
+        self._chunk = (file_start, line_start, self._fh.tell(), self._line)
         return out
 
     def _header_then_seek(self, byte: int, line: int) -> bytes:
@@ -273,7 +285,7 @@ class CsvScreen(io.RawIOBase):
             header = self._screen(head + (b"\n" if cut and ended else b""), cut)
         self._fh.seek(byte)
         self._line = line
-        self._chunk = (byte, line, byte, line, False)
+        self._chunk, self._original = (byte, line, byte, line), None
         if self._header_line is None or self.fatal is not None:
             return self._next_chunk() if self.fatal is None else b""
         return header if header.endswith(b"\n") else header + b"\n"

@@ -82,7 +82,8 @@ class StartFinder:
         """The last record start at or before the rows returned so far, if one is known."""
         found: RecordStart | None = None
         ends = self._screen.ends
-        while ends and not self.broken and self._screen.exact:
+        # Ends logged before the screen stopped logging stay good: they precede the cause.
+        while ends and not self.broken:
             end = ends[0]
             placed = self._placed
             pending = self._malformed
