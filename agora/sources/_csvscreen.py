@@ -1,17 +1,23 @@
-"""The line screen between a CSV file and pyarrow's CSV reader (``CsvScreen``)."""
+"""The line screen between a CSV file and pyarrow's CSV reader (``CsvScreen``).
+
+A little over 400 lines: the screen also logs where its reads end (for a resume's seek),
+which needs the same per-chunk state as the screening itself."""
 
 from __future__ import annotations
 
 import io
 import secrets
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import IO
 
+import pyarrow.csv as pa_csv
+
+from agora.errors import SourceRecordError
 from agora.sources._text import RAW_CAP, UTF8_BOM, read_line
 from agora.sources.identity import PrefixHash
 
-__all__ = ["CsvScreen", "ReadEnd", "ScreenedLine"]
+__all__ = ["CsvScreen", "ReadEnd", "ScreenedLine", "check_header_names", "screen_for"]
 
 #: Bytes screened at a time (then extended to a whole line). Independent of pyarrow's
 #: block size: small enough that the Python side holds little, big enough that the
@@ -365,3 +371,48 @@ class CsvScreen(io.RawIOBase):
         # wrong-column-count row and hands it to the invalid-row handler in order.
         width = max(self._marker_width or 0, self._min_fields)
         return self._delimiter * width + self._token + str(index).encode()
+
+
+def screen_for(
+    fh: IO[bytes],
+    ro: pa_csv.ReadOptions,
+    po: pa_csv.ParseOptions,
+    *,
+    header: int | None,
+    max_record_bytes: int,
+    hasher: PrefixHash,
+    seek: tuple[int, int] | None = None,
+) -> CsvScreen:
+    """The screen for a file read with pyarrow's read options ``ro`` and parse options ``po``."""
+    return CsvScreen(
+        fh,
+        max_record_bytes=max_record_bytes,
+        delimiter=po.delimiter.encode(),
+        quote=(
+            po.quote_char.encode()
+            if po.quote_char and not po.newlines_in_values and not po.escape_char
+            else None
+        ),
+        header_line=header,
+        min_fields=len(ro.column_names) + 1,
+        hasher=hasher,
+        check_utf8=ro.encoding.lower().replace("-", "") == "utf8",
+        # A line end ends a record only when no value may hold one and nothing but the
+        # header is skipped; otherwise no record start is logged (a resume re-scans).
+        lines_are_records=not (po.newlines_in_values or po.escape_char or ro.skip_rows
+                               or ro.skip_rows_after_names),
+        seek=seek,
+    )
+
+
+def check_header_names(source_name: str, path: str, names: list[str], header: int | None) -> None:
+    """Refuse a header that repeats a column name: no row could be read faithfully."""
+    dups = [name for name, n in Counter(names).items() if n > 1]
+    if dups:
+        raise SourceRecordError(
+            source_name,
+            f"{path}:{header}" if header else path,
+            f"cannot read the header: it repeats the column name(s) {dups}; each column "
+            f"needs its own name — rename the columns in the file (or in read_options)",
+            hint=False,
+        )

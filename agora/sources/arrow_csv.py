@@ -1,10 +1,13 @@
-"""``ArrowCsvSource``: Arrow batches from a CSV file, streamed by ``pyarrow.csv`` via a screen."""
+"""``ArrowCsvSource``: Arrow batches from a CSV file, streamed by ``pyarrow.csv`` via a screen.
+
+Past 400 lines: opening (with a resume's seek), the reading thread's block bookkeeping and
+the checkpoints drawn from it share one set of counters; the screen, the input check and
+the record-start search already live in ``_csvscreen.py`` and ``arrow_csv_resume.py``."""
 
 from __future__ import annotations
 
 import copy
 import os
-from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from typing import IO, Any
 
@@ -25,21 +28,26 @@ from agora.sources._builtin import (
     parse_on_malformed,
     positive_int_or_none,
 )
-from agora.sources._csvscreen import CsvScreen
+from agora.sources._csvscreen import CsvScreen, check_header_names, screen_for
 from agora.sources._readahead import END, ReadAhead
 from agora.sources._text import DEFAULT_MAX_RECORD_BYTES, malformed, record_bytes_setting
 from agora.sources.arrow_csv_resume import (
+    InputCheck,
+    InputFingerprint,
     KeptStarts,
     RecordStart,
     StartFinder,
+    check_line_start,
     column_types_of_first_block,
+    parse_input_check,
+    verified_position,
 )
 from agora.sources.identity import (
+    EndsIdentity,
     PrefixHash,
     TextIdentity,
-    parse_text_identity,
+    parse_any_text_identity,
     split_identity,
-    verify_text_prefix,
 )
 
 __all__ = ["ArrowCsvSource"]
@@ -111,9 +119,11 @@ class ArrowCsvSource(BuiltinSource):
         memory_pool: pa.MemoryPool | None = None,
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
         read_ahead: int = DEFAULT_READ_AHEAD,
+        verify_input: InputCheck | str = InputCheck.ENDS,
         name: str | None = None,
     ) -> None:
         super().__init__(file_source_name("arrow_csv", path, name))
+        self.verify_input = parse_input_check(self.source_name, verify_input)
         if not isinstance(read_ahead, int) or isinstance(read_ahead, bool) or read_ahead < 0:
             raise ValueError(
                 f"source {self.source_name!r}: read_ahead must be an int >= 0 (blocks parsed "
@@ -146,7 +156,8 @@ class ArrowCsvSource(BuiltinSource):
     def _reset(self) -> None:
         self._fh: IO[bytes] | None = None
         self._screen: CsvScreen | None = None
-        self._identity: TextIdentity | None = None
+        self._identity: TextIdentity | EndsIdentity | None = None
+        self._fingerprint = InputFingerprint(self.verify_input)
         self._reader: Any = None
         self._rows = 0  # good rows emitted (or skipped on resume)
         self._malformed = 0  # malformed rows emitted (or skipped on resume)
@@ -169,7 +180,7 @@ class ArrowCsvSource(BuiltinSource):
 
     # -- checkpointing ----------------------------------------------------------------
     def _input(self) -> dict[str, Any]:
-        return (self._screen.hasher if self._screen is not None else PrefixHash()).identity()
+        return self._fingerprint.of(self._screen, self._fh)
 
     def _handed_input(self) -> dict[str, Any]:
         return self._seen_input if self._seen_input is not None else self._input()
@@ -191,7 +202,7 @@ class ArrowCsvSource(BuiltinSource):
         expected = ('{"row": <int >= 0>, "malformed": <int >= 0>, "input": {...}} and maybe '
                     '"seek": {"byte", "line", "row", "malformed": <int >= 0>} (before them)')
         fields, raw = split_identity(self.source_name, self.path, value, expected)
-        self._identity = parse_text_identity(self.source_name, value, raw)
+        self._identity = parse_any_text_identity(self.source_name, value, raw)
         if set(fields) - {"seek"} != {"row", "malformed"}:
             raise bad_checkpoint(self.source_name, value, expected)
         self._rows = self._skip_rows = count_field(self.source_name, value, expected, fields["row"])
@@ -232,12 +243,12 @@ class ArrowCsvSource(BuiltinSource):
         fh = self._fh
         assert fh is not None
         start = self._resume_from
-        hasher = PrefixHash()
+        hasher = PrefixHash(hashing=self.verify_input is InputCheck.FULL)
         if self._identity is not None:
-            hasher = verify_text_prefix(self.source_name, self.path, fh, self._identity,
-                                        start.byte if start is not None else 0)
+            hasher = verified_position(self.source_name, self.path, fh, self._identity,
+                                       start.byte if start is not None else 0, self.verify_input)
         if start is not None:
-            self._check_line_start(fh, start)
+            check_line_start(self.source_name, self.path, fh, start)
         if os.fstat(fh.fileno()).st_size == 0:
             self._reader = None  # pyarrow rejects an empty file; we read it as no rows
         else:
@@ -274,52 +285,17 @@ class ArrowCsvSource(BuiltinSource):
 
     def _new_screen(self, fh: IO[bytes], header: int | None, hasher: PrefixHash,
                     start: RecordStart | None = None) -> CsvScreen:
-        ro, po = self._read_options, self._parse_options
-        return CsvScreen(
-            fh,
-            max_record_bytes=self.max_record_bytes,
-            delimiter=po.delimiter.encode(),
-            quote=(
-                po.quote_char.encode()
-                if po.quote_char and not po.newlines_in_values and not po.escape_char
-                else None
-            ),
-            header_line=header,
-            min_fields=len(ro.column_names) + 1,
-            hasher=hasher,
-            check_utf8=ro.encoding.lower().replace("-", "") == "utf8",
-            # A line end ends a record only when no value may hold one and nothing but
-            # the header is skipped; otherwise no record start is logged (full re-scan).
-            lines_are_records=not (po.newlines_in_values or po.escape_char or ro.skip_rows
-                                   or ro.skip_rows_after_names),
-            seek=(start.byte, start.line) if start is not None else None,
-        )
-
-    def _check_line_start(self, fh: IO[bytes], start: RecordStart) -> None:
-        # The prefix hash vouches for the bytes; this vouches for the checkpoint itself.
-        fh.seek(max(0, start.byte - 1))
-        if start.byte and fh.read(1) != b"\n":
-            raise CheckpointError(
-                f"source {self.source_name!r}: the checkpoint's resume offset (byte "
-                f"{start.byte} of {self.path!r}) is not the start of a line, so it was not "
-                f"written by this source; reset the checkpoint to read the file from the top"
-            )
+        return screen_for(fh, self._read_options, self._parse_options, header=header,
+                          max_record_bytes=self.max_record_bytes, hasher=hasher,
+                          seek=(start.byte, start.line) if start is not None else None)
 
     def _check_names(self, header: int | None) -> None:
-        names = self._reader.schema.names
-        dups = [name for name, n in Counter(names).items() if n > 1]
-        if dups:
-            where = f"{self.path}:{header}" if header else self.path
-            raise SourceRecordError(
-                self.source_name,
-                where,
-                f"cannot read the header: it repeats the column name(s) {dups}; each column "
-                f"needs its own name — rename the columns in the file (or in read_options)",
-                hint=False,
-            )
+        check_header_names(self.source_name, self.path, self._reader.schema.names, header)
 
     def _close(self) -> None:
         self._stop_reading_ahead()  # before the reader and file it uses go away
+        if self._seen_input is None and self._fh is not None:
+            self._seen_input = self._input()  # may read the file: keep it for later checkpoints
         if self._reader is not None:
             self._reader.close()
             self._reader = None

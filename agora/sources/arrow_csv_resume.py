@@ -1,20 +1,43 @@
-"""Where a resumed ``ArrowCsvSource`` seeks to: record starts found while reading, and their checkpoint form."""
+"""Resuming an ``ArrowCsvSource``: the input check, and the record starts it seeks to."""
 
 from __future__ import annotations
 
 import copy
+import os
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from enum import StrEnum
+from typing import IO, Any
 
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
-from agora.sources._builtin import bad_checkpoint, count_field
+from agora.errors import CheckpointError
+from agora.sources._builtin import START_OVER, bad_checkpoint, count_field
 from agora.sources._csvscreen import CsvScreen
+from agora.sources.identity import (
+    ENDS_WINDOW,
+    EndsIdentity,
+    PrefixHash,
+    TextIdentity,
+    ends_identity,
+    hash_prefix,
+    verify_ends,
+    verify_text_prefix,
+)
 
-__all__ = ["KeptStarts", "RecordStart", "StartFinder", "column_types_of_first_block"]
+__all__ = [
+    "InputCheck",
+    "InputFingerprint",
+    "KeptStarts",
+    "RecordStart",
+    "StartFinder",
+    "check_line_start",
+    "column_types_of_first_block",
+    "parse_input_check",
+    "verified_position",
+]
 
 #: Record starts kept for checkpoints: a checkpoint may fall inside the last batch (or the
 #: batch before, while the next block's malformed rows are already out), so the latest
@@ -149,3 +172,79 @@ def column_types_of_first_block(
 
 def _skip(row: Any) -> str:
     return "skip"
+
+
+class InputCheck(StrEnum):
+    """How a resume checks that the file still starts with what the checkpoint consumed.
+
+    ``ENDS``: the file still holds that many bytes, and the first and the last
+    ``ENDS_WINDOW`` bytes of them are unchanged — two small reads, whatever the file size.
+    ``FULL``: every consumed byte hashes the same — one read of the whole prefix per resume.
+    """
+
+    ENDS = "ends"
+    FULL = "full"
+
+
+def parse_input_check(source_name: str, value: InputCheck | str) -> InputCheck:
+    try:
+        return InputCheck(value)
+    except ValueError:
+        raise ValueError(
+            f"source {source_name!r}: verify_input must be 'ends' or 'full'; got {value!r} — "
+            f"'full' hashes the whole consumed prefix on every resume"
+        ) from None
+
+
+def verified_position(
+    source_name: str,
+    path: str,
+    fh: IO[bytes],
+    identity: TextIdentity | EndsIdentity,
+    resume_at: int,
+    check: InputCheck,
+) -> PrefixHash:
+    """Check the consumed prefix by what the checkpoint recorded (a whole-prefix hash is
+    always checked in full; ends only by their ends), then return what the read that
+    follows from ``resume_at`` counts its bytes with: the running hash of the bytes before
+    it (``FULL``, which may take a read of them) or a byte counter (``ENDS``)."""
+    if isinstance(identity, TextIdentity):
+        running = verify_text_prefix(source_name, path, fh, identity, resume_at)
+        if check is InputCheck.FULL:
+            return running
+    else:
+        verify_ends(source_name, path, fh, identity)
+        if check is InputCheck.FULL:
+            running = hash_prefix(fh, resume_at)
+            fh.seek(resume_at)
+            return running
+    fh.seek(resume_at)
+    return PrefixHash(hashing=False, consumed=resume_at)
+
+
+class InputFingerprint:
+    """The ``"input"`` value of a checkpoint after the bytes a screen has read."""
+
+    def __init__(self, check: InputCheck) -> None:
+        self._check = check
+        self._head: str | None = None  # the head window's hash, once it is whole
+
+    def of(self, screen: CsvScreen | None, fh: IO[bytes] | None) -> dict[str, Any]:
+        if self._check is InputCheck.FULL:
+            return (screen.hasher if screen is not None else PrefixHash()).identity()
+        consumed = screen.hasher.consumed if screen is not None else 0
+        value = ends_identity(fh.fileno() if fh is not None and consumed else None,
+                              consumed, self._head)
+        if consumed >= ENDS_WINDOW:
+            self._head = value["head_sha256"]
+        return value
+
+
+def check_line_start(source_name: str, path: str, fh: IO[bytes], start: RecordStart) -> None:
+    """Refuse a record start that is not a line start: this source never writes one."""
+    if start.byte and os.pread(fh.fileno(), 1, start.byte - 1) != b"\n":
+        raise CheckpointError(
+            f"source {source_name!r}: the checkpoint's resume offset (byte {start.byte} of "
+            f"{path!r}) is not the start of a line, so it was not written by this source; "
+            f"{START_OVER}"
+        )
