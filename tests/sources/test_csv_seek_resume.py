@@ -5,6 +5,7 @@ changed, truncated or mis-pointed file is refused naming the file."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,14 @@ import pytest
 from agora.errors import CheckpointError
 from agora.records import MalformedRecord
 from agora.sources import ArrowCsvSource
+from agora.sources.identity import ENDS_WINDOW
 from tests.sources.source_checks import (
     assert_resume_exact,
     at,
     drain,
+    drain_async,
     drain_with_checkpoints,
+    fingerprint,
     rows_of,
     split_kinds,
 )
@@ -258,3 +262,67 @@ def test_a_resume_at_the_end_of_an_unchanged_file_emits_nothing(tmp_path: Path) 
     source = ArrowCsvSource(path)
     assert resumed(source, checkpoint) == []
     assert source.stats["rescanned_rows"] == 0
+
+
+def big_file(path: Path, rows: int = 20_000) -> bytes:
+    """A file well past two ENDS_WINDOWs, so its middle is outside both."""
+    data = b"id,text\n" + lines(0, rows).encode()
+    assert len(data) > 3 * ENDS_WINDOW
+    path.write_bytes(data)
+    return data
+
+
+def test_the_ends_check_refuses_a_changed_start_or_resume_point(tmp_path: Path) -> None:
+    path = tmp_path / "big.csv"
+    data = big_file(path)
+    checkpoint, _ = last_checkpoint(ArrowCsvSource(path))
+    assert set(checkpoint["input"]) == {"consumed", "head_sha256", "tail_sha256"}
+    for changed, where in [(data.replace(b"\n5,t5\n", b"\n5,x5\n"), "its start differs"),
+                           (data[:-4] + b"x99\n", "just before the resume point")]:
+        path.write_bytes(changed + lines(20_000, 20_010).encode())
+        with pytest.raises(CheckpointError, match=where) as info:
+            resumed(ArrowCsvSource(path), checkpoint)
+        assert str(path) in str(info.value)
+
+
+def test_an_edit_inside_the_prefix_passes_the_ends_check_but_not_the_full_one(
+    tmp_path: Path,
+) -> None:
+    # The documented limit of the default check: a same-length edit outside both windows.
+    path = tmp_path / "big.csv"
+    data = big_file(path)
+    ends, _ = last_checkpoint(ArrowCsvSource(path))
+    full, _ = last_checkpoint(ArrowCsvSource(path, verify_input="full"))
+    assert set(full["input"]) == {"consumed", "sha256"} and full["seek"] == ends["seek"]
+    path.write_bytes(data.replace(b"\n10000,t10000\n", b"\n10000,x10000\n")
+                     + lines(20_000, 20_010).encode())
+    assert ids(resumed(ArrowCsvSource(path), ends)) == list(range(20_000, 20_010))
+    with pytest.raises(CheckpointError, match="replaced or edited") as info:
+        resumed(ArrowCsvSource(path, verify_input="full"), full)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize(("first", "then"), [("ends", "full"), ("full", "ends")])
+def test_switching_verify_input_between_runs_resumes_exactly(
+    tmp_path: Path, first: str, then: str
+) -> None:
+    path = tmp_path / "big.csv"
+    big_file(path)
+    checkpoint, _ = last_checkpoint(ArrowCsvSource(path, verify_input=first))
+    with open(path, "ab") as fh:
+        fh.write(lines(20_000, 20_050).encode())
+    source = ArrowCsvSource(path, verify_input=then)
+    units, checkpoints = asyncio.run(drain_async(source, checkpoint, resume=True))
+    assert ids(units) == list(range(20_000, 20_050))
+    assert source.stats["rescanned_rows"] == 0
+    # The new checkpoint identifies the input the way the new run was asked to.
+    expected = {"consumed", "sha256"} if then == "full" else {"consumed", "head_sha256",
+                                                               "tail_sha256"}
+    assert set(checkpoints[-1]["input"]) == expected
+    if then == "full":
+        assert checkpoints[-1]["input"] == fingerprint(path, path.stat().st_size)
+
+
+def test_verify_input_must_be_ends_or_full(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="verify_input must be 'ends' or 'full'; got 'fast'"):
+        ArrowCsvSource(tmp_path / "x.csv", verify_input="fast")
