@@ -83,18 +83,23 @@ class ArrowCsvSource(BuiltinSource):
     ``SourceRecordError`` at ``open()`` whatever the policy. A UTF-8 BOM is ignored.
 
     Checkpoint: ``{"row": good rows emitted, "malformed": malformed rows emitted, "input":
-    {"consumed": bytes read, "sha256": …}, "seek": {"byte", "line", "row", "malformed"}}``.
-    ``seek`` is a record start at or before the checkpoint — the byte offset of a line
-    start, the lines before it, and the good and malformed rows before it. A resume first
-    verifies that the file still starts with the bytes consumed (appending is fine; a
-    replaced, edited or truncated file is a ``CheckpointError``), reads the header from
-    the top, seeks to ``seek.byte`` and skips only the rows between it and the checkpoint,
-    so a run over a grown file costs what its new rows cost. Column types are those the
-    first block of the file gives, as in a read from the top. Without ``seek`` (a
+    {...}, "seek": {"byte", "line", "row", "malformed"}}``. ``seek`` is a record start at
+    or before the checkpoint: the byte offset of a line start, the lines before it, and the
+    good and malformed rows before it. A resume checks the file (below), reads the header
+    from the top, seeks to ``seek.byte`` and skips only the rows between it and the
+    checkpoint, so a run over a grown file costs what its new rows cost. Column types are
+    those the file's first block gives, as in a read from the top. Without ``seek`` (a
     checkpoint of an older version, or options under which a line end is not known to end
-    a record: ``newlines_in_values``, ``escape_char``, ``skip_rows``,
-    ``skip_rows_after_names``, bare carriage returns) the resume re-scans the file from the
-    top and skips the rows before the checkpoint.
+    a row: ``newlines_in_values``, ``escape_char``, ``skip_rows``, ``skip_rows_after_names``,
+    or after a bare carriage return) the resume re-scans from the top and skips.
+
+    ``verify_input`` says how a resume checks that the file still starts with the bytes the
+    checkpoint consumed (appending is fine): ``"ends"`` (default) — the file holds at least
+    that many bytes, their first and last 64 KiB are unchanged and an unfinished last line
+    was not extended, in two small reads; ``"full"`` — every consumed byte hashes the same
+    (SHA-256), which costs a read of the whole prefix per resume but also catches a
+    same-length edit in its middle. A failed check is a ``CheckpointError`` naming the file.
+    A checkpoint holding a whole-prefix hash is always checked in full.
 
     Read-ahead: a thread parses up to ``read_ahead`` blocks (default 2) ahead of the
     pipeline — pyarrow releases the GIL while it parses, so reading overlaps the rest of the
