@@ -6,6 +6,7 @@ which needs the same per-chunk state as the screening itself."""
 from __future__ import annotations
 
 import io
+import re
 import secrets
 from collections import Counter, deque
 from dataclasses import dataclass
@@ -46,15 +47,14 @@ class ReadEnd:
     line: int
 
 
+_BLANK = re.compile(rb"\n\r?\n")
+
+
 def blank_lines(data: bytes, start: int, end: int) -> int:
     """How many complete lines of ``data[start:end]`` (``start`` is a line start) are blank
     — empty, or a lone ``\\r`` before the ``\\n`` — the lines pyarrow skips."""
-    if (
-        data.find(b"\n\n", start, end) < 0
-        and data.find(b"\n\r\n", start, end) < 0
-        and not data.startswith((b"\n", b"\r\n"), start, end)
-    ):
-        return 0  # the common case, at C speed
+    if _BLANK.search(data, start, end) is None and not data.startswith((b"\n", b"\r\n"), start, end):
+        return 0  # the common case: one pass at C speed (a regex beats two finds here)
     lines = data[start:end].split(b"\n")
     return sum(1 for line in lines[:-1] if line in (b"", b"\r"))
 
@@ -207,8 +207,9 @@ class CsvScreen(io.RawIOBase):
 
     def _count_records(self, data: bytes, start: int, end: int) -> None:
         """Add the records among ``data[start:end]`` (handed to pyarrow) to the count."""
-        crs = data.count(b"\r", start, end)
-        if crs and crs != data.count(b"\r\n", start, end):
+        if data.find(b"\r", start, end) >= 0 and (  # a memchr first: most files have no CR
+            data.count(b"\r", start, end) != data.count(b"\r\n", start, end)
+        ):
             self.exact = False  # pyarrow ends a line at a bare CR too: lines are not rows
             return
         first = data.find(b"\n", start, end)
