@@ -252,13 +252,13 @@ class ArrowCsvSource(BuiltinSource):
         if self._identity is not None:
             hasher = verified_position(self.source_name, self.path, fh, self._identity,
                                        start.byte if start is not None else 0, self.verify_input)
+        ro = self._read_options
+        header = None if ro.column_names or ro.autogenerate_column_names else ro.skip_rows + 1
         if start is not None:
-            check_line_start(self.source_name, self.path, fh, start)
+            check_line_start(self.source_name, self.path, fh, start, header=header is not None)
         if os.fstat(fh.fileno()).st_size == 0:
             self._reader = None  # pyarrow rejects an empty file; we read it as no rows
         else:
-            ro = self._read_options
-            header = None if ro.column_names or ro.autogenerate_column_names else ro.skip_rows + 1
             convert = self._convert_options
             if start is not None:
                 # The resumed read sees only the rows after the start: its types must come

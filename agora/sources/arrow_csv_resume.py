@@ -240,11 +240,16 @@ class InputFingerprint:
         return value
 
 
-def check_line_start(source_name: str, path: str, fh: IO[bytes], start: RecordStart) -> None:
-    """Refuse a record start that is not a line start: this source never writes one."""
-    if start.byte and os.pread(fh.fileno(), 1, start.byte - 1) != b"\n":
+def check_line_start(
+    source_name: str, path: str, fh: IO[bytes], start: RecordStart, *, header: bool
+) -> None:
+    """Refuse a record start that is not a line start after the header line (if any):
+    this source never writes one."""
+    fh.seek(0)
+    inside_header = header and not fh.readline(start.byte).endswith(b"\n")
+    if inside_header or (start.byte and os.pread(fh.fileno(), 1, start.byte - 1) != b"\n"):
         raise CheckpointError(
             f"source {source_name!r}: the checkpoint's resume offset (byte {start.byte} of "
-            f"{path!r}) is not the start of a line, so it was not written by this source; "
-            f"{START_OVER}"
+            f"{path!r}) is not the start of a line after the header, so it was not written "
+            f"by this source; {START_OVER}"
         )

@@ -222,12 +222,14 @@ def test_a_truncated_file_is_refused_naming_it(tmp_path: Path) -> None:
     assert str(path) in str(info.value)
 
 
-def test_a_record_start_that_is_not_a_line_start_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("where", ["mid-line", "file start", "inside the header"])
+def test_a_record_start_that_is_not_a_line_start_is_refused(tmp_path: Path, where: str) -> None:
     path = tmp_path / "data.csv"
     path.write_text("id,text\n" + lines(0, 10))
     size = path.stat().st_size
+    byte = {"mid-line": size - 2, "file start": 0, "inside the header": 3}[where]
     value = at(path, {"row": 10, "malformed": 0,
-                      "seek": {"byte": size - 2, "line": 10, "row": 10, "malformed": 0}}, size)
+                      "seek": {"byte": byte, "line": 0, "row": 0, "malformed": 0}}, size)
     with pytest.raises(CheckpointError, match="not the start of a line") as info:
         resumed(ArrowCsvSource(path), value)
     assert str(path) in str(info.value)
