@@ -27,7 +27,8 @@ stores and process never import ``runtime`` or ``pipeline``; the runtime imports
                      transport.py, shm.py, workers.py, worker.py, startup.py, sampler.py;
                      zygote.py + forkserver_hook.py + census.py (the private forkserver);
                      dask_executor.py + _dask_lane.py, _dask_ops.py, _dask_task.py (Dask)
-    sources/         base.py (contract, max_records), iterable.py, csv.py, arrow_csv.py,
+    sources/         base.py (contract, max_records), iterable.py, csv.py, arrow_csv.py
+                     + arrow_csv_resume.py (input check, record starts to seek to),
                      jsonl.py, arrow_jsonl.py, parquet.py, identity.py (input fingerprints);
                      shared parts _builtin.py, _csvrecords.py, _csvscreen.py, _jsonfile.py,
                      _text.py, _readahead.py (bounded read-ahead thread); dlq.py (a DLQ

@@ -1,10 +1,13 @@
-"""``ArrowCsvSource``: Arrow batches from a CSV file, streamed by ``pyarrow.csv`` via a screen."""
+"""``ArrowCsvSource``: Arrow batches from a CSV file, streamed by ``pyarrow.csv`` via a screen.
+
+Past 400 lines: opening (with a resume's seek), the reading thread's block bookkeeping and
+the checkpoints drawn from it share one set of counters; the screen, the input check and
+the record-start search already live in ``_csvscreen.py`` and ``arrow_csv_resume.py``."""
 
 from __future__ import annotations
 
 import copy
 import os
-from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from typing import IO, Any
 
@@ -25,15 +28,26 @@ from agora.sources._builtin import (
     parse_on_malformed,
     positive_int_or_none,
 )
-from agora.sources._csvscreen import CsvScreen
+from agora.sources._csvscreen import CsvScreen, check_header_names, screen_for
 from agora.sources._readahead import END, ReadAhead
 from agora.sources._text import DEFAULT_MAX_RECORD_BYTES, malformed, record_bytes_setting
+from agora.sources.arrow_csv_resume import (
+    InputCheck,
+    InputFingerprint,
+    KeptStarts,
+    RecordStart,
+    StartFinder,
+    check_line_start,
+    column_types_of_first_block,
+    parse_input_check,
+    verified_position,
+)
 from agora.sources.identity import (
+    EndsIdentity,
     PrefixHash,
     TextIdentity,
-    parse_text_identity,
+    parse_any_text_identity,
     split_identity,
-    verify_text_prefix,
 )
 
 __all__ = ["ArrowCsvSource"]
@@ -69,11 +83,23 @@ class ArrowCsvSource(BuiltinSource):
     ``SourceRecordError`` at ``open()`` whatever the policy. A UTF-8 BOM is ignored.
 
     Checkpoint: ``{"row": good rows emitted, "malformed": malformed rows emitted, "input":
-    {"consumed": bytes read, "sha256": …}}``. Both kinds are emitted in file order, so a
-    resume re-scans the file from the top and skips that many of each; its cost is a
-    re-parse of the part already read. The resume first verifies that the file still
-    starts with the bytes consumed (appending is fine; a replaced or edited file is a
-    ``CheckpointError``).
+    {...}, "seek": {"byte", "line", "row", "malformed"}}``. ``seek`` is a record start at
+    or before the checkpoint: the byte offset of a line start, the lines before it, and the
+    good and malformed rows before it. A resume checks the file (below), reads the header
+    from the top, seeks to ``seek.byte`` and skips only the rows between it and the
+    checkpoint, so a run over a grown file costs what its new rows cost. Column types are
+    those the file's first block gives, as in a read from the top. Without ``seek`` (a
+    checkpoint of an older version, or options under which a line end is not known to end
+    a row: ``newlines_in_values``, ``escape_char``, ``skip_rows``, ``skip_rows_after_names``,
+    or after a bare carriage return) the resume re-scans from the top and skips.
+
+    ``verify_input`` says how a resume checks that the file still starts with the bytes the
+    checkpoint consumed (appending is fine): ``"ends"`` (default) — the file holds at least
+    that many bytes, their first and last 64 KiB are unchanged and an unfinished last line
+    was not extended, in two small reads; ``"full"`` — every consumed byte hashes the same
+    (SHA-256), which costs a read of the whole prefix per resume but also catches a
+    same-length edit in its middle. A failed check is a ``CheckpointError`` naming the file.
+    A checkpoint holding a whole-prefix hash is always checked in full.
 
     Read-ahead: a thread parses up to ``read_ahead`` blocks (default 2) ahead of the
     pipeline — pyarrow releases the GIL while it parses, so reading overlaps the rest of the
@@ -98,9 +124,11 @@ class ArrowCsvSource(BuiltinSource):
         memory_pool: pa.MemoryPool | None = None,
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
         read_ahead: int = DEFAULT_READ_AHEAD,
+        verify_input: InputCheck | str = InputCheck.ENDS,
         name: str | None = None,
     ) -> None:
         super().__init__(file_source_name("arrow_csv", path, name))
+        self.verify_input = parse_input_check(self.source_name, verify_input)
         if not isinstance(read_ahead, int) or isinstance(read_ahead, bool) or read_ahead < 0:
             raise ValueError(
                 f"source {self.source_name!r}: read_ahead must be an int >= 0 (blocks parsed "
@@ -133,7 +161,8 @@ class ArrowCsvSource(BuiltinSource):
     def _reset(self) -> None:
         self._fh: IO[bytes] | None = None
         self._screen: CsvScreen | None = None
-        self._identity: TextIdentity | None = None
+        self._identity: TextIdentity | EndsIdentity | None = None
+        self._fingerprint = InputFingerprint(self.verify_input)
         self._reader: Any = None
         self._rows = 0  # good rows emitted (or skipped on resume)
         self._malformed = 0  # malformed rows emitted (or skipped on resume)
@@ -149,31 +178,49 @@ class ArrowCsvSource(BuiltinSource):
         self._seen_input: dict[str, Any] | None = None
         self._readahead: ReadAhead[Any] | None = None
         self._stats = {"blocks": 0, "rows": 0, "malformed": 0, "rescanned_rows": 0}
+        self._resume_from: RecordStart | None = None  # the checkpoint's record start
+        self._finder: StartFinder | None = None  # used by the reading thread only
+        self._starts = KeptStarts()  # record starts handed to the pipeline
+        self._number_shift = 0  # pyarrow numbers rows from the read's start, not the file's
 
     # -- checkpointing ----------------------------------------------------------------
     def _input(self) -> dict[str, Any]:
-        return (self._screen.hasher if self._screen is not None else PrefixHash()).identity()
+        return self._fingerprint.of(self._screen, self._fh)
 
     def _handed_input(self) -> dict[str, Any]:
         return self._seen_input if self._seen_input is not None else self._input()
 
     def current_checkpoint(self) -> dict[str, Any]:
-        return {"row": self._rows, "malformed": self._malformed, "input": self._handed_input()}
+        return self._checkpoint_at(self._rows)
 
     def checkpoint_within_last_batch(self, rows: int) -> dict[str, Any]:
-        return {"row": self._last_start + rows, "malformed": self._malformed,
-                "input": self._handed_input()}
+        return self._checkpoint_at(self._last_start + rows)
+
+    def _checkpoint_at(self, row: int) -> dict[str, Any]:
+        value = {"row": row, "malformed": self._malformed, "input": self._handed_input()}
+        start = self._starts.at_or_before(row, self._malformed)
+        if start is not None:
+            value["seek"] = start.to_json()
+        return value
 
     def _apply_checkpoint(self, value: Any) -> None:
-        expected = '{"row": <int >= 0>, "malformed": <int >= 0>, "input": {...}}'
+        expected = ('{"row": <int >= 0>, "malformed": <int >= 0>, "input": {...}} and maybe '
+                    '"seek": {"byte", "line", "row", "malformed": <int >= 0>} (before them)')
         fields, raw = split_identity(self.source_name, self.path, value, expected)
-        self._identity = parse_text_identity(self.source_name, value, raw)
-        if set(fields) != {"row", "malformed"}:
+        self._identity = parse_any_text_identity(self.source_name, value, raw)
+        if set(fields) - {"seek"} != {"row", "malformed"}:
             raise bad_checkpoint(self.source_name, value, expected)
         self._rows = self._skip_rows = count_field(self.source_name, value, expected, fields["row"])
         self._malformed = self._skip_malformed = count_field(
             self.source_name, value, expected, fields["malformed"]
         )
+        if "seek" in fields:
+            start = RecordStart.parse(self.source_name, value, fields["seek"], expected)
+            if (start.row > self._rows or start.malformed > self._malformed
+                    or start.byte > self._identity.consumed or start.line > start.byte):
+                raise bad_checkpoint(self.source_name, value, expected)
+            self._resume_from = start
+            self._starts = KeptStarts(start)
 
     @property
     def stats(self) -> dict[str, int]:
@@ -200,33 +247,38 @@ class ArrowCsvSource(BuiltinSource):
     def _open_reader(self) -> None:
         fh = self._fh
         assert fh is not None
+        start = self._resume_from
+        hasher = PrefixHash(hashing=self.verify_input is InputCheck.FULL)
         if self._identity is not None:
-            verify_text_prefix(self.source_name, self.path, fh, self._identity, 0)
+            hasher = verified_position(self.source_name, self.path, fh, self._identity,
+                                       start.byte if start is not None else 0, self.verify_input)
+        ro = self._read_options
+        header = None if ro.column_names or ro.autogenerate_column_names else ro.skip_rows + 1
+        if start is not None:
+            check_line_start(self.source_name, self.path, fh, start, header=header is not None)
         if os.fstat(fh.fileno()).st_size == 0:
             self._reader = None  # pyarrow rejects an empty file; we read it as no rows
         else:
-            ro, po = self._read_options, self._parse_options
-            header = None if ro.column_names or ro.autogenerate_column_names else ro.skip_rows + 1
-            self._screen = CsvScreen(
-                fh,
-                max_record_bytes=self.max_record_bytes,
-                delimiter=po.delimiter.encode(),
-                quote=(
-                    po.quote_char.encode()
-                    if po.quote_char and not po.newlines_in_values and not po.escape_char
-                    else None
-                ),
-                header_line=header,
-                min_fields=len(ro.column_names) + 1,
-                hasher=PrefixHash(),
-                check_utf8=ro.encoding.lower().replace("-", "") == "utf8",
-            )
+            convert = self._convert_options
+            if start is not None:
+                # The resumed read sees only the rows after the start: its types must come
+                # from the file's first block, as they did for the read from the top.
+                convert = self._call(lambda: column_types_of_first_block(
+                    self.path, lambda f: self._new_screen(f, header, PrefixHash()),
+                    self._read_options, self._parse_options, self._convert_options,
+                    self._memory_pool), opening=True)
+                self._scanned = start.row + start.malformed
+                self._number_shift = start.row + start.malformed
+                self._skip_rows, self._skip_malformed = (
+                    self._rows - start.row, self._malformed - start.malformed)
+            self._screen = self._new_screen(fh, header, hasher, start)
+            self._finder = StartFinder(self._screen, header_rows=1 if header else 0, base=start)
             self._reader = self._call(
                 lambda: pa_csv.open_csv(
                     self._screen,
                     read_options=self._read_options,
                     parse_options=self._parse_options,
-                    convert_options=self._convert_options,
+                    convert_options=convert,
                     memory_pool=self._memory_pool,
                 ),
                 opening=True,
@@ -236,21 +288,19 @@ class ArrowCsvSource(BuiltinSource):
         if self._reader is None and (self._skip_rows or self._skip_malformed):
             raise self._past_end()
 
+    def _new_screen(self, fh: IO[bytes], header: int | None, hasher: PrefixHash,
+                    start: RecordStart | None = None) -> CsvScreen:
+        return screen_for(fh, self._read_options, self._parse_options, header=header,
+                          max_record_bytes=self.max_record_bytes, hasher=hasher,
+                          seek=(start.byte, start.line) if start is not None else None)
+
     def _check_names(self, header: int | None) -> None:
-        names = self._reader.schema.names
-        dups = [name for name, n in Counter(names).items() if n > 1]
-        if dups:
-            where = f"{self.path}:{header}" if header else self.path
-            raise SourceRecordError(
-                self.source_name,
-                where,
-                f"cannot read the header: it repeats the column name(s) {dups}; each column "
-                f"needs its own name — rename the columns in the file (or in read_options)",
-                hint=False,
-            )
+        check_header_names(self.source_name, self.path, self._reader.schema.names, header)
 
     def _close(self) -> None:
         self._stop_reading_ahead()  # before the reader and file it uses go away
+        if self._seen_input is None and self._fh is not None:
+            self._seen_input = self._input()  # may read the file: keep it for later checkpoints
         if self._reader is not None:
             self._reader.close()
             self._reader = None
@@ -263,6 +313,8 @@ class ArrowCsvSource(BuiltinSource):
         # Called by pyarrow, in file order (single-threaded reading). Must not raise:
         # pyarrow would only print the exception.
         self._scanned += 1
+        if self._finder is not None:
+            self._finder.malformed_at(row.number)
         if self.on_malformed is OnMalformed.FAIL:
             if self._invalid is None:
                 self._invalid = row
@@ -279,7 +331,8 @@ class ArrowCsvSource(BuiltinSource):
         if screened is not None:
             return malformed(screened.raw, screened.total, screened.reason,
                              f"{self.path}:{screened.line}")
-        line = row.number if row.number is not None else f"data row {self._scanned}"
+        line = (row.number + self._number_shift if row.number is not None
+                else f"data row {self._scanned}")
         text = row.text.encode("utf-8", errors="replace")
         return malformed(
             text,
@@ -331,16 +384,18 @@ class ArrowCsvSource(BuiltinSource):
         try:
             while self._reader is not None:
                 if self._readahead is not None:
-                    batch, markers, seen = await self._readahead.next()
+                    batch, markers, seen, start = await self._readahead.next()
                 else:
-                    batch, markers, seen = self._read_block()
+                    batch, markers, seen, start = self._read_block()
                 self._pending_out = markers
                 if batch is END:
                     self._seen_input = seen
+                    self._starts.add(start)
                     break
                 for record in self._drain():
                     yield record
                 self._seen_input = seen
+                self._starts.add(start)  # taken only by checkpoints at or after it
                 for piece in self._pieces(batch):
                     self._last_start = self._rows
                     self._rows += piece.num_rows
@@ -353,15 +408,20 @@ class ArrowCsvSource(BuiltinSource):
         if self._skip_rows or self._skip_malformed:
             raise self._past_end()
 
-    def _read_block(self) -> tuple[Any, list[MalformedRecord], dict[str, Any]]:
+    def _read_block(
+        self,
+    ) -> tuple[Any, list[MalformedRecord], dict[str, Any], RecordStart | None]:
         """Parse the next block (in the read-ahead thread): the batch (or ``END``), the
-        malformed-row markers found up to it, and the input identity after it. Only this
-        function touches the reader, the screen and the malformed-row bookkeeping."""
+        malformed-row markers found up to it, the input identity after it and the last
+        record start known by then. Only this function touches the reader, the screen and
+        the malformed-row bookkeeping."""
         batch = self._call(self._next_batch)
         markers, self._pending = self._pending, []
+        assert self._finder is not None
         if batch is not END:
             self._scanned += batch.num_rows
-        return batch, markers, self._input()
+            self._finder.rows += batch.num_rows
+        return batch, markers, self._input(), self._finder.latest()
 
     def _stop_reading_ahead(self) -> None:
         readahead, self._readahead = self._readahead, None

@@ -12,12 +12,17 @@ from agora.errors import CheckpointError
 from agora.sources._builtin import START_OVER, bad_checkpoint
 
 __all__ = [
+    "EndsIdentity",
     "FollowingHash",
     "PrefixHash",
     "TextIdentity",
+    "ends_identity",
+    "hash_prefix",
     "parquet_identity",
+    "parse_any_text_identity",
     "parse_text_identity",
     "split_identity",
+    "verify_ends",
     "verify_parquet",
     "verify_text_prefix",
 ]
@@ -28,28 +33,41 @@ VERIFY_CHUNK = 1 << 20
 
 _HASH = "sha256"  # hardware-accelerated on current CPUs (≈1.5 GB/s), and collision-proof
 
+#: Bytes hashed at each end of the consumed prefix by the ends check: a few pages, so the
+#: check costs two small reads whatever the file size, yet covers the header and the
+#: first rows, and the rows just before the resume point, whole.
+ENDS_WINDOW = 64 << 10
+
 
 class PrefixHash:
-    """A running SHA-256 of a file's bytes from offset 0, fed as a source consumes them."""
+    """A running SHA-256 of a file's bytes from offset 0, fed as a source consumes them.
 
-    __slots__ = ("_hash", "consumed")
+    ``hashing=False`` only counts the bytes (``consumed``), for a source whose checkpoint
+    identifies its input by its ends instead (``ends_identity``); ``identity()`` then
+    must not be called."""
 
-    def __init__(self) -> None:
+    __slots__ = ("_hash", "_on", "consumed")
+
+    def __init__(self, *, hashing: bool = True, consumed: int = 0) -> None:
         self._hash = hashlib.new(_HASH)
-        self.consumed = 0
+        self._on = hashing
+        self.consumed = consumed
 
     def update(self, data: bytes) -> None:
-        self._hash.update(data)
+        if self._on:
+            self._hash.update(data)
         self.consumed += len(data)
 
     def copy(self) -> PrefixHash:
         twin = PrefixHash.__new__(PrefixHash)
         twin._hash = self._hash.copy()
+        twin._on = self._on
         twin.consumed = self.consumed
         return twin
 
     def identity(self) -> dict[str, Any]:
         """The JSON value a checkpoint stores under ``"input"``."""
+        assert self._on, "a byte counter has no hash"
         return {"consumed": self.consumed, _HASH: self._hash.hexdigest()}
 
 
@@ -59,6 +77,39 @@ class TextIdentity:
 
     consumed: int
     digest: str
+
+
+@dataclass(frozen=True)
+class EndsIdentity:
+    """A validated ends-check ``"input"`` field: the file had at least ``consumed`` bytes,
+    the first ``ENDS_WINDOW`` of them hashed to ``head`` and the last to ``tail``."""
+
+    consumed: int
+    head: str
+    tail: str
+
+
+def _window_hash(fd: int, start: int, end: int) -> str:
+    data = os.pread(fd, end - start, start) if end > start else b""
+    return hashlib.new(_HASH, data).hexdigest()
+
+
+def ends_identity(fd: int | None, consumed: int, head: str | None = None) -> dict[str, Any]:
+    """The ends-check ``"input"`` value after ``consumed`` bytes of the file open as ``fd``:
+    ``{"consumed", "head_sha256", "tail_sha256"}``. Reads at most two windows with
+    ``pread`` (the reader's position does not move); ``head`` reuses a head already hashed
+    once ``consumed`` covers the whole window."""
+    window = min(ENDS_WINDOW, consumed)
+    if fd is None:  # nothing read yet (or the file is closed at position 0)
+        assert consumed == 0, "the ends of a consumed prefix need the open file"
+        return {"consumed": 0, "head_" + _HASH: _EMPTY, "tail_" + _HASH: _EMPTY}
+    if head is None or window < ENDS_WINDOW:
+        head = _window_hash(fd, 0, window)
+    return {"consumed": consumed, "head_" + _HASH: head,
+            "tail_" + _HASH: _window_hash(fd, consumed - window, consumed)}
+
+
+_EMPTY = hashlib.new(_HASH, b"").hexdigest()
 
 
 def _legacy(source_name: str, path: str) -> CheckpointError:
@@ -99,6 +150,92 @@ def parse_text_identity(source_name: str, value: Any, raw: Any) -> TextIdentity:
     return TextIdentity(consumed, digest)
 
 
+def parse_any_text_identity(
+    source_name: str, value: Any, raw: Any
+) -> TextIdentity | EndsIdentity:
+    """A whole-prefix fingerprint (``TextIdentity``) or an ends-check one (``EndsIdentity``)."""
+    keys = {"consumed", "head_" + _HASH, "tail_" + _HASH}
+    if not isinstance(raw, Mapping) or set(raw) != keys:
+        return parse_text_identity(source_name, value, raw)
+    consumed, head, tail = raw["consumed"], raw["head_" + _HASH], raw["tail_" + _HASH]
+    if (
+        not isinstance(consumed, int) or isinstance(consumed, bool) or consumed < 0
+        or not all(isinstance(h, str) and len(h) == 64 for h in (head, tail))
+    ):
+        raise bad_checkpoint(source_name, value, f'an "input" field {{"consumed": <int >= 0>, '
+                                                 f'"head_{_HASH}": <hex>, "tail_{_HASH}": <hex>}}')
+    return EndsIdentity(consumed, head, tail)
+
+
+def _where(source_name: str, path: str) -> str:
+    return f"source {source_name!r}: cannot resume over {path!r}"
+
+
+def _check_size(source_name: str, path: str, size: int, consumed: int) -> None:
+    if size < consumed:
+        raise CheckpointError(
+            f"{_where(source_name, path)}: the checkpoint covers its first {consumed} bytes "
+            f"but the file now has {size}; it was truncated or replaced since the checkpoint "
+            f"was taken — restore the original file, or {START_OVER}"
+        )
+
+
+def _changed(source_name: str, path: str, consumed: int, what: str) -> CheckpointError:
+    return CheckpointError(
+        f"{_where(source_name, path)}: its first {consumed} bytes (the part the checkpoint "
+        f"already consumed) differ from the file the checkpoint was taken on{what}; it was "
+        f"replaced or edited — only appending after the consumed part is allowed. Restore "
+        f"the original file, or {START_OVER}"
+    )
+
+
+def _check_line_continues(
+    source_name: str, path: str, fd: int, size: int, consumed: int
+) -> None:
+    """If the consumed prefix does not end a line, appended bytes must start a new one."""
+    if size > consumed > 0 and os.pread(fd, 1, consumed - 1) != b"\n":
+        if os.pread(fd, 1, consumed) not in (b"\n", b"\r"):
+            raise CheckpointError(
+                f"{_where(source_name, path)}: the last line the checkpoint consumed (it had "
+                f"no line end) was extended since — appended data must start on a new line. "
+                f"Restore the original file, or {START_OVER}"
+            )
+
+
+def verify_ends(source_name: str, path: str, fh: IO[bytes], identity: EndsIdentity) -> None:
+    """The ends check: the file still has the consumed bytes, their first and last
+    ``ENDS_WINDOW`` bytes hash as recorded, and an unfinished last line was not extended.
+
+    Cost: two reads of ``ENDS_WINDOW`` bytes, whatever the file size. It catches a file
+    truncated, replaced or rewritten (its header, first rows or the rows before the resume
+    point change, or their offsets move), and an extended last line; it cannot see an edit
+    that keeps the length of the consumed part and leaves both windows alone — the whole-
+    prefix check (``verify_text_prefix``) does, at the cost of reading the whole prefix.
+    """
+    fd = fh.fileno()
+    size = os.fstat(fd).st_size
+    _check_size(source_name, path, size, identity.consumed)
+    now = ends_identity(fd, identity.consumed)
+    if now["head_" + _HASH] != identity.head:
+        raise _changed(source_name, path, identity.consumed, " (its start differs)")
+    if now["tail_" + _HASH] != identity.tail:
+        raise _changed(source_name, path, identity.consumed,
+                       " (the bytes just before the resume point differ)")
+    _check_line_continues(source_name, path, fd, size, identity.consumed)
+
+
+def hash_prefix(fh: IO[bytes], end: int) -> PrefixHash:
+    """The running hash of the first ``end`` bytes of ``fh`` (read with ``pread``)."""
+    running = PrefixHash()
+    fd = fh.fileno()
+    while running.consumed < end:
+        chunk = os.pread(fd, min(VERIFY_CHUNK, end - running.consumed), running.consumed)
+        if not chunk:
+            break
+        running.update(chunk)
+    return running
+
+
 def verify_text_prefix(
     source_name: str, path: str, fh: IO[bytes], identity: TextIdentity, resume_at: int
 ) -> PrefixHash:
@@ -112,41 +249,21 @@ def verify_text_prefix(
     naming the file, what differs, and how to start over.
     """
     size = os.fstat(fh.fileno()).st_size
-    where = f"source {source_name!r}: cannot resume over {path!r}"
-    if size < identity.consumed:
-        raise CheckpointError(
-            f"{where}: the checkpoint covers its first {identity.consumed} bytes but the file "
-            f"now has {size}; it was truncated or replaced since the checkpoint was taken — "
-            f"restore the original file, or {START_OVER}"
-        )
+    _check_size(source_name, path, size, identity.consumed)
     running = PrefixHash()
     fh.seek(0)
     at_resume: PrefixHash | None = running.copy() if resume_at == 0 else None
-    last = b""
     while running.consumed < identity.consumed:
         stop = resume_at if running.consumed < resume_at else identity.consumed
         chunk = fh.read(min(VERIFY_CHUNK, stop - running.consumed))
         if not chunk:  # the file shrank while we read it
             break
         running.update(chunk)
-        last = chunk[-1:]
         if running.consumed == resume_at:
             at_resume = running.copy()
     if running.consumed != identity.consumed or running.identity()[_HASH] != identity.digest:
-        raise CheckpointError(
-            f"{where}: its first {identity.consumed} bytes (the part the checkpoint already "
-            f"consumed) differ from the file the checkpoint was taken on; it was replaced or "
-            f"edited — only appending after the consumed part is allowed. Restore the "
-            f"original file, or {START_OVER}"
-        )
-    if size > identity.consumed and identity.consumed > 0 and last != b"\n":
-        following = fh.read(1)
-        if following not in (b"\n", b"\r"):
-            raise CheckpointError(
-                f"{where}: the last line the checkpoint consumed (it had no line end) was "
-                f"extended since — appended data must start on a new line. Restore the "
-                f"original file, or {START_OVER}"
-            )
+        raise _changed(source_name, path, identity.consumed, "")
+    _check_line_continues(source_name, path, fh.fileno(), size, identity.consumed)
     assert at_resume is not None, "resume_at must not be past the consumed prefix"
     fh.seek(resume_at)
     return at_resume

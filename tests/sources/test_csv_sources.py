@@ -292,10 +292,12 @@ def test_arrow_csv_malformed_record_carries_line_and_reason(write) -> None:
     )
     assert units[1].location == f"{path}:5"
     # One block: both markers come before its batch; the checkpoint counts both kinds.
+    # The last one can seek straight to the end of the file: nothing precedes it unread.
+    end = {"byte": len(MIXED.encode()), "line": MIXED.count("\n"), "row": 4, "malformed": 2}
     assert positions(checkpoints) == [
         {"row": 0, "malformed": 1},
         {"row": 0, "malformed": 2},
-        {"row": 4, "malformed": 2},
+        {"row": 4, "malformed": 2, "seek": end},
     ]
 
 
