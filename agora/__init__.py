@@ -33,7 +33,8 @@ stores and process never import ``runtime`` or ``pipeline``; the runtime imports
                      shared parts _builtin.py, _csvrecords.py, _csvscreen.py, _jsonfile.py,
                      _text.py, _readahead.py (bounded read-ahead thread); dlq.py (a DLQ
                      read back as a source)
-    sinks/           base.py (contract), fanout.py, router.py, memory.py, simple.py (Null,
+    sinks/           base.py (contract), fanout.py + _members.py (its members: distinct
+                     names, per-record outcomes), router.py, memory.py, simple.py (Null,
                      Stdout), csv.py + _csvformat.py (its dialect), jsonl.py, parquet.py
                      + _parquet_dataset.py, _parquet_parts.py, _parquet_schema.py; _files.py
                      (output files)

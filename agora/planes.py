@@ -53,17 +53,26 @@ class SourceDataPlaneSpec:
 
 @dataclass(frozen=True)
 class SinkCapabilities:
-    """Explicit plane declaration a sink may return from ``sink_capabilities()``.
+    """Explicit declaration a sink may return from ``sink_capabilities()``.
 
-    ``accepted_data_planes`` / ``native_data_planes`` are the 0.3 way. The two booleans
-    are the deprecated legacy flags, still honoured (with a warning) when no explicit
-    planes are given.
+    ``accepted_data_planes`` / ``native_data_planes`` are the 0.3 way. The two plane
+    booleans are the deprecated legacy flags, still honoured (with a warning) when no
+    explicit planes are given; a declaration returned by ``sink_capabilities()`` is the
+    whole of it, so a flag it leaves at its default is off (``None`` defers to the
+    sink's class attribute of that name).
+
+    ``parallel_writes_safe`` / ``ordered_writes_required`` tell a concurrent
+    ``SinkFanOut`` whether it may write one sink's records of a batch at the same time
+    (both must allow it: safe, and order not required). They never change which records
+    are written or how a failure is reported.
     """
 
     accepted_data_planes: tuple[DataPlane, ...] | None = None
     native_data_planes: tuple[DataPlane, ...] | None = None
-    batch_writable_native: bool | None = None
-    arrow_passthrough_native: bool | None = None
+    batch_writable_native: bool | None = False
+    arrow_passthrough_native: bool | None = False
+    parallel_writes_safe: bool = False
+    ordered_writes_required: bool = True
 
 
 @dataclass(frozen=True)

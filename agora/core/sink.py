@@ -7,6 +7,7 @@ from typing import Any
 from agora.planes import DataPlane, SinkCapabilities, SinkDataPlaneSpec
 from agora.records import WriteResult
 from agora.sinks import BaseSink, SinkFanOut, SinkRouter
+from agora.sinks._members import parallel_write_hints
 from agora.sinks.base import DUCK_SINK_METHODS, DuckTypedSink
 
 # ``__all__`` lists only objects of the ``agora`` facade; the plane look-ups below and
@@ -35,17 +36,22 @@ def sink_data_plane_spec(sink: Any) -> SinkDataPlaneSpec:
 
 
 def sink_capabilities(sink: Any) -> SinkCapabilities:
-    """The plane declaration of ``sink`` as a ``SinkCapabilities`` with ordered tuples.
+    """Everything ``sink`` declares, as one ``SinkCapabilities`` with every field set.
 
     Accepted and native planes are tuples in ``DataPlane`` order (rows, batches, Arrow);
-    the legacy booleans are filled in from them.
+    the legacy plane booleans are filled in from them; ``parallel_writes_safe`` /
+    ``ordered_writes_required`` are the sink's own declaration (default: not safe, order
+    required).
     """
     spec = sink_data_plane_spec(sink)
     accepted = tuple(p for p in _PLANE_ORDER if p in spec.accepted_planes)
     native = tuple(p for p in _PLANE_ORDER if p in spec.native_planes)
+    parallel_safe, ordered = parallel_write_hints(sink)
     return SinkCapabilities(
         accepted_data_planes=accepted,
         native_data_planes=native,
         batch_writable_native=DataPlane.PYTHON_BATCHES in spec.native_planes,
         arrow_passthrough_native=DataPlane.ARROW_BATCHES in spec.native_planes,
+        parallel_writes_safe=parallel_safe,
+        ordered_writes_required=ordered,
     )

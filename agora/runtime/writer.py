@@ -14,6 +14,7 @@ from agora.planes import DataPlane
 from agora.records import DLQStage, WriteResult
 from agora.runtime.plan import Plan, SinkPlan
 from agora.runtime.units import GONE, Failure, Unit, source_rows_of
+from agora.sinks._members import NamedMember
 from agora.sinks.base import BaseSink
 from agora.sinks.csv import CsvSink
 from agora.sinks.jsonl import JsonLinesSink
@@ -231,7 +232,10 @@ _THREAD_SAFE_SINKS: frozenset[type] = frozenset({CsvSink, JsonLinesSink, Parquet
 
 
 def writes_in_thread(sink: BaseSink) -> bool:
-    """Whether a concurrent fan-out writes ``sink`` in a worker thread."""
+    """Whether a concurrent fan-out writes ``sink`` in a worker thread (a member renamed
+    by its fan-out is judged as the sink it is)."""
+    while isinstance(sink, NamedMember):
+        sink = sink.inner
     flag = getattr(sink, "writes_in_thread", None)
     if flag is not None:
         return bool(flag)

@@ -46,8 +46,13 @@ class BaseSink(Generic[RecordT]):
       or a list with exactly one :class:`WriteResult` per input record/row, in order;
       raising means the whole call failed. Inputs are never mutated.
     * Planes: declare ``accepted_data_planes`` / ``native_data_planes`` class attributes
-      or return them from ``sink_capabilities()``. Rows are always accepted. The runtime
-      calls ``write_arrow_batch`` only on sinks whose native planes include Arrow.
+      or return them from ``sink_capabilities()``. Rows are always accepted. A subclass
+      that declares nothing and overrides ``write_batch`` / ``write_arrow_batch`` takes
+      Python batches / Arrow batches natively. The runtime calls ``write_arrow_batch``
+      only on sinks whose native planes include Arrow.
+    * ``parallel_writes_safe`` (default False) and ``ordered_writes_required`` (default
+      True): a concurrent :class:`~agora.SinkFanOut` writes the records of one batch to
+      this sink at the same time only when it is safe and order is not required.
 
     Subclasses that want the built-in lifecycle checks call ``await super().open()`` /
     ``await super().close()`` and ``self._check_usable("write")``.
@@ -64,6 +69,8 @@ class BaseSink(Generic[RecordT]):
     #: fails any other record on its own (``WriteResult.failed`` with a ``TypeError``
     #: naming the sink and the record type), so it is dead-lettered, never lost.
     requires_mappings: ClassVar[bool] = False
+    parallel_writes_safe: ClassVar[bool] = False
+    ordered_writes_required: ClassVar[bool] = True
 
     _state: SinkState = SinkState.NEW
     #: Set by ``resume_output()``: the next ``open()`` continues existing output.
@@ -172,6 +179,14 @@ class BaseSink(Generic[RecordT]):
                 warn_legacy_flag(type(self), "arrow_passthrough_native",
                                  "native_data_planes including arrow_batches")
                 legacy.append(DataPlane.ARROW_BATCHES)
+            if len(legacy) == 1 and caps is None:
+                # Nothing declared: a subclass that implements the batch methods itself
+                # takes those planes natively (what 0.3.0 plugins rely on).
+                cls = type(self)
+                if cls.write_batch is not BaseSink.write_batch:
+                    legacy.append(DataPlane.PYTHON_BATCHES)
+                if cls.write_arrow_batch is not BaseSink.write_arrow_batch:
+                    legacy.append(DataPlane.ARROW_BATCHES)
             if len(legacy) > 1:
                 accepted = native = tuple(legacy)
         return SinkDataPlaneSpec.build(self.sink_name, accepted, native)
@@ -187,8 +202,8 @@ class DuckTypedSink(BaseSink[Any]):
     ``BaseSink``.
 
     ``write_batch`` is the object's own when it has one (its return value is taken as the
-    per-record results), else records are written one by one. An object with an async
-    ``write_arrow_batch`` is Arrow-native: an Arrow pipeline hands it each
+    per-record results, and Python batches are then a native plane), else records are
+    written one by one. An object with an async ``write_arrow_batch`` is Arrow-native: an Arrow pipeline hands it each
     ``RecordBatch`` as it is. One without ``write`` takes Arrow batches only; a row sent
     to it fails with a ``TypeError`` naming the sink (dead-lettered, never lost).
     ``close()`` is called once."""
@@ -198,12 +213,15 @@ class DuckTypedSink(BaseSink[Any]):
         self.sink_name = str(getattr(inner, "sink_name", "") or type(inner).__name__)
         self._arrow = inspect.iscoroutinefunction(getattr(inner, "write_arrow_batch", None))
         self._rows = inspect.iscoroutinefunction(getattr(inner, "write", None))
+        self._batches = inspect.iscoroutinefunction(getattr(inner, "write_batch", None))
 
     def data_plane_spec(self) -> SinkDataPlaneSpec:
+        planes = [DataPlane.PYTHON_ROWS]
+        if self._batches:
+            planes.append(DataPlane.PYTHON_BATCHES)
         if self._arrow:
-            planes = (DataPlane.PYTHON_ROWS, DataPlane.ARROW_BATCHES)
-            return SinkDataPlaneSpec.build(self.sink_name, planes, planes)
-        return SinkDataPlaneSpec.build(self.sink_name, None, None)
+            planes.append(DataPlane.ARROW_BATCHES)
+        return SinkDataPlaneSpec.build(self.sink_name, planes, planes)
 
     async def write_arrow_batch(self, batch: Any) -> list[WriteResult] | None:
         if not self._arrow:
@@ -224,10 +242,9 @@ class DuckTypedSink(BaseSink[Any]):
         await self.inner.write(record)
 
     async def write_batch(self, records: Sequence[Any]) -> list[WriteResult] | None:
-        own = getattr(self.inner, "write_batch", None)
-        if own is None:
+        if not self._batches:
             return await super().write_batch(records)
-        result = await own(list(records))
+        result = await self.inner.write_batch(list(records))
         return result if isinstance(result, list) else None
 
     async def flush(self) -> None:

@@ -143,9 +143,18 @@ class TestFanOut:
         s = Pipeline(RecordingSource(ROWS)).fan_out([a, b], delivery=DeliveryConfig(dlq=dlq)).run_sync()
         assert s.records_errored == 1 and len(dlq.records) == 2
 
-    def test_duplicate_sink_names_rejected(self):
-        with pytest.raises(ValueError, match="distinct name"):
-            SinkFanOut([MemorySink(name="x"), MemorySink(name="x")])
+    def test_same_named_sinks_are_told_apart_in_dead_letters_and_counts(self):
+        # Sinks sharing a name are accepted (as 0.3.0 does); the fan-out shows the second
+        # as "x#2", so dead letters and per-sink counts still say which sink it was.
+        a = FlakySink(name="x")
+        b = FlakySink(name="x", fail=lambda r: r["id"] == 1)
+        dlq = MemorySink(name="dlq")
+        s = Pipeline(RecordingSource(ROWS)).fan_out(
+            SinkFanOut([a, b]), delivery=DeliveryConfig(dlq=dlq)).run_sync()
+        assert [r.sink for r in dlq.records] == ["x#2"]
+        assert s.by_sink["x"].written == len(ROWS) and s.by_sink["x"].failed == 0
+        assert s.by_sink["x#2"].written == len(ROWS) - 1 and s.by_sink["x#2"].failed == 1
+        assert a.sink_name == b.sink_name == "x"  # the sinks themselves are unchanged
 
     def test_wrong_number_of_results_is_a_clear_failure(self):
         class Short(FlakySink):
