@@ -78,7 +78,7 @@ class _Run:
                  config: DeliveryConfig,
                  progress: Callable[[Progress], None] | None,
                  stop: StopFlag | None = None, signals: bool = True,
-                 run_id: str | None = None) -> None:
+                 run_id: str | None = None, checkpoint_key: str | None = None) -> None:
         self.pipeline_id = pipeline_id
         self.stop = stop or StopFlag()
         self.signals = signals
@@ -122,7 +122,7 @@ class _Run:
                                    hold=self.window * (HOLD_PER_SLOT if io else 1))
         self.writer = Writer(plan, self.router, sink_concurrency=(
             writer.sink_concurrency if isinstance(writer, SinkFanOut) else 1))
-        self.checkpoint_key = config.checkpoint_key or pipeline_id
+        self.checkpoint_key = config.checkpoint_key or checkpoint_key or pipeline_id
         self.committer = Committer(
             config=config, pipeline_id=pipeline_id, run_id=self.run_id,
             source_name=source.source_name, checkpoint_key=self.checkpoint_key,
@@ -428,14 +428,16 @@ async def run_pipeline(*, pipeline_id: str, source: BaseSource,
                        progress: Callable[[Progress], None] | None = None,
                        on_summary: Callable[[PipelineRunSummary], None] | None = None,
                        stop: StopFlag | None = None, signals: bool = True,
-                       run_id: str | None = None,
+                       run_id: str | None = None, checkpoint_key: str | None = None,
                        ) -> PipelineRunSummary:
     """Run once (see the module docstring). ``on_summary`` receives the summary however
     the run ends; ``stop`` lets a caller request a stop; ``signals=False`` leaves the
-    process's SIGINT/SIGTERM handlers alone; ``run_id`` names the run (default: random)."""
+    process's SIGINT/SIGTERM handlers alone; ``run_id`` names the run (default: random);
+    ``checkpoint_key`` is the key used when the config names none (default: the pipeline
+    id)."""
     run = _Run(pipeline_id=pipeline_id, source=source, middleware=middleware, writer=writer,
                plan=plan, config=config, progress=progress, stop=stop, signals=signals,
-               run_id=run_id)
+               run_id=run_id, checkpoint_key=checkpoint_key)
     try:
         return await run.execute()
     finally:

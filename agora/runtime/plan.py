@@ -61,6 +61,11 @@ class MiddlewareExplain:
     #: records this stage keeps in flight on the I/O lane (None: not on the I/O lane)
     io_concurrency: int | None = None
 
+    @property
+    def data_plane(self) -> DataPlane:
+        """0.3.0's name for the plane this middleware works on (its input plane)."""
+        return DataPlane(self.input_plane)
+
 
 @dataclass(frozen=True)
 class SinkExplain:
@@ -162,6 +167,12 @@ class PipelineExplain:
         return self.writer_input_plane
 
     @property
+    def middleware_matrix(self) -> tuple[MiddlewareExplain, ...]:
+        """0.3.0's name for :attr:`middleware` (each entry has ``index``, ``name`` and
+        ``data_plane``)."""
+        return self.middleware
+
+    @property
     def sink_downgrade_count(self) -> int:
         return sum(1 for sink in self.sinks if sink.downgraded)
 
@@ -198,7 +209,7 @@ class PipelineExplain:
     def __str__(self) -> str:
         limit = "no limit" if self.max_records is None else f"max_records={self.max_records}"
         lines = [
-            f"pipeline {self.pipeline_id}",
+            f"PipelineExplain(pipeline {self.pipeline_id!r}, lane {self.lane}, {limit})",
             f"  source      {self.source_name} ({limit}) emits {self.source_plane}",
             f"  lane        {self.lane}",
         ]

@@ -101,4 +101,6 @@ def summarise(run: _Run, *, elapsed: float, sampler: ResourceSampler,
         source_metrics=dict(run.source.runtime_metrics),
         unrouted_records=run.writer.unrouted,
         source_name=run.source.source_name,
+        middleware_stop_failures={name: describe_error(exc) for name, exc
+                                  in run.lifecycle.stop_failures.items()},
     )

@@ -202,8 +202,9 @@ class PipelineRunSummary:
     ``interruption`` (None unless the run stopped early), ``process_pools[name]``,
     ``by_sink[name]`` (:class:`SinkCounts`), ``resources``; plus ``by_middleware[name]``
     (each middleware's counter dict — open-ended: a middleware may add its own),
-    ``sink_metrics`` (sinks' ``runtime_metrics`` summed by key), ``source_metrics`` and
-    ``unrouted_records``. ``runtime`` is the same facts as one JSON-ready dict under
+    ``sink_metrics`` (sinks' ``runtime_metrics`` summed by key), ``source_metrics``,
+    ``unrouted_records``, and ``middleware_stop_failures`` (each middleware whose
+    ``on_stop`` raised: the error's type and message; logged, never raised). ``runtime`` is the same facts as one JSON-ready dict under
     their 0.3 names (also readable by attribute); ``to_dict()`` holds it under
     ``"runtime"``. ``last_checkpoint`` is the committed position as a
     :class:`~agora.records.Checkpoint` (pipeline, run, source and ``value``), or None when
@@ -235,6 +236,7 @@ class PipelineRunSummary:
     source_metrics: Mapping[str, int | float] = field(default_factory=dict)
     unrouted_records: int = 0
     source_name: str = ""
+    middleware_stop_failures: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # Counter dicts handed in (by the runtime or by a test) become MiddlewareCounts.
@@ -278,7 +280,8 @@ class PipelineRunSummary:
         keys 0.3 used: ``execution_lane``, ``source_plane``, ``writer_input_plane``,
         ``downgraded_sinks``, ``checkpoint_key``, ``resumed_from``, ``checkpoint_saves``,
         ``checkpoint_failures``, ``dlq_writes``, ``dlq_failures``,
-        ``failures_continued_without_dlq``, ``unrouted_records``, ``interruption``,
+        ``failures_continued_without_dlq``, ``unrouted_records``,
+        ``middleware_stop_failures``, ``interruption``,
         ``process_batch``, ``sink_metrics``, ``source_metrics``, ``resources``.
 
         The same facts also appear under the names 0.3.0 gave them, so code written for it
@@ -305,6 +308,8 @@ class PipelineRunSummary:
             "dlq_failures": self.dlq.failures,
             "failures_continued_without_dlq": self.dlq.continued_without_dlq,
             "unrouted_records": self.unrouted_records,
+            "middleware_stop_failures": {k: dict(v) for k, v in
+                                         self.middleware_stop_failures.items()},
             "interruption": None if stop is None else {"reason": stop.reason,
                                                        "forced": stop.forced},
             "process_batch": {name: p.to_dict() for name, p in self.process_pools.items()},
@@ -376,6 +381,8 @@ class PipelineRunSummary:
         ]
         if self.error is not None:
             lines.append(f"  error: {self.error['type']}: {self.error['message']}")
+        for name, err in self.middleware_stop_failures.items():
+            lines.append(f"  middleware {name} on_stop failed: {err['type']}: {err['message']}")
         stop = self.interruption
         if stop is not None:
             lines.append(f"  interrupted by {stop.reason}"
