@@ -218,8 +218,8 @@ class _Run:
         tasks = []
         for unit in self.pending:
             unit.abandoned = True
-            if unit.task is not None and not unit.task.done():
-                tasks.append(unit.task)
+            if unit.task is not None:
+                tasks.append(unit.task)  # a finished one too: its outcome is taken here
                 unit.task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -308,6 +308,9 @@ class _Run:
                             yielded_at = time.monotonic()
                 if not exhausted:
                     self.left_early = True
+                for stage in self.middle:  # nothing more is coming: buffering stages drain
+                    if stage.io_lane is not None:
+                        await stage.io_lane.end_of_input()
                 while self.pending:
                     await self._commit(self.pending.popleft())
             finally:

@@ -107,8 +107,9 @@ class Lifecycle:
         await self.source.open()
 
     async def stop(self, primary: BaseException | None) -> BaseException | None:
-        """Stop what started: source close → middleware ``on_stop`` (reverse) → DLQ close →
-        sink close → checkpoint key release and store close. Every step runs; a failing
+        """Stop what started: source close → middleware ``on_stop`` (reverse) → DLQ flush
+        and close → sink flush and close (reverse; no flush after a failed start) →
+        checkpoint key release and store close. Every step runs; a failing
         step is logged. A failing ``on_stop`` goes to ``stop_failures``; of the other
         steps (whose failure may leave output unclosed), the first error is returned
         only if there was no ``primary`` one."""
@@ -138,9 +139,19 @@ class Lifecycle:
                 errors.append(exc)
                 log.error("cleanup step middleware %s on_stop interrupted: %s",
                           mw.name, type(exc).__name__)
-        if started.dlq and self.config.dlq_sink is not None:
-            await step("dlq close", self.config.dlq_sink.close)
+        # Once records may have moved (the source was started), each output is flushed
+        # before it closes, however the run ended: what a failed or stopped run wrote
+        # past its checkpoint is re-read on resume, but is never left half-buffered by a
+        # close that does not flush. A start that failed earlier wrote nothing.
+        moved = started.source
+        dlq = self.config.dlq_sink
+        if started.dlq and dlq is not None:
+            if moved:
+                await step("dlq flush", dlq.flush)
+            await step("dlq close", dlq.close)
         for sink in reversed(started.sinks):
+            if moved:
+                await step(f"sink {sink.sink_name} flush", sink.flush)
             await step(f"sink {sink.sink_name} close", sink.close)
         store = self.store
         if started.store and store is not None:

@@ -289,7 +289,11 @@ class PipelineRunSummary:
         ``direct_flush_active``, ``arrow_fast_path_active``, ``arrow_chain_active``,
         ``writer_downgraded_sink_count``, ``checkpoint_enabled``,
         ``checkpoint_save_count``, ``checkpoint_failure_count``, ``dlq_failure_count``,
-        ``process_batch_stage_max_in_flight`` and the four ``csv_arrow_*`` counters; keys naming
+        ``process_batch_stage_max_in_flight``, the four ``csv_arrow_*`` counters and
+        ``buffered_stage_limit`` / ``buffered_stage_max_in_flight`` (over the I/O-lane
+        stages: the largest concurrency and the highest peak in flight; 0 without such a
+        stage — each stage's ``drain_pending`` calls are ``by_middleware[name]["drains"]``);
+        keys naming
         mechanisms Agora does not have (``rust_prefetch_*``, ``adaptive_backpressure_*``)
         read as off/zero. Readable by key or by attribute."""
         stop = self.interruption
@@ -335,6 +339,12 @@ class PipelineRunSummary:
             "dlq_failure_count": self.dlq.failures,
             "process_batch_stage_max_in_flight": max(
                 (p.peak_in_flight for p in self.process_pools.values()), default=0),
+        })
+        io_stages = [m for m in self.by_middleware.values() if m.get("lane") == "io"]
+        data.update({  # 0.3.0's "buffered stages" are Agora's I/O-lane stages
+            "buffered_stage_limit": max((int(m["concurrency"]) for m in io_stages), default=0),
+            "buffered_stage_max_in_flight": max(
+                (int(m["peak_in_flight"]) for m in io_stages), default=0),
         })
         for key in CSV_ARROW_KEYS:
             data[key] = self.sink_metrics.get(key, 0)

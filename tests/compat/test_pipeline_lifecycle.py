@@ -141,3 +141,42 @@ def test_the_foreign_checkpoint_check_runs_before_any_middleware_starts() -> Non
     with pytest.raises(CheckpointError, match="foreign"):
         bound.run_sync()
     assert log == []
+
+
+def test_a_flush_failing_at_shutdown_is_raised_after_the_close_ran() -> None:
+    events: list[str] = []
+
+    class SecondFlushFails:
+        """Duck-typed sink: the flush of the final checkpoint works, the one at shutdown
+        raises."""
+
+        sink_name = "second_flush"
+
+        async def open(self) -> None:
+            events.append("open")
+
+        async def write(self, record: Any) -> None:
+            events.append(f"write:{record}")
+
+        async def flush(self) -> None:
+            events.append("flush")
+            if events.count("flush") == 2:
+                raise OSError("disk gone at shutdown")
+
+        async def close(self) -> None:
+            events.append("close")
+
+    bound = Pipeline(IterableSource([1])).build(SecondFlushFails())
+    with pytest.raises(OSError, match="disk gone at shutdown"):
+        bound.run_sync()
+    assert events == ["open", "write:1", "flush", "flush", "close"]
+
+
+def test_a_failed_start_closes_the_opened_sink_without_flushing_it() -> None:
+    log: list[str] = []
+    bound = Pipeline(IterableSource([1])).build(
+        FlakySink(log=log), delivery=DeliveryConfig(dlq=FlakySink(name="dlq", log=log,
+                                                                  fail_open=True)))
+    with pytest.raises(OSError, match="dlq open failed"):
+        bound.run_sync()
+    assert log == ["flaky.open", "dlq.open", "flaky.close", "flaky.flush"]  # close's own flush
