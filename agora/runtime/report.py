@@ -18,6 +18,7 @@ from agora.runtime.summary import (
     ProcessPoolFigures,
     ResourceFigures,
     SinkCounts,
+    WriterFigures,
     describe_error,
 )
 
@@ -103,4 +104,6 @@ def summarise(run: _Run, *, elapsed: float, sampler: ResourceSampler,
         source_name=run.source.source_name,
         middleware_stop_failures={name: describe_error(exc) for name, exc
                                   in run.lifecycle.stop_failures.items()},
+        writer=WriterFigures(flushes=run.writer_flushes, max_batch_size=run.writer_flush_max,
+                             seconds=round(run.writer_flush_s, 6)),
     )
