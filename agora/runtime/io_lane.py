@@ -228,7 +228,9 @@ class IOLane:
         if not self._tasks or all(t.done() for t in self._tasks):
             return  # nothing in flight waits on the middleware
         self.drains += 1
-        await _call(lambda _v, ctx: self.drain(ctx), None, self.ctx)
+        out = self.drain(self.ctx)
+        if inspect.isawaitable(out):
+            await out
 
     async def _one(self, value: Any) -> _Outcome:
         """Call the middleware on one record, with retries; never raises an Exception."""

@@ -49,9 +49,10 @@ class Lifecycle:
     closes exactly that (a middleware whose ``on_start`` raised gets its ``on_stop`` too).
 
     ``stop_failures`` maps each middleware whose ``on_stop`` raised to its exception:
-    those are logged and reported, never raised — by the time a stop hook runs, every
-    record the run handled has been written, flushed and checkpointed, so a failing stop
-    hook cannot have lost one."""
+    those are logged and reported, never raised. Stop hooks run after the run's last
+    commit point — a run that reached its end has written, flushed and checkpointed every
+    record it handled; one that failed raises its own error — so no record's fate
+    depends on a stop hook."""
 
     def __init__(self, *, source: BaseSource, middleware: Sequence[AnyMiddleware],
                  contexts: Sequence[MiddlewareContext], sinks: Sequence[BaseSink],
