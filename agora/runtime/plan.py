@@ -287,21 +287,24 @@ def make_plan(
         raise PipelineError(
             f"Arrow middleware {arrow_mws[0].name!r} cannot follow source "
             f"{spec.source_name!r}, which emits {source_plane.value}; use a source that emits "
-            f"arrow_batches, or a Python middleware (Map/BatchMap) instead"
+            f"arrow_batches, or a Python middleware (Map/BatchMap) instead",
+            stage="pipeline_build",
         )
     if arrow_mws and python_mws:
         raise PipelineError(
             f"the chain mixes incompatible data planes: Arrow middleware "
             f"({arrow_mws[0].name!r}) with Python middleware "
             f"({python_mws[0].name!r}) after source {spec.source_name!r} ({source_plane.value}); "
-            f"a chain must be all-Arrow or all-Python"
+            f"a chain must be all-Arrow or all-Python",
+            stage="pipeline_build",
         )
     for mw in middleware:
         if mw.process_isolated and not isinstance(mw, ProcessStage):
             raise PipelineError(
                 f"middleware {mw.name!r} sets process_isolated = True but lacks the "
                 f"process-stage seam (name, max_in_flight_batches, async submit(), metrics()); "
-                f"subclass ProcessBatchMiddleware / ArrowProcessBatchMiddleware instead"
+                f"subclass ProcessBatchMiddleware / ArrowProcessBatchMiddleware instead",
+                stage="pipeline_build",
             )
     if lane is Lane.LINEAR:
         for mw in middleware:
@@ -309,7 +312,8 @@ def make_plan(
                 raise PipelineError(
                     f"process middleware {mw.name!r} is batch-only but source "
                     f"{spec.source_name!r} emits {source_plane.value}; use a batch source "
-                    f"(e.g. IterableBatchSource, ArrowCsvSource) or an in-process Middleware"
+                    f"(e.g. IterableBatchSource, ArrowCsvSource) or an in-process Middleware",
+                    stage="pipeline_build",
                 )
 
     materialize = source_plane is DataPlane.ARROW_BATCHES and bool(python_mws)
@@ -333,7 +337,8 @@ def make_plan(
     else:
         writer_kind, sinks, writer_plane = WriterKind.SINK, [writer], upstream
     if not sinks:
-        raise PipelineError("the router has no routes and no default sink; add .route() or .default()")
+        raise PipelineError("the router has no routes and no default sink; add .route() or .default()",
+                            stage="pipeline_build")
 
     sink_plans = []
     for sink in sinks:

@@ -4,19 +4,24 @@ a run — so a log line alone says which phase refused."""
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from agora import (
     ArrowMapMiddleware,
+    DeliveryConfig,
     IterableSource,
     MemorySink,
     Middleware,
     MiddlewareContext,
     Pipeline,
     PipelineError,
+    SQLiteDLQSink,
 )
+from tests.runtime.doubles import FlakySink
 
 
 def test_an_error_built_by_user_code_is_plain_with_every_field_none() -> None:
@@ -68,3 +73,15 @@ def test_a_user_error_raised_inside_a_run_gets_the_run_stage_and_context() -> No
     assert (err.stage, err.pipeline_id, err.source_name) == ("run", "p", "iterable")
     assert err.run_id is not None and str(err).startswith("bad state [stage=run, pipeline=p")
     assert sink.records == []
+
+
+def test_a_planning_error_of_a_replay_names_the_build_stage(tmp_path: Path) -> None:
+    dlq = tmp_path / "dlq.db"
+    Pipeline(IterableSource([{"a": 1}, {"a": 2}]), id="p").build(
+        FlakySink(fail=lambda r: r["a"] == 2),
+        delivery=DeliveryConfig(dlq=SQLiteDLQSink(dlq))).run_sync()
+    invalid = Pipeline(IterableSource([]), id="p").pipe(
+        ArrowMapMiddleware(lambda b: b, name="arrowy")).build(MemorySink())
+    with pytest.raises(PipelineError) as info:
+        asyncio.run(invalid.replay(dlq))
+    assert info.value.stage == "pipeline_build" and "'arrowy'" in str(info.value)
