@@ -57,12 +57,15 @@ class AgoraError(Exception):
 class PipelineError(AgoraError):
     """The pipeline cannot be built or planned as written.
 
-    ``stage`` names the phase that rejected it (``"pipeline_build"`` for planning).
-    Raised before any source, middleware, sink or store is opened.
+    ``stage`` names the phase that rejected it. Every ``PipelineError`` Agora raises names
+    one (``"pipeline_build"`` for the builder and planning, raised before any source,
+    middleware, sink or store is opened; ``"run"`` / ``"replay"`` for a run's); an error
+    built by user code has none unless given (``stage=None`` by default).
 
     The optional context (``pipeline_id``, ``run_id``, ``source_name``, ``sink_name``,
     ``checkpoint``) says where it happened; ``str()`` is the message followed by the stage
-    and every context field that is set, so a log line alone locates the failure.
+    and every context field that is set (the bare message when none is), so a log line
+    alone locates the failure.
     :meth:`with_context` returns a copy with more context, leaving this error unchanged.
     """
 
@@ -70,7 +73,7 @@ class PipelineError(AgoraError):
         self,
         message: str,
         *,
-        stage: str | None = "pipeline_build",
+        stage: str | None = None,
         pipeline_id: str | None = None,
         run_id: str | None = None,
         source_name: str | None = None,

@@ -34,14 +34,20 @@ __all__ = ["BoundPipeline", "Pipeline"]
 
 _MIDDLEWARE_TYPES = (Middleware, BatchMiddleware, ArrowBatchMiddleware)
 
+#: The stage every builder and planning error names (an error raised by user code names
+#: none unless it says so).
+_BUILD = "pipeline_build"
+
 
 class Pipeline:
     """``Pipeline(source, id=None).pipe(mw, …).build(sink)`` — each call returns a new
     pipeline; nothing is opened until ``run()``.
 
-    ``id`` names the pipeline in checkpoints and DLQ records. If omitted it is derived
-    from the source, middleware and sink names, so it is stable across processes as long
-    as those names are.
+    ``id`` names the pipeline in its summary, ``explain()``, checkpoints and DLQ records;
+    if omitted it is the source's name. The default checkpoint key is ``id`` when given,
+    else the source name plus a digest of the middleware and sink names (see
+    :attr:`BoundPipeline.checkpoint_key`), so two pipelines reading one source into
+    different sinks never share a checkpoint.
     """
 
     def __init__(self, source: BaseSource, id: str | None = None, *,
@@ -49,18 +55,19 @@ class Pipeline:
         if not isinstance(source, BaseSource):
             raise PipelineError(
                 f"Pipeline needs a BaseSource; got {type(source).__name__} — wrap plain "
-                f"iterables in IterableSource(...)"
+                f"iterables in IterableSource(...)", stage=_BUILD
             )
         if id is not None and (not isinstance(id, str) or not id):
-            raise PipelineError(f"Pipeline id must be a non-empty string; got {id!r}")
+            raise PipelineError(f"Pipeline id must be a non-empty string; got {id!r}",
+                                stage=_BUILD)
         self.source = source
         self.id = id
         self.middleware = _middleware
 
     @property
-    def _pipeline_id(self) -> str | None:
-        """0.3.0's name for the id given to the constructor (None when derived at build)."""
-        return self.id
+    def _pipeline_id(self) -> str:
+        """0.3.0's name for the pipeline id: the id given, else the source's name."""
+        return self.id or self.source.source_name
 
     @property
     def _middlewares(self) -> list[AnyMiddleware]:
@@ -74,8 +81,8 @@ class Pipeline:
                 raise PipelineError(
                     f"pipe() needs Middleware, BatchMiddleware or ArrowBatchMiddleware "
                     f"instances; got {type(mw).__name__} — wrap a function in "
-                    f"MapMiddleware(fn) / BatchMapMiddleware(fn) / ArrowMapMiddleware(fn)"
-                )
+                    f"MapMiddleware(fn) / BatchMapMiddleware(fn) / ArrowMapMiddleware(fn)",
+                    stage=_BUILD)
         return Pipeline(self.source, self.id, _middleware=self.middleware + tuple(middleware))
 
     def filter(self, predicate: Callable[[Any], Any], *, name: str | None = None) -> Pipeline:
@@ -110,7 +117,8 @@ class Pipeline:
               config: DeliveryConfig | None = None) -> BoundPipeline:
         chosen = _one_config("route", delivery, config)
         if not isinstance(router, SinkRouter):
-            raise PipelineError(f"route() needs a SinkRouter; got {type(router).__name__}")
+            raise PipelineError(f"route() needs a SinkRouter; got {type(router).__name__}",
+                                stage=_BUILD)
         return BoundPipeline(self, router, chosen)
 
 
@@ -131,7 +139,8 @@ class BoundPipeline:
     def __init__(self, pipeline: Pipeline, writer: WriterTarget,
                  delivery: DeliveryConfig | None) -> None:
         if delivery is not None and not isinstance(delivery, DeliveryConfig):
-            raise PipelineError(f"delivery must be a DeliveryConfig; got {type(delivery).__name__}")
+            raise PipelineError(
+                f"delivery must be a DeliveryConfig; got {type(delivery).__name__}", stage=_BUILD)
         self.pipeline = pipeline
         self.writer = writer
         self.delivery = delivery or DeliveryConfig()
@@ -159,6 +168,19 @@ class BoundPipeline:
 
     @property
     def pipeline_id(self) -> str:
+        """The id given to ``Pipeline(…, id=)``, else the source's name."""
+        return self.pipeline.id or self.source.source_name
+
+    @property
+    def checkpoint_key(self) -> str:
+        """The key this pipeline's checkpoints are saved under: ``checkpoint_key`` of the
+        delivery config, else the id given to ``Pipeline``, else the source name plus a
+        digest of the middleware and sink names. The digest keeps two id-less pipelines
+        that read one source into different sinks (or through different chains) from
+        resuming from each other's checkpoint; it is stable across processes as long as
+        those names are."""
+        if self.delivery.checkpoint_key:
+            return self.delivery.checkpoint_key
         if self.pipeline.id:
             return self.pipeline.id
         parts = [self.source.source_name, *(m.name for m in self.middleware),
@@ -172,10 +194,16 @@ class BoundPipeline:
         return LimitedSource(self.source, max_records)
 
     def _plan(self, source: BaseSource, max_records: int | None) -> Plan:
-        return make_plan(pipeline_id=self.pipeline_id, source=source, middleware=self.middleware,
-                         writer=self.writer, max_records=max_records,
-                         batch_size=self.delivery.batch_size,
-                         batch_flush_interval_ms=self.delivery.batch_flush_interval_ms)
+        """Plan the run; a ``PipelineError`` that names no stage is a planning one."""
+        try:
+            return make_plan(pipeline_id=self.pipeline_id, source=source,
+                             middleware=self.middleware, writer=self.writer,
+                             max_records=max_records, batch_size=self.delivery.batch_size,
+                             batch_flush_interval_ms=self.delivery.batch_flush_interval_ms)
+        except PipelineError as err:
+            if err.stage is None:
+                err.stage = _BUILD
+            raise
 
     def explain(self, max_records: int | None = None) -> PipelineExplain:
         """Describe the run without loading a checkpoint, opening, reading or starting anything."""
@@ -212,6 +240,7 @@ class BoundPipeline:
                     pipeline_id=self.pipeline_id, source=source, middleware=self.middleware,
                     writer=self.writer, plan=plan, config=self.delivery, progress=progress,
                     on_summary=self._remember, signals=handle_signals, run_id=run_id,
+                    checkpoint_key=self.checkpoint_key,
                 )
             except PipelineError as err:
                 self._locate(err)
@@ -250,6 +279,7 @@ class BoundPipeline:
         try:
             return await run_replay(
                 dlq=dlq, pipeline_id=self.pipeline_id, records_of=pipeline_id,
+                checkpoint_key=self.checkpoint_key,
                 source_plane=self.source.emitted_data_plane, middleware=self.middleware,
                 writer=self.writer, sinks=self.sinks, delivery=self.delivery, stage=stage,
                 include_replayed=include_replayed, dry_run=dry_run, progress=progress,

@@ -128,7 +128,8 @@ def io_concurrency_of(mw: AnyMiddleware) -> int | None:
     n = getattr(mw, attr)
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise PipelineError(f"middleware {mw.name!r}: {attr} must be an int >= 1; got {n!r} "
-                            f"— set how many records may be in flight at once")
+                            f"— set how many records may be in flight at once",
+                            stage="pipeline_build")
     return n
 
 

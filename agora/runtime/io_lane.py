@@ -1,6 +1,12 @@
 """The I/O lane: runs one async per-record middleware with up to N records in flight,
 retries transient failures, adapts N under backpressure, and writes the results back
-into the unit in source order — the committer never sees a record still in flight."""
+into the unit in source order — the committer never sees a record still in flight.
+
+A middleware that buffers what ``submit`` hands it (0.3.0's ``drain_pending(ctx)``
+spelling) is told to drain whenever the lane stalls on it: every call in flight has
+handed its record over and no more can start — the lane's slots are full, or the source
+has ended (``end_of_input``) so nothing else will arrive. Until then it keeps what it
+buffers, so it batches as it chose to."""
 
 from __future__ import annotations
 
@@ -108,6 +114,18 @@ class IOLane:
         self._window_errors = 0
         self._window_latency = 0.0
         self._tasks: set[asyncio.Task[_Outcome]] = set()
+        drain = getattr(mw, "drain_pending", None)
+        self.drain: Any = drain if callable(drain) else None
+        self.drains = 0  # drain_pending calls made
+        self.input_ended = False  # set by end_of_input(): no unit after those in flight
+        # Calls started whose submit() has not yet handed its record over (or ended
+        # without): the lane drains only once none is left, so a drain never runs ahead
+        # of a record it should have flushed.
+        self._owing: set[asyncio.Task[_Outcome]] = set()
+        self._handed_over = asyncio.Event()
+        self._handed_over.set()
+        if self.drain is not None:
+            self.call = self._buffered_call(mw)
         self._publish()
 
     @property
@@ -130,9 +148,15 @@ class IOLane:
                 if stop.requested and stop.should_abandon():
                     unit.abandoned = True
                     break
+                lim = self.limiter
+                if self.drain is not None and lim.in_flight >= lim.limit:
+                    await self.drain_if_stalled()
                 await self.limiter.acquire()
                 c["in"] += 1
                 task = asyncio.create_task(self._one(value))
+                if self.drain is not None:
+                    self._owing.add(task)
+                    self._handed_over.clear()
                 self._tasks.add(task)
                 task.add_done_callback(self._done)
                 started.append((i, task))
@@ -140,6 +164,9 @@ class IOLane:
                 await _cancel_all([t for _, t in started])
                 return
             if started:
+                lim = self.limiter
+                if self.drain is not None and (self.input_ended or lim.in_flight >= lim.limit):
+                    await self.drain_if_stalled()
                 await asyncio.wait([t for _, t in started])
         except BaseException:
             await _cancel_all([t for _, t in started])
@@ -163,6 +190,47 @@ class IOLane:
             else:
                 values[i] = out.value
                 c["out"] += 1
+
+    def _buffered_call(self, mw: Middleware) -> Any:
+        """``submit`` split in two: hand the record over (counted, so a drain waits for
+        it), then await the handle it gave back for the record's result."""
+        submit = mw.submit  # type: ignore[attr-defined]  # drain_pending implies 0.3.0's submit spelling
+
+        async def call(record: Any, ctx: MiddlewareContext) -> Any:
+            try:
+                handle = submit(record, ctx)
+                if inspect.iscoroutine(handle):
+                    handle = await handle
+            finally:
+                task = asyncio.current_task()
+                if task is not None:
+                    self._handed(task)  # a retry finds it handed over already
+            if inspect.isawaitable(handle):
+                return await handle
+            return handle
+
+        return call
+
+    async def end_of_input(self) -> None:
+        """No unit will follow those already dispatched: drain what the middleware holds
+        now, and at the end of every unit still to reach this stage."""
+        self.input_ended = True
+        if self.drain is not None:
+            await self.drain_if_stalled()
+
+    async def drain_if_stalled(self) -> None:
+        """Once every started call has handed its record over, ask the middleware to
+        drain what it buffers. A failing drain is raised: the records it held are not
+        handled, so the run stops without checkpointing them."""
+        await asyncio.sleep(0)  # calls just created take their first step (into submit)
+        await self._handed_over.wait()
+        await asyncio.sleep(0)  # calls whose result is already there finish first
+        if not self._tasks or all(t.done() for t in self._tasks):
+            return  # nothing in flight waits on the middleware
+        self.drains += 1
+        out = self.drain(self.ctx)
+        if inspect.isawaitable(out):
+            await out
 
     async def _one(self, value: Any) -> _Outcome:
         """Call the middleware on one record, with retries; never raises an Exception."""
@@ -198,7 +266,13 @@ class IOLane:
         # Released here, not in the coroutine: a task cancelled before its first step
         # never runs its body, and its slot must come back all the same.
         self._tasks.discard(task)
+        self._handed(task)
         self.limiter.release()
+
+    def _handed(self, task: asyncio.Task[_Outcome]) -> None:
+        self._owing.discard(task)
+        if not self._owing:
+            self._handed_over.set()
 
     def _observe(self, latency: float, *, failed: bool) -> None:
         self._latencies.append(latency)
@@ -245,7 +319,7 @@ class IOLane:
         self.ctx.metrics.update({
             "lane": "io", "concurrency": self.concurrency, "limit": self.limiter.limit,
             "peak_in_flight": self.limiter.peak, "retries": self.retries,
-            "backpressure_moves": self.moves, "latency_p50_ms": p50,
+            "backpressure_moves": self.moves, "drains": self.drains, "latency_p50_ms": p50,
             "latency_p95_ms": p95, "latency_p99_ms": p99,
         })
 

@@ -61,6 +61,11 @@ class MiddlewareExplain:
     #: records this stage keeps in flight on the I/O lane (None: not on the I/O lane)
     io_concurrency: int | None = None
 
+    @property
+    def data_plane(self) -> DataPlane:
+        """0.3.0's name for the plane this middleware works on (its input plane)."""
+        return DataPlane(self.input_plane)
+
 
 @dataclass(frozen=True)
 class SinkExplain:
@@ -162,6 +167,12 @@ class PipelineExplain:
         return self.writer_input_plane
 
     @property
+    def middleware_matrix(self) -> tuple[MiddlewareExplain, ...]:
+        """0.3.0's name for :attr:`middleware` (each entry has ``index``, ``name`` and
+        ``data_plane``)."""
+        return self.middleware
+
+    @property
     def sink_downgrade_count(self) -> int:
         return sum(1 for sink in self.sinks if sink.downgraded)
 
@@ -198,7 +209,7 @@ class PipelineExplain:
     def __str__(self) -> str:
         limit = "no limit" if self.max_records is None else f"max_records={self.max_records}"
         lines = [
-            f"pipeline {self.pipeline_id}",
+            f"PipelineExplain(pipeline {self.pipeline_id!r}, lane {self.lane}, {limit})",
             f"  source      {self.source_name} ({limit}) emits {self.source_plane}",
             f"  lane        {self.lane}",
         ]
@@ -276,21 +287,24 @@ def make_plan(
         raise PipelineError(
             f"Arrow middleware {arrow_mws[0].name!r} cannot follow source "
             f"{spec.source_name!r}, which emits {source_plane.value}; use a source that emits "
-            f"arrow_batches, or a Python middleware (Map/BatchMap) instead"
+            f"arrow_batches, or a Python middleware (Map/BatchMap) instead",
+            stage="pipeline_build",
         )
     if arrow_mws and python_mws:
         raise PipelineError(
             f"the chain mixes incompatible data planes: Arrow middleware "
             f"({arrow_mws[0].name!r}) with Python middleware "
             f"({python_mws[0].name!r}) after source {spec.source_name!r} ({source_plane.value}); "
-            f"a chain must be all-Arrow or all-Python"
+            f"a chain must be all-Arrow or all-Python",
+            stage="pipeline_build",
         )
     for mw in middleware:
         if mw.process_isolated and not isinstance(mw, ProcessStage):
             raise PipelineError(
                 f"middleware {mw.name!r} sets process_isolated = True but lacks the "
                 f"process-stage seam (name, max_in_flight_batches, async submit(), metrics()); "
-                f"subclass ProcessBatchMiddleware / ArrowProcessBatchMiddleware instead"
+                f"subclass ProcessBatchMiddleware / ArrowProcessBatchMiddleware instead",
+                stage="pipeline_build",
             )
     if lane is Lane.LINEAR:
         for mw in middleware:
@@ -298,7 +312,8 @@ def make_plan(
                 raise PipelineError(
                     f"process middleware {mw.name!r} is batch-only but source "
                     f"{spec.source_name!r} emits {source_plane.value}; use a batch source "
-                    f"(e.g. IterableBatchSource, ArrowCsvSource) or an in-process Middleware"
+                    f"(e.g. IterableBatchSource, ArrowCsvSource) or an in-process Middleware",
+                    stage="pipeline_build",
                 )
 
     materialize = source_plane is DataPlane.ARROW_BATCHES and bool(python_mws)
@@ -322,7 +337,8 @@ def make_plan(
     else:
         writer_kind, sinks, writer_plane = WriterKind.SINK, [writer], upstream
     if not sinks:
-        raise PipelineError("the router has no routes and no default sink; add .route() or .default()")
+        raise PipelineError("the router has no routes and no default sink; add .route() or .default()",
+                            stage="pipeline_build")
 
     sink_plans = []
     for sink in sinks:

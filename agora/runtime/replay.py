@@ -285,6 +285,7 @@ async def run_replay(
     dlq: str | os.PathLike[str],
     pipeline_id: str,
     records_of: str | None = None,
+    checkpoint_key: str | None = None,
     source_plane: DataPlane,
     middleware: Sequence[AnyMiddleware],
     writer: WriterTarget,
@@ -297,6 +298,8 @@ async def run_replay(
 ) -> ReplayReport:
     """Replay the entries of ``dlq`` recorded for ``records_of`` (default ``pipeline_id``,
     the id the run uses) into the chain and writer given (see the module doc).
+    ``checkpoint_key`` is the key a ``run()`` of the target claims (default
+    ``pipeline_id``): the replay claims it too, so the two never overlap.
 
     Raises ``DLQError`` for a missing or unreadable DLQ, ``PipelineError`` when the DLQ
     holds only other pipelines' records, and — like ``run()`` — the original exception of
@@ -331,7 +334,8 @@ async def run_replay(
             sink.resume_output()
         summary = await run_pipeline(pipeline_id=pipeline_id, source=source,
                                      middleware=middleware, writer=writer, plan=run_plan,
-                                     config=config, progress=progress)
+                                     config=config, progress=progress,
+                                     checkpoint_key=checkpoint_key)
         failed = len(marks.failed)
         return ReplayReport(**base, run_id=summary.run_id, sent=len(rows),
                             handled=len(rows) - failed, failed_again=failed,

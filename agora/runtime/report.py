@@ -18,6 +18,7 @@ from agora.runtime.summary import (
     ProcessPoolFigures,
     ResourceFigures,
     SinkCounts,
+    WriterFigures,
     describe_error,
 )
 
@@ -101,4 +102,8 @@ def summarise(run: _Run, *, elapsed: float, sampler: ResourceSampler,
         source_metrics=dict(run.source.runtime_metrics),
         unrouted_records=run.writer.unrouted,
         source_name=run.source.source_name,
+        middleware_stop_failures={name: describe_error(exc) for name, exc
+                                  in run.lifecycle.stop_failures.items()},
+        writer=WriterFigures(flushes=run.writer_flushes, max_batch_size=run.writer_flush_max,
+                             seconds=round(run.writer_flush_s, 6)),
     )

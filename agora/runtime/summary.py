@@ -1,8 +1,8 @@
 """The run summary: a frozen record of what one run did, made of typed sub-records (lane
 and planes, checkpoint, DLQ, interruption, process pools, per sink, resources).
 
-A little over 400 lines: the summary and its sub-records are one JSON-ready value, read
-together; its counter helpers already live in ``counters.py``."""
+About 450 lines, past the usual 400 lines: the summary and its sub-records are one JSON-ready
+value, read together; its counter helpers already live in ``counters.py``."""
 
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ __all__ = [
     "ResourceFigures",
     "RuntimeFigures",
     "SinkCounts",
+    "WriterFigures",
     "describe_error",
 ]
 
@@ -109,6 +110,17 @@ class Interruption:
 
     reason: str
     forced: bool
+
+
+@dataclass(frozen=True)
+class WriterFigures:
+    """The groups of records handed to the writer (one per committed unit with records
+    left to write — ``batch_size`` records on the row lane, one source batch on the batch
+    lane), the largest of them, and the seconds spent writing them all."""
+
+    flushes: int = 0
+    max_batch_size: int = 0
+    seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -202,8 +214,10 @@ class PipelineRunSummary:
     ``interruption`` (None unless the run stopped early), ``process_pools[name]``,
     ``by_sink[name]`` (:class:`SinkCounts`), ``resources``; plus ``by_middleware[name]``
     (each middleware's counter dict — open-ended: a middleware may add its own),
-    ``sink_metrics`` (sinks' ``runtime_metrics`` summed by key), ``source_metrics`` and
-    ``unrouted_records``. ``runtime`` is the same facts as one JSON-ready dict under
+    ``sink_metrics`` (sinks' ``runtime_metrics`` summed by key), ``source_metrics``,
+    ``unrouted_records``, ``middleware_stop_failures`` (each middleware whose
+    ``on_stop`` raised: the error's type and message; logged, never raised) and
+    ``writer`` (:class:`WriterFigures`). ``runtime`` is the same facts as one JSON-ready dict under
     their 0.3 names (also readable by attribute); ``to_dict()`` holds it under
     ``"runtime"``. ``last_checkpoint`` is the committed position as a
     :class:`~agora.records.Checkpoint` (pipeline, run, source and ``value``), or None when
@@ -235,6 +249,8 @@ class PipelineRunSummary:
     source_metrics: Mapping[str, int | float] = field(default_factory=dict)
     unrouted_records: int = 0
     source_name: str = ""
+    middleware_stop_failures: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    writer: WriterFigures = field(default_factory=WriterFigures)
 
     def __post_init__(self) -> None:
         # Counter dicts handed in (by the runtime or by a test) become MiddlewareCounts.
@@ -278,7 +294,8 @@ class PipelineRunSummary:
         keys 0.3 used: ``execution_lane``, ``source_plane``, ``writer_input_plane``,
         ``downgraded_sinks``, ``checkpoint_key``, ``resumed_from``, ``checkpoint_saves``,
         ``checkpoint_failures``, ``dlq_writes``, ``dlq_failures``,
-        ``failures_continued_without_dlq``, ``unrouted_records``, ``interruption``,
+        ``failures_continued_without_dlq``, ``unrouted_records``,
+        ``middleware_stop_failures``, ``interruption``,
         ``process_batch``, ``sink_metrics``, ``source_metrics``, ``resources``.
 
         The same facts also appear under the names 0.3.0 gave them, so code written for it
@@ -286,7 +303,12 @@ class PipelineRunSummary:
         ``direct_flush_active``, ``arrow_fast_path_active``, ``arrow_chain_active``,
         ``writer_downgraded_sink_count``, ``checkpoint_enabled``,
         ``checkpoint_save_count``, ``checkpoint_failure_count``, ``dlq_failure_count``,
-        ``process_batch_stage_max_in_flight`` and the four ``csv_arrow_*`` counters; keys naming
+        ``process_batch_stage_max_in_flight``, the four ``csv_arrow_*`` counters and
+        ``buffered_stage_limit`` / ``buffered_stage_max_in_flight`` (over the I/O-lane
+        stages: the largest concurrency and the highest peak in flight; 0 without such a
+        stage — each stage's ``drain_pending`` calls are ``by_middleware[name]["drains"]``),
+        ``writer_flush_count`` / ``_max_batch_size`` / ``_time_ms`` (see ``writer``: groups
+        handed to the writer, not sink ``flush()`` calls); keys naming
         mechanisms Agora does not have (``rust_prefetch_*``, ``adaptive_backpressure_*``)
         read as off/zero. Readable by key or by attribute."""
         stop = self.interruption
@@ -305,6 +327,8 @@ class PipelineRunSummary:
             "dlq_failures": self.dlq.failures,
             "failures_continued_without_dlq": self.dlq.continued_without_dlq,
             "unrouted_records": self.unrouted_records,
+            "middleware_stop_failures": {k: dict(v) for k, v in
+                                         self.middleware_stop_failures.items()},
             "interruption": None if stop is None else {"reason": stop.reason,
                                                        "forced": stop.forced},
             "process_batch": {name: p.to_dict() for name, p in self.process_pools.items()},
@@ -330,6 +354,15 @@ class PipelineRunSummary:
             "dlq_failure_count": self.dlq.failures,
             "process_batch_stage_max_in_flight": max(
                 (p.peak_in_flight for p in self.process_pools.values()), default=0),
+        })
+        io_stages = [m for m in self.by_middleware.values() if m.get("lane") == "io"]
+        data.update({  # 0.3.0's "buffered stages" are Agora's I/O-lane stages
+            "buffered_stage_limit": max((int(m["concurrency"]) for m in io_stages), default=0),
+            "buffered_stage_max_in_flight": max(
+                (int(m["peak_in_flight"]) for m in io_stages), default=0),
+            "writer_flush_count": self.writer.flushes,
+            "writer_flush_max_batch_size": self.writer.max_batch_size,
+            "writer_flush_time_ms": round(self.writer.seconds * 1000.0, 3),
         })
         for key in CSV_ARROW_KEYS:
             data[key] = self.sink_metrics.get(key, 0)
@@ -376,6 +409,8 @@ class PipelineRunSummary:
         ]
         if self.error is not None:
             lines.append(f"  error: {self.error['type']}: {self.error['message']}")
+        for name, err in self.middleware_stop_failures.items():
+            lines.append(f"  middleware {name} on_stop failed: {err['type']}: {err['message']}")
         stop = self.interruption
         if stop is not None:
             lines.append(f"  interrupted by {stop.reason}"

@@ -216,12 +216,17 @@ class DuckTypedSink(BaseSink[Any]):
         self._batches = inspect.iscoroutinefunction(getattr(inner, "write_batch", None))
 
     def data_plane_spec(self) -> SinkDataPlaneSpec:
+        """Rows always; Python batches natively when the object has an async
+        ``write_batch`` (the row lane hands it each group of ``batch_size`` records, as
+        0.3.0 did); Arrow batches natively with an async ``write_arrow_batch``."""
+        if not (self._arrow or self._batches):
+            return SinkDataPlaneSpec.build(self.sink_name, None, None)
         planes = [DataPlane.PYTHON_ROWS]
         if self._batches:
             planes.append(DataPlane.PYTHON_BATCHES)
         if self._arrow:
             planes.append(DataPlane.ARROW_BATCHES)
-        return SinkDataPlaneSpec.build(self.sink_name, planes, planes)
+        return SinkDataPlaneSpec.build(self.sink_name, tuple(planes), tuple(planes))
 
     async def write_arrow_batch(self, batch: Any) -> list[WriteResult] | None:
         if not self._arrow:

@@ -267,7 +267,7 @@ def test_with_a_background_store_write_an_ack_comes_only_once_the_store_holds_it
     sink = FlakySink()
     source = Checking(30, sink=sink)
     bound = job(source, checkpoint=store, checkpoint_every=4)
-    key = bound.pipeline_id  # the default checkpoint key
+    key = bound.checkpoint_key  # the default checkpoint key
     bound.run_sync()
     assert source.acks == sorted(source.acks) and source.acks[-1] == 30
     assert stored_at_ack and all(saved is not None and saved >= acked
