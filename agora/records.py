@@ -98,7 +98,8 @@ class Checkpoint:
 class DLQStage(StrEnum):
     """Where a dead-lettered record failed (``DLQRecord.stage``; stored as its string)."""
 
-    SOURCE_RECORD = "source_record"  # the source emitted a malformed-record marker
+    SOURCE_STREAM = "source_stream"  # the source raised while reading: no record to send
+    SOURCE_RECORD = "source_record"  # a malformed-record marker, or SourceRecordError(record=)
     MIDDLEWARE = "middleware"  # a per-record middleware raised
     BATCH_MIDDLEWARE = "batch_middleware"  # a batch (or process-isolated) middleware failed
     SINK_WRITE = "sink_write"  # a sink rejected the record
