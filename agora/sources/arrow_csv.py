@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import aclosing
 import copy
 import os
 from collections import Counter
@@ -322,7 +323,12 @@ class ArrowCsvSource(BuiltinSource):
             ) from exc
 
     async def stream_batches(self) -> AsyncIterator[Any]:
-        self._require_open("stream_batches")
+        alone = self._read_unopened("stream_batches")
+        if alone is not None:  # nobody opened it: a read on its own
+            async with aclosing(alone):
+                async for item in alone:
+                    yield item
+            return
         if self._reader is not None:
             self._seen_input = self._input()
             if self.read_ahead:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import aclosing
 import codecs
 import csv
 import os
@@ -256,7 +257,12 @@ class CsvSource(BuiltinSource):
             yield malformed(rec.raw, rec.raw_total, reason, location), rec.end
 
     async def stream(self) -> AsyncIterator[Any]:
-        self._require_open("stream")
+        alone = self._read_unopened("stream")
+        if alone is not None:  # nobody opened it: a read on its own
+            async with aclosing(alone):
+                async for item in alone:
+                    yield item
+            return
         if self.batch_size is not None:
             raise NotImplementedError(
                 f"source {self.source_name!r} has batch_size={self.batch_size} and emits "
@@ -267,7 +273,12 @@ class CsvSource(BuiltinSource):
             yield item
 
     async def stream_batches(self) -> AsyncIterator[Any]:
-        self._require_open("stream_batches")
+        alone = self._read_unopened("stream_batches")
+        if alone is not None:  # nobody opened it: a read on its own
+            async with aclosing(alone):
+                async for item in alone:
+                    yield item
+            return
         if self.batch_size is None:
             raise NotImplementedError(
                 f"source {self.source_name!r} emits rows (no batch_size); it has no "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import aclosing
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any, Generic
 
@@ -132,7 +133,12 @@ class IterableSource(_IteratingSource, Generic[RecordT]):
         self._emitted = self._skip
 
     async def stream(self) -> AsyncIterator[Any]:
-        self._require_open("stream")
+        alone = self._read_unopened("stream")
+        if alone is not None:  # nobody opened it: a read on its own
+            async with aclosing(alone):
+                async for item in alone:
+                    yield item
+            return
         it = self._iterator
         assert it is not None
         skip, self._skip = self._skip, 0
@@ -200,7 +206,12 @@ class IterableBatchSource(_IteratingSource):
         self._batch, self._row = fields["batch"], fields["row"]
 
     async def stream_batches(self) -> AsyncIterator[Any]:
-        self._require_open("stream_batches")
+        alone = self._read_unopened("stream_batches")
+        if alone is not None:  # nobody opened it: a read on its own
+            async with aclosing(alone):
+                async for item in alone:
+                    yield item
+            return
         it = self._iterator
         assert it is not None
         for done in range(self._batch):
@@ -295,7 +306,12 @@ class ArrowBatchSource(_IteratingSource):
         self._iterator = iter(data)
 
     async def stream_batches(self) -> AsyncIterator[Any]:
-        self._require_open("stream_batches")
+        alone = self._read_unopened("stream_batches")
+        if alone is not None:  # nobody opened it: a read on its own
+            async with aclosing(alone):
+                async for item in alone:
+                    yield item
+            return
         it = self._iterator
         assert it is not None
         skip, index = self._row, 0  # skip: rows still to pass over on resume
