@@ -323,8 +323,7 @@ class ArrowCsvSource(BuiltinSource):
             ) from exc
 
     async def stream_batches(self) -> AsyncIterator[Any]:
-        alone = self._read_unopened("stream_batches")
-        if alone is not None:  # nobody opened it: a read on its own
+        if (alone := self._read_unopened("stream_batches")) is not None:  # unopened
             async with aclosing(alone):
                 async for item in alone:
                     yield item

@@ -257,8 +257,7 @@ class CsvSource(BuiltinSource):
             yield malformed(rec.raw, rec.raw_total, reason, location), rec.end
 
     async def stream(self) -> AsyncIterator[Any]:
-        alone = self._read_unopened("stream")
-        if alone is not None:  # nobody opened it: a read on its own
+        if (alone := self._read_unopened("stream")) is not None:  # unopened
             async with aclosing(alone):
                 async for item in alone:
                     yield item
@@ -273,8 +272,7 @@ class CsvSource(BuiltinSource):
             yield item
 
     async def stream_batches(self) -> AsyncIterator[Any]:
-        alone = self._read_unopened("stream_batches")
-        if alone is not None:  # nobody opened it: a read on its own
+        if (alone := self._read_unopened("stream_batches")) is not None:  # unopened
             async with aclosing(alone):
                 async for item in alone:
                     yield item

@@ -133,8 +133,7 @@ class IterableSource(_IteratingSource, Generic[RecordT]):
         self._emitted = self._skip
 
     async def stream(self) -> AsyncIterator[Any]:
-        alone = self._read_unopened("stream")
-        if alone is not None:  # nobody opened it: a read on its own
+        if (alone := self._read_unopened("stream")) is not None:  # unopened
             async with aclosing(alone):
                 async for item in alone:
                     yield item
@@ -206,8 +205,7 @@ class IterableBatchSource(_IteratingSource):
         self._batch, self._row = fields["batch"], fields["row"]
 
     async def stream_batches(self) -> AsyncIterator[Any]:
-        alone = self._read_unopened("stream_batches")
-        if alone is not None:  # nobody opened it: a read on its own
+        if (alone := self._read_unopened("stream_batches")) is not None:  # unopened
             async with aclosing(alone):
                 async for item in alone:
                     yield item
@@ -306,8 +304,7 @@ class ArrowBatchSource(_IteratingSource):
         self._iterator = iter(data)
 
     async def stream_batches(self) -> AsyncIterator[Any]:
-        alone = self._read_unopened("stream_batches")
-        if alone is not None:  # nobody opened it: a read on its own
+        if (alone := self._read_unopened("stream_batches")) is not None:  # unopened
             async with aclosing(alone):
                 async for item in alone:
                     yield item

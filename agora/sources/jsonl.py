@@ -63,8 +63,7 @@ class JsonLinesSource(JsonFileSource):
         self._line, self._byte = line, byte
 
     async def stream(self) -> AsyncIterator[Any]:
-        alone = self._read_unopened("stream")
-        if alone is not None:  # nobody opened it: a read on its own
+        if (alone := self._read_unopened("stream")) is not None:  # unopened
             async with aclosing(alone):
                 async for item in alone:
                     yield item

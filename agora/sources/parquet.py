@@ -172,8 +172,7 @@ class ParquetSource(BuiltinSource):
             self._fh = None
 
     async def stream_batches(self) -> AsyncIterator[Any]:
-        alone = self._read_unopened("stream_batches")
-        if alone is not None:  # nobody opened it: a read on its own
+        if (alone := self._read_unopened("stream_batches")) is not None:  # unopened
             async with aclosing(alone):
                 async for item in alone:
                     yield item
@@ -189,8 +188,7 @@ class ParquetSource(BuiltinSource):
         None result skips the row. A mapper that raises stops the read with a
         ``SourceRecordError`` carrying the row (dead-lettered when a DLQ is set; the run
         then stops with the mapper's exception)."""
-        alone = self._read_unopened("stream")
-        if alone is not None:  # nobody opened it: a read on its own
+        if (alone := self._read_unopened("stream")) is not None:  # unopened
             async with aclosing(alone):
                 async for item in alone:
                     yield item
