@@ -10,7 +10,7 @@
     ├── CheckpointError             a checkpoint is unreadable, corrupt, foreign or unsavable
     ├── DLQError                    a DLQ file cannot be opened, or read back, as Agora wrote it
     ├── LifecycleError              a component was used outside its open…close window
-    ├── SourceRecordError           malformed input at a named file/line (fail-closed sources)
+    ├── SourceRecordError           a source could not read one record (file/line, or the raw record)
     ├── ContractError               a component broke its contract at run time (wrong result count…)
     └── InternalError               a bug in Agora itself ("please report it")
 
@@ -227,15 +227,58 @@ class LifecycleError(AgoraError, RuntimeError):
     """A component was used outside its lifecycle, e.g. writing to a closed sink."""
 
 
-class SourceRecordError(AgoraError, ValueError):
-    """Malformed input found by a source whose policy is to fail.
+#: ``SourceRecordError(record=…)`` not given (None is a record like any other).
+_NO_RECORD: object = object()
 
-    ``location`` is ``"file:line"`` (or the closest position the medium has) and
-    ``reason`` says what was wrong with the record.
+
+class SourceRecordError(AgoraError, ValueError):
+    """A source could not read one input record.
+
+    Two spellings. ``SourceRecordError(source_name, location, reason)`` is malformed input
+    found by a source whose policy is to fail: ``location`` is ``"file:line"`` (or the
+    closest position the medium has) and ``reason`` says what was wrong. The 0.3.0
+    spelling ``SourceRecordError(error, record=raw, checkpoint=…, source=…,
+    stage="source_record")`` wraps the exception (or message) that rejected ``raw``, the
+    record as read: raised from a source's stream, it is dead-lettered with that record
+    (when a DLQ is set) and ``run()`` then raises ``original``, the wrapped exception.
+
+    Attributes of both: ``source_name``, ``location``, ``reason``, ``original`` (the
+    wrapped exception, or None), ``record`` (None when only a location is known),
+    ``has_record``, ``checkpoint`` (the source position given, or None) and ``stage``.
     """
 
-    def __init__(self, source_name: str, location: str, reason: str, *, hint: bool = True) -> None:
-        self.source_name = source_name
+    def __init__(
+        self,
+        source_name: str | BaseException,
+        location: str | None = None,
+        reason: str | None = None,
+        *,
+        hint: bool = True,
+        record: object = _NO_RECORD,
+        checkpoint: object = None,
+        source: str | None = None,
+        stage: str = "source_record",
+    ) -> None:
+        self.checkpoint = checkpoint
+        self.stage = stage
+        self.has_record = record is not _NO_RECORD
+        self.record = None if record is _NO_RECORD else record
+        if self.has_record and location is None and reason is None:
+            self.original = source_name if isinstance(source_name, BaseException) else None
+            self.source_name = source or ""
+            self.location = ""
+            self.reason = str(source_name)
+            super().__init__(self.reason if source is None
+                             else f"source {source!r}: {self.reason}")
+            return
+        if not isinstance(source_name, str) or location is None or reason is None:
+            raise TypeError(
+                f"SourceRecordError takes (source_name, location, reason) or (error, "
+                f"record=raw_record); got ({source_name!r}, {location!r}, {reason!r}) — pass "
+                f"the record that failed as record=…"
+            )
+        self.original = None
+        self.source_name = source or source_name
         self.location = location
         self.reason = reason
         message = f"source {source_name!r}: malformed record at {location}: {reason}"
@@ -245,11 +288,21 @@ class SourceRecordError(AgoraError, ValueError):
         super().__init__(message)
 
     def __reduce__(self) -> tuple[Callable[..., SourceRecordError], tuple[object, ...]]:
+        if self.has_record:
+            return (_rebuild_wrapping_error, (self.original or self.reason, self.record,
+                                              self.checkpoint, self.source_name or None,
+                                              self.stage))
         return (_rebuild_source_record_error, (self.source_name, self.location, self.reason))
 
 
 def _rebuild_source_record_error(source_name: str, location: str, reason: str) -> SourceRecordError:
     return SourceRecordError(source_name, location, reason, hint=False)
+
+
+def _rebuild_wrapping_error(error: str | BaseException, record: object, checkpoint: object,
+                            source: str | None, stage: str) -> SourceRecordError:
+    return SourceRecordError(error, record=record, checkpoint=checkpoint, source=source,
+                             stage=stage)
 
 
 class ContractError(AgoraError):

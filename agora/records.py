@@ -8,8 +8,10 @@ add an import cycle."""
 from __future__ import annotations
 
 import datetime as _dt
+import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from agora._json_values import (
@@ -28,6 +30,7 @@ __all__ = [
     "DLQStage",
     "DLQ_STAGES",
     "MalformedRecord",
+    "SourceIdentity",
     "WriteResult",
     "dumps_json",
     "json_restore",
@@ -59,9 +62,47 @@ _OK = WriteResult(written=True)
 
 
 @dataclass(frozen=True)
+class SourceIdentity:
+    """Which file a position refers to: its resolved path, size and modification time.
+
+    Agora's file sources already put a content fingerprint of their input inside every
+    checkpoint value they emit (and refuse to resume on a different file); this value
+    object describes a file for code that compares inputs itself, and may ride along in
+    ``Checkpoint.source_identity``."""
+
+    path: str
+    size: int
+    modified_ns: int
+
+    @classmethod
+    def for_file(cls, path: str | os.PathLike[str]) -> SourceIdentity:
+        """The identity of ``path`` now. Raises ``FileNotFoundError`` if it is missing."""
+        resolved = Path(path).resolve()
+        stat = resolved.stat()
+        return cls(path=str(resolved), size=stat.st_size, modified_ns=stat.st_mtime_ns)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "size": self.size, "modified_ns": self.modified_ns}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> SourceIdentity:
+        """The identity ``to_dict()`` gave; ``ValueError`` naming the keys otherwise."""
+        if (not isinstance(data, dict) or set(data) != {"path", "size", "modified_ns"}
+                or not isinstance(data["path"], str)
+                or not all(isinstance(data[k], int) for k in ("size", "modified_ns"))):
+            raise ValueError(
+                f"a source identity must be {{'path': str, 'size': int, 'modified_ns': int}}; "
+                f"got {data!r:.200} — was it written by SourceIdentity.to_dict()?")
+        return cls(path=data["path"], size=data["size"], modified_ns=data["modified_ns"])
+
+
+@dataclass(frozen=True)
 class Checkpoint:
     """A saved source position. ``value`` is what the source's ``current_checkpoint()``
-    returned (any JSON value); ``source`` is the source's ``source_name``."""
+    returned (any JSON value); ``source`` is the source's ``source_name``;
+    ``source_identity`` optionally says which input file the position refers to (None by
+    default: the engine leaves it unset, as the built-in file sources keep their input's
+    identity inside ``value``)."""
 
     pipeline_id: str
     run_id: str
@@ -70,8 +111,15 @@ class Checkpoint:
     recorded_at: str | _dt.datetime = field(
         default_factory=lambda: _dt.datetime.now(_dt.UTC).isoformat()
     )
+    source_identity: SourceIdentity | None = None
 
     def __post_init__(self) -> None:
+        if self.source_identity is not None and not isinstance(self.source_identity,
+                                                               SourceIdentity):
+            raise TypeError(
+                f"Checkpoint.source_identity must be a SourceIdentity or None; got "
+                f"{type(self.source_identity).__name__} — build it with "
+                f"SourceIdentity.for_file(path) or SourceIdentity.from_dict(data)")
         # A datetime (the type some callers pass) is kept as its ISO string, the form
         # every store persists, so a checkpoint reads back equal to what was saved.
         if isinstance(self.recorded_at, _dt.datetime):
@@ -98,7 +146,8 @@ class Checkpoint:
 class DLQStage(StrEnum):
     """Where a dead-lettered record failed (``DLQRecord.stage``; stored as its string)."""
 
-    SOURCE_RECORD = "source_record"  # the source emitted a malformed-record marker
+    SOURCE_STREAM = "source_stream"  # the source raised while reading: no record to send
+    SOURCE_RECORD = "source_record"  # a malformed-record marker, or SourceRecordError(record=)
     MIDDLEWARE = "middleware"  # a per-record middleware raised
     BATCH_MIDDLEWARE = "batch_middleware"  # a batch (or process-isolated) middleware failed
     SINK_WRITE = "sink_write"  # a sink rejected the record

@@ -140,7 +140,7 @@ def test_state_and_key_enums_share_one_base():
                  agora.WriterKind, agora.MiddlewareKind, agora.Outcome):
         assert issubclass(enum, StrEnum), enum
     assert [s.value for s in agora.DLQStage] == [
-        "source_record", "middleware", "batch_middleware", "sink_write"]
+        "source_stream", "source_record", "middleware", "batch_middleware", "sink_write"]
 
 
 def test_py_typed_ships():

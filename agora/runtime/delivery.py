@@ -13,6 +13,10 @@ point, so saves reach the store in source order and its outcome (a failure goes 
 ``checkpoint_failure_policy`` as an inline one would) is never left untaken. Acks to
 the source follow the save they belong to.
 
+A source that raises while being read is offered to the DLQ here too (the run then
+stops with the source's error). Per-record ack callbacks run only for records written or
+dead-lettered: one that failed and that no DLQ captured is never acked.
+
 The module is past 400 lines on purpose: failure routing, the ordered save and the acks
 share one piece of state (what is handled, flushed, saved) and are read as one rule.
 """
@@ -33,15 +37,17 @@ from agora.config import (
     DLQFailurePolicy,
     FailurePolicy,
 )
-from agora.errors import AgoraError, CheckpointError, ContractError
+from agora.errors import AgoraError, CheckpointError, ContractError, SourceRecordError
 from agora.protocols import DLQSink
-from agora.records import Checkpoint, DLQRecord, DLQStage, safe_text
+from agora.records import DLQ_STAGES, Checkpoint, DLQRecord, DLQStage, safe_text
 from agora.runtime.units import Failure, Unit
 from agora.sinks.base import BaseSink
 
 __all__ = ["CHECKPOINT_THREAD_PREFIX", "Committer", "RunStop"]
 
 log = logging.getLogger("agora.delivery")
+
+AckCallback = Callable[[], Awaitable[None]]
 
 
 class RunStop(Exception):
@@ -60,6 +66,29 @@ def _value_free_detail(err: BaseException) -> str:
     if isinstance(err, (AgoraError, OSError)):
         return f": {safe_text(err)}"
     return " (message not logged: it may quote record values)"
+
+
+#: Stages where the source itself failed: the DLQ record names no middleware.
+_SOURCE_STAGES = frozenset({DLQStage.SOURCE_RECORD, DLQStage.SOURCE_STREAM})
+
+
+def _acks_of_delivered(unit: Unit, uncaptured: list[Failure]) -> list[AckCallback]:
+    """The unit's per-record ack callbacks, less those of records that failed and were
+    captured by no DLQ (the run went on past them under ``log_and_continue``): such a
+    record was neither delivered nor kept, so the source must not be told it was. A
+    failed record is found among the unit's source rows by identity; when one cannot be
+    (a batch unit, an Arrow row, a marker), no callback of the unit runs — an ack
+    withheld can only make an upstream deliver again, one sent wrongly loses a record."""
+    acks = unit.acks
+    if uncaptured:
+        rows = unit.source_rows
+        if rows is None or len(rows) != len(acks):
+            return []
+        failed = {id(f.record) for f in uncaptured}
+        if not failed <= {id(row) for row in rows}:
+            return []
+        acks = [cb for cb, row in zip(acks, rows, strict=True) if id(row) not in failed]
+    return [cb for cb in acks if cb is not None]
 
 
 def _attempts_of(f: Failure) -> dict[str, int]:
@@ -126,19 +155,22 @@ class Committer:
         the inline save would allow (the checkpoint interval plus the unit in flight).
         The unit counts as handled first, so a cancel during that wait still leaves it
         to the run's final save."""
+        uncaptured: list[Failure] = []
         if unit.failures:
-            await self._handle_failures(unit, unit.failures)
+            uncaptured = await self._handle_failures(unit, unit.failures)
             unit.failures = []
         self.handled_since_save += unit.n_source
         self.pending_checkpoint = unit.checkpoint
-        self.ack_callbacks.extend(unit.acks)
+        self.ack_callbacks.extend(_acks_of_delivered(unit, uncaptured))
         self.has_pending = True
         if self._in_flight is not None:
             await self.settle()
         if self.handled_since_save >= self.config.checkpoint_every:
             await self.save()
 
-    async def _handle_failures(self, unit: Unit, failures: list[Failure]) -> None:
+    async def _handle_failures(self, unit: Unit, failures: list[Failure]) -> list[Failure]:
+        """Offer ``failures`` to the DLQ and apply the policies; the failures nobody
+        captured that the run goes on past (``log_and_continue``)."""
         for f in failures:
             if isinstance(f.error, AgoraError) and f.error.terminal:
                 raise RunStop(f.error)  # the run cannot go on: never dead-letter these
@@ -146,7 +178,7 @@ class Committer:
         if self.dlq is not None:
             uncaptured = await self._offer_to_dlq(self.dlq, unit, failures)
         if not uncaptured:
-            return
+            return []
         if self.config.failure_policy is FailurePolicy.FAIL_CLOSED:
             raise RunStop(uncaptured[0].error)
         self.uncaptured_continued += len(uncaptured)
@@ -159,6 +191,34 @@ class Committer:
             "first: %s at %s %r%s",
             len(uncaptured), type(first.error).__name__, first.stage, first.component, detail,
         )
+        return uncaptured
+
+    async def offer_source_failure(self, error: Exception, *, checkpoint: Any) -> None:
+        """The source raised while being read: with a DLQ set, dead-letter the failure so
+        the DLQ says where and why reading stopped — ``source_record`` with the raw record
+        when ``error`` is a ``SourceRecordError`` carrying one, else ``source_stream`` with
+        no record. ``checkpoint`` is the source position at the failure (the error's own
+        position wins when it gives one). The caller raises the source's error afterwards:
+        nothing past a broken source can be read, so the run never goes on, and nothing
+        here moves the saved checkpoint. A DLQ that fails to capture it is counted and
+        logged, never raised in place of the source's error."""
+        if self.dlq is None or (isinstance(error, AgoraError) and error.terminal):
+            return
+        stage: DLQStage | str = DLQStage.SOURCE_STREAM
+        record: Any = None
+        if isinstance(error, SourceRecordError) and error.has_record:
+            stage = DLQStage(error.stage) if error.stage in DLQ_STAGES else error.stage
+            record = error.record
+            if error.checkpoint is not None:
+                checkpoint = error.checkpoint
+        unit = Unit(seq=-1, checkpoint=checkpoint, n_source=0)
+        try:
+            await self._offer_to_dlq(
+                self.dlq, unit, [Failure(stage, self.source_name, error, record)])
+        except RunStop as stop:  # dlq_failure_policy=raise: the source's error still wins
+            log.error("DLQ %r failed to capture the failure of source %r: %s%s",
+                      self.dlq.sink_name, self.source_name, type(stop.error).__name__,
+                      _value_free_detail(stop.error))
 
     async def _offer_to_dlq(self, dlq: DLQSink, unit: Unit,
                             failures: list[Failure]) -> list[Failure]:
@@ -179,7 +239,7 @@ class Committer:
                     record=f.record,
                     original_record=f.record,  # the same object: stored once
                     processed_record=f.processed_record if f.is_sink else None,
-                    middleware=None if f.is_sink or f.stage is DLQStage.SOURCE_RECORD else f.component,
+                    middleware=None if f.is_sink or f.stage in _SOURCE_STAGES else f.component,
                     sink=f.component if f.is_sink else None,
                     **_attempts_of(f),
                 )

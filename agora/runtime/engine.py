@@ -255,7 +255,7 @@ class _Run:
                     group_since = 0.0  # loop time the group's first record arrived
                     while not stop.requested:  # checked before every pull
                         try:
-                            item = await puller.next(
+                            item = await self._pull(
                                 None if flush_s is None or not (group or self.pending)
                                 else group_since + flush_s - loop.time() if group else flush_s)
                         except StopAsyncIteration:
@@ -296,7 +296,7 @@ class _Run:
                     seq = 0
                     while not stop.requested:
                         try:
-                            item = await puller.next()
+                            item = await self._pull()
                         except StopAsyncIteration:
                             exhausted = True
                             break
@@ -330,6 +330,25 @@ class _Run:
             stop.request("cancelled", force=True)
             self.left_early = True
             await self._cancel_pending()
+
+    async def _pull(self, timeout: float | None = None) -> Any:
+        """The source's next item (see ``Puller.next``). Should the source raise, the
+        failure is offered to the DLQ (``Committer.offer_source_failure``) and the
+        source's own exception is raised — the one a ``SourceRecordError(record=…)`` wraps
+        when it wraps one."""
+        try:
+            return await self.puller.next(timeout)
+        except StopAsyncIteration:
+            raise
+        except Exception as exc:
+            try:
+                position = self.source.current_checkpoint()
+            except Exception:  # the position is a detail of the DLQ record: never the error
+                position = None
+            await self.committer.offer_source_failure(exc, checkpoint=position)
+            if isinstance(exc, SourceRecordError) and exc.original is not None:
+                raise exc.original from exc
+            raise
 
     def _row_unit(self, seq: int, group: list[Any], checkpoint: Any) -> Unit:
         self.consumed += len(group)

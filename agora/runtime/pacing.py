@@ -112,12 +112,12 @@ class Puller:
         self._hook = hook
         self._callbacks: collections.deque[AckCallback | None] = collections.deque()
 
-    def take(self, n: int) -> list[AckCallback]:
-        """The ack callbacks of the next ``n`` items pulled, oldest first."""
+    def take(self, n: int) -> list[AckCallback | None]:
+        """The ack callbacks of the next ``n`` items pulled, oldest first, one per item
+        (None where the source returned none), so they line up with the items."""
         if self._hook is None:
             return []
-        taken = [self._callbacks.popleft() for _ in range(min(n, len(self._callbacks)))]
-        return [cb for cb in taken if cb is not None]
+        return [self._callbacks.popleft() for _ in range(min(n, len(self._callbacks)))]
 
     async def next(self, timeout: float | None = None) -> Any:
         """The next item, or ``TIMED_OUT``; raises ``StopAsyncIteration`` at the end."""

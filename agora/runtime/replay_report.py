@@ -14,6 +14,7 @@ from agora.stores.dlq_state import DLQEntry
 __all__ = ["ReplayPlan", "ReplayReport", "describe", "refuse_foreign", "select_entries"]
 
 NOT_REPLAYABLE_RAW = "raw source input (stage source_record): not a row the chain accepts"
+NOT_REPLAYABLE_STREAM = "a source failure (stage source_stream): it carries no record"
 NOT_REPLAYABLE_FLAGGED = "a value was stored in a flagged form (round_trippable: false)"
 
 
@@ -46,6 +47,8 @@ def select_entries(entries: Sequence[DLQEntry], *, pipeline_id: str, stage: str 
             replayed += 1
         elif rec.stage is DLQStage.SOURCE_RECORD:
             unusable[NOT_REPLAYABLE_RAW] = unusable.get(NOT_REPLAYABLE_RAW, 0) + 1
+        elif rec.stage is DLQStage.SOURCE_STREAM:
+            unusable[NOT_REPLAYABLE_STREAM] = unusable.get(NOT_REPLAYABLE_STREAM, 0) + 1
         elif not rec.round_trippable or rec.truncated:
             unusable[NOT_REPLAYABLE_FLAGGED] = unusable.get(NOT_REPLAYABLE_FLAGGED, 0) + 1
         else:

@@ -61,8 +61,8 @@ def source_rows_of(unit: Unit) -> list[Any] | None:
 class Failure:
     """One record's failure at one stage, waiting for the committer to handle it."""
 
-    stage: DLQStage
-    component: str  # middleware or sink name
+    stage: DLQStage | str  # a str: a source's own stage name (SourceRecordError(stage=…))
+    component: str  # middleware, sink or source name
     error: BaseException
     record: Any  # as the source emitted it (Arrow: the row entering the failed stage)
     processed_record: Any = None
@@ -103,6 +103,7 @@ class Unit:
     failures: list[Failure] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
     #: per-record ack callbacks of the source (upstream's ``delivery_success_callback``),
-    #: run in order once the unit is handled and durable
-    acks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    #: run in order once the unit is handled and durable. On the row lane they line up
+    #: with ``source_rows`` (None: the source had no callback for that record).
+    acks: list[Callable[[], Awaitable[None]] | None] = field(default_factory=list)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncGenerator, Iterator, Mapping
 from contextlib import contextmanager
 from enum import StrEnum
 from typing import Any
@@ -201,6 +201,27 @@ class BuiltinSource(BaseSource):
             if path is None or path in str(exc):
                 raise
             raise CheckpointError(f"{exc} (input file: {path!r})") from exc.__cause__
+
+    def _read_unopened(self, method: str) -> AsyncGenerator[Any, None] | None:
+        """For a read method called on a source nobody opened (state ``NEW``): the read to
+        hand out instead — it opens the source, reads it through ``method``, and closes it
+        again (back to ``NEW``, so another such read starts over) however it ends. This is
+        how 0.3.0 programs read a source on its own. None when the source is open, a
+        ``LifecycleError`` when it was closed."""
+        if self._state is SourceState.NEW:
+            return self._read_alone(method)
+        self._require_open(method)
+        return None
+
+    async def _read_alone(self, method: str) -> AsyncGenerator[Any, None]:
+        await self.open()
+        try:
+            async for item in getattr(self, method)():
+                yield item
+        finally:
+            await self.close()
+            self._reset()
+            self._state = SourceState.NEW
 
     def _require_open(self, method: str) -> None:
         if self._state is not SourceState.OPEN:

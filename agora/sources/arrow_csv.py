@@ -6,6 +6,7 @@ the record-start search already live in ``_csvscreen.py`` and ``arrow_csv_resume
 
 from __future__ import annotations
 
+from contextlib import aclosing
 import copy
 import os
 from collections.abc import AsyncIterator, Iterator
@@ -375,7 +376,11 @@ class ArrowCsvSource(BuiltinSource):
             ) from exc
 
     async def stream_batches(self) -> AsyncIterator[Any]:
-        self._require_open("stream_batches")
+        if (alone := self._read_unopened("stream_batches")) is not None:  # unopened
+            async with aclosing(alone):
+                async for item in alone:
+                    yield item
+            return
         if self._reader is not None:
             self._seen_input = self._input()
             if self.read_ahead:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import aclosing
 import io
 import os
 from collections.abc import AsyncIterator
@@ -301,7 +302,11 @@ class ArrowJsonLinesSource(JsonFileSource):
         return bad, (pa.concat_tables(tables) if tables else None)
 
     async def stream_batches(self) -> AsyncIterator[Any]:
-        self._require_open("stream_batches")
+        if (alone := self._read_unopened("stream_batches")) is not None:  # unopened
+            async with aclosing(alone):
+                async for item in alone:
+                    yield item
+            return
         identity = self._identity
         # The first block of a resume ends where the first run's read of it ended.
         limit = None

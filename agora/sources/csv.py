@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import aclosing
 import codecs
 import csv
 import os
@@ -256,7 +257,11 @@ class CsvSource(BuiltinSource):
             yield malformed(rec.raw, rec.raw_total, reason, location), rec.end
 
     async def stream(self) -> AsyncIterator[Any]:
-        self._require_open("stream")
+        if (alone := self._read_unopened("stream")) is not None:  # unopened
+            async with aclosing(alone):
+                async for item in alone:
+                    yield item
+            return
         if self.batch_size is not None:
             raise NotImplementedError(
                 f"source {self.source_name!r} has batch_size={self.batch_size} and emits "
@@ -267,7 +272,11 @@ class CsvSource(BuiltinSource):
             yield item
 
     async def stream_batches(self) -> AsyncIterator[Any]:
-        self._require_open("stream_batches")
+        if (alone := self._read_unopened("stream_batches")) is not None:  # unopened
+            async with aclosing(alone):
+                async for item in alone:
+                    yield item
+            return
         if self.batch_size is None:
             raise NotImplementedError(
                 f"source {self.source_name!r} emits rows (no batch_size); it has no "

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
-from agora.records import DLQRecord
+from agora.records import DLQRecord, SourceIdentity
 from agora.sources.base import BaseSource
 from agora.stores.dlq_read import read_dlq
 
@@ -38,24 +37,3 @@ class DLQSource(BaseSource[DLQRecord]):
 
     def __repr__(self) -> str:
         return f"DLQSource({str(self.path)!r})"
-
-
-@dataclass(frozen=True)
-class SourceIdentity:
-    """Which file a position refers to: its resolved path, size and modification time.
-
-    Agora's file sources already put a content fingerprint of their input inside every
-    checkpoint value they emit (and refuse to resume on a different file), so
-    ``Checkpoint`` carries no separate identity; this value object describes a file for
-    code that wants to compare inputs itself."""
-
-    path: str
-    size: int
-    modified_ns: int
-
-    @classmethod
-    def for_file(cls, path: str | os.PathLike[str]) -> SourceIdentity:
-        """The identity of ``path`` now. Raises ``FileNotFoundError`` if it is missing."""
-        resolved = Path(path).resolve()
-        stat = resolved.stat()
-        return cls(path=str(resolved), size=stat.st_size, modified_ns=stat.st_mtime_ns)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import aclosing
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any, Generic
 
@@ -48,7 +49,7 @@ class _IteratingSource(BuiltinSource):
                 f"source {self.source_name!r} needs {what} (or a callable returning one); "
                 f"got {type(data).__name__}"
             )
-        self._input = data
+        self._input: Input = data
         self._one_shot_read = False  # a one-shot iterator input was opened by a read
 
     def _fresh_input(self) -> Iterable[Any]:
@@ -117,6 +118,13 @@ class IterableSource(_IteratingSource, Generic[RecordT]):
         self._skip = 0
         self._emitted = 0
 
+    @property
+    def _records(self) -> Input:
+        """The input exactly as given: 0.3.0 subclasses iterate it in their own
+        ``stream()``. Such a ``stream()`` does not count what it emits, so its checkpoint
+        stays at the start and a resume re-reads from there (nothing is skipped)."""
+        return self._input
+
     def current_checkpoint(self) -> int:
         return self._emitted
 
@@ -125,7 +133,11 @@ class IterableSource(_IteratingSource, Generic[RecordT]):
         self._emitted = self._skip
 
     async def stream(self) -> AsyncIterator[Any]:
-        self._require_open("stream")
+        if (alone := self._read_unopened("stream")) is not None:  # unopened
+            async with aclosing(alone):
+                async for item in alone:
+                    yield item
+            return
         it = self._iterator
         assert it is not None
         skip, self._skip = self._skip, 0
@@ -193,7 +205,11 @@ class IterableBatchSource(_IteratingSource):
         self._batch, self._row = fields["batch"], fields["row"]
 
     async def stream_batches(self) -> AsyncIterator[Any]:
-        self._require_open("stream_batches")
+        if (alone := self._read_unopened("stream_batches")) is not None:  # unopened
+            async with aclosing(alone):
+                async for item in alone:
+                    yield item
+            return
         it = self._iterator
         assert it is not None
         for done in range(self._batch):
@@ -288,7 +304,11 @@ class ArrowBatchSource(_IteratingSource):
         self._iterator = iter(data)
 
     async def stream_batches(self) -> AsyncIterator[Any]:
-        self._require_open("stream_batches")
+        if (alone := self._read_unopened("stream_batches")) is not None:  # unopened
+            async with aclosing(alone):
+                async for item in alone:
+                    yield item
+            return
         it = self._iterator
         assert it is not None
         skip, index = self._row, 0  # skip: rows still to pass over on resume

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import aclosing
 import os
 from collections.abc import AsyncIterator
 from typing import Any
@@ -62,7 +63,11 @@ class JsonLinesSource(JsonFileSource):
         self._line, self._byte = line, byte
 
     async def stream(self) -> AsyncIterator[Any]:
-        self._require_open("stream")
+        if (alone := self._read_unopened("stream")) is not None:  # unopened
+            async with aclosing(alone):
+                async for item in alone:
+                    yield item
+            return
         fh = self._fh
         assert fh is not None
         limit, depth, update = self.max_record_bytes, self.max_depth, self._hash.update

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from contextlib import aclosing
 import os
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import IO, Any
 
 import pyarrow as pa
@@ -43,6 +44,12 @@ class ParquetSource(BuiltinSource):
     sizes and statistics). A resume over a file whose size or footer differ — rewritten,
     replaced, appended to — is a ``CheckpointError``; so is a checkpoint past the end. An
     empty, truncated or non-Parquet file is a ``SourceRecordError`` naming the path.
+
+    Rows mode (0.3.0's): given a ``row_mapper`` (or ``use_arrow_batches=False``), the
+    source emits rows (``python_rows``) through ``stream()``: ``row_mapper(row)`` for each
+    row dict, None skipping the row (without one, the dicts themselves). The checkpoint
+    counts rows read the same way. ``use_arrow_batches=True`` emits Arrow batches and
+    ignores the mapper, as 0.3.0 did; ``batch_size`` is then the rows per batch.
     """
 
     plane = DataPlane.ARROW_BATCHES
@@ -50,13 +57,31 @@ class ParquetSource(BuiltinSource):
     def __init__(
         self,
         path: str | os.PathLike[str],
-        *,
+        row_mapper: Callable[[dict[str, Any]], Any] | None = None,
         batch_size: int = DEFAULT_PARQUET_BATCH_SIZE,
+        *,
         columns: Sequence[str] | None = None,
         name: str | None = None,
+        use_arrow_batches: bool | None = None,
     ) -> None:
         super().__init__(file_source_name("parquet", path, name))
         self.path = os.fspath(path)
+        if row_mapper is not None and not callable(row_mapper):
+            raise TypeError(
+                f"source {self.source_name!r}: row_mapper must be a callable taking a row "
+                f"dict; got {type(row_mapper).__name__} — pass a function, or leave it out "
+                f"to read Arrow batches"
+            )
+        if use_arrow_batches is None:
+            use_arrow_batches = row_mapper is None
+        elif not isinstance(use_arrow_batches, bool):
+            raise TypeError(
+                f"source {self.source_name!r}: use_arrow_batches must be True, False or "
+                f"None; got {use_arrow_batches!r}"
+            )
+        # As in 0.3.0, Arrow batches bypass the mapper.
+        self.row_mapper = None if use_arrow_batches else row_mapper
+        self.plane = DataPlane.ARROW_BATCHES if use_arrow_batches else DataPlane.PYTHON_ROWS
         self.batch_size = positive_int_or_none(self.source_name, "batch_size", batch_size)
         if isinstance(columns, str):
             raise TypeError(
@@ -147,18 +172,65 @@ class ParquetSource(BuiltinSource):
             self._fh = None
 
     async def stream_batches(self) -> AsyncIterator[Any]:
-        self._require_open("stream_batches")
+        if (alone := self._read_unopened("stream_batches")) is not None:  # unopened
+            async with aclosing(alone):
+                async for item in alone:
+                    yield item
+            return
+        self._require_plane(DataPlane.ARROW_BATCHES, "stream_batches")
+        for batch in self._unread_batches():
+            self._last_start = self._row
+            self._row += batch.num_rows
+            yield batch
+
+    async def stream(self) -> AsyncIterator[Any]:
+        """Rows mode (a ``row_mapper``): ``row_mapper(row)`` for each row, as a dict; a
+        None result skips the row. A mapper that raises stops the read with a
+        ``SourceRecordError`` carrying the row (dead-lettered when a DLQ is set; the run
+        then stops with the mapper's exception)."""
+        if (alone := self._read_unopened("stream")) is not None:  # unopened
+            async with aclosing(alone):
+                async for item in alone:
+                    yield item
+            return
+        self._require_plane(DataPlane.PYTHON_ROWS, "stream")
+        mapper = self.row_mapper
+        for batch in self._unread_batches():
+            for row in batch.to_pylist():
+                self._row += 1  # the position after this row, whatever becomes of it
+                if mapper is None:
+                    yield row
+                    continue
+                try:
+                    record = mapper(row)
+                except Exception as exc:
+                    raise SourceRecordError(exc, record=row, checkpoint=self.current_checkpoint(),
+                                            source=self.source_name) from exc
+                if record is not None:
+                    yield record
+
+    def _require_plane(self, plane: DataPlane, method: str) -> None:
+        if self.plane is not plane:
+            other = "stream()" if method == "stream_batches" else "stream_batches()"
+            raise NotImplementedError(
+                f"source {self.source_name!r} emits {self.plane.value}; it has no "
+                f"{method}() — use {other}"
+            )
+
+    def _unread_batches(self) -> Iterator[pa.RecordBatch]:
+        """The file's batches from row ``self._row`` on (read when the first is asked for)."""
         pf = self._file
         assert pf is not None
         meta = pf.metadata
+        start = self._row
         group_start = 0
         for group in range(meta.num_row_groups):
             group_rows = meta.row_group(group).num_rows
             group_end = group_start + group_rows
-            if group_end <= self._row:
+            if group_end <= start:
                 group_start = group_end  # wholly before the checkpoint: not even read
                 continue
-            skip = self._row - group_start
+            skip = max(0, start - group_start)  # only the first group read may start inside
             # One row group at a time, so batch boundaries depend only on the group, and a
             # resumed run cuts the same batches as the first run did.
             for batch in self._group_batches(pf, group):
@@ -166,11 +238,8 @@ class ParquetSource(BuiltinSource):
                     skip -= batch.num_rows
                     continue
                 batch, skip = compact_slice(batch, skip), 0
-                if batch.num_rows == 0:
-                    continue
-                self._last_start = self._row
-                self._row += batch.num_rows
-                yield batch
+                if batch.num_rows > 0:
+                    yield batch
             group_start = group_end
 
     def _group_batches(self, pf: pq.ParquetFile, group: int) -> Iterator[pa.RecordBatch]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -113,9 +115,51 @@ def test_iterable_source_closes_a_generator_it_pulled_from() -> None:
 # -- lifecycle (shared by every built-in; exercised here once) ----------------------------
 
 
-def test_stream_before_open_is_a_lifecycle_error() -> None:
+def test_a_read_of_an_unopened_source_opens_and_closes_it_for_that_read() -> None:
+    async def go() -> tuple[list[Any], list[Any], str]:
+        src = IterableSource(lambda: iter(ROWS))
+        first = [r async for r in src.stream()]
+        again = [r async for r in src.stream()]  # back to fresh: reads from the start
+        return first, again, src._state.value
+
+    first, again, state = asyncio.run(go())
+    assert first == again == list(ROWS) and state == "new"
+
+
+def test_a_read_of_an_unopened_source_resumes_at_a_prepared_checkpoint() -> None:
+    async def go() -> list[Any]:
+        src = IterableSource(ROWS)
+        await src.prepare_resume(checkpoint_for(src, 1))
+        return [r async for r in src.stream()]
+
+    assert asyncio.run(go()) == list(ROWS)[1:]
+
+
+def test_a_read_given_up_part_way_closes_the_source_it_opened() -> None:
+    closed: list[bool] = []
+
+    def gen() -> Iterator[dict[str, int]]:
+        try:
+            yield from ROWS
+        finally:
+            closed.append(True)
+
+    async def go() -> str:
+        src = IterableSource(gen)
+        reader = src.stream()
+        await reader.__anext__()
+        await reader.aclose()
+        return src._state.value
+
+    assert asyncio.run(go()) == "new" and closed == [True]
+
+
+def test_stream_after_close_is_a_lifecycle_error() -> None:
     async def go() -> None:
-        async for _ in IterableSource(ROWS).stream():
+        src = IterableSource(ROWS)
+        await src.open()
+        await src.close()
+        async for _ in src.stream():
             pass
 
     with pytest.raises(LifecycleError, match="call open\\(\\) first"):
