@@ -12,7 +12,7 @@ import pytest
 
 from agora import (
     DeliveryConfig,
-    InMemoryCheckpointStore,
+    SyncInMemoryCheckpointStore,
     IterableSource,
     MapMiddleware,
     MemorySink,
@@ -106,7 +106,7 @@ def test_a_run_limited_by_max_records_drains_instead_of_waiting_for_more() -> No
 
 @pytest.mark.timeout(20)
 def test_a_failing_drain_stops_the_run_and_checkpoints_nothing_it_held() -> None:
-    store = InMemoryCheckpointStore()
+    store = SyncInMemoryCheckpointStore()
     mw = BufferUntil(2, fail_drain=True)
     log: list[str] = []
     sink = FlakySink(log=log)

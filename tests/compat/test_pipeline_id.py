@@ -13,12 +13,12 @@ from agora import (
     BoundPipeline,
     CheckpointError,
     DeliveryConfig,
-    InMemoryCheckpointStore,
+    SyncInMemoryCheckpointStore,
     IterableSource,
     MapMiddleware,
     MemorySink,
     Pipeline,
-    SQLiteCheckpointStore,
+    SyncSQLiteCheckpointStore,
     SQLiteDLQSink,
 )
 from tests.runtime.doubles import FlakySink
@@ -32,7 +32,7 @@ def test_without_an_id_the_pipeline_is_named_after_its_source() -> None:
     dlq = MemorySink(name="dlq")
     bound = pipeline.pipe(MapMiddleware(lambda r: r, name="m")).build(
         FlakySink(fail=lambda r: r["id"] == 2),
-        delivery=DeliveryConfig(checkpoint=InMemoryCheckpointStore(), dlq=dlq))
+        delivery=DeliveryConfig(checkpoint=SyncInMemoryCheckpointStore(), dlq=dlq))
     assert bound.pipeline_id == "orders" and bound.explain().pipeline_id == "orders"
     summary = bound.run_sync()
     assert summary.pipeline_id == "orders"
@@ -56,7 +56,7 @@ def test_the_default_checkpoint_key_is_the_one_earlier_runs_saved_under() -> Non
         MapMiddleware(lambda r: r, name="clean")).build(MemorySink(name="out"))
     digest = hashlib.sha256("\x1f".join(["orders", "clean", "out"]).encode()).hexdigest()[:10]
     assert bound.checkpoint_key == f"orders-{digest}"
-    store = InMemoryCheckpointStore()
+    store = SyncInMemoryCheckpointStore()
     summary = Pipeline(IterableSource(ROWS, name="orders")).pipe(
         MapMiddleware(lambda r: r, name="clean")).build(
         MemorySink(name="out"), delivery=DeliveryConfig(checkpoint=store)).run_sync(max_records=4)
@@ -65,7 +65,7 @@ def test_the_default_checkpoint_key_is_the_one_earlier_runs_saved_under() -> Non
 
 
 def test_two_id_less_pipelines_on_one_source_name_never_resume_from_each_other() -> None:
-    store = InMemoryCheckpointStore()
+    store = SyncInMemoryCheckpointStore()
     config = DeliveryConfig(checkpoint=store)
     to_a, to_b = MemorySink(name="a"), MemorySink(name="b")
     first = Pipeline(IterableSource(ROWS)).build(to_a, delivery=config)
@@ -83,11 +83,11 @@ def test_a_replay_claims_the_key_a_run_of_the_same_pipeline_claims(tmp_path: Pat
         return Pipeline(IterableSource(ROWS)).build(
             FlakySink(name="out", fail=lambda r: r["id"] == 3),
             delivery=DeliveryConfig(dlq=SQLiteDLQSink(tmp_path / "dlq.db"),
-                                    checkpoint=SQLiteCheckpointStore(tmp_path / "c.db")))
+                                    checkpoint=SyncSQLiteCheckpointStore(tmp_path / "c.db")))
 
     bound = job()
     assert bound.run_sync().dlq.writes == 1
-    holder = SQLiteCheckpointStore(tmp_path / "c.db")
+    holder = SyncSQLiteCheckpointStore(tmp_path / "c.db")
     holder.claim(bound.checkpoint_key)  # as a run of this pipeline in progress would
     try:
         with pytest.raises(CheckpointError, match="in use"):

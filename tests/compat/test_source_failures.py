@@ -20,7 +20,7 @@ from agora import (
     DeliveryConfig,
     DLQFailurePolicy,
     DLQStage,
-    InMemoryCheckpointStore,
+    SyncInMemoryCheckpointStore,
     JsonLinesDLQSink,
     MemorySink,
     Pipeline,
@@ -127,7 +127,7 @@ def test_without_a_dlq_the_source_error_is_raised_unchanged() -> None:
 
 def test_the_checkpoint_never_passes_the_records_handled_before_the_failure(
         tmp_path: Path) -> None:
-    store = InMemoryCheckpointStore()
+    store = SyncInMemoryCheckpointStore()
     bound, sink = run(BreaksAfter(3, OSError("gone")), JsonLinesDLQSink(tmp_path / "d.jsonl"),
                       checkpoint=store, checkpoint_every=1)
     with pytest.raises(OSError):

@@ -13,7 +13,7 @@ import pytest
 
 from agora import (
     DeliveryConfig,
-    InMemoryCheckpointStore,
+    SyncInMemoryCheckpointStore,
     JsonLinesDLQSink,
     MemorySink,
     Pipeline,
@@ -46,7 +46,7 @@ def test_a_row_mapper_makes_a_row_source_and_none_skips_a_row(parquet: Path) -> 
 
 
 def test_rows_mode_resumes_exactly_after_a_bounded_run(parquet: Path) -> None:
-    store = InMemoryCheckpointStore()
+    store = SyncInMemoryCheckpointStore()
     sink = MemorySink()
 
     def bound() -> Any:
@@ -66,7 +66,7 @@ def test_a_raising_mapper_dead_letters_the_row_and_raises_its_error(
             raise KeyError("no such field")
         return row["id"]
 
-    store = InMemoryCheckpointStore()
+    store = SyncInMemoryCheckpointStore()
     sink = MemorySink()
     dlq = tmp_path / "dlq.jsonl"
     bound = Pipeline(ParquetSource(parquet, mapper), id="p").build(
