@@ -95,11 +95,13 @@ class ArrowCsvSource(BuiltinSource):
     or after a bare carriage return) the resume re-scans from the top and skips.
 
     ``verify_input`` says how a resume checks that the file still starts with the bytes the
-    checkpoint consumed (appending is fine): ``"ends"`` (default) — the file holds at least
-    that many bytes, their first and last 64 KiB are unchanged and an unfinished last line
-    was not extended, in two small reads; ``"full"`` — every consumed byte hashes the same
-    (SHA-256), which costs a read of the whole prefix per resume but also catches a
-    same-length edit in its middle. A failed check is a ``CheckpointError`` naming the file.
+    checkpoint consumed (appending is fine): ``"full"`` (default) — every consumed byte
+    hashes the same (SHA-256): a read of the whole prefix per resume, which catches any
+    edit of the consumed part; ``"ends"`` (opt-in, for inputs only ever appended to) — the
+    file holds at least that many bytes, their first and last 64 KiB are unchanged and an
+    unfinished last line was not extended, in two small reads: it cannot see a same-length
+    edit in the middle of the consumed part. A failed check is a ``CheckpointError``
+    naming the file.
     A checkpoint holding a whole-prefix hash is always checked in full.
 
     Read-ahead: a thread parses up to ``read_ahead`` blocks (default 2) ahead of the
@@ -125,7 +127,7 @@ class ArrowCsvSource(BuiltinSource):
         memory_pool: pa.MemoryPool | None = None,
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
         read_ahead: int = DEFAULT_READ_AHEAD,
-        verify_input: InputCheck | str = InputCheck.ENDS,
+        verify_input: InputCheck | str = InputCheck.FULL,
         name: str | None = None,
     ) -> None:
         super().__init__(file_source_name("arrow_csv", path, name))

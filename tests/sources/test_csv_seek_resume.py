@@ -277,30 +277,32 @@ def big_file(path: Path, rows: int = 20_000) -> bytes:
 def test_the_ends_check_refuses_a_changed_start_or_resume_point(tmp_path: Path) -> None:
     path = tmp_path / "big.csv"
     data = big_file(path)
-    checkpoint, _ = last_checkpoint(ArrowCsvSource(path))
+    checkpoint, _ = last_checkpoint(ArrowCsvSource(path, verify_input="ends"))
     assert set(checkpoint["input"]) == {"consumed", "head_sha256", "tail_sha256"}
     for changed, where in [(data.replace(b"\n5,t5\n", b"\n5,x5\n"), "its start differs"),
                            (data[:-4] + b"x99\n", "just before the resume point")]:
         path.write_bytes(changed + lines(20_000, 20_010).encode())
         with pytest.raises(CheckpointError, match=where) as info:
-            resumed(ArrowCsvSource(path), checkpoint)
+            resumed(ArrowCsvSource(path, verify_input="ends"), checkpoint)
         assert str(path) in str(info.value)
 
 
 def test_an_edit_inside_the_prefix_passes_the_ends_check_but_not_the_full_one(
     tmp_path: Path,
 ) -> None:
-    # The documented limit of the default check: a same-length edit outside both windows.
+    # The documented limit of the opt-in ends check: a same-length edit outside both
+    # windows. The default is the whole-prefix hash, which refuses it.
     path = tmp_path / "big.csv"
     data = big_file(path)
-    ends, _ = last_checkpoint(ArrowCsvSource(path))
-    full, _ = last_checkpoint(ArrowCsvSource(path, verify_input="full"))
+    ends, _ = last_checkpoint(ArrowCsvSource(path, verify_input="ends"))
+    full, _ = last_checkpoint(ArrowCsvSource(path))
     assert set(full["input"]) == {"consumed", "sha256"} and full["seek"] == ends["seek"]
     path.write_bytes(data.replace(b"\n10000,t10000\n", b"\n10000,x10000\n")
                      + lines(20_000, 20_010).encode())
-    assert ids(resumed(ArrowCsvSource(path), ends)) == list(range(20_000, 20_010))
+    resumed_ends = resumed(ArrowCsvSource(path, verify_input="ends"), ends)
+    assert ids(resumed_ends) == list(range(20_000, 20_010))
     with pytest.raises(CheckpointError, match="replaced or edited") as info:
-        resumed(ArrowCsvSource(path, verify_input="full"), full)
+        resumed(ArrowCsvSource(path), full)
     assert str(path) in str(info.value)
 
 
