@@ -21,7 +21,7 @@ the failure policy, and lets the checkpoint advance over the unit. Nothing in a 
 *Pacing* (``pacing.py``) decides how far dispatch runs ahead of commit — an I/O lane
 holds more units than it runs, so a finished call's slot is refilled at once — and how
 long a partial row group waits for a slow source. The pump's row and batch branches stay
-side by side here, which takes this module past 400 lines (about 510): split, they would
+side by side here, which takes this module past 400 lines (about 520): split, they would
 hide the dispatch rules they share. A source that declares ``supports_prefetch`` is read
 ahead by ``SourcePrefetch`` (``prefetch.py``); dispatch then takes each emission's position
 and ack callback from the read-ahead, as captured when it was read.
@@ -59,7 +59,7 @@ from agora.runtime.units import GONE, Failure, Unit
 from agora.runtime.writer import Writer
 from agora.sinks.fanout import SinkFanOut
 from agora.sinks.router import SinkRouter
-from agora.sources.base import BaseSource
+from agora.sources.base import BaseSource, batch_num_rows
 
 __all__ = ["Progress", "run_pipeline"]
 
@@ -250,7 +250,9 @@ class _Run:
             # with the emission when it was read, never the source's current one, which
             # may already be past emissions still queued.
             prefetch = self.prefetch = SourcePrefetch(
-                agen, limit=limit, position=source.current_checkpoint, ack_hook=hook)
+                agen, limit=limit, position=source.current_checkpoint, ack_hook=hook,
+                size=_one if linear else _emission_rows,
+                max_buffer=self.config.max_buffer_size, held=lambda: self.in_flight_records)
             agen = prefetch
             self.position = lambda: prefetch.position
             hook = None if hook is None else prefetch.ack
@@ -472,6 +474,15 @@ class _Run:
             self._report_progress(done=True)
         return summarise(self, elapsed=time.perf_counter() - started, sampler=sampler,
                          error=error)
+
+
+def _one(item: Any) -> int:
+    return 1
+
+
+def _emission_rows(item: Any) -> int:
+    """Records in a batch emission (a malformed-record marker is one)."""
+    return 1 if isinstance(item, MalformedRecord) else batch_num_rows(item)
 
 
 def _records_to_write(unit: Unit) -> int:

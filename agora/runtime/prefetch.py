@@ -49,10 +49,10 @@ def prefetch_limit_of(source: BaseSource) -> int | None:
 
 
 class _Read:
-    __slots__ = ("item", "position", "ack")
+    __slots__ = ("item", "position", "ack", "size")
 
-    def __init__(self, item: Any, position: Any, ack: Any) -> None:
-        self.item, self.position, self.ack = item, position, ack
+    def __init__(self, item: Any, position: Any, ack: Any, size: int) -> None:
+        self.item, self.position, self.ack, self.size = item, position, ack, size
 
 
 class _Failed:
@@ -72,7 +72,11 @@ class SourcePrefetch:
     * Order: emissions come out exactly as the source yielded them, each once.
     * Bounded: at most ``limit`` emissions are read and not yet taken — the reader waits
       for a free place *before* it asks the source for the next one, so a consumer that
-      stops taking (``max_records``, a stop) leaves at most ``limit`` read in vain.
+      stops taking (``max_records``, a stop) leaves at most ``limit`` read in vain. The
+      queue also counts against ``max_buffer``: with anything queued, the reader waits
+      while the records queued (``size(emission)`` each) plus ``held()`` (those the run
+      holds past the queue) reach it — so, as without a read-ahead, the run holds about
+      ``max_buffer`` records (one emission more at most).
     * Positions: right after each emission the reader records ``position()`` (the
       source's ``current_checkpoint()``) and ``ack_hook()`` (its per-record ack
       callback); :attr:`position` and :meth:`ack` give those of the emission last taken,
@@ -87,14 +91,20 @@ class SourcePrefetch:
 
     def __init__(self, stream: AsyncIterator[Any], *, limit: int,
                  position: Callable[[], Any],
-                 ack_hook: Callable[[], Any] | None = None) -> None:
+                 ack_hook: Callable[[], Any] | None = None,
+                 size: Callable[[Any], int] = lambda item: 1,
+                 max_buffer: int | None = None, held: Callable[[], int] = lambda: 0) -> None:
         self._stream = stream
         self._limit = limit
+        self._size = size
+        self._max_buffer = max_buffer
+        self._held = held
+        self._queued_records = 0
         self._position_of = position
         self._ack_hook = ack_hook
-        self._slots = asyncio.Semaphore(limit)
         self._queue: collections.deque[Any] = collections.deque()
-        self._ready = asyncio.Event()
+        self._ready = asyncio.Event()  # set when an entry is queued
+        self._room = asyncio.Event()  # set when an entry is taken
         self._task: asyncio.Task[None] | None = None
         self._done = False  # the end or the failure was handed out
         self._closed = False
@@ -124,7 +134,8 @@ class SourcePrefetch:
             await self._ready.wait()
         entry = self._queue.popleft()
         if isinstance(entry, _Read):
-            self._slots.release()
+            self._queued_records -= entry.size
+            self._room.set()
             self.position, self._ack = entry.position, entry.ack
             return entry.item
         self._done = True
@@ -140,9 +151,11 @@ class SourcePrefetch:
     async def _read_ahead(self) -> None:
         stream = self._stream
         while True:
-            if self._slots.locked():
-                self.block_count += 1  # the consumer is behind by ``limit``: wait for it
-            await self._slots.acquire()
+            if not self._has_room():
+                self.block_count += 1  # the consumer is behind: wait until it takes one
+                while not self._has_room():
+                    self._room.clear()
+                    await self._room.wait()
             try:
                 item = await stream.__anext__()
             except StopAsyncIteration:
@@ -155,12 +168,22 @@ class SourcePrefetch:
                 return
             try:
                 entry = _Read(item, self._position_of(),
-                              None if self._ack_hook is None else self._ack_hook())
+                              None if self._ack_hook is None else self._ack_hook(),
+                              self._size(item))
             except Exception as exc:  # a broken current_checkpoint() fails the run, in order
                 self._put(_Failed(exc, None))
                 return
+            self._queued_records += entry.size
             self._put(entry)
             self.max_depth = max(self.max_depth, len(self._queue))
+
+    def _has_room(self) -> bool:
+        if not self._queue:  # an empty queue never waits: the consumer may be waiting on it
+            return True
+        if len(self._queue) >= self._limit:
+            return False
+        return (self._max_buffer is None
+                or self._queued_records + self._held() < self._max_buffer)
 
     def _safe_position(self) -> Any:
         try:

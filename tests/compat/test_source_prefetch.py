@@ -202,6 +202,19 @@ def test_the_reader_never_holds_more_than_the_limit_untaken() -> None:
     assert max(ahead) == 3  # it fills up to the bound, and never past it
 
 
+def test_the_read_ahead_counts_against_max_buffer_size() -> None:
+    source = PrefetchRows(list(range(30)), limit=10)
+    sink = SlowSink(read=lambda: source.read)
+    summary = Pipeline(source).build(sink, delivery=DeliveryConfig(
+        max_buffer_size=3)).run_sync()
+    assert sink.rows == list(range(30))
+    # Records read and not yet written stay within max_buffer_size (one emission more
+    # at most), though the read-ahead alone would allow 10.
+    assert max(sink.gaps) <= 3 + 1
+    assert summary.runtime.source_prefetch_max_depth <= 3
+    assert summary.runtime.source_prefetch_block_count >= 1
+
+
 def test_max_records_stops_a_prefetching_source_at_the_limit() -> None:
     source = EndlessPrefetchSource()
     sink = MemorySink()
