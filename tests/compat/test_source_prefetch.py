@@ -21,6 +21,7 @@ from agora import (
     Pipeline,
     PipelineError,
 )
+from agora.planes import DataPlane, SourceDataPlaneSpec
 from agora.runtime.prefetch import DEFAULT_PREFETCH_LIMIT, SourcePrefetch
 
 READER_TASK = "agora-source-prefetch"
@@ -223,6 +224,58 @@ def test_max_records_stops_a_prefetching_source_at_the_limit() -> None:
     assert summary.records_consumed == 5
     assert source.yielded == 5  # the read-ahead sits above the limit: nothing past it is read
     assert source.closes == 1 and source.stream_closed
+
+
+@pytest.mark.timeout(20)
+def test_a_slow_prefetching_source_with_a_flush_deadline_loses_and_repeats_nothing() -> None:
+    # The pump gives up *waiting* for the next record after the flush deadline and asks
+    # again later: a wait given up must never drop or repeat a queued record.
+    source = EndlessPrefetchSource(pause=0.003)
+    sink = MemorySink()
+    summary = Pipeline(source).build(sink, delivery=DeliveryConfig(
+        batch_size=4, batch_flush_interval_ms=1)).run_sync(max_records=40)
+    assert sink.records == list(range(40))
+    assert summary.records_written == 40 and summary.runtime.source_prefetch_enabled
+
+
+def test_a_prefetching_batch_source_keeps_order_and_each_batch_position() -> None:
+    class PrefetchBatches(BaseSource[Any]):
+        source_name = "prefetch_batches"
+        supports_checkpoint = True
+        supports_prefetch = True
+        prefetch_limit = 2
+
+        def __init__(self) -> None:
+            self.emitted = 0
+
+        def data_plane_spec(self) -> SourceDataPlaneSpec:
+            return SourceDataPlaneSpec.for_plane(self.source_name, DataPlane.PYTHON_BATCHES)
+
+        def current_checkpoint(self) -> int:
+            return self.emitted
+
+        async def prepare_resume(self, checkpoint: Any) -> None:
+            value = getattr(checkpoint, "value", checkpoint)
+            self.emitted = 0 if value is None else int(value)
+
+        async def stream_batches(self) -> AsyncIterator[Any]:
+            while self.emitted < 6:
+                batch = [{"id": 3 * self.emitted + i} for i in range(3)]
+                self.emitted += 1
+                yield batch
+
+    store = InMemoryCheckpointStore()
+    source = PrefetchBatches()
+    sink = SlowSink(fail=lambda r: r["id"] == 7)  # in the third batch
+    bound = Pipeline(source, id="batches").build(
+        sink, delivery=DeliveryConfig(checkpoint=store, checkpoint_every=1))
+    with pytest.raises(ValueError, match="rejects"):
+        bound.run_sync()
+    # The batch holding the failed record is written but for it, then the run stops.
+    assert [r["id"] for r in sink.rows] == [0, 1, 2, 3, 4, 5, 6, 8]
+    assert source.emitted >= 4  # batches past the failed one had been read ahead
+    assert bound.last_summary is not None
+    assert bound.last_summary.last_checkpoint_value == 2  # after batch 1, not a queued one
 
 
 # -- failures -------------------------------------------------------------------------
