@@ -19,7 +19,8 @@ stores and process never import ``runtime`` or ``pipeline``; the runtime imports
                      summary.py + report.py + counters.py (run summary), resources.py (psutil),
                      replay.py + replay_report.py (re-sending dead letters), io_lane.py
                      (bounded-concurrency async stages), pacing.py (how far the pump runs
-                     ahead; flush deadlines for slow sources)
+                     ahead; flush deadlines for slow sources), prefetch.py (bounded source
+                     read-ahead keeping each emission's position)
     process/         process-isolated batch middleware: middleware.py (the two classes),
                      lane.py (what they share: lifecycle, submission, direct drive),
                      executor.py (the seam), executors.py (fresh pool, WorkerPool), pool.py

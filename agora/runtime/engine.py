@@ -21,8 +21,10 @@ the failure policy, and lets the checkpoint advance over the unit. Nothing in a 
 *Pacing* (``pacing.py``) decides how far dispatch runs ahead of commit — an I/O lane
 holds more units than it runs, so a finished call's slot is refilled at once — and how
 long a partial row group waits for a slow source. The pump's row and batch branches stay
-side by side here, which takes this module past 400 lines (about 470): split, they would
-hide the dispatch rules they share.
+side by side here, which takes this module past 400 lines (about 520): split, they would
+hide the dispatch rules they share. A source that declares ``supports_prefetch`` is read
+ahead by ``SourcePrefetch`` (``prefetch.py``); dispatch then takes each emission's position
+and ack callback from the read-ahead, as captured when it was read.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from agora.runtime.io_lane import HOLD_PER_SLOT
 from agora.runtime.lifecycle import Lifecycle
 from agora.runtime.pacing import TIMED_OUT, Admission, Puller
 from agora.runtime.plan import Lane, Plan, WriterTarget
+from agora.runtime.prefetch import PrefetchFigures, SourcePrefetch
 from agora.runtime.progress import PROGRESS_INTERVAL_S, Progress
 from agora.runtime.stages import Stage
 from agora.runtime.report import summarise
@@ -56,7 +59,7 @@ from agora.runtime.units import GONE, Failure, Unit
 from agora.runtime.writer import Writer
 from agora.sinks.fanout import SinkFanOut
 from agora.sinks.router import SinkRouter
-from agora.sources.base import BaseSource
+from agora.sources.base import BaseSource, batch_num_rows
 
 __all__ = ["Progress", "run_pipeline"]
 
@@ -137,6 +140,9 @@ class _Run:
         self.pending: collections.deque[Unit] = collections.deque()
         self.committing: Unit | None = None
         self.in_flight_records = 0
+        # The source position after the last emission the pump took (see ``_pump``).
+        self.position: Callable[[], Any] = source.current_checkpoint
+        self.prefetch: SourcePrefetch | None = None
         self.lifecycle = Lifecycle(
             source=source, middleware=middleware, contexts=self.contexts, sinks=self.sinks,
             config=config, checkpoint_key=self.checkpoint_key, on_resume=self._resumed)
@@ -236,8 +242,21 @@ class _Run:
         with ``left_early`` set, so the handled prefix is still checkpointed."""
         source = self.source
         linear = self.plan.lane is Lane.LINEAR
-        agen = source.stream() if linear else source.stream_batches()
-        puller = self.puller = Puller(agen, getattr(source, "delivery_success_callback", None))
+        agen: Any = source.stream() if linear else source.stream_batches()
+        hook = getattr(source, "delivery_success_callback", None)
+        limit = self.plan.explain.source_prefetch_limit
+        if limit is not None:
+            # Read ahead: every position and ack callback the pump uses is the one taken
+            # with the emission when it was read, never the source's current one, which
+            # may already be past emissions still queued.
+            prefetch = self.prefetch = SourcePrefetch(
+                agen, limit=limit, position=source.current_checkpoint, ack_hook=hook,
+                size=_one if linear else _emission_rows,
+                max_buffer=self.config.max_buffer_size, held=lambda: self.in_flight_records)
+            agen = prefetch
+            self.position = lambda: prefetch.position
+            hook = None if hook is None else prefetch.ack
+        puller = self.puller = Puller(agen, hook)
         interval = self.config.batch_flush_interval_ms
         flush_s = None if interval is None else interval / 1000.0
         loop = asyncio.get_running_loop()
@@ -251,7 +270,7 @@ class _Run:
                     group: list[Any] = []
                     group_cp: Any = None  # source position after the group's last record
                     group_size = min(self.config.batch_size, self.config.max_buffer_size)
-                    current_checkpoint = source.current_checkpoint
+                    current_checkpoint = self.position
                     group_since = 0.0  # loop time the group's first record arrived
                     while not stop.requested:  # checked before every pull
                         try:
@@ -342,7 +361,7 @@ class _Run:
             raise
         except Exception as exc:
             try:
-                position = self.source.current_checkpoint()
+                position = self.position()
             except Exception:  # the position is a detail of the DLQ record: never the error
                 position = None
             await self.committer.offer_source_failure(exc, checkpoint=position)
@@ -357,7 +376,7 @@ class _Run:
 
     def _malformed_unit(self, seq: int, item: MalformedRecord) -> Unit:
         self.consumed += 1
-        unit = Unit(seq=seq, checkpoint=self.source.current_checkpoint(), n_source=1,
+        unit = Unit(seq=seq, checkpoint=self.position(), n_source=1,
                     malformed=item, acks=self.puller.take(1))
         err = SourceRecordError(self.source.source_name, item.location, item.reason, hint=False)
         unit.failures.append(Failure(DLQStage.SOURCE_RECORD, self.source.source_name, err, item.raw))
@@ -365,7 +384,7 @@ class _Run:
         return unit
 
     def _batch_unit(self, seq: int, batch: Any) -> Unit:
-        checkpoint = self.source.current_checkpoint()
+        checkpoint = self.position()
         if self.plan.source_plane is DataPlane.ARROW_BATCHES:
             n = batch.num_rows
             self.consumed += n
@@ -446,12 +465,24 @@ class _Run:
         self.progress_cb(p)
 
     # -- summary ----------------------------------------------------------------------
+    def prefetch_figures(self) -> PrefetchFigures:
+        return PrefetchFigures() if self.prefetch is None else self.prefetch.figures()
+
     def _summary(self, started: float, sampler: ResourceSampler,
                  error: BaseException | None) -> PipelineRunSummary:
         if self.progress_cb is not None:
             self._report_progress(done=True)
         return summarise(self, elapsed=time.perf_counter() - started, sampler=sampler,
                          error=error)
+
+
+def _one(item: Any) -> int:
+    return 1
+
+
+def _emission_rows(item: Any) -> int:
+    """Records in a batch emission (a malformed-record marker is one)."""
+    return 1 if isinstance(item, MalformedRecord) else batch_num_rows(item)
 
 
 def _records_to_write(unit: Unit) -> int:

@@ -14,6 +14,7 @@ from agora.middleware.base import AnyMiddleware, MiddlewareKind
 from agora.middleware.io import io_concurrency_of
 from agora.planes import DataPlane, SinkDataPlaneSpec
 from agora.protocols import ProcessStage
+from agora.runtime.prefetch import prefetch_limit_of
 from agora.sinks.base import BaseSink
 from agora.sinks.fanout import SinkFanOut
 from agora.sinks.router import SinkRouter
@@ -124,6 +125,7 @@ class PipelineExplain:
     arrow_fast_path_eligible: bool = False
     arrow_chain_eligible: bool = False
     batch_flush_interval_ms: float | None = None
+    source_prefetch_limit: int | None = None  # read-ahead bound of a prefetching source
 
     # -- the same plan under the names 0.3.0 used (``explain.planned_lane`` …) ------------
     # Our ``middleware_input_plane`` is the plane the middleware *work on* (rows after the
@@ -210,7 +212,8 @@ class PipelineExplain:
         limit = "no limit" if self.max_records is None else f"max_records={self.max_records}"
         lines = [
             f"PipelineExplain(pipeline {self.pipeline_id!r}, lane {self.lane}, {limit})",
-            f"  source      {self.source_name} ({limit}) emits {self.source_plane}",
+            f"  source      {self.source_name} ({limit}) emits {self.source_plane}"
+            f"{f', read ahead {n}' if (n := self.source_prefetch_limit) else ''}",
             f"  lane        {self.lane}",
         ]
         if self.middleware:
@@ -268,8 +271,7 @@ def _planes(values: Iterable[DataPlane]) -> tuple[str, ...]:
 
 
 def make_plan(
-    *,
-    pipeline_id: str,
+    *, pipeline_id: str,
     source: BaseSource,
     middleware: Sequence[AnyMiddleware],
     writer: WriterTarget,
@@ -384,6 +386,7 @@ def make_plan(
         arrow_fast_path_eligible=fast_path,
         arrow_chain_eligible=chain_plane is DataPlane.ARROW_BATCHES,
         batch_flush_interval_ms=batch_flush_interval_ms,
+        source_prefetch_limit=prefetch_limit_of(source),  # raises on a bad limit
         sinks=tuple(
             SinkExplain(
                 name=sp.sink.sink_name,

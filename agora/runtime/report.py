@@ -106,4 +106,5 @@ def summarise(run: _Run, *, elapsed: float, sampler: ResourceSampler,
                                   in run.lifecycle.stop_failures.items()},
         writer=WriterFigures(flushes=run.writer_flushes, max_batch_size=run.writer_flush_max,
                              seconds=round(run.writer_flush_s, 6)),
+        source_prefetch=run.prefetch_figures(),
     )

@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from agora.planes import DataPlane
+from agora.runtime.prefetch import PrefetchFigures
 from agora.runtime.counters import (
     ABSENT_MECHANISMS,
     CSV_ARROW_KEYS,
@@ -217,7 +218,8 @@ class PipelineRunSummary:
     ``sink_metrics`` (sinks' ``runtime_metrics`` summed by key), ``source_metrics``,
     ``unrouted_records``, ``middleware_stop_failures`` (each middleware whose
     ``on_stop`` raised: the error's type and message; logged, never raised) and
-    ``writer`` (:class:`WriterFigures`). ``runtime`` is the same facts as one JSON-ready dict under
+    ``writer`` (:class:`WriterFigures`), ``source_prefetch`` (the read-ahead of a source that
+    declares ``supports_prefetch``: measured; all off/0 without one). ``runtime`` is the same facts as one JSON-ready dict under
     their 0.3 names (also readable by attribute); ``to_dict()`` holds it under
     ``"runtime"``. ``last_checkpoint`` is the committed position as a
     :class:`~agora.records.Checkpoint` (pipeline, run, source and ``value``), or None when
@@ -251,6 +253,7 @@ class PipelineRunSummary:
     source_name: str = ""
     middleware_stop_failures: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     writer: WriterFigures = field(default_factory=WriterFigures)
+    source_prefetch: PrefetchFigures = field(default_factory=PrefetchFigures)
 
     def __post_init__(self) -> None:
         # Counter dicts handed in (by the runtime or by a test) become MiddlewareCounts.
@@ -308,7 +311,8 @@ class PipelineRunSummary:
         stages: the largest concurrency and the highest peak in flight; 0 without such a
         stage — each stage's ``drain_pending`` calls are ``by_middleware[name]["drains"]``),
         ``writer_flush_count`` / ``_max_batch_size`` / ``_time_ms`` (see ``writer``: groups
-        handed to the writer, not sink ``flush()`` calls); keys naming
+        handed to the writer, not sink ``flush()`` calls), ``source_prefetch_enabled`` /
+        ``_limit`` / ``_max_depth`` / ``_block_count`` (see ``source_prefetch``); keys naming
         mechanisms Agora does not have (``rust_prefetch_*``, ``adaptive_backpressure_*``)
         read as off/zero. Readable by key or by attribute."""
         stop = self.interruption
@@ -363,6 +367,10 @@ class PipelineRunSummary:
             "writer_flush_count": self.writer.flushes,
             "writer_flush_max_batch_size": self.writer.max_batch_size,
             "writer_flush_time_ms": round(self.writer.seconds * 1000.0, 3),
+            "source_prefetch_enabled": self.source_prefetch.enabled,
+            "source_prefetch_limit": self.source_prefetch.limit,
+            "source_prefetch_max_depth": self.source_prefetch.max_depth,
+            "source_prefetch_block_count": self.source_prefetch.block_count,
         })
         for key in CSV_ARROW_KEYS:
             data[key] = self.sink_metrics.get(key, 0)
