@@ -37,6 +37,9 @@ LEGACY_PREFIX = "checkpoint:"
 #: ``state_store`` so that 0.3.0, pointed at the file again, resumes where Agora stopped.
 MIRROR_META_KEY = "checkpoints.mirror_table"
 _LEGACY_COLUMNS = {"key", "value", "expires_at"}
+# How long adoption waits for another writer's lock: as long as the store's own writes
+# wait, enough to ride out a commit, short enough that a stuck writer surfaces as an error.
+_BUSY_TIMEOUT_S = 10.0
 
 
 def _fields(conn: sqlite3.Connection, table: str) -> set[str]:
@@ -197,7 +200,7 @@ def adopt_legacy_file(path: Path, init: Any) -> int:
     if not _sqlite_file(path):
         return 0
     _trust(path)
-    conn = sqlite3.connect(str(path), isolation_level=None, timeout=10.0)
+    conn = sqlite3.connect(str(path), isolation_level=None, timeout=_BUSY_TIMEOUT_S)
     try:
         if not is_legacy(conn):
             return 0

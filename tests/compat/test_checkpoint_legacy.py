@@ -355,3 +355,65 @@ def test_checkpoint_show_reads_a_legacy_file_read_only(
     assert shown["orders"]["source_identity"] == identity.to_dict()
     assert shown["orders"]["value"] == {"index": 7}
     assert _digest(db) == before and _tables(db) == {"state_store"}
+
+
+# -- writes that cannot complete leave everything as it was -------------------------------
+
+def _hold_write_lock(path: Path) -> sqlite3.Connection:
+    """Another process's writer, mid-transaction: the file's write lock is taken."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("BEGIN IMMEDIATE")
+    return conn
+
+
+def test_an_adoption_that_cannot_take_the_write_lock_changes_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("agora.stores.checkpoint_legacy._BUSY_TIMEOUT_S", 0.05)
+    db = _legacy_file(tmp_path / "old.db", {"checkpoint:a": _payload("a", 1)})
+    holder = _hold_write_lock(db)
+    try:
+        with SyncSQLiteCheckpointStore(db) as store, pytest.raises(
+                CheckpointError, match=rf"cannot upgrade {db}, a checkpoint file of Agora "
+                                       rf"0\.3\.0.*Nothing was changed"):
+            store.save("b", Checkpoint("b", "r", "s", 2))
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert _tables(db) == {"state_store"}
+    with SyncSQLiteCheckpointStore(db) as store:  # once the lock is free, adoption works
+        store.save("b", Checkpoint("b", "r", "s", 2))
+        assert store.list_keys() == ["a", "b"]
+
+
+def test_a_schema_upgrade_that_cannot_take_the_write_lock_changes_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("agora.stores._files.BUSY_TIMEOUT_S", 0.05)
+    db = _schema_1_file(tmp_path / "v1.db")
+    with SyncSQLiteCheckpointStore(db) as store:
+        assert store.list_keys() == ["a", "b"]  # opened (WAL mode), not yet upgraded
+        holder = _hold_write_lock(db)
+        try:
+            with pytest.raises(CheckpointError, match=rf"cannot upgrade checkpoints file "
+                                                      rf"{db} to schema 2.*Nothing was changed"):
+                store.save("c", Checkpoint("c", "r", "s", 3))
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        store.save("c", Checkpoint("c", "r", "s", 3))  # the next save upgrades and saves
+        assert store.list_keys() == ["a", "b", "c"]
+
+
+def test_a_save_whose_mirror_write_fails_keeps_the_previous_checkpoint(tmp_path: Path) -> None:
+    db = _legacy_file(tmp_path / "old.db", {"checkpoint:a": _payload("a", 1)})
+    with SyncSQLiteCheckpointStore(db) as store:
+        store.save("a", Checkpoint("a", "r2", "s", 2))  # adopts the file
+    conn = sqlite3.connect(db)
+    conn.execute("ALTER TABLE state_store RENAME TO moved_away")  # 0.3.0's table vanishes
+    conn.commit()
+    conn.close()
+    with SyncSQLiteCheckpointStore(db) as store:
+        with pytest.raises(CheckpointError, match=r"cannot save checkpoint 'a' .* the previous "
+                                                  r"checkpoint is intact"):
+            store.save("a", Checkpoint("a", "r3", "s", 3))
+        kept = store.load("a")
+    assert kept is not None and (kept.run_id, kept.value) == ("r2", 2)  # both or neither
