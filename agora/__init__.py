@@ -44,7 +44,8 @@ stores and process never import ``runtime`` or ``pipeline``; the runtime imports
                      io.py (AsyncMiddleware, RetryPolicy, Backpressure)
     stores/          checkpoint.py + checkpoint_sqlite.py (the synchronous stores),
                      checkpoint_async.py (the top-level stores: coroutine methods over them),
-                     checkpoint_backend.py (over a key/value backend); dlq.py (SQLite) + dlq_jsonl.py,
+                     checkpoint_backend.py (over a key/value backend), checkpoint_legacy.py
+                     (0.3.0's checkpoint file); dlq.py (SQLite) + dlq_jsonl.py,
                      dlq_schema.py, dlq_read.py, dlq_state.py (replay state), dlq_legacy.py
                      (0.3.0's DLQ file); _files.py
     testing/         for users' tests: faults.py (fault injectors), sinks.py (FlakySink),

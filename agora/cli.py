@@ -135,6 +135,13 @@ def _open_store(path: str) -> Any:
     return store
 
 
+def _shown_fields(cp: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A checkpoint as ``checkpoint show`` prints it: its source identity only when set."""
+    if cp is None or cp.get("source_identity") is not None:
+        return cp
+    return {name: value for name, value in cp.items() if name != "source_identity"}
+
+
 def cmd_checkpoint(args: argparse.Namespace, out: Console) -> int:
     path = args.store or args.store_option
     if not path:
@@ -150,7 +157,10 @@ def cmd_checkpoint(args: argparse.Namespace, out: Console) -> int:
             for key in [args.key] if args.key is not None else keys:
                 cp = store.load(key)
                 shown[key] = None if cp is None else cp.to_dict()
-            lines = [f"{key}: {json.dumps(cp, default=str)}" for key, cp in shown.items()]
+            # The text form leaves out an unset source identity (most checkpoints have
+            # none); --json keeps every field, so its shape never changes.
+            lines = [f"{key}: {json.dumps(_shown_fields(cp), default=str)}"
+                     for key, cp in shown.items()]
             out.result(shown, "\n".join(lines) if lines else f"no checkpoints in {path}")
         else:
             if args.key is None:

@@ -11,7 +11,7 @@ from typing import Any
 
 from agora.errors import CheckpointError
 from agora.protocols import CheckpointStoreProtocol
-from agora.records import Checkpoint
+from agora.records import Checkpoint, SourceIdentity
 
 __all__ = [
     "CheckpointStore",
@@ -180,7 +180,7 @@ class SyncInMemoryCheckpointStore(CheckpointStore):
 
     Stores the JSON text, so a caller mutating a value after ``save`` (or the one returned
     by ``load``) never changes what is stored, and values behave exactly as with
-    :class:`~agora.SyncSQLiteCheckpointStore`. ``close()`` keeps the data: a later run on
+    :class:`~agora.SyncSQLiteCheckpointStore`; ``source_identity`` is kept with it. ``close()`` keeps the data: a later run on
     the same object resumes. :class:`~agora.InMemoryCheckpointStore` is this store behind
     coroutine methods.
     """
@@ -188,7 +188,7 @@ class SyncInMemoryCheckpointStore(CheckpointStore):
     store_name = "memory_checkpoints"
 
     def __init__(self) -> None:
-        self._rows: dict[str, tuple[str, str, str, str, str]] = {}
+        self._rows: dict[str, tuple[str, str, str, str, str, SourceIdentity | None]] = {}
         self._lock = threading.Lock()
 
     def load(self, key: str) -> Checkpoint | None:
@@ -196,8 +196,9 @@ class SyncInMemoryCheckpointStore(CheckpointStore):
             row = self._rows.get(check_key(key))
         if row is None:
             return None
-        pipeline_id, run_id, source, value, recorded_at = row
-        return Checkpoint(pipeline_id, run_id, source, json.loads(value), recorded_at)
+        pipeline_id, run_id, source, value, recorded_at, identity = row
+        return Checkpoint(pipeline_id, run_id, source, json.loads(value), recorded_at,
+                          source_identity=identity)
 
     def save(self, key: str, checkpoint: Checkpoint) -> None:
         check_key(key)
@@ -209,6 +210,7 @@ class SyncInMemoryCheckpointStore(CheckpointStore):
                 checkpoint.source,
                 value,
                 str(checkpoint.recorded_at),  # text after Checkpoint.__post_init__
+                checkpoint.source_identity,  # a frozen value object: kept as it is
             )
 
     def reset(self, key: str) -> bool:

@@ -10,6 +10,7 @@ from agora.errors import CheckpointError
 from agora.records import Checkpoint
 from agora.stores.checkpoint import CheckpointStore, check_key, encode_checkpoint_value
 from agora.stores.checkpoint_async import AsyncCheckpointStore
+from agora.stores.checkpoint_legacy import identity_from_stored
 
 __all__ = [
     "BackendCheckpointStore",
@@ -71,7 +72,8 @@ class MemoryBackend:
 class KeyValueCheckpointStore(CheckpointStore):
     """Checkpoints as dicts under ``"<namespace>:<key>"`` in a key/value backend.
 
-    Durable exactly as far as the backend is. ``load`` refuses a payload that is not a
+    Durable exactly as far as the backend is. ``source_identity`` is stored as
+    ``SourceIdentity.to_dict()`` (0.3.0's form is read too). ``load`` refuses a payload that is not a
     dict, or lacks one of ``pipeline_id``, ``run_id``, ``source``, ``value``, with
     :class:`CheckpointPayloadError` naming the backend key — never a silent fresh start.
     """
@@ -107,12 +109,21 @@ class KeyValueCheckpointStore(CheckpointStore):
                 f"checkpoint payload at {where!r} in {type(self.backend).__name__} is "
                 f"missing required fields {missing} — delete the key (the next run starts "
                 f"from the beginning) or restore it")
+        try:
+            identity = identity_from_stored(payload.get("source_identity"))
+        except ValueError as exc:
+            raise CheckpointPayloadError(
+                f"checkpoint payload at {where!r} in {type(self.backend).__name__} has a "
+                f"source_identity that cannot be read ({exc}) — delete the key (the next run "
+                f"starts from the beginning) or restore it") from exc
         recorded_at = payload.get("recorded_at")
         checkpoint = Checkpoint(str(payload["pipeline_id"]), str(payload["run_id"]),
-                                str(payload["source"]), payload["value"])
+                                str(payload["source"]), payload["value"],
+                                source_identity=identity)
         if isinstance(recorded_at, str):
             checkpoint = Checkpoint(checkpoint.pipeline_id, checkpoint.run_id,
-                                    checkpoint.source, checkpoint.value, recorded_at)
+                                    checkpoint.source, checkpoint.value, recorded_at,
+                                    source_identity=identity)
         return checkpoint
 
     def save(self, key: str, checkpoint: Checkpoint) -> None:
@@ -126,6 +137,8 @@ class KeyValueCheckpointStore(CheckpointStore):
             "source": checkpoint.source,
             "value": value,
             "recorded_at": str(checkpoint.recorded_at),
+            "source_identity": (None if checkpoint.source_identity is None
+                                else checkpoint.source_identity.to_dict()),
         })
 
     def reset(self, key: str) -> bool:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from agora.errors import CheckpointError
 from agora.records import Checkpoint
+from agora.stores import checkpoint_legacy as legacy
 from agora.stores._files import (
     create_owner_only,
     immediate_transaction,
@@ -28,7 +29,10 @@ from agora.stores.checkpoint import (
 
 __all__ = ["SyncSQLiteCheckpointStore"]
 
-_SCHEMA_VERSION = 1
+# 1: the first layout. 2: adds ``source_identity`` (NULL, or the JSON text of
+# SourceIdentity.to_dict()). An Agora that reads only schema 1 refuses a schema-2 file
+# rather than saving over it without the identity and leaving a stale one behind.
+_SCHEMA_VERSION = 2
 
 
 def _init_schema(conn: sqlite3.Connection) -> None:
@@ -40,8 +44,31 @@ def _init_schema(conn: sqlite3.Connection) -> None:
         " run_id TEXT NOT NULL,"
         " source TEXT NOT NULL,"
         " value TEXT NOT NULL,"  # JSON text of Checkpoint.value
-        " recorded_at TEXT NOT NULL)"
+        " recorded_at TEXT NOT NULL,"
+        " source_identity TEXT)"
     )
+
+
+def _has_identity_column(conn: sqlite3.Connection) -> bool:
+    return any(row[1] == "source_identity"
+               for row in conn.execute("PRAGMA table_info(agora_checkpoints)"))
+
+
+def _upgrade(conn: sqlite3.Connection) -> None:
+    """Bring a schema-1 file to schema 2 in one transaction (no row is touched)."""
+    if _has_identity_column(conn):
+        return  # already schema 2: nothing to write
+    with immediate_transaction(conn):
+        if not _has_identity_column(conn):
+            conn.execute("ALTER TABLE agora_checkpoints ADD COLUMN source_identity TEXT")
+        write_meta(conn, "checkpoints", _SCHEMA_VERSION)
+
+
+def _mirror_table(conn: sqlite3.Connection) -> str | None:
+    """``state_store`` when this file was adopted from 0.3.0 (saves are mirrored there)."""
+    row = conn.execute("SELECT value FROM agora_meta WHERE key = ?",
+                       (legacy.MIRROR_META_KEY,)).fetchone()
+    return None if row is None or row[0] != legacy.LEGACY_TABLE else legacy.LEGACY_TABLE
 
 
 
@@ -74,6 +101,18 @@ class SyncSQLiteCheckpointStore(CheckpointStore):
     run on the same key — in any process — is refused; the kernel drops the lock when the
     holder dies, so a killed run never leaves a stale claim. ``create=False`` makes a
     missing file an error instead of creating it (for inspection tools).
+
+    ``Checkpoint.source_identity`` is saved and loaded with the checkpoint. A file from
+    an earlier Agora (schema 1, without it) is read as it is and upgraded in place, in one
+    transaction and without touching a row, by the first save or reset; an Agora that
+    knows only schema 1 then refuses the file as written by a newer version.
+
+    Agora 0.3.0's checkpoint file (one table ``state_store`` with ``checkpoint:<key>``
+    rows) is read as it is. The first save or reset adopts it in one transaction: its
+    checkpoints are copied into Agora's table, the old table is kept, and from then on
+    every save and reset is applied to both in the same transaction, so 0.3.0 pointed at
+    the file again resumes where Agora stopped. A 0.3.0 row that cannot be read raises
+    ``CheckpointError`` naming the file and the key, and the file is left as it was.
     """
 
     store_name = "sqlite_checkpoints"
@@ -85,6 +124,11 @@ class SyncSQLiteCheckpointStore(CheckpointStore):
         self.path = Path(path)
         self.create = create
         self._conn: sqlite3.Connection | None = None
+        # A read-only connection while a 0.3.0 file is only being read (never adopted by a
+        # reader: showing or loading a checkpoint leaves the file as it is).
+        self._legacy: sqlite3.Connection | None = None
+        self._current = False  # whether self._conn's file is known to be at _SCHEMA_VERSION
+        self._mirror: str | None = None
         self._lock = threading.RLock()
         self._lock_fds: dict[str, int] = {}
 
@@ -104,31 +148,72 @@ class SyncSQLiteCheckpointStore(CheckpointStore):
         )
 
     def open(self) -> None:
-        self._connection()
+        self._reader()
 
-    def _connection(self) -> sqlite3.Connection:
+    def _open_agora(self) -> sqlite3.Connection:
+        conn = open_agora_db(
+            self.path,
+            kind="checkpoints",
+            schema_version=_SCHEMA_VERSION,
+            init=_init_schema,
+            error=CheckpointError,
+            recovery=self._recovery(),
+            create=self.create,
+            verify=True,  # the file is tiny; a full quick_check costs little
+        )
+        try:
+            self._mirror = _mirror_table(conn)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise CheckpointError(
+                f"checkpoints file {self.path} is unreadable ({exc}). {self._recovery()}"
+            ) from exc
+        return conn
+
+    def _reader(self) -> sqlite3.Connection | None:
+        """The Agora connection, or None while the file is 0.3.0's, read as it is through
+        ``self._legacy``."""
+        with self._lock:
+            if self._conn is None and self._legacy is None:
+                self._legacy = legacy.open_legacy_readonly(self.path)
+                if self._legacy is None:
+                    self._conn = self._open_agora()
+            return self._conn
+
+    def _writer(self) -> sqlite3.Connection:
+        """The Agora connection, after adopting a 0.3.0 file or upgrading an older schema."""
         with self._lock:
             if self._conn is None:
-                self._conn = open_agora_db(
-                    self.path,
-                    kind="checkpoints",
-                    schema_version=_SCHEMA_VERSION,
-                    init=_init_schema,
-                    error=CheckpointError,
-                    recovery=self._recovery(),
-                    create=self.create,
-                    verify=True,  # the file is tiny; a full quick_check costs little
-                )
+                if self._legacy is not None:
+                    self._legacy.close()
+                    self._legacy = None
+                legacy.adopt_legacy_file(self.path, _init_schema)
+                self._conn = self._open_agora()
+            if not self._current:
+                try:
+                    _upgrade(self._conn)
+                except sqlite3.Error as exc:
+                    raise CheckpointError(
+                        f"cannot upgrade checkpoints file {self.path} to schema "
+                        f"{_SCHEMA_VERSION}: {exc}. Nothing was changed — check disk space "
+                        f"and file locks, then retry"
+                    ) from exc
+                self._current = True
             return self._conn
 
     def load(self, key: str) -> Checkpoint | None:
         check_key(key)
         with self._lock:
-            conn = self._connection()
+            conn = self._reader()
             try:
+                if conn is None:
+                    assert self._legacy is not None
+                    return legacy.legacy_checkpoint(self._legacy, self.path, key)
+                identity = ("source_identity" if _has_identity_column(conn)
+                            else "NULL")  # a schema-1 file, read before its first save
                 row = conn.execute(
-                    "SELECT pipeline_id, run_id, source, value, recorded_at "
-                    "FROM agora_checkpoints WHERE key = ?",
+                    f"SELECT pipeline_id, run_id, source, value, recorded_at, {identity} "
+                    f"FROM agora_checkpoints WHERE key = ?",
                     (key,),
                 ).fetchone()
             except sqlite3.DatabaseError as exc:
@@ -138,8 +223,9 @@ class SyncSQLiteCheckpointStore(CheckpointStore):
                 ) from exc
         if row is None:
             return None
-        pipeline_id, run_id, source, text, recorded_at = row
-        if not all(isinstance(f, str) for f in row):
+        pipeline_id, run_id, source, text, recorded_at, identity_text = row
+        if not all(isinstance(f, str) for f in row[:5]) or not isinstance(
+                identity_text, (str, type(None))):
             raise CheckpointError(
                 f"checkpoint {key!r} in {self.path} is corrupt (a field has the wrong type). "
                 f"{self._recovery(key)}"
@@ -151,7 +237,16 @@ class SyncSQLiteCheckpointStore(CheckpointStore):
                 f"checkpoint {key!r} in {self.path} is corrupt (its value is not valid JSON: "
                 f"{exc}). {self._recovery(key)}"
             ) from exc
-        return Checkpoint(pipeline_id, run_id, source, value, recorded_at)
+        try:
+            source_identity = legacy.identity_from_stored(
+                None if identity_text is None else json.loads(identity_text))
+        except ValueError as exc:
+            raise CheckpointError(
+                f"checkpoint {key!r} in {self.path} is corrupt (its source identity cannot "
+                f"be read: {exc}). {self._recovery(key)}"
+            ) from exc
+        return Checkpoint(pipeline_id, run_id, source, value, recorded_at,
+                          source_identity=source_identity)
 
     def save(self, key: str, checkpoint: Checkpoint) -> None:
         check_key(key)
@@ -163,21 +258,30 @@ class SyncSQLiteCheckpointStore(CheckpointStore):
             checkpoint.source,
             value,
             checkpoint.recorded_at,
+            legacy.encode_identity(checkpoint.source_identity),
         )
         with self._lock:
-            conn = self._connection()
+            conn = self._writer()
             try:
                 with immediate_transaction(conn):
                     conn.execute(
                         "INSERT INTO agora_checkpoints"
-                        " (key, pipeline_id, run_id, source, value, recorded_at)"
-                        " VALUES (?, ?, ?, ?, ?, ?)"
+                        " (key, pipeline_id, run_id, source, value, recorded_at,"
+                        " source_identity) VALUES (?, ?, ?, ?, ?, ?, ?)"
                         " ON CONFLICT(key) DO UPDATE SET"
                         " pipeline_id = excluded.pipeline_id, run_id = excluded.run_id,"
                         " source = excluded.source, value = excluded.value,"
-                        " recorded_at = excluded.recorded_at",
+                        " recorded_at = excluded.recorded_at,"
+                        " source_identity = excluded.source_identity",
                         params,
                     )
+                    if self._mirror is not None:  # same transaction: both or neither
+                        conn.execute(
+                            f"INSERT INTO {self._mirror} (key, value, expires_at)"
+                            f" VALUES (?, ?, NULL) ON CONFLICT(key) DO UPDATE SET"
+                            f" value = excluded.value, expires_at = NULL",
+                            (legacy.LEGACY_PREFIX + key, legacy.legacy_payload(checkpoint)),
+                        )
             except sqlite3.Error as exc:
                 raise CheckpointError(
                     f"cannot save checkpoint {key!r} to {self.path}: {exc} — the previous "
@@ -188,10 +292,13 @@ class SyncSQLiteCheckpointStore(CheckpointStore):
     def reset(self, key: str) -> bool:
         check_key(key)
         with self._lock:
-            conn = self._connection()
+            conn = self._writer()
             try:
                 with immediate_transaction(conn):
                     cursor = conn.execute("DELETE FROM agora_checkpoints WHERE key = ?", (key,))
+                    if self._mirror is not None:
+                        conn.execute(f"DELETE FROM {self._mirror} WHERE key = ?",
+                                     (legacy.LEGACY_PREFIX + key,))
             except sqlite3.Error as exc:
                 raise CheckpointError(
                     f"cannot reset checkpoint {key!r} in {self.path}: {exc}"
@@ -200,8 +307,11 @@ class SyncSQLiteCheckpointStore(CheckpointStore):
 
     def list_keys(self) -> list[str]:
         with self._lock:
-            conn = self._connection()
+            conn = self._reader()
             try:
+                if conn is None:
+                    assert self._legacy is not None
+                    return legacy.legacy_keys(self._legacy)
                 rows = conn.execute("SELECT key FROM agora_checkpoints ORDER BY key").fetchall()
             except sqlite3.DatabaseError as exc:
                 raise CheckpointError(
@@ -213,8 +323,11 @@ class SyncSQLiteCheckpointStore(CheckpointStore):
         self._release_all()
         with self._lock:
             conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
+            old, self._legacy = self._legacy, None
+            self._current = False
+        for each in (conn, old):
+            if each is not None:
+                each.close()
 
     def _claim_scope(self) -> object:
         return str(self.path.resolve())
