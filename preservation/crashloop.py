@@ -182,5 +182,19 @@ class CrashLoop:
                 return json.loads(proc.stdout.strip().splitlines()[-1])
         raise AssertionError("unreachable: the last run has no crash point")
 
+    def run_killed_from_outside(self, seed: int, rounds: int,
+                                check_processes: bool = False) -> dict[str, Any]:
+        """SIGKILL up to ``rounds`` runs at moments drawn from ``seed`` (0-0.3 s in), then
+        run to completion; return the final run's summary. With ``check_processes``, each
+        killed run is checked to have left none of its processes behind."""
+        rng = random.Random(seed)
+        for _ in range(rounds):
+            proc = self.run_signalled(signal.SIGKILL, rng.uniform(0.0, 0.3))
+            if check_processes:
+                assert_no_tagged_processes(self.tag)
+            if proc.returncode == 0:
+                return json.loads(proc.stdout.strip().splitlines()[-1])
+        return json.loads(self.run_driver(None).stdout.strip().splitlines()[-1])
+
     def history(self) -> str:
         return "; ".join(f"{r['crash']} -> rc {r['rc']}" for r in self.runs)

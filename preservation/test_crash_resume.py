@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import random
 import signal
 from pathlib import Path
 
@@ -140,17 +139,8 @@ def test_sigkill_from_outside_at_random_moments_loses_nothing(
     n, batch, every = 6000, 50, 200
     spec = prepare(tmp_path, lane=lane, n=n, batch_size=batch, checkpoint_every=every,
                    seed=seed, sink_delay_s=0.004)
-    rng = random.Random(seed)
     loop = CrashLoop(tmp_path)
-    final = None
-    for _ in range(ROUNDS):
-        proc = loop.run_signalled(signal.SIGKILL, rng.uniform(0.0, 0.3))
-        assert_no_tagged_processes(loop.tag)
-        if proc.returncode == 0:
-            final = json.loads(proc.stdout.strip().splitlines()[-1])
-            break
-    if final is None:
-        final = json.loads(loop.run_driver(None).stdout.strip().splitlines()[-1])
+    final = loop.run_killed_from_outside(seed, ROUNDS, check_processes=True)
     poison = set(spec["malformed"]) | set(spec["middleware_poison"]) | set(spec["sink_poison"])
     check_bounce(n=n, crashes=loop.crashes, sink=sink_ids(tmp_path / "out.jsonl"),
                  dlq=[dlq_id(r) for r in dlq_records(_dlq_path(tmp_path, lane))],

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -87,16 +85,8 @@ def test_sigkill_from_outside_with_the_io_lane_loses_nothing(
     n, batch, every = 4000, 50, 200
     spec = prepare(tmp_path, lane="rows", n=n, batch_size=batch, checkpoint_every=every,
                    seed=63, sink_delay_s=0.004)
-    rng = random.Random(63)
     loop = IOCrashLoop(tmp_path)
-    final = None
-    for _ in range(ROUNDS):
-        proc = loop.run_signalled(signal.SIGKILL, rng.uniform(0.0, 0.3))
-        if proc.returncode == 0:
-            final = json.loads(proc.stdout.strip().splitlines()[-1])
-            break
-    if final is None:
-        final = json.loads(loop.run_driver(None).stdout.strip().splitlines()[-1])
+    loop.run_killed_from_outside(63, ROUNDS)
     assert loop.crashes >= 1, loop.history()
     poison = set(spec["malformed"]) | set(spec["middleware_poison"]) | set(spec["sink_poison"])
     check_bounce(n=n, crashes=loop.crashes, sink=sink_ids(tmp_path / "out.jsonl"),
