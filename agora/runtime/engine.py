@@ -36,7 +36,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from typing import Any, NoReturn
 
 from agora.config import DeliveryConfig
 from agora.errors import SourceRecordError
@@ -274,12 +274,14 @@ class _Run:
                     group_since = 0.0  # loop time the group's first record arrived
                     while not stop.requested:  # checked before every pull
                         try:
-                            item = await self._pull(
+                            item = await puller.next(
                                 None if flush_s is None or not (group or self.pending)
                                 else group_since + flush_s - loop.time() if group else flush_s)
                         except StopAsyncIteration:
                             exhausted = True
                             break
+                        except Exception as exc:
+                            await self._source_failed(exc)
                         if item is TIMED_OUT:  # the source is slow: hand on what waits
                             if group:
                                 await self._dispatch(self._row_unit(seq, group, group_cp))
@@ -315,10 +317,12 @@ class _Run:
                     seq = 0
                     while not stop.requested:
                         try:
-                            item = await self._pull()
+                            item = await puller.next()
                         except StopAsyncIteration:
                             exhausted = True
                             break
+                        except Exception as exc:
+                            await self._source_failed(exc)
                         if isinstance(item, MalformedRecord):
                             unit = self._malformed_unit(seq, item)
                         else:
@@ -350,24 +354,19 @@ class _Run:
             self.left_early = True
             await self._cancel_pending()
 
-    async def _pull(self, timeout: float | None = None) -> Any:
-        """The source's next item (see ``Puller.next``). Should the source raise, the
-        failure is offered to the DLQ (``Committer.offer_source_failure``) and the
-        source's own exception is raised — the one a ``SourceRecordError(record=…)`` wraps
-        when it wraps one."""
+    async def _source_failed(self, exc: Exception) -> NoReturn:
+        """The source raised while being read (``Puller.next``): offer the failure to the
+        DLQ (``Committer.offer_source_failure``) and raise the source's own exception — the
+        one a ``SourceRecordError(record=…)`` wraps when it wraps one. Called from the
+        pump's except clauses, so a pull costs no extra coroutine."""
         try:
-            return await self.puller.next(timeout)
-        except StopAsyncIteration:
-            raise
-        except Exception as exc:
-            try:
-                position = self.position()
-            except Exception:  # the position is a detail of the DLQ record: never the error
-                position = None
-            await self.committer.offer_source_failure(exc, checkpoint=position)
-            if isinstance(exc, SourceRecordError) and exc.original is not None:
-                raise exc.original from exc
-            raise
+            position = self.position()
+        except Exception:  # the position is a detail of the DLQ record: never the error
+            position = None
+        await self.committer.offer_source_failure(exc, checkpoint=position)
+        if isinstance(exc, SourceRecordError) and exc.original is not None:
+            raise exc.original from exc
+        raise exc
 
     def _row_unit(self, seq: int, group: list[Any], checkpoint: Any) -> Unit:
         self.consumed += len(group)
