@@ -51,6 +51,21 @@ def _end_position(workdir: Path, lane: str, spec: dict) -> object:
     return {"row": N - malformed, "malformed": malformed, **consumed, "seek": seek}
 
 
+def check_outside_kills(tmp_path: Path, loop: CrashLoop, seed: int) -> None:
+    """SIGKILL a row-lane run of ``loop``'s driver from outside at moments drawn from
+    ``seed``, run it to completion, and check nothing was lost (duplicates bounded per
+    crash). For the preservation files that rerun this loop with their own driver."""
+    n, batch, every = 4000, 50, 200
+    spec = prepare(tmp_path, lane="rows", n=n, batch_size=batch, checkpoint_every=every,
+                   seed=seed, sink_delay_s=0.004)
+    loop.run_killed_from_outside(seed, ROUNDS)
+    assert loop.crashes >= 1, loop.history()
+    poison = set(spec["malformed"]) | set(spec["middleware_poison"]) | set(spec["sink_poison"])
+    check_bounce(n=n, crashes=loop.crashes, sink=sink_ids(tmp_path / "out.jsonl"),
+                 dlq=[dlq_id(r) for r in dlq_records(tmp_path / "dlq.db")],
+                 poison=poison, dup_bound_per_crash=every + batch)
+
+
 def _check_loop(workdir: Path, lane: str, spec: dict, loop: CrashLoop, final: dict) -> None:
     poison = set(spec["malformed"]) | set(spec["middleware_poison"]) | set(spec["sink_poison"])
     dlq = [dlq_id(r) for r in dlq_records(_dlq_path(workdir, lane))]

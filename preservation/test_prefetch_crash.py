@@ -16,10 +16,16 @@ from typing import Any
 import pytest
 
 from preservation import driver
-from preservation.audit import check_bounce, dlq_id, dlq_records, sink_ids
 from preservation.crashloop import CrashLoop, plan_crashes, prepare
 from preservation.faults import CrashPoint
-from preservation.test_crash_resume import BATCH, CHECKPOINT_EVERY, N, ROUNDS, _check_loop
+from preservation.test_crash_resume import (
+    BATCH,
+    CHECKPOINT_EVERY,
+    N,
+    ROUNDS,
+    _check_loop,
+    check_outside_kills,
+)
 
 #: The driver's own pipeline builder, kept before ``__main__`` swaps in ``build``.
 _DRIVER_BUILD = driver.build
@@ -68,16 +74,7 @@ def test_sigkill_at_seeded_points_with_prefetch_loses_nothing(
 @pytest.mark.timeout(90)
 def test_sigkill_from_outside_with_prefetch_loses_nothing(
         tmp_path: Path, no_orphans: None) -> None:
-    n, batch, every = 4000, 50, 200
-    spec = prepare(tmp_path, lane="rows", n=n, batch_size=batch, checkpoint_every=every,
-                   seed=73, sink_delay_s=0.004)
-    loop = PrefetchCrashLoop(tmp_path)
-    loop.run_killed_from_outside(73, ROUNDS)
-    assert loop.crashes >= 1, loop.history()
-    poison = set(spec["malformed"]) | set(spec["middleware_poison"]) | set(spec["sink_poison"])
-    check_bounce(n=n, crashes=loop.crashes, sink=sink_ids(tmp_path / "out.jsonl"),
-                 dlq=[dlq_id(r) for r in dlq_records(tmp_path / "dlq.db")],
-                 poison=poison, dup_bound_per_crash=every + batch)
+    check_outside_kills(tmp_path, PrefetchCrashLoop(tmp_path), 73)
 
 
 if __name__ == "__main__":
