@@ -23,10 +23,12 @@ from agora.errors import AgoraError
 __all__ = [
     "OWNER_ONLY",
     "SQLITE_HEADER",
+    "adopt_once",
     "check_sidecars",
     "create_owner_only",
     "fsync_dir",
     "immediate_transaction",
+    "is_sqlite_file",
     "make_private_dirs",
     "open_agora_db",
     "write_meta",
@@ -99,6 +101,27 @@ def immediate_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connecti
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+
+
+def is_sqlite_file(path: Path) -> bool:
+    """Whether ``path`` is an existing SQLite file (never following a link)."""
+    if not os.path.lexists(path) or os.path.islink(path) or not path.is_file():
+        return False
+    with open(path, "rb") as fh:
+        return fh.read(len(SQLITE_HEADER)) == SQLITE_HEADER
+
+
+def adopt_once(conn: sqlite3.Connection, is_legacy: Callable[[sqlite3.Connection], bool],
+               adopt: Callable[[sqlite3.Connection], int]) -> int:
+    """Run ``adopt(conn)`` in one ``BEGIN IMMEDIATE`` transaction if the file on ``conn``
+    is still in its older layout (``is_legacy``) once the write lock is held — another
+    process may have adopted it first — and return what it returns; else 0."""
+    if not is_legacy(conn):
+        return 0
+    with immediate_transaction(conn):
+        if not is_legacy(conn):  # another process adopted it first
+            return 0
+        return adopt(conn)
 
 
 def _connect(path: Path) -> sqlite3.Connection:

@@ -13,7 +13,7 @@ from typing import Any
 from agora._safe_files import open_trusted
 from agora.errors import CheckpointError
 from agora.records import Checkpoint, SourceIdentity
-from agora.stores._files import SQLITE_HEADER, check_sidecars, immediate_transaction
+from agora.stores._files import adopt_once, check_sidecars, is_sqlite_file
 from agora.stores.checkpoint import encode_checkpoint_value
 
 __all__ = [
@@ -155,14 +155,6 @@ def legacy_checkpoint(conn: sqlite3.Connection, path: Path, key: str) -> Checkpo
     return None if row is None else _parse(path, key, row[0])
 
 
-def _sqlite_file(path: Path) -> bool:
-    """Whether ``path`` is an existing SQLite file (never following a link)."""
-    if not os.path.lexists(path) or os.path.islink(path) or not path.is_file():
-        return False
-    with open(path, "rb") as fh:
-        return fh.read(len(SQLITE_HEADER)) == SQLITE_HEADER
-
-
 def _trust(path: Path) -> None:
     fd, _ = open_trusted(path, os.O_RDONLY, what="checkpoints file", error=CheckpointError,
                          create=False)
@@ -173,7 +165,7 @@ def _trust(path: Path) -> None:
 def open_legacy_readonly(path: Path) -> sqlite3.Connection | None:
     """A read-only connection to ``path`` if it is 0.3.0's checkpoint file, else None. The
     file passes Agora's trust checks first (``CheckpointError`` otherwise)."""
-    if not _sqlite_file(path):
+    if not is_sqlite_file(path):
         return None
     _trust(path)
     conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
@@ -197,31 +189,29 @@ def adopt_legacy_file(path: Path, init: Any) -> int:
     0.3.0 still reads the file. A row that cannot be read raises ``CheckpointError``
     naming the file and the key, and the file is left exactly as it was.
     """
-    if not _sqlite_file(path):
+    if not is_sqlite_file(path):
         return 0
     _trust(path)
+
+    def copy_in(conn: sqlite3.Connection) -> int:
+        checkpoints = [(key, legacy_checkpoint(conn, path, key)) for key in legacy_keys(conn)]
+        init(conn)
+        if "expires_at" not in _fields(conn, LEGACY_TABLE):
+            conn.execute(f"ALTER TABLE {LEGACY_TABLE} ADD COLUMN expires_at REAL")
+        conn.execute("INSERT OR REPLACE INTO agora_meta (key, value) VALUES (?, ?)",
+                     (MIRROR_META_KEY, LEGACY_TABLE))
+        conn.executemany(
+            "INSERT INTO agora_checkpoints (key, pipeline_id, run_id, source, value,"
+            " recorded_at, source_identity) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(key, cp.pipeline_id, cp.run_id, cp.source, encode_checkpoint_value(cp),
+              cp.recorded_at, encode_identity(cp.source_identity))
+             for key, cp in checkpoints if cp is not None])
+        return len(checkpoints)
+
     conn = sqlite3.connect(str(path), isolation_level=None, timeout=_BUSY_TIMEOUT_S)
+
     try:
-        if not is_legacy(conn):
-            return 0
-        with immediate_transaction(conn):
-            if not is_legacy(conn):  # another process adopted it first
-                return 0
-            checkpoints = [(key, legacy_checkpoint(conn, path, key))
-                           for key in legacy_keys(conn)]
-            init(conn)
-            if "expires_at" not in _fields(conn, LEGACY_TABLE):
-                conn.execute(f"ALTER TABLE {LEGACY_TABLE} ADD COLUMN expires_at REAL")
-            conn.execute("INSERT OR REPLACE INTO agora_meta (key, value) VALUES (?, ?)",
-                         (MIRROR_META_KEY, LEGACY_TABLE))
-            conn.executemany(
-                "INSERT INTO agora_checkpoints (key, pipeline_id, run_id, source, value,"
-                " recorded_at, source_identity) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(key, cp.pipeline_id, cp.run_id, cp.source,
-                  encode_checkpoint_value(cp),
-                  cp.recorded_at, encode_identity(cp.source_identity))
-                 for key, cp in checkpoints if cp is not None])
-            return len(checkpoints)
+        return adopt_once(conn, is_legacy, copy_in)
     except sqlite3.Error as exc:
         raise CheckpointError(
             f"cannot upgrade {path}, a checkpoint file of Agora 0.3.0, to this version's "

@@ -12,7 +12,7 @@ from typing import Any
 from agora._safe_files import open_trusted
 from agora.errors import DLQError
 from agora.records import dumps_json
-from agora.stores._files import SQLITE_HEADER, check_sidecars, immediate_transaction
+from agora.stores._files import adopt_once, check_sidecars, is_sqlite_file
 from agora.stores.dlq_schema import COLUMNS, JSON_COLUMNS, init_schema, sqlite_text
 
 __all__ = ["LEGACY_TABLE", "adopt_legacy", "adopt_legacy_file", "is_legacy", "legacy_rows",
@@ -130,14 +130,6 @@ def _details_text(raw: object, intact: list[bool]) -> str | None:
     return dumps_json({"details": value})
 
 
-def _sqlite_file(path: Path) -> bool:
-    """Whether ``path`` is an existing SQLite file (never following a link)."""
-    if not os.path.lexists(path) or os.path.islink(path) or not path.is_file():
-        return False
-    with open(path, "rb") as fh:
-        return fh.read(len(SQLITE_HEADER)) == SQLITE_HEADER
-
-
 def adopt_legacy_file(path: Path, sink_name: str) -> int:
     """If ``path`` is 0.3.0's DLQ file, adopt it (see :func:`adopt_legacy`) in one
     transaction and return the rows copied; any other file is left alone (0).
@@ -146,19 +138,14 @@ def adopt_legacy_file(path: Path, sink_name: str) -> int:
     by this user, not writable by others: :class:`DLQError` otherwise). A failure rolls
     back: the file is then exactly as it was.
     """
-    if not _sqlite_file(path):
+    if not is_sqlite_file(path):
         return 0
     fd, _ = open_trusted(path, os.O_RDONLY, what="dlq file", error=DLQError, create=False)
     os.close(fd)
     check_sidecars(path, "dlq", DLQError)
     conn = sqlite3.connect(str(path), isolation_level=None)
     try:
-        if not is_legacy(conn):
-            return 0
-        with immediate_transaction(conn):
-            if not is_legacy(conn):  # another process adopted it first
-                return 0
-            return adopt_legacy(conn)
+        return adopt_once(conn, is_legacy, adopt_legacy)
     except sqlite3.Error as exc:
         raise DLQError(
             f"DLQ sink {sink_name!r} cannot upgrade {path}, a DLQ file of Agora 0.3.0, to "
@@ -173,7 +160,7 @@ def open_legacy_readonly(path: Path) -> sqlite3.Connection | None:
     """A read-only connection to ``path`` if it is 0.3.0's DLQ file, else None. An SQLite
     file that fails Agora's trust checks raises :class:`DLQError`, as it would when read
     as an Agora file."""
-    if not _sqlite_file(path):
+    if not is_sqlite_file(path):
         return None
     fd, _ = open_trusted(path, os.O_RDONLY, what="dlq file", error=DLQError, create=False)
     os.close(fd)
