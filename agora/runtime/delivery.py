@@ -161,7 +161,8 @@ class Committer:
             unit.failures = []
         self.handled_since_save += unit.n_source
         self.pending_checkpoint = unit.checkpoint
-        self.ack_callbacks.extend(_acks_of_delivered(unit, uncaptured))
+        if unit.acks:  # most sources take no per-record acks
+            self.ack_callbacks.extend(_acks_of_delivered(unit, uncaptured))
         self.has_pending = True
         if self._in_flight is not None:
             await self.settle()

@@ -55,7 +55,7 @@ from agora.runtime.stages import Stage
 from agora.runtime.report import summarise
 from agora.runtime.resources import ResourceSampler
 from agora.runtime.summary import PipelineRunSummary
-from agora.runtime.units import GONE, Failure, Unit
+from agora.runtime.units import Failure, Unit
 from agora.runtime.writer import Writer
 from agora.sinks.fanout import SinkFanOut
 from agora.sinks.router import SinkRouter
@@ -101,10 +101,6 @@ class _Run:
         self._last_progress = 0.0
         self.consumed = self.written = self.dropped = self.errored = 0
         self.partially_written = 0
-        # Hand-offs to the writer (0.3.0's "writer flushes"): groups of records written,
-        # the largest group, and the time spent writing them.
-        self.writer_flushes = self.writer_flush_max = 0
-        self.writer_flush_s = 0.0
         self.contexts = [
             MiddlewareContext(pipeline_id, self.run_id, mw.name, i)
             for i, mw in enumerate(middleware)
@@ -436,13 +432,7 @@ class _Run:
                 await stage.apply(unit)
             if unit.abandoned:
                 raise _Abandoned
-            n = _records_to_write(unit)
-            began = time.perf_counter()
             await self.writer.write(unit)
-            if n:
-                self.writer_flushes += 1
-                self.writer_flush_max = max(self.writer_flush_max, n)
-                self.writer_flush_s += time.perf_counter() - began
         # Counted before the committer decides: a record that stops a fail-closed run is
         # still a record this run wrote or failed, and the summary must say so.
         self.written += unit.written
@@ -482,18 +472,6 @@ def _one(item: Any) -> int:
 def _emission_rows(item: Any) -> int:
     """Records in a batch emission (a malformed-record marker is one)."""
     return 1 if isinstance(item, MalformedRecord) else batch_num_rows(item)
-
-
-def _records_to_write(unit: Unit) -> int:
-    """How many records of ``unit`` reach the writer (those no stage removed)."""
-    if unit.batch is not None:
-        return int(unit.batch.num_rows)
-    values = unit.values
-    if values is None:
-        return 0
-    if unit.dropped == 0 and unit.errored == 0:
-        return len(values)
-    return sum(1 for v in values if v is not GONE)
 
 
 async def run_pipeline(*, pipeline_id: str, source: BaseSource,

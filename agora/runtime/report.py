@@ -104,7 +104,7 @@ def summarise(run: _Run, *, elapsed: float, sampler: ResourceSampler,
         source_name=run.source.source_name,
         middleware_stop_failures={name: describe_error(exc) for name, exc
                                   in run.lifecycle.stop_failures.items()},
-        writer=WriterFigures(flushes=run.writer_flushes, max_batch_size=run.writer_flush_max,
-                             seconds=round(run.writer_flush_s, 6)),
+        writer=WriterFigures(flushes=run.writer.flushes, max_batch_size=run.writer.flush_max,
+                             seconds=round(run.writer.flush_s, 6)),
         source_prefetch=run.prefetch_figures(),
     )

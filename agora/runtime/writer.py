@@ -5,6 +5,7 @@ counts and ``Failure`` entries for the committer."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -42,12 +43,17 @@ class Writer:
         self.sink_concurrency = sink_concurrency if len(plan.sinks) > 1 else 1
         self.unrouted = 0
         self.per_sink: dict[str, SinkTally] = {sp.sink.sink_name: SinkTally() for sp in plan.sinks}
+        # Hand-offs to the sinks (0.3.0's "writer flushes"): units with records to write,
+        # the largest, and the seconds spent writing them.
+        self.flushes = self.flush_max = 0
+        self.flush_s = 0.0
 
     async def write(self, unit: Unit) -> None:
         payload = _Payload(unit)
         n = payload.n
         if n == 0:
             return
+        began = time.perf_counter()
         # Per-record bookkeeping is built lazily: the common case (every sink wrote every
         # record) costs O(sinks), not O(records).
         outcome = _Outcome(n)
@@ -78,6 +84,10 @@ class Writer:
         if outcome.failed:
             for i in sorted(outcome.failed):
                 unit.failures.extend(outcome.failed[i])
+        self.flushes += 1
+        if n > self.flush_max:
+            self.flush_max = n
+        self.flush_s += time.perf_counter() - began
 
     async def _write_concurrently(self, unit: Unit, payload: _Payload,
                                   n: int) -> list[list[WriteResult] | Exception | None]:
