@@ -7,7 +7,7 @@ import os
 from collections.abc import AsyncGenerator, Iterator, Mapping
 from contextlib import contextmanager
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 
@@ -53,13 +53,24 @@ class SourceState(StrEnum):
     CLOSED = "closed"
 
 
-def parse_on_malformed(source_name: str, value: OnMalformed | str) -> OnMalformed:
+_Choice = TypeVar("_Choice", bound=StrEnum)
+
+
+def parse_choice(source_name: str, option: str, kind: type[_Choice], value: _Choice | str,
+                 hint: str = "") -> _Choice:
+    """``value`` as a member of ``kind``; else a ``ValueError`` naming the source, the
+    option, the values it takes and what was given (then ``hint``)."""
     try:
-        return OnMalformed(value)
+        return kind(value)
     except ValueError:
+        allowed = " or ".join(repr(m.value) for m in kind)
         raise ValueError(
-            f"source {source_name!r}: on_malformed must be 'fail' or 'dlq'; got {value!r}"
+            f"source {source_name!r}: {option} must be {allowed}; got {value!r}{hint}"
         ) from None
+
+
+def parse_on_malformed(source_name: str, value: OnMalformed | str) -> OnMalformed:
+    return parse_choice(source_name, "on_malformed", OnMalformed, value)
 
 
 def file_source_name(kind: str, path: str | os.PathLike[str], name: str | None) -> str:

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 
 from agora.errors import CheckpointError
-from agora.sources._builtin import START_OVER, bad_checkpoint, count_field
+from agora.sources._builtin import START_OVER, bad_checkpoint, count_field, parse_choice
 from agora.sources._csvscreen import CsvScreen
 from agora.sources.identity import (
     ENDS_WINDOW,
@@ -187,13 +187,8 @@ class InputCheck(StrEnum):
 
 
 def parse_input_check(source_name: str, value: InputCheck | str) -> InputCheck:
-    try:
-        return InputCheck(value)
-    except ValueError:
-        raise ValueError(
-            f"source {source_name!r}: verify_input must be 'ends' or 'full'; got {value!r} — "
-            f"'full' hashes the whole consumed prefix on every resume"
-        ) from None
+    return parse_choice(source_name, "verify_input", InputCheck, value,
+                        " — 'full' hashes the whole consumed prefix on every resume")
 
 
 def verified_position(
