@@ -46,6 +46,10 @@ __all__ = [
 ]
 
 _PICKLE_PROTOCOL = 5
+# Built once: ``ipc.new_stream`` without options re-reads two environment variables and
+# builds fresh options on every call, a measurable share of a small batch's hop.
+_WRITE_OPTIONS = ipc.IpcWriteOptions()
+_EOS_BYTES = 8  # the end-of-stream marker a stream writer appends on close
 
 
 # ---------------------------------------------------------------------------- codecs
@@ -69,7 +73,7 @@ def write_arrow_into(target: memoryview, batch: pa.RecordBatch) -> int:
     # memoryview keeps it so (slicing a pyarrow buffer would not).
     sink = pa.FixedSizeBufferWriter(pa.py_buffer(target))
     try:
-        with ipc.new_stream(sink, batch.schema) as writer:
+        with ipc.RecordBatchStreamWriter(sink, batch.schema, options=_WRITE_OPTIONS) as writer:
             writer.write_batch(batch)
     except OSError as exc:
         if "out of bounds" not in str(exc):
@@ -79,17 +83,64 @@ def write_arrow_into(target: memoryview, batch: pa.RecordBatch) -> int:
 
 
 def arrow_ipc_size(batch: pa.RecordBatch) -> int:
-    """Exact size of ``batch`` as an IPC stream, computed without copying any data."""
+    """Exact size of ``batch`` as an IPC stream, computed without copying any data.
+
+    A stream is the schema message, the batch message and the end marker. The first two
+    parts' sizes are fixed per schema, so the schema's share is learnt once — checked
+    against a full dry-run write before it is trusted — and then each batch only asks
+    for its own message size. Dictionary columns add dictionary messages: those batches
+    always take the dry run.
+    """
+    schema = batch.schema
+    learnt = _STREAM_OVERHEAD.get()
+    if learnt is not None and learnt[0].equals(schema, check_metadata=True):
+        return int(ipc.get_record_batch_size(batch)) + learnt[1]
+    exact = _dry_run_size(batch)
+    if not _has_dictionary(schema):
+        overhead = len(schema.serialize()) + _EOS_BYTES
+        if exact == int(ipc.get_record_batch_size(batch)) + overhead:
+            _STREAM_OVERHEAD.set((schema, overhead))
+    return exact
+
+
+def _dry_run_size(batch: pa.RecordBatch) -> int:
     sink = pa.MockOutputStream()
-    with ipc.new_stream(sink, batch.schema) as writer:
+    with ipc.RecordBatchStreamWriter(sink, batch.schema, options=_WRITE_OPTIONS) as writer:
         writer.write_batch(batch)
     return int(sink.size())
+
+
+def _has_dictionary(schema: pa.Schema) -> bool:
+    def walk(dtype: pa.DataType) -> bool:
+        if pa.types.is_dictionary(dtype):
+            return True
+        return any(walk(dtype.field(i).type) for i in range(dtype.num_fields))
+    return any(walk(field.type) for field in schema)
+
+
+class _LastSchema:
+    """The last schema whose stream overhead was learnt, per process (one value: a lane
+    carries one schema almost always; a change just costs one dry run)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self) -> None:
+        self._value: tuple[pa.Schema, int] | None = None
+
+    def get(self) -> tuple[pa.Schema, int] | None:
+        return self._value
+
+    def set(self, value: tuple[pa.Schema, int]) -> None:
+        self._value = value  # one reference swap: safe if two threads learn at once
+
+
+_STREAM_OVERHEAD = _LastSchema()
 
 
 def serialize_arrow(batch: pa.RecordBatch) -> pa.Buffer:
     """``batch`` as IPC stream bytes in fresh memory (the inline fallback)."""
     sink = pa.BufferOutputStream()
-    with ipc.new_stream(sink, batch.schema) as writer:
+    with ipc.RecordBatchStreamWriter(sink, batch.schema, options=_WRITE_OPTIONS) as writer:
         writer.write_batch(batch)
     return sink.getvalue()
 

@@ -156,3 +156,40 @@ def test_workers_die_with_a_driver_killed_by_sigkill(no_orphans, tmp_path):
     assert alive(pids) == []  # the busy one and the idle one
     sweep_stale_slots()
     assert leftover_slot_paths(driver.pid) == []
+
+
+_SIZE_CASES = [
+    pa.record_batch({"a": [1, None, 3]}),
+    pa.record_batch({"s": ["x", None, "yyyy"], "f": [0.5, 1.5, None]}),
+    pa.record_batch({"l": [[1, 2], None, []]}),
+    pa.record_batch({"st": [{"x": 1, "y": "a"}, None]}),
+    pa.record_batch({"m": pa.array([[("k", 1)], None], pa.map_(pa.string(), pa.int64()))}),
+    pa.record_batch({"a": pa.array([], pa.int64())}),
+    pa.record_batch({"d": pa.array(["p", "q", "p"]).dictionary_encode()}),
+    pa.record_batch({"ld": pa.array([["p"], ["q", "p"]], pa.list_(
+        pa.dictionary(pa.int8(), pa.string())))}),
+    pa.record_batch({"a": [1, 2]}).replace_schema_metadata({"k": "v" * 100}),
+    pa.record_batch({"a": list(range(5000)), "s": [str(i) for i in range(5000)]}).slice(17, 999),
+]
+
+
+def _written_size(batch: pa.RecordBatch) -> int:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    return sink.getvalue().size
+
+
+def test_the_ipc_size_of_every_batch_is_what_a_real_write_takes_whatever_came_before():
+    """The size is learnt per schema from the first batch: each case is sized after every
+    other case (so after a different schema was learnt) and twice in a row (learnt)."""
+    from agora.process.transport import arrow_ipc_size, write_arrow_into
+
+    for before in _SIZE_CASES:
+        for batch in _SIZE_CASES:
+            arrow_ipc_size(before)
+            for _ in range(2):
+                size = arrow_ipc_size(batch)
+                assert size == _written_size(batch), (before.schema, batch.schema)
+                # and the slot writer fits in exactly that many bytes
+                assert write_arrow_into(memoryview(bytearray(size)), batch) == size
