@@ -212,7 +212,14 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"append: {args.append_runs} runs of {args.append_rows:,} rows", flush=True)
         times = append_runs(workdir, args.append_runs, args.append_rows)
-        results["append"] = {"wall_s": times, "last_vs_first": times[-1] / times[0]}
+        # One run at each end is the figure; the medians of the first and last
+        # three say whether it is the trend or one noisy run (a cold first run flatters it).
+        k = min(3, len(times) // 2) or 1
+        results["append"] = {
+            "wall_s": times, "last_vs_first": times[-1] / times[0],
+            "last_k_vs_first_k": statistics.median(times[-k:]) / statistics.median(times[:k]),
+            "k": k,
+        }
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -230,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{results['rss']['driver_peak_rss_big_mb']:.0f} MiB at {args.rows:,}")
     for every, fig in results["durability"].items():
         print(f"checkpoint_every={every:<7} wall {fig['wall_s']:.2f} s")
+    app = results["append"]
+    print(f"append: median of the last {app['k']} runs vs the first {app['k']}: "
+          f"{app['last_k_vs_first_k']:.3f}")
     for name, value in ratios.items():
         print(verdict(name, value))
     out = Path(args.out) if args.out else (
