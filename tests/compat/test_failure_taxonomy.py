@@ -71,9 +71,9 @@ def test_enums_hold_0_3_0s_values() -> None:
 
 @pytest.mark.parametrize(("exc", "klass", "retryable", "eligible", "severity"), [
     (TimeoutError("t"), "timeout", True, False, "warning"),
-    (asyncio.TimeoutError(), "timeout", True, False, "warning"),
     (ConnectionError("c"), "connectivity", True, False, "warning"),
     (ConnectionResetError("c"), "connectivity", True, False, "warning"),
+    (FileNotFoundError("gone"), "connectivity", True, False, "warning"),
     (OSError("disk full"), "connectivity", True, False, "warning"),
     (UnicodeDecodeError("utf-8", b"\xff", 0, 1, "bad"), "deserialization", False, True, "error"),
     (UnicodeEncodeError("ascii", "é", 0, 1, "bad"), "serialization", False, True, "error"),
