@@ -364,3 +364,25 @@ def test_a_cancelled_run_is_unaffected_by_the_taxonomy() -> None:
             await task
 
     asyncio.run(main())
+
+
+def test_an_attached_decision_keeps_a_row_sink_writing_the_rest_of_the_unit() -> None:
+    dlq = MemorySink(name="dlq")
+    sink = MediumDownSink(fail=lambda r: r["id"] < 2, error=SelfAwareOSError, native=())
+    summary = build(sink, units=ROWS[:4], dlq=dlq, batch_size=4).run_sync()
+    assert [r["id"] for r in sink.attempts] == [0, 1, 2, 3]  # not cut short: record faults
+    assert [d.record["id"] for d in dlq.records] == [0, 1]
+    assert summary.records_written == 2
+
+
+def test_the_same_exception_raised_in_two_runs_carries_one_note() -> None:
+    shared = ConnectionError("pool exhausted")
+
+    class Sink(FlakySink):
+        async def write(self, record: Any) -> None:
+            raise shared
+
+    for _ in range(2):
+        with pytest.raises(ConnectionError):
+            build(Sink(native=()), units=[{"id": 1}], dlq=MemorySink(name="dlq")).run_sync()
+    assert len(shared.__notes__) == 1
