@@ -14,7 +14,8 @@ stores and process never import ``runtime`` or ``pipeline``; the runtime imports
     runtime/         plan.py (planning + explain), engine.py (lanes, ordered commit: diagram),
                      units.py + stages.py (what flows, middleware applied to it), writer.py
                      (sink planes, fan-out, router), delivery.py (DLQ routing, policies,
-                     handled-prefix checkpoints), lifecycle.py (start/stop order),
+                     handled-prefix checkpoints), triage.py (each failure's class, counts,
+                     dead-letter details; the sink failure that stops the run), lifecycle.py (start/stop order),
                      interrupt.py (signals, cancellation), progress.py (live counters),
                      summary.py + report.py + counters.py (run summary), resources.py (psutil),
                      replay.py + replay_report.py (re-sending dead letters), io_lane.py
@@ -51,8 +52,8 @@ stores and process never import ``runtime`` or ``pipeline``; the runtime imports
     testing/         for users' tests: faults.py (fault injectors), sinks.py (FlakySink),
                      processes.py (no orphans, no leaks), handshake.py, calibrate.py
     core/            0.3.0 import paths, re-exports only: batch.py, checkpoint.py, context.py,
-                     data_plane.py, dlq.py, errors.py, middleware.py, pipeline.py, sink.py,
-                     source.py, types.py, writer.py
+                     data_plane.py, dlq.py, errors.py, failures.py, middleware.py,
+                     pipeline.py, sink.py, source.py, types.py, writer.py
     core/runtime/    0.3.0's private runtime names, importable but refusing use:
                      _buffered.py, _delivery.py, _source_adapter.py, _writer_transport.py,
                      _process.py, _process_codec.py
@@ -62,7 +63,8 @@ stores and process never import ``runtime`` or ``pipeline``; the runtime imports
     sources/file/    0.3.0 import path: parquet.py
     state/           0.3.0 import path: backend.py (the in-memory key/value backend)
     protocols.py     the seams the engine drives: checkpoint store, DLQ sink, process stage
-    planes.py config.py records.py errors.py   shared vocabulary; _json_values.py (the
+    planes.py config.py records.py errors.py failures.py   shared vocabulary
+                     (failures.py: the failure taxonomy, classify_failure); _json_values.py (the
                      JSON-safe forms dead-letter records store)
     _safe_files.py   owner-only files in shared folders, opened without following links
 
@@ -98,6 +100,7 @@ from agora.errors import (
     SourceRecordError,
     WorkerStartupError,
 )
+from agora.failures import AlertSeverity, FailureClassification, FailureDecision, classify_failure
 from agora.middleware import (
     ArrowBatchMiddleware,
     ArrowFilterMiddleware,
@@ -124,6 +127,7 @@ from agora.runtime.plan import Lane, PipelineExplain, WriterKind
 from agora.runtime.summary import (
     CheckpointFigures,
     DLQFigures,
+    FailureFigures,
     Interruption,
     LaneFigures,
     Outcome,
@@ -196,6 +200,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "AgoraError",
+    "AlertSeverity",
     "ArrowBatchMiddleware",
     "ArrowBatchSource",
     "ArrowCsvSource",
@@ -231,6 +236,9 @@ __all__ = [
     "DaskExecutor",
     "DataPlane",
     "DeliveryConfig",
+    "FailureClassification",
+    "FailureDecision",
+    "FailureFigures",
     "FailurePolicy",
     "FilterMiddleware",
     "InMemoryCheckpointStore",
@@ -283,6 +291,7 @@ __all__ = [
     "WriteResult",
     "WriterKind",
     "__version__",
+    "classify_failure",
     "is_batch_capable_source",
     "read_dlq",
 ]

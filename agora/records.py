@@ -180,7 +180,7 @@ class DLQRecord:
     ``attempt`` counts replays of this failure (0: first capture) and
     ``max_attempts`` bounds them (None: no bound). :meth:`replay_payload` picks what to
     send again. ``details`` holds facts about the failure as a JSON-ready dict (None: none;
-    the engine sets none). ``attempt``, ``max_attempts`` and ``details`` are stored only
+    the engine puts the failure's classification under ``"failure"``). ``attempt``, ``max_attempts`` and ``details`` are stored only
     when set.
 
     Capture never fails because of content: ``to_dict()`` is always JSON-serialisable and

@@ -5,7 +5,7 @@ from __future__ import annotations
 import agora
 
 EXPECTED = {
-    "AgoraError", "ArrowBatchMiddleware", "ArrowBatchSource", "ArrowCsvSource",
+    "AgoraError", "AlertSeverity", "ArrowBatchMiddleware", "ArrowBatchSource", "ArrowCsvSource",
     "ArrowFilterMiddleware", "ArrowJsonLinesSource", "ArrowMapMiddleware",
     "ArrowProcessBatchMiddleware", "ArrowRowFilter", "AsyncMiddleware", "Backpressure",
     "BaseSink", "BaseSource",
@@ -13,7 +13,8 @@ EXPECTED = {
     "Checkpoint", "CheckpointError", "CheckpointFailurePolicy", "CheckpointFigures",
     "CheckpointStore", "CheckpointStoreProtocol", "ContractError", "CsvSink", "CsvSource",
     "DLQError", "DLQFailurePolicy", "DLQFigures", "DLQRecord", "DLQSink", "DLQStage",
-    "DaskExecutor", "DataPlane", "DeliveryConfig", "FailurePolicy", "FilterMiddleware",
+    "DaskExecutor", "DataPlane", "DeliveryConfig", "FailureClassification",
+    "FailureDecision", "FailureFigures", "FailurePolicy", "FilterMiddleware",
     "InMemoryCheckpointStore", "InternalError", "Interruption", "IterableBatchSource",
     "IterableSource", "JsonLinesDLQSink", "JsonLinesSink", "JsonLinesSource", "Lane",
     "LaneFigures", "LifecycleError", "MalformedRecord", "MapMiddleware", "MemorySink",
@@ -26,7 +27,7 @@ EXPECTED = {
     "SinkFailurePolicy", "SinkFanOut", "SinkRouter", "SourceDataPlaneSpec",
     "SourceRecordError", "StdoutSink", "SyncInMemoryCheckpointStore",
     "SyncSQLiteCheckpointStore", "WorkerPool", "WorkerStartupError", "WriteResult", "WriterKind",
-    "__version__", "is_batch_capable_source", "read_dlq",
+    "__version__", "classify_failure", "is_batch_capable_source", "read_dlq",
 }
 
 #: Import paths kept for programs and plugins written against 0.3.0: each is a thin
@@ -43,6 +44,8 @@ COMPAT_MODULES = {
     "agora.core.middleware": ["Middleware", "MapMiddleware", "FilterMiddleware",
                               "BatchMapMiddleware", "BatchMiddleware"],
     "agora.core.pipeline": ["Pipeline", "BoundPipeline"],
+    "agora.core.failures": ["AlertSeverity", "FailureClassification", "FailureDecision",
+                            "classify_failure"],
     "agora.middlewares": ["MapMiddleware", "FilterMiddleware", "ArrowMapMiddleware"],
     "agora.middlewares.process": ["ProcessBatchMiddleware", "ArrowProcessBatchMiddleware"],
     "agora.sinks.file.csv": ["CsvSink"],

@@ -13,8 +13,9 @@ point, so saves reach the store in source order and its outcome (a failure goes 
 ``checkpoint_failure_policy`` as an inline one would) is never left untaken. Acks to
 the source follow the save they belong to.
 
-A source that raises while being read is offered to the DLQ here too (the run then
-stops with the source's error). Per-record ack callbacks run only for records written or
+A sink failure of the medium (``runtime/triage.py``) stops the run under every policy,
+its unit unhandled. A source that raises while being read is offered to the DLQ here
+too (the run then stops with the source's error). Per-record ack callbacks run only for records written or
 dead-lettered: one that failed and that no DLQ captured is never acked.
 
 The module is past 400 lines on purpose: failure routing, the ordered save and the acks
@@ -38,8 +39,16 @@ from agora.config import (
     FailurePolicy,
 )
 from agora.errors import AgoraError, CheckpointError, ContractError, SourceRecordError
+from agora.failures import classify_failure
 from agora.protocols import DLQSink
 from agora.records import DLQ_STAGES, Checkpoint, DLQRecord, DLQStage, safe_text
+from agora.runtime.triage import (
+    FailureTally,
+    decision_of,
+    letter_fields,
+    medium_failure,
+    stop_error,
+)
 from agora.runtime.units import Failure, Unit
 from agora.sinks.base import BaseSink
 
@@ -68,10 +77,6 @@ def _value_free_detail(err: BaseException) -> str:
     return " (message not logged: it may quote record values)"
 
 
-#: Stages where the source itself failed: the DLQ record names no middleware.
-_SOURCE_STAGES = frozenset({DLQStage.SOURCE_RECORD, DLQStage.SOURCE_STREAM})
-
-
 def _acks_of_delivered(unit: Unit, uncaptured: list[Failure]) -> list[AckCallback]:
     """The unit's per-record ack callbacks, less those of records that failed and were
     captured by no DLQ (the run went on past them under ``log_and_continue``): such a
@@ -89,15 +94,6 @@ def _acks_of_delivered(unit: Unit, uncaptured: list[Failure]) -> list[AckCallbac
             return []
         acks = [cb for cb, row in zip(acks, rows, strict=True) if id(row) not in failed]
     return [cb for cb in acks if cb is not None]
-
-
-def _attempts_of(f: Failure) -> dict[str, int]:
-    """The retry count a failure carries, as DLQ record fields: ``attempt`` counts from 0
-    (the first call), ``max_attempts`` is the retry policy's budget. Empty for failures
-    of stages without a retry policy, whose records keep the defaults."""
-    if f.attempt is None or f.max_attempts is None:
-        return {}
-    return {"attempt": f.attempt - 1, "max_attempts": f.max_attempts}
 
 
 class Committer:
@@ -144,6 +140,7 @@ class Committer:
         self.dlq_writes = 0
         self.dlq_failures = 0
         self.uncaptured_continued = 0
+        self.failures = FailureTally()
 
     # -- failures ---------------------------------------------------------------------
     async def handle(self, unit: Unit) -> None:
@@ -171,10 +168,15 @@ class Committer:
 
     async def _handle_failures(self, unit: Unit, failures: list[Failure]) -> list[Failure]:
         """Offer ``failures`` to the DLQ and apply the policies; the failures nobody
-        captured that the run goes on past (``log_and_continue``)."""
+        captured that the run goes on past (``log_and_continue``). A sink failure of the
+        medium stops the run first, whatever the policy: the unit stays unhandled."""
         for f in failures:
+            self.failures.count(decision_of(f))
             if isinstance(f.error, AgoraError) and f.error.terminal:
                 raise RunStop(f.error)  # the run cannot go on: never dead-letter these
+        medium = medium_failure(failures)
+        if medium is not None:
+            raise RunStop(stop_error(medium))
         uncaptured: list[Failure] = list(failures)
         if self.dlq is not None:
             uncaptured = await self._offer_to_dlq(self.dlq, unit, failures)
@@ -203,6 +205,7 @@ class Committer:
         nothing past a broken source can be read, so the run never goes on, and nothing
         here moves the saved checkpoint. A DLQ that fails to capture it is counted and
         logged, never raised in place of the source's error."""
+        self.failures.count(classify_failure(error))
         if self.dlq is None or (isinstance(error, AgoraError) and error.terminal):
             return
         stage: DLQStage | str = DLQStage.SOURCE_STREAM
@@ -239,10 +242,7 @@ class Committer:
                     checkpoint=unit.checkpoint,
                     record=f.record,
                     original_record=f.record,  # the same object: stored once
-                    processed_record=f.processed_record if f.is_sink else None,
-                    middleware=None if f.is_sink or f.stage in _SOURCE_STAGES else f.component,
-                    sink=f.component if f.is_sink else None,
-                    **_attempts_of(f),
+                    **letter_fields(f),
                 )
                 if redactor is not None:
                     rec = redactor(rec)

@@ -107,4 +107,5 @@ def summarise(run: _Run, *, elapsed: float, sampler: ResourceSampler,
         writer=WriterFigures(flushes=run.writer.flushes, max_batch_size=run.writer.flush_max,
                              seconds=round(run.writer.flush_s, 6)),
         source_prefetch=run.prefetch_figures(),
+        failures=c.failures.figures(),
     )

@@ -1,7 +1,7 @@
 """The run summary: a frozen record of what one run did, made of typed sub-records (lane
 and planes, checkpoint, DLQ, interruption, process pools, per sink, resources).
 
-About 450 lines, past the usual 400 lines: the summary and its sub-records are one JSON-ready
+About 475 lines, past the usual 400 lines: the summary and its sub-records are one JSON-ready
 value, read together; its counter helpers already live in ``counters.py``."""
 
 from __future__ import annotations
@@ -22,11 +22,13 @@ from agora.runtime.counters import (
 )
 from agora.records import Checkpoint
 from agora.runtime.plan import Lane
+from agora.runtime.triage import FailureFigures
 
 __all__ = [
     "OUTCOMES",
     "CheckpointFigures",
     "DLQFigures",
+    "FailureFigures",
     "Interruption",
     "LaneFigures",
     "MiddlewareCounts",
@@ -219,7 +221,9 @@ class PipelineRunSummary:
     ``unrouted_records``, ``middleware_stop_failures`` (each middleware whose
     ``on_stop`` raised: the error's type and message; logged, never raised) and
     ``writer`` (:class:`WriterFigures`), ``source_prefetch`` (the read-ahead of a source that
-    declares ``supports_prefetch``: measured; all off/0 without one). ``runtime`` is the same facts as one JSON-ready dict under
+    declares ``supports_prefetch``: measured; all off/0 without one), ``failures``
+    (:class:`FailureFigures`: every failure handled, by classification and alert
+    severity). ``runtime`` is the same facts as one JSON-ready dict under
     their 0.3 names (also readable by attribute); ``to_dict()`` holds it under
     ``"runtime"``. ``last_checkpoint`` is the committed position as a
     :class:`~agora.records.Checkpoint` (pipeline, run, source and ``value``), or None when
@@ -254,6 +258,7 @@ class PipelineRunSummary:
     middleware_stop_failures: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     writer: WriterFigures = field(default_factory=WriterFigures)
     source_prefetch: PrefetchFigures = field(default_factory=PrefetchFigures)
+    failures: FailureFigures = field(default_factory=FailureFigures)
 
     def __post_init__(self) -> None:
         # Counter dicts handed in (by the runtime or by a test) become MiddlewareCounts.
@@ -297,7 +302,8 @@ class PipelineRunSummary:
         keys 0.3 used: ``execution_lane``, ``source_plane``, ``writer_input_plane``,
         ``downgraded_sinks``, ``checkpoint_key``, ``resumed_from``, ``checkpoint_saves``,
         ``checkpoint_failures``, ``dlq_writes``, ``dlq_failures``,
-        ``failures_continued_without_dlq``, ``unrouted_records``,
+        ``failures_continued_without_dlq``, ``failure_classification_counts``,
+        ``failure_alert_severity_counts``, ``unrouted_records``,
         ``middleware_stop_failures``, ``interruption``,
         ``process_batch``, ``sink_metrics``, ``source_metrics``, ``resources``.
 
@@ -330,6 +336,8 @@ class PipelineRunSummary:
             "dlq_writes": self.dlq.writes,
             "dlq_failures": self.dlq.failures,
             "failures_continued_without_dlq": self.dlq.continued_without_dlq,
+            "failure_classification_counts": dict(self.failures.by_classification),
+            "failure_alert_severity_counts": dict(self.failures.by_severity),
             "unrouted_records": self.unrouted_records,
             "middleware_stop_failures": {k: dict(v) for k, v in
                                          self.middleware_stop_failures.items()},
@@ -432,6 +440,9 @@ class PipelineRunSummary:
         lines.append(f"  checkpoint: {cp.saves} saves, {cp.failures} failures, last "
                      f"{json.dumps(self.last_checkpoint_value, default=str)}")
         lines.append(f"  dlq: {self.dlq.writes} records written, {self.dlq.failures} failures")
+        if self.failures.by_classification:
+            lines.append("  failures by class: " + ", ".join(
+                f"{k} {v}" for k, v in sorted(self.failures.by_classification.items())))
         for name, p in self.process_pools.items():
             lines.append(
                 f"  process {name}: submitted {p.batches_submitted}, ok {p.batches_ok}, "

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
+from agora.failures import FailureDecision
 from agora.records import DLQStage, MalformedRecord
 
 if TYPE_CHECKING:
@@ -70,6 +71,8 @@ class Failure:
     #: I/O lane: the attempt that failed last, and the retry policy's attempt budget
     attempt: int | None = None
     max_attempts: int | None = None
+    #: the failure's classification, decided once by the committer (``runtime.triage``)
+    decision: FailureDecision | None = None
 
 
 @dataclass(slots=True)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agora.errors import ContractError
+from agora.failures import classify_failure
 from agora.planes import DataPlane
 from agora.records import DLQStage, WriteResult
 from agora.runtime.plan import Plan, SinkPlan
@@ -293,6 +294,9 @@ async def _call(sp: SinkPlan, method: str,
 
 
 async def _write_rows(sp: SinkPlan, rows: list[Any]) -> list[WriteResult] | None:
+    """Write ``rows`` one by one. After a failure of the medium (not DLQ-eligible: the
+    run will stop on it) the rest are not tried — each try would wait on the same
+    outage — and are reported not written, with that error."""
     write = sp.sink.write
     results: list[WriteResult] | None = None
     for i, row in enumerate(rows):
@@ -302,6 +306,9 @@ async def _write_rows(sp: SinkPlan, rows: list[Any]) -> list[WriteResult] | None
             if results is None:
                 results = [WriteResult.ok()] * i
             results.append(WriteResult.failed(exc))
+            if not classify_failure(exc).dlq_eligible:
+                results.extend([WriteResult.failed(exc)] * (len(rows) - i - 1))
+                return results
         else:
             if results is not None:
                 results.append(WriteResult.ok())
