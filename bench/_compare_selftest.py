@@ -198,9 +198,10 @@ CHECKS = [
 
 def run_self_test() -> int:
     """Run every check (these and the gate's); print one line each; 0 if all pass."""
-    from bench._gate_selftest import REPEAT_CHECKS  # it imports this module's helpers
+    from bench._gate_selftest import REPEAT_CHECKS  # they import this module's helpers
+    from bench._runs_selftest import RUN_CHECKS
 
-    checks = [*CHECKS, *REPEAT_CHECKS]
+    checks = [*CHECKS, *REPEAT_CHECKS, *RUN_CHECKS]
     failed = 0
     for check in checks:
         try:

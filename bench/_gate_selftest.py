@@ -20,7 +20,7 @@ from typing import Any
 from bench import compare as cmp
 from bench._compare_selftest import LANES, _quiet
 
-GATED = "arrow_identity_vs_ppe_ipc_cpu"
+GATED = "arrow_heavy_vs_serial_cpu"  # one of compare.DEFAULT_GATES
 # Constructed sets of a quiet machine (noise about ±6%): a baseline, a rerun of the
 # unchanged tree, and the rerun with every subject pass 25% costlier (each ratio / 1.25).
 QUIET_BASE = [8.62, 9.31, 9.01, 8.75, 9.46]

@@ -1,7 +1,7 @@
 """Compare a benchmark result JSON with a stored baseline; flag regressions, draw plots.
 
-    python bench/compare.py --baseline bench/results/baseline.json --current NEW.json \\
-        [--current MORE.json ...] [--threshold 0.25] [--plot-dir DIR]
+    python bench/compare.py --baseline BASE.json [--baseline MORE_BASE.json ...] \\
+        --current NEW.json [--current MORE.json ...] [--threshold 0.25] [--plot-dir DIR]
     python bench/compare.py --self-test
 
 Reads three formats (both files must be the same kind): ``bench_process_lanes.py``
@@ -17,7 +17,11 @@ each verdict is explained on one line. Of those, only the metrics matching a ``-
 glob (by default the CPU-time ones, ``*_cpu`` and ``*_cpu_s``) can fail the comparison;
 wall-time metrics are judged the same way and reported as advisory, because on a shared
 machine their verdict is decided by the load as much as by the code. Several
-``--current`` files of process-lanes runs are judged as one run with all their repeats.
+``--current`` files of process-lanes runs are judged as one run with all their repeats —
+unless the baseline is itself several runs (``--baseline`` repeated, at least five
+process-lanes runs recorded at different moments): then each gated metric is judged run by
+run, by the run medians and the spread between runs (``_noise.judge_runs``), which is
+what a release gate on a shared machine needs.
 Exit status: 0 nothing flagged, 1 at least one regression, 2 usage error (unreadable
 file, unknown or mismatched format, unusable repeats), 3 no regression but at least one
 gated metric undecided (add a run and compare again).
@@ -41,8 +45,16 @@ if __package__ in (None, ""):  # run as a script: make ``bench`` importable
 from bench import _compare_plot, _noise
 
 #: Metrics that can fail a comparison judged from repeats: CPU time of the process tree,
-#: which other processes on the machine barely move (waiting for a core costs no CPU).
-DEFAULT_GATES = ("*_cpu", "*_cpu_s")
+#: which other processes on the machine barely move (waiting for a core costs no CPU),
+#: and whose run medians move little enough between runs of an unchanged tree (one
+#: standard deviation, measured over 37 runs on the shared 2-core machine) for one to
+#: three runs to tell a 25% slowdown from noise: heavy 3.8%, row lane 4.1%, whole-pipeline
+#: fixed cost 6.5%, whole-pipeline Arrow identity 8.4%. ``arrow_identity_vs_ppe_ipc_cpu``
+#: moved by 15% (its three processes wake each other ~1,000 times a second, and how much
+#: CPU a wake-up costs depends on the load): it is reported, advisory; the Arrow
+#: transport it exercises is gated through the whole-pipeline identity run.
+DEFAULT_GATES = ("arrow_heavy_vs_serial_cpu", "rows_cheap_vs_ppe_pickle_cpu",
+                 "pipeline_fixed_cpu_s", "pipeline_identity_vs_ppe_ipc_cpu")
 
 #: Lane / baseline pairs whose within-run speed ratio is compared for pytest-benchmark
 #: runs of bench/test_bench_lanes.py (a ratio from one run travels better than a median).
@@ -173,7 +185,7 @@ def merge_runs(docs: Sequence[Any]) -> Any:
         return docs[0]
     kinds = {kind_of(doc) for doc in docs}
     if kinds != {"process_lanes"}:
-        raise UsageError("several --current files can only be process-lanes runs "
+        raise UsageError("several --baseline or --current files can only be process-lanes runs "
                          f"(bench_process_lanes.py); got {', '.join(sorted(kinds))}")
     merged = dict(docs[0])
     names = set.intersection(*(set(doc.get("repeats") or {}) for doc in docs))
@@ -191,13 +203,21 @@ def merge_runs(docs: Sequence[Any]) -> Any:
     return merged
 
 
+def _repeats_of(docs: Sequence[Any]) -> list[dict[str, Any]]:
+    return [doc.get("repeats") or {} for doc in docs]
+
+
 def compare(baseline: Any, current: Any, threshold: float, ignore: Sequence[str] = (),
             noise_threshold: float = 0.10, must_catch: float = 0.25,
-            gates: Sequence[str] = DEFAULT_GATES) -> list[Row]:
+            gates: Sequence[str] = DEFAULT_GATES,
+            baseline_runs: Sequence[dict[str, Any]] | None = None,
+            current_runs: Sequence[dict[str, Any]] | None = None) -> list[Row]:
     """One row per metric of either document, baseline order first. Metrics matching an
     ``ignore`` glob are shown with verdict "ignored" and never count as regressions;
     metrics judged from repeats that match no ``gates`` glob are advisory: their verdict
-    is shown with "(advisory)" and never counts either."""
+    is shown with "(advisory)" and never counts either. With ``baseline_runs`` and
+    ``current_runs`` (each run's ``repeats``), a metric every run carries is judged by
+    run medians (``_noise.judge_runs``) instead of by pooled repeats."""
     if threshold < 0:
         raise UsageError(f"--threshold must be >= 0; got {threshold}")
     kinds = kind_of(baseline), kind_of(current)
@@ -214,8 +234,14 @@ def compare(baseline: Any, current: Any, threshold: float, ignore: Sequence[str]
         change, verdict, note = *judge(b, c.value, threshold), ""
         if name in reps_b and name in reps_c:
             try:
-                v = _noise.judge_repeats(name, reps_b[name], reps_c[name],
-                                         b.higher_is_better, noise_threshold, must_catch)
+                if (baseline_runs and current_runs
+                        and all(name in r for r in (*baseline_runs, *current_runs))):
+                    v = _noise.judge_runs(name, [r[name] for r in baseline_runs],
+                                          [r[name] for r in current_runs],
+                                          b.higher_is_better, noise_threshold, must_catch)
+                else:
+                    v = _noise.judge_repeats(name, reps_b[name], reps_c[name],
+                                             b.higher_is_better, noise_threshold, must_catch)
             except ValueError as exc:
                 raise UsageError(str(exc)) from exc
             b = Metric(name, v.baseline_median, b.higher_is_better, b.target)
@@ -300,7 +326,9 @@ def warnings_for(baseline: Any, current: Any) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--baseline", type=Path, help="stored result JSON")
+    parser.add_argument("--baseline", type=Path, action="append", default=[],
+                        help="stored result JSON (repeatable for process-lanes runs: five or "
+                        "more baseline runs are judged run by run)")
     parser.add_argument("--current", type=Path, action="append", default=[],
                         help="new result JSON of the same kind (repeatable for "
                         "process-lanes runs: their repeats are judged together)")
@@ -326,17 +354,21 @@ def main(argv: list[str] | None = None) -> int:
         from bench._compare_selftest import run_self_test
 
         return run_self_test()
-    if args.baseline is None or not args.current:
+    if not args.baseline or not args.current:
         parser.error("--baseline and --current are required (or --self-test)")
     try:
         if args.noise_threshold < 0 or args.must_catch <= args.noise_threshold:
             raise UsageError(f"--noise-threshold must be >= 0 and below --must-catch; got "
                              f"{args.noise_threshold} and {args.must_catch} — e.g. "
                              "--noise-threshold 0.10 --must-catch 0.25")
-        baseline = load(args.baseline)
-        current = merge_runs([load(path) for path in args.current])
+        base_docs = [load(path) for path in args.baseline]
+        cur_docs = [load(path) for path in args.current]
+        baseline, current = merge_runs(base_docs), merge_runs(cur_docs)
+        by_runs = len(base_docs) > 1
         rows = compare(baseline, current, args.threshold, args.ignore, args.noise_threshold,
-                       args.must_catch, args.gate or DEFAULT_GATES)
+                       args.must_catch, args.gate or DEFAULT_GATES,
+                       baseline_runs=_repeats_of(base_docs) if by_runs else None,
+                       current_runs=_repeats_of(cur_docs) if by_runs else None)
     except UsageError as exc:
         print(f"compare.py: {exc}", file=sys.stderr)
         return 2
@@ -344,7 +376,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"compare.py: {exc}", file=sys.stderr)
         return 2
     names = ", ".join(str(path) for path in args.current)
-    print(f"baseline: {args.baseline}\ncurrent:  {names}\n")
+    bases = ", ".join(str(path) for path in args.baseline)
+    print(f"baseline: {bases}\ncurrent:  {names}\n")
     print(render(rows))
     for warning in warnings_for(baseline, current):
         print(f"warning: {warning}")
