@@ -268,11 +268,14 @@ class _Run:
                     group_size = min(self.config.batch_size, self.config.max_buffer_size)
                     current_checkpoint = self.position
                     group_since = 0.0  # loop time the group's first record arrived
+                    # Without a flush deadline or per-record acks a pull is the source's
+                    # own: skip the puller's frame on the per-record path.
+                    pull = agen.__anext__ if flush_s is None and hook is None else None
                     while not stop.requested:  # checked before every pull
                         try:
-                            item = await puller.next(
+                            item = await (pull() if pull is not None else puller.next(
                                 None if flush_s is None or not (group or self.pending)
-                                else group_since + flush_s - loop.time() if group else flush_s)
+                                else group_since + flush_s - loop.time() if group else flush_s))
                         except StopAsyncIteration:
                             exhausted = True
                             break
@@ -286,7 +289,7 @@ class _Run:
                             await self.admission.commit_finished(self.pending, self._commit)
                             await self.committer.save()
                             continue
-                        if not group:
+                        if not group and flush_s is not None:
                             group_since = loop.time()
                         if isinstance(item, MalformedRecord):
                             if group:  # committed first, with its own position (not past the marker)
@@ -366,8 +369,11 @@ class _Run:
 
     def _row_unit(self, seq: int, group: list[Any], checkpoint: Any) -> Unit:
         self.consumed += len(group)
-        return Unit(seq=seq, checkpoint=checkpoint, n_source=len(group), source_rows=group,
-                    values=list(group), acks=self.puller.take(len(group)))
+        unit = Unit(seq=seq, checkpoint=checkpoint, n_source=len(group), source_rows=group,
+                    values=list(group))
+        if self.puller.hooked:
+            unit.acks = self.puller.take(len(group))
+        return unit
 
     def _malformed_unit(self, seq: int, item: MalformedRecord) -> Unit:
         self.consumed += 1
@@ -403,8 +409,11 @@ class _Run:
             if self.middle:
                 unit.task = asyncio.create_task(self._run_middle(unit))
                 self.admission.track(unit.task)
-        self.pending.append(unit)
         self.in_flight_records += unit.n_source
+        if unit.task is None and not self.pending and self.admission.hold <= 1:
+            await self._commit(unit)  # nothing is held: this unit is the head, commit it now
+            return
+        self.pending.append(unit)
         await self.admission.make_room(
             self.pending, self._commit,
             lambda: self.in_flight_records > self.config.max_buffer_size)

@@ -112,6 +112,11 @@ class Puller:
         self._hook = hook
         self._callbacks: collections.deque[AckCallback | None] = collections.deque()
 
+    @property
+    def hooked(self) -> bool:
+        """True when the source hands out per-record ack callbacks."""
+        return self._hook is not None
+
     def take(self, n: int) -> list[AckCallback | None]:
         """The ack callbacks of the next ``n`` items pulled, oldest first, one per item
         (None where the source returned none), so they line up with the items."""
