@@ -48,6 +48,7 @@ class Writer:
         # the largest, and the seconds spent writing them.
         self.flushes = self.flush_max = 0
         self.flush_s = 0.0
+        self._single = plan.sinks[0] if router is None and len(plan.sinks) == 1 else None
 
     async def write(self, unit: Unit) -> None:
         payload = _Payload(unit)
@@ -55,6 +56,19 @@ class Writer:
         if n == 0:
             return
         began = time.perf_counter()
+        if self._single is not None:  # one sink, no router: the common case first
+            sp = self._single
+            results = await _write_one(sp, unit, payload, n)
+            if results is None:  # every record written
+                self.per_sink[sp.sink.sink_name].written += n
+                unit.written += n
+                self._count_flush(n, began)
+                return
+            outcome = _Outcome(n)
+            self._collect(sp, results, outcome, payload)
+            self._settle(unit, outcome, n)
+            self._count_flush(n, began)
+            return
         # Per-record bookkeeping is built lazily: the common case (every sink wrote every
         # record) costs O(sinks), not O(records).
         outcome = _Outcome(n)
@@ -71,7 +85,11 @@ class Writer:
                 else:
                     self.per_sink[sp.sink.sink_name].written += n
                     outcome.all_written = True
+        self._settle(unit, outcome, n)
+        self._count_flush(n, began)
 
+    def _settle(self, unit: Unit, outcome: _Outcome, n: int) -> None:
+        """Count ``outcome`` into ``unit`` and hand it the failures, in record order."""
         written = outcome.written_count()
         errored = outcome.errored_count() if outcome.failed else 0
         if outcome.failed:
@@ -85,6 +103,8 @@ class Writer:
         if outcome.failed:
             for i in sorted(outcome.failed):
                 unit.failures.extend(outcome.failed[i])
+
+    def _count_flush(self, n: int, began: float) -> None:
         self.flushes += 1
         if n > self.flush_max:
             self.flush_max = n
