@@ -18,7 +18,8 @@ stores and process never import ``runtime`` or ``pipeline``; the runtime imports
                      routing, failure policies), triage.py (each failure's class, counts,
                      dead-letter details; the sink failure that stops the run), lifecycle.py (start/stop order),
                      interrupt.py (signals, cancellation), progress.py (live counters),
-                     summary.py + report.py + counters.py (run summary), resources.py (psutil),
+                     summary.py + figures.py (its sub-records) + report.py + counters.py (run
+                     summary), resources.py (psutil),
                      replay.py + replay_report.py (re-sending dead letters), io_lane.py
                      (bounded-concurrency async stages), pacing.py (how far the pump runs
                      ahead; flush deadlines for slow sources), prefetch.py (bounded source
