@@ -13,11 +13,13 @@ stores and process never import ``runtime`` or ``pipeline``; the runtime imports
     pipeline.py      Pipeline / BoundPipeline: the builder users touch
     runtime/         plan.py (planning + explain), engine.py (lanes, ordered commit: diagram),
                      units.py + stages.py (what flows, middleware applied to it), writer.py
-                     (sink planes, fan-out, router), delivery.py (DLQ routing, policies,
-                     handled-prefix checkpoints), triage.py (each failure's class, counts,
+                     (sink planes, fan-out, router), delivery.py (the committer: ordered
+                     commit, handled-prefix checkpoints, acks), failure_routing.py (DLQ
+                     routing, failure policies), triage.py (each failure's class, counts,
                      dead-letter details; the sink failure that stops the run), lifecycle.py (start/stop order),
                      interrupt.py (signals, cancellation), progress.py (live counters),
-                     summary.py + report.py + counters.py (run summary), resources.py (psutil),
+                     summary.py + figures.py (its sub-records) + report.py + counters.py (run
+                     summary), resources.py (psutil),
                      replay.py + replay_report.py (re-sending dead letters), io_lane.py
                      (bounded-concurrency async stages), pacing.py (how far the pump runs
                      ahead; flush deadlines for slow sources), prefetch.py (bounded source

@@ -88,8 +88,8 @@ def summarise(run: _Run, *, elapsed: float, sampler: ResourceSampler,
         by_middleware={ctx.middleware_name: MiddlewareCounts(ctx.metrics) for ctx in run.contexts},
         by_sink={name: SinkCounts(written=counts.written, failed=counts.failed)
                  for name, counts in run.writer.per_sink.items()},
-        dlq=DLQFigures(writes=c.dlq_writes, failures=c.dlq_failures,
-                       continued_without_dlq=c.uncaptured_continued),
+        dlq=DLQFigures(writes=c.router.dlq_writes, failures=c.router.dlq_failures,
+                       continued_without_dlq=c.router.uncaptured_continued),
         interruption=interruption,
         process_pools=pools,
         resources=ResourceFigures(
@@ -107,5 +107,5 @@ def summarise(run: _Run, *, elapsed: float, sampler: ResourceSampler,
         writer=WriterFigures(flushes=run.writer.flushes, max_batch_size=run.writer.flush_max,
                              seconds=round(run.writer.flush_s, 6)),
         source_prefetch=run.prefetch_figures(),
-        failures=c.failures.figures(),
+        failures=c.router.failures.figures(),
     )

@@ -1,27 +1,35 @@
 """The run summary: a frozen record of what one run did, made of typed sub-records (lane
-and planes, checkpoint, DLQ, interruption, process pools, per sink, resources).
-
-About 475 lines, past the usual 400 lines: the summary and its sub-records are one JSON-ready
-value, read together; its counter helpers already live in ``counters.py``."""
+and planes, checkpoint, DLQ, interruption, process pools, per sink, resources — defined
+in ``figures.py``, importable from here too), with its ``runtime`` dict, ``to_dict()``
+and ``str()`` report; its counter helpers live in ``counters.py``."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from agora.planes import DataPlane
-from agora.runtime.prefetch import PrefetchFigures
+from agora.records import Checkpoint
 from agora.runtime.counters import (
     ABSENT_MECHANISMS,
     CSV_ARROW_KEYS,
     MiddlewareCounts,
     RuntimeFigures,
 )
-from agora.records import Checkpoint
-from agora.runtime.plan import Lane
+from agora.runtime.figures import (
+    CheckpointFigures,
+    DLQFigures,
+    Interruption,
+    LaneFigures,
+    ProcessPoolFigures,
+    ResourceFigures,
+    SinkCounts,
+    WriterFigures,
+    json_ready,
+)
+from agora.runtime.prefetch import PrefetchFigures
 from agora.runtime.triage import FailureFigures
 
 __all__ = [
@@ -60,140 +68,6 @@ OUTCOMES: tuple[str, ...] = tuple(o.value for o in Outcome)
 def describe_error(error: BaseException) -> dict[str, str]:
     """The JSON-ready description of the exception a run stopped with."""
     return {"type": type(error).__name__, "message": str(error)}
-
-
-def _json(value: Any) -> Any:
-    """``value`` as JSON gives it back (tuples become lists; odd values their ``str``)."""
-    return json.loads(json.dumps(value, default=str))
-
-
-@dataclass(frozen=True)
-class LaneFigures:
-    """How the run was planned: its lane, the source's plane, the writer's input plane,
-    and the sinks that receive a plane other than the writer's (downgraded)."""
-
-    execution_lane: Lane
-    source_plane: DataPlane
-    writer_input_plane: DataPlane
-    downgraded_sinks: tuple[str, ...] = ()
-    direct_flush_active: bool = False
-    arrow_fast_path_active: bool = False
-    arrow_chain_active: bool = False
-
-
-@dataclass(frozen=True)
-class CheckpointFigures:
-    """The checkpoint key, the position the run resumed from (None: from the start),
-    how many saves succeeded and failed, whether a checkpoint store was configured, and
-    the source acks that followed the saves (calls made, calls that raised)."""
-
-    key: str
-    resumed_from: Any = None
-    saves: int = 0
-    failures: int = 0
-    enabled: bool = False
-    acks: int = 0
-    ack_failures: int = 0
-
-
-@dataclass(frozen=True)
-class DLQFigures:
-    """Records the DLQ stored, records it failed to store, and failures that no DLQ
-    captured but the run continued past (``failure_policy=log_and_continue``)."""
-
-    writes: int = 0
-    failures: int = 0
-    continued_without_dlq: int = 0
-
-
-@dataclass(frozen=True)
-class Interruption:
-    """Why a run stopped early (``SIGINT``, ``SIGTERM``, ``cancelled``…), and whether
-    in-flight work was abandoned (a second signal, or a cancel)."""
-
-    reason: str
-    forced: bool
-
-
-@dataclass(frozen=True)
-class WriterFigures:
-    """The groups of records handed to the writer (one per committed unit with records
-    left to write — ``batch_size`` records on the row lane, one source batch on the batch
-    lane), the largest of them, and the seconds spent writing them all."""
-
-    flushes: int = 0
-    max_batch_size: int = 0
-    seconds: float = 0.0
-
-
-@dataclass(frozen=True)
-class SinkCounts:
-    """One sink's records written and records it rejected."""
-
-    written: int = 0
-    failed: int = 0
-
-
-#: The pool counters a process stage reports, as typed fields of ProcessPoolFigures.
-_POOL_INTS = ("batches_submitted", "batches_ok", "batches_failed", "batches_timed_out",
-              "batches_invalidated", "worker_deaths", "pool_recycles", "peak_in_flight",
-              "transport_bytes_in", "transport_bytes_out", "worker_peak_rss_bytes",
-              "generation", "workers")
-_POOL_FLOATS = ("recycle_seconds", "worker_cpu_seconds")
-
-
-@dataclass(frozen=True)
-class ProcessPoolFigures:
-    """One process-isolated middleware's pool counters. ``extra`` keeps any counter a
-    stage reports beyond these fields (e.g. ``worker_peak_rss_by_pid``)."""
-
-    batches_submitted: int = 0
-    batches_ok: int = 0
-    batches_failed: int = 0
-    batches_timed_out: int = 0
-    batches_invalidated: int = 0
-    worker_deaths: int = 0
-    pool_recycles: int = 0
-    recycle_seconds: float = 0.0
-    peak_in_flight: int = 0
-    transport_bytes_in: int = 0
-    transport_bytes_out: int = 0
-    worker_peak_rss_bytes: int = 0
-    worker_cpu_seconds: float = 0.0
-    pool_state: str = ""
-    generation: int = 0
-    workers: int = 0
-    extra: Mapping[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_metrics(cls, metrics: Mapping[str, Any]) -> ProcessPoolFigures:
-        """Read a stage's ``metrics()`` dict; a missing counter reads as zero."""
-        known = {f.name for f in fields(cls)} - {"extra"}
-        values: dict[str, Any] = {}
-        for key in _POOL_INTS:
-            values[key] = int(metrics.get(key) or 0)
-        for key in _POOL_FLOATS:
-            values[key] = float(metrics.get(key) or 0.0)
-        values["pool_state"] = str(metrics.get("pool_state") or "")
-        extra = {k: v for k, v in metrics.items() if k not in known}
-        return cls(**values, extra=extra)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The stage's counters as one flat JSON-ready dict (as ``metrics()`` gave them)."""
-        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
-        data.update(self.extra)
-        result: dict[str, Any] = _json(data)
-        return result
-
-
-@dataclass(frozen=True)
-class ResourceFigures:
-    """psutil figures: the driver's peak RSS and CPU time during the run, and the largest
-    single worker's peak RSS over every process stage."""
-
-    main_peak_rss_bytes: int = 0
-    main_cpu_seconds: float = 0.0
-    workers_peak_rss_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -383,7 +257,7 @@ class PipelineRunSummary:
         for key in CSV_ARROW_KEYS:
             data[key] = self.sink_metrics.get(key, 0)
         data.update(ABSENT_MECHANISMS)
-        return RuntimeFigures(_json(data))
+        return RuntimeFigures(json_ready(data))
 
     def to_dict(self) -> dict[str, Any]:
         """Everything, JSON-ready: the counts, ``outcome``, ``error``,
@@ -408,7 +282,7 @@ class PipelineRunSummary:
                         for k, v in self.by_sink.items()},
             "runtime": self.runtime,
         }
-        result: dict[str, Any] = _json(data)
+        result: dict[str, Any] = json_ready(data)
         return result
 
     def __str__(self) -> str:
