@@ -177,6 +177,14 @@ class Writer:
             except Exception as exc:
                 stats.failed += 1
                 outcome.fail(i, Failure(DLQStage.SINK_WRITE, sink.sink_name, exc, origin, row, is_sink=True))
+                if not classify_failure(exc).dlq_eligible:
+                    # The run stops on this failure of the medium: route nothing more of
+                    # the unit (each further write is one more duplicate for the re-run,
+                    # or one more wait on the outage); the rest is reported not written.
+                    for j in range(i + 1, len(rows)):
+                        outcome.fail(j, Failure(DLQStage.SINK_WRITE, sink.sink_name, exc,
+                                                payload[j], rows[j], is_sink=True))
+                    return
             else:
                 stats.written += 1
                 outcome.mark_written(i)

@@ -228,6 +228,21 @@ def test_a_routed_sink_losing_its_connection_stops_the_run() -> None:
     assert dlq.records == []
 
 
+def test_a_router_routes_nothing_more_of_the_unit_after_a_medium_failure() -> None:
+    # one unit of 10 records: id 1 goes to the sink whose medium is down; nothing after it
+    # is written anywhere (the run stops and re-delivers the whole unit)
+    down = MediumDownSink(name="odd", fail=lambda r: True)
+    even = FlakySink(name="even")
+    router: SinkRouter[dict[str, int]] = (
+        SinkRouter().route(lambda r: r["id"] % 2 == 1, down).default(even))
+    store = RecordingStore()
+    with pytest.raises(ConnectionError):
+        build(router, store=store, batch_size=10).run_sync()
+    assert [r["id"] for r in down.attempts] == [1]
+    assert [r["id"] for r in even.rows] == [0]
+    assert store.saves == []  # the unit was never handled: no position saved
+
+
 def test_a_middleware_failure_of_the_medium_stays_a_record_failure() -> None:
     def lookup(r: dict[str, int]) -> dict[str, int]:
         if r["id"] == 3:
