@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import IO, Any
@@ -44,31 +45,41 @@ class PrefixHash:
 
     ``hashing=False`` only counts the bytes (``consumed``), for a source whose checkpoint
     identifies its input by its ends instead (``ends_identity``); ``identity()`` then
-    must not be called."""
+    must not be called.
 
-    __slots__ = ("_hash", "_on", "consumed")
+    Thread-safe: a reader may feed it on one thread (pyarrow's CSV reader reads ahead on
+    threads of its own) while another takes the fingerprint; the count and the hash are
+    always read together, so a fingerprint never names the bytes before a chunk with the
+    hash after it."""
+
+    __slots__ = ("_hash", "_lock", "_on", "consumed")
 
     def __init__(self, *, hashing: bool = True, consumed: int = 0) -> None:
         self._hash = hashlib.new(_HASH)
         self._on = hashing
+        self._lock = threading.Lock()
         self.consumed = consumed
 
     def update(self, data: bytes) -> None:
-        if self._on:
-            self._hash.update(data)
-        self.consumed += len(data)
+        with self._lock:
+            if self._on:
+                self._hash.update(data)
+            self.consumed += len(data)
 
     def copy(self) -> PrefixHash:
         twin = PrefixHash.__new__(PrefixHash)
-        twin._hash = self._hash.copy()
+        with self._lock:
+            twin._hash = self._hash.copy()
+            twin.consumed = self.consumed
         twin._on = self._on
-        twin.consumed = self.consumed
+        twin._lock = threading.Lock()
         return twin
 
     def identity(self) -> dict[str, Any]:
         """The JSON value a checkpoint stores under ``"input"``."""
         assert self._on, "a byte counter has no hash"
-        return {"consumed": self.consumed, _HASH: self._hash.hexdigest()}
+        with self._lock:
+            return {"consumed": self.consumed, _HASH: self._hash.hexdigest()}
 
 
 @dataclass(frozen=True)

@@ -248,3 +248,45 @@ def test_an_empty_file_that_gets_records_later_is_read_in_full_on_resume(
     empty_end = src.current_checkpoint()
     path.write_bytes(render([1, 2, 3]))
     assert values(drain(make(path), empty_end, resume=True)) == [1, 2, 3]
+
+
+def test_a_fingerprint_read_while_another_thread_feeds_the_hash_is_always_whole() -> None:
+    """pyarrow's CSV reader may read ahead on a thread of its own, feeding the source's
+    running hash while the read-ahead thread takes a checkpoint's fingerprint: the
+    fingerprint must name a byte count and the hash of exactly those bytes, never the
+    count before a chunk and the hash after it (a resume would then refuse an unchanged
+    file as edited)."""
+    import hashlib
+    import sys
+    import threading
+
+    from agora.sources.identity import PrefixHash
+
+    data = bytes(range(256)) * 512  # 128 KiB, fed in 1-byte to 97-byte chunks
+    running = PrefixHash()
+    done = threading.Event()
+    torn: list[tuple[int, str]] = []
+
+    def feed() -> None:
+        at, size = 0, 1
+        while at < len(data):
+            running.update(data[at : at + size])
+            at += size
+            size = size % 97 + 1
+        done.set()
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter can
+    try:
+        feeder = threading.Thread(target=feed)
+        feeder.start()
+        while not done.is_set():
+            ident = running.identity()
+            if hashlib.sha256(data[: ident["consumed"]]).hexdigest() != ident["sha256"]:
+                torn.append((ident["consumed"], ident["sha256"]))
+        feeder.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert torn == []
+    assert running.identity() == {"consumed": len(data),
+                                  "sha256": hashlib.sha256(data).hexdigest()}
