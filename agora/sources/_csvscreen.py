@@ -152,7 +152,9 @@ class CsvScreen(io.RawIOBase):
         self._quote = quote
         self._header_line = header_line  # 1-based line holding the header, or None
         self._min_fields = min_fields
-        self.hasher = hasher
+        # pyarrow reads the screen from an I/O thread of its own while the source takes
+        # checkpoint fingerprints of this hash on another: it must be a shared one.
+        self.hasher = hasher.shared()
         self._check_utf8 = check_utf8  # off when pyarrow transcodes another encoding
         self._token = b"agora-screened-" + secrets.token_hex(8).encode() + b"-"
         self._marker_width: int | None = None

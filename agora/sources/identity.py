@@ -16,6 +16,7 @@ __all__ = [
     "EndsIdentity",
     "FollowingHash",
     "PrefixHash",
+    "SharedPrefixHash",
     "TextIdentity",
     "ends_identity",
     "hash_prefix",
@@ -45,41 +46,65 @@ class PrefixHash:
 
     ``hashing=False`` only counts the bytes (``consumed``), for a source whose checkpoint
     identifies its input by its ends instead (``ends_identity``); ``identity()`` then
-    must not be called.
+    must not be called. Not thread-safe: a hash fed on one thread while another takes
+    fingerprints must be :meth:`shared`."""
 
-    Thread-safe: a reader may feed it on one thread (pyarrow's CSV reader reads ahead on
-    threads of its own) while another takes the fingerprint; the count and the hash are
-    always read together, so a fingerprint never names the bytes before a chunk with the
-    hash after it."""
-
-    __slots__ = ("_hash", "_lock", "_on", "consumed")
+    __slots__ = ("_hash", "_on", "consumed")
 
     def __init__(self, *, hashing: bool = True, consumed: int = 0) -> None:
         self._hash = hashlib.new(_HASH)
         self._on = hashing
-        self._lock = threading.Lock()
         self.consumed = consumed
 
     def update(self, data: bytes) -> None:
-        with self._lock:
-            if self._on:
-                self._hash.update(data)
-            self.consumed += len(data)
+        if self._on:
+            self._hash.update(data)
+        self.consumed += len(data)
 
     def copy(self) -> PrefixHash:
         twin = PrefixHash.__new__(PrefixHash)
-        with self._lock:
-            twin._hash = self._hash.copy()
-            twin.consumed = self.consumed
+        twin._hash = self._hash.copy()
         twin._on = self._on
-        twin._lock = threading.Lock()
+        twin.consumed = self.consumed
         return twin
 
     def identity(self) -> dict[str, Any]:
         """The JSON value a checkpoint stores under ``"input"``."""
         assert self._on, "a byte counter has no hash"
+        return {"consumed": self.consumed, _HASH: self._hash.hexdigest()}
+
+    def shared(self) -> SharedPrefixHash:
+        """This hash, continued as one that a thread may feed while another reads it."""
+        twin = SharedPrefixHash.__new__(SharedPrefixHash)
+        twin._hash = self._hash.copy()
+        twin._on = self._on
+        twin.consumed = self.consumed
+        twin._lock = threading.Lock()
+        return twin
+
+
+class SharedPrefixHash(PrefixHash):
+    """A :class:`PrefixHash` whose count and hash are always updated and read together:
+    pyarrow's CSV reader feeds a screen's hash from a thread of its own while the source
+    takes checkpoint fingerprints on another, and a fingerprint must never name the bytes
+    before a chunk with the hash after it (a resume would refuse the unchanged file).
+    Only such a hash pays for the lock; a source that reads and fingerprints on one
+    thread keeps the plain one, fed once per record."""
+
+    __slots__ = ("_lock",)
+    _lock: threading.Lock
+
+    def update(self, data: bytes) -> None:
         with self._lock:
-            return {"consumed": self.consumed, _HASH: self._hash.hexdigest()}
+            super().update(data)
+
+    def copy(self) -> PrefixHash:
+        with self._lock:
+            return super().copy()
+
+    def identity(self) -> dict[str, Any]:
+        with self._lock:
+            return super().identity()
 
 
 @dataclass(frozen=True)

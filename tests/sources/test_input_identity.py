@@ -263,7 +263,7 @@ def test_a_fingerprint_read_while_another_thread_feeds_the_hash_is_always_whole(
     from agora.sources.identity import PrefixHash
 
     data = bytes(range(256)) * 512  # 128 KiB, fed in 1-byte to 97-byte chunks
-    running = PrefixHash()
+    running = PrefixHash().shared()
     done = threading.Event()
     torn: list[tuple[int, str]] = []
 
@@ -290,3 +290,24 @@ def test_a_fingerprint_read_while_another_thread_feeds_the_hash_is_always_whole(
     assert torn == []
     assert running.identity() == {"consumed": len(data),
                                   "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def test_the_screen_pyarrow_reads_from_its_own_thread_feeds_a_shared_hash(tmp_path) -> None:
+    import hashlib
+
+    import pyarrow.csv as pa_csv
+
+    from agora.sources._csvscreen import screen_for
+    from agora.sources.identity import PrefixHash, SharedPrefixHash
+
+    path = tmp_path / "x.csv"
+    path.write_bytes(b"a,b\n1,2\n")
+    plain = PrefixHash()
+    with open(path, "rb") as fh:
+        screen = screen_for(fh, pa_csv.ReadOptions(), pa_csv.ParseOptions(), header=1,
+                            max_record_bytes=1 << 20, hasher=plain)
+        assert isinstance(screen.hasher, SharedPrefixHash)
+        assert not isinstance(plain, SharedPrefixHash)
+        assert screen.read() == b"a,b\n1,2\n"
+    assert screen.hasher.identity() == {
+        "consumed": 8, "sha256": hashlib.sha256(b"a,b\n1,2\n").hexdigest()}
