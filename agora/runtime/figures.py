@@ -97,12 +97,8 @@ class SinkCounts:
     failed: int = 0
 
 
-#: The pool counters a process stage reports, as typed fields of ProcessPoolFigures.
-_POOL_INTS = ("batches_submitted", "batches_ok", "batches_failed", "batches_timed_out",
-              "batches_invalidated", "worker_deaths", "pool_recycles", "peak_in_flight",
-              "transport_bytes_in", "transport_bytes_out", "worker_peak_rss_bytes",
-              "generation", "workers")
-_POOL_FLOATS = ("recycle_seconds", "worker_cpu_seconds")
+#: How ``ProcessPoolFigures.from_metrics`` reads each typed field from a stage's metrics.
+_CASTS: dict[str, type] = {"int": int, "float": float, "str": str}
 
 
 @dataclass(frozen=True)
@@ -130,15 +126,11 @@ class ProcessPoolFigures:
 
     @classmethod
     def from_metrics(cls, metrics: Mapping[str, Any]) -> ProcessPoolFigures:
-        """Read a stage's ``metrics()`` dict; a missing counter reads as zero."""
-        known = {f.name for f in fields(cls)} - {"extra"}
-        values: dict[str, Any] = {}
-        for key in _POOL_INTS:
-            values[key] = int(metrics.get(key) or 0)
-        for key in _POOL_FLOATS:
-            values[key] = float(metrics.get(key) or 0.0)
-        values["pool_state"] = str(metrics.get("pool_state") or "")
-        extra = {k: v for k, v in metrics.items() if k not in known}
+        """Read a stage's ``metrics()`` dict by the fields' own types; a missing counter
+        reads as its default (zero, or empty text)."""
+        values = {f.name: _CASTS[str(f.type)](metrics.get(f.name) or f.default)
+                  for f in fields(cls) if f.name != "extra"}
+        extra = {k: v for k, v in metrics.items() if k not in values}
         return cls(**values, extra=extra)
 
     def to_dict(self) -> dict[str, Any]:

@@ -38,3 +38,15 @@ def test_pool_figures_read_a_missing_counter_as_zero_and_keep_unknown_ones() -> 
 
 def test_json_ready_gives_back_what_json_would() -> None:
     assert figures.json_ready({"t": (1, 2), "odd": {1}}) == {"t": [1, 2], "odd": "{1}"}
+
+
+def test_pool_figures_type_every_counter_every_executor_keeps() -> None:
+    """The summary's typed fields cover the counters every executor's lease keeps, so a
+    counter added there cannot fall into ``extra`` unnoticed."""
+    from dataclasses import fields as fields_of
+
+    from agora.process.handles import LaneCounters
+
+    typed = {f.name: f.type for f in fields_of(figures.ProcessPoolFigures)}
+    for f in fields_of(LaneCounters):
+        assert typed.get(f.name) == f.type, f.name
