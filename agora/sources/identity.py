@@ -63,9 +63,7 @@ class PrefixHash:
 
     def copy(self) -> PrefixHash:
         twin = PrefixHash.__new__(PrefixHash)
-        twin._hash = self._hash.copy()
-        twin._on = self._on
-        twin.consumed = self.consumed
+        twin._hash, twin._on, twin.consumed = self._hash.copy(), self._on, self.consumed
         return twin
 
     def identity(self) -> dict[str, Any]:
@@ -76,20 +74,15 @@ class PrefixHash:
     def shared(self) -> SharedPrefixHash:
         """This hash, continued as one that a thread may feed while another reads it."""
         twin = SharedPrefixHash.__new__(SharedPrefixHash)
-        twin._hash = self._hash.copy()
-        twin._on = self._on
-        twin.consumed = self.consumed
+        twin._hash, twin._on, twin.consumed = self._hash.copy(), self._on, self.consumed
         twin._lock = threading.Lock()
         return twin
 
 
 class SharedPrefixHash(PrefixHash):
-    """A :class:`PrefixHash` whose count and hash are always updated and read together:
-    pyarrow's CSV reader feeds a screen's hash from a thread of its own while the source
-    takes checkpoint fingerprints on another, and a fingerprint must never name the bytes
-    before a chunk with the hash after it (a resume would refuse the unchanged file).
-    Only such a hash pays for the lock; a source that reads and fingerprints on one
-    thread keeps the plain one, fed once per record."""
+    """A :class:`PrefixHash` whose count and hash are updated and read together, for a
+    hash fed on one thread (pyarrow reads a CSV screen on its own) while another takes
+    fingerprints: one must never name the bytes before a chunk with the hash after it."""
 
     __slots__ = ("_lock",)
     _lock: threading.Lock
